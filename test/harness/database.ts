@@ -1,0 +1,80 @@
+/**
+ * Per-test-file isolation: each file gets fresh databases on every cluster,
+ * dropped afterwards, with a leak check for connections and replication slots.
+ */
+import pg from 'pg';
+import { inject } from 'vitest';
+import { randomBytes } from 'node:crypto';
+
+export interface TestCluster {
+  readonly major: number;
+  readonly port: number;
+  readonly binDir: string;
+  url(database?: string): string;
+}
+
+export function testClusters(): TestCluster[] {
+  return inject('clusters').map((c) => ({
+    ...c,
+    url: (database = 'postgres') => `postgres://postgres@127.0.0.1:${c.port}/${database}`,
+  }));
+}
+
+export async function withAdmin<T>(cluster: TestCluster, fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
+  const client = new pg.Client({ connectionString: cluster.url(database) });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface TestDatabase {
+  readonly name: string;
+  readonly url: string;
+  readonly cluster: TestCluster;
+  sql<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]>;
+  /** Fails if anything other than our own admin client is still connected or a slot remains. */
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(cluster: TestCluster, prefix = 't'): Promise<TestDatabase> {
+  const name = `${prefix}_${randomBytes(5).toString('hex')}`;
+  await withAdmin(cluster, (c) => c.query(`CREATE DATABASE ${name}`));
+  const client = new pg.Client({ connectionString: cluster.url(name) });
+  await client.connect();
+  return {
+    name,
+    url: cluster.url(name),
+    cluster,
+    async sql(text, values) {
+      return (await client.query(text, values)).rows;
+    },
+    async drop() {
+      await client.end();
+      const leaks = await withAdmin(cluster, async (c) => {
+        const deadline = Date.now() + 10_000;
+        // Backends of a closed client need a moment to exit; wait for them rather than sleeping blindly.
+        for (;;) {
+          const conns = await c.query(
+            `SELECT pid, application_name, backend_type, state, query FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+            [name],
+          );
+          const slots = await c.query(`SELECT slot_name, active FROM pg_replication_slots WHERE database = $1`, [name]);
+          if ((conns.rowCount === 0 && slots.rowCount === 0) || Date.now() > deadline) {
+            return { conns: conns.rows, slots: slots.rows };
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      });
+      await withAdmin(cluster, async (c) => {
+        for (const s of leaks.slots) await c.query(`SELECT pg_drop_replication_slot($1)`, [s.slot_name]).catch(() => undefined);
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      });
+      if (leaks.conns.length > 0 || leaks.slots.length > 0) {
+        throw new Error(`leaked in ${name}: connections ${JSON.stringify(leaks.conns)} slots ${JSON.stringify(leaks.slots)}`);
+      }
+    },
+  };
+}
