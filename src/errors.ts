@@ -1,0 +1,82 @@
+/**
+ * The one error type of floe. Every failure a user can see carries:
+ * - `kind`: what went wrong, grouped so callers can branch on it;
+ * - `retry`: whether the runtime may retry on its own ('timed'), needs an
+ *   operator ('manual'), or must never retry ('none');
+ * - `hint`: what the operator should do, in one sentence.
+ * Messages never contain secrets or row values.
+ */
+export type ErrorKind =
+  | 'config' // bad flag, URL or option
+  | 'connection' // network unreachable, refused, reset
+  | 'auth' // wrong password, missing privilege
+  | 'source-setup' // wal_level, publication, replica identity, slot problems
+  | 'schema' // unsupported type or schema change floe cannot follow
+  | 'replication' // protocol violation, slot invalidated
+  | 'destination' // destination rejected or failed a write
+  | 'state' // state store failure or inconsistency
+  | 'internal';
+
+export type RetryDirective = 'timed' | 'manual' | 'none';
+
+export interface FloeErrorOptions {
+  readonly hint?: string;
+  readonly retry?: RetryDirective;
+  readonly cause?: unknown;
+}
+
+const defaultRetry: Record<ErrorKind, RetryDirective> = {
+  config: 'none',
+  connection: 'timed',
+  auth: 'manual',
+  'source-setup': 'manual',
+  schema: 'manual',
+  replication: 'timed',
+  destination: 'timed',
+  state: 'timed',
+  internal: 'none',
+};
+
+export class FloeError extends Error {
+  readonly kind: ErrorKind;
+  readonly retry: RetryDirective;
+  readonly hint: string | undefined;
+
+  constructor(kind: ErrorKind, message: string, options: FloeErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'FloeError';
+    this.kind = kind;
+    this.retry = options.retry ?? defaultRetry[kind];
+    this.hint = options.hint;
+  }
+
+  /** One line for a terminal: message plus hint. */
+  oneLine(): string {
+    return this.hint ? `${this.message} (${this.hint})` : this.message;
+  }
+}
+
+/** SQLSTATE classes and node network codes mapped to floe error kinds. */
+export function coerceError(err: unknown, context?: string): FloeError {
+  if (err instanceof FloeError) return err;
+  const e = err as { code?: string; message?: string } | undefined;
+  const code = e?.code ?? '';
+  const base = e?.message ?? String(err);
+  const message = context ? `${context}: ${base}` : base;
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'EPIPE'].includes(code)) {
+    return new FloeError('connection', message, { cause: err, hint: 'check that the host is reachable and the port is right' });
+  }
+  if (code === '28P01' || code === '28000') {
+    return new FloeError('auth', message, { cause: err, hint: 'check the user name and password in the connection URL' });
+  }
+  if (code === '42501') {
+    return new FloeError('auth', message, { cause: err, hint: 'grant the missing privilege to the replication user' });
+  }
+  if (code === '3D000') {
+    return new FloeError('config', message, { cause: err, hint: 'check the database name in the connection URL' });
+  }
+  if (code.startsWith('08') || code === '57P01' || code === '57P03') {
+    return new FloeError('connection', message, { cause: err });
+  }
+  return new FloeError('internal', message, { cause: err });
+}
