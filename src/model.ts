@@ -13,13 +13,14 @@
  * - position: `(commit LSN, ordinal)`, a total order over a pipeline's changes.
  */
 
+import type { MappedType } from './schema/type-map.js';
+
 export interface Position {
   readonly lsn: bigint;
   readonly ordinal: number;
 }
 
-export const comparePositions = (a: Position, b: Position): number =>
-  a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : a.ordinal - b.ordinal;
+export const comparePositions = (a: Position, b: Position): number => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : a.ordinal - b.ordinal);
 
 /** A column as floe knows it: its source type and whether it belongs to the key. */
 export interface ColumnSchema {
@@ -28,8 +29,9 @@ export interface ColumnSchema {
   readonly typeOid: number;
   /** atttypmod as sent by pgoutput (-1 when none). */
   readonly typeMod: number;
-  /** Canonical type name after resolving domains/enums/arrays (see schema/type-map.ts). */
-  readonly typeName: string;
+  /** Destination types and conversions, from the one type table (schema/type-map.ts). */
+  readonly type: MappedType;
+  /** Part of the merge key (primary key, or replica identity index). */
   readonly isKey: boolean;
 }
 

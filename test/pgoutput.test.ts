@@ -148,14 +148,26 @@ describe.each(MAJORS)('pgoutput fixtures captured from PostgreSQL %i', (major) =
       ['c_inet', 869, -1, false],
     ]);
     const pk = rels.find((r) => r.name === 'pk_t')!;
-    expect(pk.columns.map((c) => [c.name, c.isKey])).toEqual([['id', true], ['name', false], ['note', false]]);
+    expect(pk.columns.map((c) => [c.name, c.isKey])).toEqual([
+      ['id', true],
+      ['name', false],
+      ['note', false],
+    ]);
     // REPLICA IDENTITY FULL marks every column as part of the key.
     const full = rels.find((r) => r.name === 'full_t')!;
     expect(full.replicaIdentity).toBe('f');
-    expect(full.columns.map((c) => [c.name, c.typeOid, c.isKey])).toEqual([['a', 23, true], ['b', 25, true], ['c', 1700, true]]);
+    expect(full.columns.map((c) => [c.name, c.typeOid, c.isKey])).toEqual([
+      ['a', 23, true],
+      ['b', 25, true],
+      ['c', 1700, true],
+    ]);
     const idx = rels.find((r) => r.name === 'idx_t')!;
     expect(idx.replicaIdentity).toBe('i');
-    expect(idx.columns.map((c) => [c.name, c.isKey])).toEqual([['id', false], ['code', true], ['v', false]]);
+    expect(idx.columns.map((c) => [c.name, c.isKey])).toEqual([
+      ['id', false],
+      ['code', true],
+      ['v', false],
+    ]);
     // TRUNCATE gives the tables new relfilenodes, which invalidates pgoutput's relation cache: Relation is sent again.
     expect(rels.filter((r) => r.name === 'trunc_a')).toHaveLength(2);
   });
@@ -205,7 +217,13 @@ describe.each(MAJORS)('pgoutput fixtures captured from PostgreSQL %i', (major) =
 
   it('decodes updates and deletes with REPLICA IDENTITY DEFAULT (old key tuple only when the key changes)', () => {
     const [plain, keyChange] = only(d.msgs, 'update', forRel('pk_t'));
-    expect(plain).toStrictEqual({ tag: 'update', relationId: d.relId('pk_t'), oldKind: undefined, oldTuple: undefined, newTuple: ['1', 'uno', null] });
+    expect(plain).toStrictEqual({
+      tag: 'update',
+      relationId: d.relId('pk_t'),
+      oldKind: undefined,
+      oldTuple: undefined,
+      newTuple: ['1', 'uno', null],
+    });
     expect(keyChange!.oldKind).toBe('K');
     // The key tuple has every column; the non-key ones are sent as NULL.
     expect(keyChange!.oldTuple).toStrictEqual(['2', null, null]);
@@ -448,9 +466,7 @@ describe('replication framing', () => {
   it('encodes a standby status update with the documented 34-byte layout', () => {
     const now = 946_684_800_000_000n + 0x1122334455n;
     const buf = encodeStandbyStatus(0x0102030405060708n, 0x1112131415161718n, 0x2122232425262728n, now, true);
-    expect(buf.toString('hex')).toBe(
-      '72' + '0102030405060708' + '1112131415161718' + '2122232425262728' + '0000001122334455' + '01',
-    );
+    expect(buf.toString('hex')).toBe('72' + '0102030405060708' + '1112131415161718' + '2122232425262728' + '0000001122334455' + '01');
     const before2000 = encodeStandbyStatus(0n, 0n, 0n, 946_684_800_000_000n - 1n, false);
     expect(before2000.toString('hex')).toBe('72' + '00'.repeat(24) + 'ffffffffffffffff' + '00');
     expect(() => encodeStandbyStatus(-1n, 0n, 0n, 0n, false)).toThrow(FloeError);
@@ -473,7 +489,14 @@ describe('replication framing', () => {
 
   it('rejects unknown, empty, short and long frames with FloeError', () => {
     const k = Buffer.from('6b' + '00'.repeat(16) + '00', 'hex');
-    for (const bad of [Buffer.alloc(0), Buffer.from('r'), encodeStandbyStatus(0n, 0n, 0n, 0n, false), k.subarray(0, 17), Buffer.concat([k, Buffer.from([0])]), Buffer.from('w')]) {
+    for (const bad of [
+      Buffer.alloc(0),
+      Buffer.from('r'),
+      encodeStandbyStatus(0n, 0n, 0n, 0n, false),
+      k.subarray(0, 17),
+      Buffer.concat([k, Buffer.from([0])]),
+      Buffer.from('w'),
+    ]) {
       expect(() => decodeReplicationFrame(bad)).toThrow(FloeError);
     }
     const badFlag = Buffer.from(k);

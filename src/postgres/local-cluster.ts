@@ -106,7 +106,12 @@ export async function startCluster(options: StartOptions): Promise<RunningCluste
     shared_buffers: "'128MB'",
     ...options.config,
   };
-  appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
+  appendFileSync(
+    join(dataDir, 'postgresql.conf'),
+    Object.entries(conf)
+      .map(([k, v]) => `${k} = ${v}`)
+      .join('\n') + '\n',
+  );
   writeFileSync(join(root, 'log'), '');
   if (owner.uid !== undefined) chownSync(join(root, 'log'), owner.uid, owner.gid!);
   run(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(root, 'log'), '-w', '-t', '60', 'start'], owner);

@@ -42,9 +42,22 @@ export type PgOutputMessage =
 const PG_EPOCH_OFFSET_MICROS = 946_684_800_000_000n;
 
 // Byte values of the tags.
-const B = 0x42, C = 0x43, O = 0x4f, R = 0x52, Y = 0x59, I = 0x49, U = 0x55, D = 0x44, T = 0x54, M = 0x4d;
-const K = 0x4b, N = 0x4e;
-const KIND_NULL = 0x6e, KIND_UNCHANGED = 0x75, KIND_TEXT = 0x74, KIND_BINARY = 0x62;
+const B = 0x42,
+  C = 0x43,
+  O = 0x4f,
+  R = 0x52,
+  Y = 0x59,
+  I = 0x49,
+  U = 0x55,
+  D = 0x44,
+  T = 0x54,
+  M = 0x4d;
+const K = 0x4b,
+  N = 0x4e;
+const KIND_NULL = 0x6e,
+  KIND_UNCHANGED = 0x75,
+  KIND_TEXT = 0x74,
+  KIND_BINARY = 0x62;
 
 /** Messages of later protocol versions, named so the error says what arrived. */
 const UNSUPPORTED: Record<string, string> = {
@@ -59,7 +72,8 @@ const UNSUPPORTED: Record<string, string> = {
   p: 'Stream Prepare (protocol v3)',
 };
 
-const HINT = 'the replication stream is not pgoutput protocol v1 text output as floe requested; check the server version and restart the pipeline';
+const HINT =
+  'the replication stream is not pgoutput protocol v1 text output as floe requested; check the server version and restart the pipeline';
 
 function protocolError(message: string): FloeError {
   return new FloeError('replication', `pgoutput: ${message}`, { hint: HINT });
@@ -92,21 +106,24 @@ class Reader {
 
   u16(field: string): number {
     this.need(2, field);
-    const b = this.buf, p = this.pos;
+    const b = this.buf,
+      p = this.pos;
     this.pos = p + 2;
     return (b[p]! << 8) | b[p + 1]!;
   }
 
   u32(field: string): number {
     this.need(4, field);
-    const b = this.buf, p = this.pos;
+    const b = this.buf,
+      p = this.pos;
     this.pos = p + 4;
     return ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
   }
 
   i32(field: string): number {
     this.need(4, field);
-    const b = this.buf, p = this.pos;
+    const b = this.buf,
+      p = this.pos;
     this.pos = p + 4;
     return (b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!;
   }
@@ -291,7 +308,8 @@ function decodeUpdate(r: Reader): PgOutputMessage {
 function decodeDelete(r: Reader): PgOutputMessage {
   const relationId = r.u32('relation id');
   const marker = r.u8('old tuple marker');
-  if (marker !== K && marker !== O) throw protocolError(`Delete message: expected old tuple marker 'K' or 'O', got ${describeByte(marker)}`);
+  if (marker !== K && marker !== O)
+    throw protocolError(`Delete message: expected old tuple marker 'K' or 'O', got ${describeByte(marker)}`);
   const oldKind = marker === K ? 'K' : 'O';
   const oldTuple = r.tuple(oldKind === 'K' ? 'old key tuple' : 'old tuple');
   r.done();

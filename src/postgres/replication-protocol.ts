@@ -68,7 +68,9 @@ export function decodeReplicationFrame(buf: Buffer): ReplicationFrame {
 }
 
 function describeTag(byte: number): string {
-  return byte >= 0x20 && byte < 0x7f ? `'${String.fromCharCode(byte)}' (0x${byte.toString(16).padStart(2, '0')})` : `0x${byte.toString(16).padStart(2, '0')}`;
+  return byte >= 0x20 && byte < 0x7f
+    ? `'${String.fromCharCode(byte)}' (0x${byte.toString(16).padStart(2, '0')})`
+    : `0x${byte.toString(16).padStart(2, '0')}`;
 }
 
 function checkLsn(name: string, lsn: bigint): void {

@@ -69,7 +69,21 @@ export async function createTestDatabase(cluster: TestCluster, prefix = 't'): Pr
         }
       });
       await withAdmin(cluster, async (c) => {
-        for (const s of leaks.slots) await c.query(`SELECT pg_drop_replication_slot($1)`, [s.slot_name]).catch(() => undefined);
+        await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [name]);
+        await c.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, [
+          name,
+        ]);
+        for (const s of leaks.slots) {
+          // A terminated walsender releases its slot a moment later.
+          for (let i = 0; i < 100; i++) {
+            const ok = await c.query(`SELECT pg_drop_replication_slot($1)`, [s.slot_name]).then(
+              () => true,
+              () => false,
+            );
+            if (ok) break;
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
         await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       });
       if (leaks.conns.length > 0 || leaks.slots.length > 0) {

@@ -1,0 +1,21 @@
+import { Command, CommanderError } from 'commander';
+import { FloeError, coerceError } from '../errors.js';
+import { replicateCommand } from './replicate.js';
+
+const program = new Command('floe')
+  .description('change data capture from PostgreSQL into DuckDB and Snowflake')
+  .showHelpAfterError()
+  .exitOverride();
+program.addCommand(replicateCommand());
+
+try {
+  await program.parseAsync(process.argv);
+  process.exit(0);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
+  const e = err instanceof FloeError ? err : coerceError(err);
+  process.stderr.write(`floe: error: ${e.oneLine()}\n`);
+  process.exit(e.kind === 'config' ? 2 : 1);
+}

@@ -1,0 +1,112 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { FloeError } from '../errors.js';
+import { createLogger } from '../telemetry/logger.js';
+import { runPipeline } from '../pipeline/pipeline.js';
+import { MemoryStateStore } from '../store/memory-store.js';
+import { PostgresStateStore } from '../store/postgres-store.js';
+import type { StateStore } from '../store/state-store.js';
+import { parseDestination } from './destination-url.js';
+import { onShutdownSignal } from './signals.js';
+
+const positiveInt = (what: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a positive integer`);
+  return n;
+};
+
+export function replicateCommand(): Command {
+  return new Command('replicate')
+    .description('replicate one publication into a destination, in the foreground, until SIGINT/SIGTERM')
+    .addOption(
+      new Option('--source <url>', 'source PostgreSQL URL (postgres://user:pw@host:5432/db)').env('FLOE_SOURCE_URL').makeOptionMandatory(),
+    )
+    .requiredOption('--publication <name>', 'publication whose tables are replicated')
+    .requiredOption('--slot <name>', 'logical replication slot (created if missing)')
+    .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb')
+    .option('--state <url>', "state store: a PostgreSQL URL (tables in schema floe), 'source' or 'memory'", 'source')
+    .option('--pipeline-name <name>', 'name of this pipeline in the state store (default: the slot name)')
+    .addOption(
+      new Option('--delete-mode <mode>', 'hard: deleted rows leave the target; soft: they stay with _floe_deleted = true')
+        .choices(['hard', 'soft'])
+        .default('hard'),
+    )
+    .option('--snapshot-parallelism <n>', 'parallel COPY connections for the initial snapshot', positiveInt('--snapshot-parallelism'), 4)
+    .option(
+      '--snapshot-range-pages <n>',
+      'heap pages per snapshot range (bounds memory per range)',
+      positiveInt('--snapshot-range-pages'),
+      4096,
+    )
+    .option('--batch-max-bytes <n>', 'write a batch once it holds this many bytes', positiveInt('--batch-max-bytes'), 8 << 20)
+    .option('--batch-max-ms <n>', 'write a batch once its first change is this old', positiveInt('--batch-max-ms'), 1000)
+    .option('--merge-interval-ms <n>', 'how often journal changes are merged into target tables', positiveInt('--merge-interval-ms'), 5000)
+    .option(
+      '--status-interval-ms <n>',
+      'standby status update cadence (keep well under wal_sender_timeout)',
+      positiveInt('--status-interval-ms'),
+      10_000,
+    )
+    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
+    .action(async (opts: ReplicateOptions) => {
+      await replicate(opts);
+    });
+}
+
+interface ReplicateOptions {
+  source: string;
+  publication: string;
+  slot: string;
+  destination: string;
+  state: string;
+  pipelineName?: string;
+  deleteMode: 'hard' | 'soft';
+  snapshotParallelism: number;
+  snapshotRangePages: number;
+  batchMaxBytes: number;
+  batchMaxMs: number;
+  mergeIntervalMs: number;
+  statusIntervalMs: number;
+  logLevel: string;
+}
+
+async function replicate(opts: ReplicateOptions): Promise<void> {
+  if (!/^[a-z0-9_]{1,63}$/.test(opts.slot)) {
+    throw new FloeError('config', `invalid slot name "${opts.slot}"`, {
+      hint: 'slot names use lower-case letters, digits and underscores (at most 63)',
+    });
+  }
+  if (!/^postgres(ql)?:\/\//.test(opts.source)) {
+    throw new FloeError('config', 'the --source URL must start with postgres:// or postgresql://');
+  }
+  const log = createLogger({ level: opts.logLevel });
+  const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
+  const store: StateStore =
+    opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
+  const controller = new AbortController();
+  const release = onShutdownSignal(() => controller.abort());
+  try {
+    await runPipeline(
+      {
+        name: opts.pipelineName ?? opts.slot,
+        source: { url: opts.source },
+        publication: opts.publication,
+        slotName: opts.slot,
+        destination,
+        store,
+        log,
+        snapshotParallelism: opts.snapshotParallelism,
+        snapshotRangePages: opts.snapshotRangePages,
+        batchMaxBytes: opts.batchMaxBytes,
+        batchMaxMs: opts.batchMaxMs,
+        mergeIntervalMs: opts.mergeIntervalMs,
+        statusIntervalMs: opts.statusIntervalMs,
+        events: { phase: (p) => log.info({ phase: p }, 'pipeline phase') },
+      },
+      controller.signal,
+    );
+  } finally {
+    release();
+    await destination.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * The seam between the pipeline and a warehouse.
+ *
+ * Contract (design.md §2):
+ * - `writeChanges` appends a batch of changes to the journal. When the promise
+ *   resolves the batch is either durable or accepted; `durableThrough()` tells
+ *   which positions are durable. Writes are idempotent by position: a change at
+ *   or below the destination's durable watermark (for the same slot
+ *   incarnation) is skipped, so replays after a crash never duplicate history.
+ * - `writeSnapshotRange` loads one CTID range of a table atomically together
+ *   with a marker, so a range is in the journal entirely or not at all, and a
+ *   range written once is never written again.
+ * - `merge` derives target tables from the journal: latest position wins.
+ */
+import type { Cell, Change, Position, TableSchema } from '../model.js';
+
+export interface SnapshotRangeRef {
+  readonly table: TableSchema;
+  readonly rangeIndex: number;
+  /** LSN of the exported snapshot the range was read under; rows take position (lsn, -1). */
+  readonly snapshotLsn: bigint;
+}
+
+export interface DestinationCheckpoint {
+  /** Highest position whose change is durable in the journal, for this incarnation. */
+  readonly durable: Position | undefined;
+}
+
+export interface Destination {
+  /** Connects, creates bookkeeping objects; returns what is durable for the slot incarnation. */
+  open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint>;
+  /** Creates or evolves the journal and target of a table (new columns added, dropped ones kept). */
+  prepare(table: TableSchema): Promise<void>;
+  /** Writes one snapshot range atomically; returns the number of rows written (0 if it was already there). */
+  writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number>;
+  /** Marks a table's snapshot complete: from now on its merges may run (invariant 2b). */
+  completeSnapshot(table: TableSchema): Promise<void>;
+  /** Forgets a table's journal/target content for a resync under a new snapshot. */
+  resetTable(table: TableSchema): Promise<void>;
+  /** Appends changes (in position order) to the journals. */
+  writeChanges(changes: readonly Change[]): Promise<void>;
+  /** The highest position durable in the destination. */
+  durableThrough(): Promise<Position | undefined>;
+  /** Applies journal rows loaded since the last merge to the target tables. */
+  merge(signal?: AbortSignal): Promise<MergeResult>;
+  close(): Promise<void>;
+}
+
+export interface MergeResult {
+  readonly tables: number;
+  readonly journalRows: number;
+}
+
+export type DeleteMode = 'hard' | 'soft';

@@ -1,0 +1,514 @@
+/**
+ * DuckDB destination: one database file holding, per source table,
+ *
+ * - a journal `_floe_journal."<schema>.<table>"`: every change, in load order
+ *   (`_floe_seq`), with its position, op, commit time, the list of columns
+ *   whose value was not sent (unchanged TOAST) and the row image as the exact
+ *   PostgreSQL text of each value (arrays as JSON arrays of element texts);
+ * - a target `"<schema>"."<table>"`: the current state, typed through the type
+ *   table, each row keeping the position it came from.
+ *
+ * Bookkeeping lives in schema `_floe`: the stream watermark per pipeline and
+ * slot incarnation (written in the same transaction as the journal rows, so a
+ * replayed change is recognised and skipped), the snapshot ranges loaded, and
+ * how far each journal has been merged.
+ *
+ * Merge (invariant 2): rows loaded since the last merge form the window (load
+ * order, never a position range). Per key the change with the greatest
+ * position wins, but only over a target row with a lower position; a TRUNCATE
+ * in the window removes every target row older than it. A column marked
+ * unchanged takes the latest earlier image of the key in the window, else the
+ * target's current value (invariant 4). Keyless tables (REPLICA IDENTITY FULL
+ * without a primary key) have no merge: their target is a typed view of the
+ * journal, i.e. append-only history.
+ */
+import { DuckDBInstance, DuckDBTimestampTZValue as TimestampTZ, type DuckDBConnection } from '@duckdb/node-api';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Cell, Change, ColumnSchema, Position, TableSchema } from '../../model.js';
+import { comparePositions, qualifiedName } from '../../model.js';
+import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, SnapshotRangeRef } from '../destination.js';
+import { FloeError } from '../../errors.js';
+import { pgArrayToJson } from '../../schema/pg-array.js';
+
+export interface DuckDbDestinationOptions {
+  /** Database file path, or ':memory:'. */
+  readonly path: string;
+  readonly deleteMode?: DeleteMode;
+}
+
+const META = '_floe';
+const JOURNAL = '_floe_journal';
+
+export const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`;
+const quoteLiteral = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+
+interface KnownTable {
+  schema: TableSchema;
+  /** Data columns present in the journal, in journal order (dropped ones stay). */
+  journalColumns: string[];
+  snapshotComplete: boolean;
+}
+
+export class DuckDbDestination implements Destination {
+  readonly #options: Required<DuckDbDestinationOptions>;
+  #instance: DuckDBInstance | undefined;
+  #conn: DuckDBConnection | undefined;
+  #pipeline = '';
+  #incarnation = '';
+  #watermark: Position | undefined;
+  #nextSeq = 1n;
+  readonly #tables = new Map<string, KnownTable>();
+  /** Serialises transactions on the single connection. */
+  #chain: Promise<unknown> = Promise.resolve();
+
+  constructor(options: DuckDbDestinationOptions) {
+    this.#options = { deleteMode: 'hard', ...options };
+  }
+
+  get deleteMode(): DeleteMode {
+    return this.#options.deleteMode;
+  }
+
+  async open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint> {
+    this.#pipeline = pipeline;
+    this.#incarnation = incarnation;
+    if (this.#options.path !== ':memory:') mkdirSync(dirname(this.#options.path), { recursive: true });
+    // A pipeline that reconnects opens again: keep the database, re-read the watermark.
+    if (!this.#instance)
+      try {
+        this.#instance = await DuckDBInstance.create(this.#options.path);
+      } catch (err) {
+        throw new FloeError('destination', `cannot open DuckDB file ${this.#options.path}: ${(err as Error).message}`, {
+          cause: err,
+          hint: 'check the path, its permissions, and that no other process holds the file open',
+          retry: 'manual',
+        });
+      }
+    this.#conn ??= await this.#instance.connect();
+    const c = this.#conn;
+    await c.run(`CREATE SCHEMA IF NOT EXISTS ${META}; CREATE SCHEMA IF NOT EXISTS ${JOURNAL};
+      CREATE TABLE IF NOT EXISTS ${META}.watermark (pipeline VARCHAR, incarnation VARCHAR, lsn UBIGINT, ordinal BIGINT, updated_at TIMESTAMPTZ, PRIMARY KEY (pipeline, incarnation));
+      CREATE TABLE IF NOT EXISTS ${META}.snapshot_range (pipeline VARCHAR, incarnation VARCHAR, source_table VARCHAR, range_index INTEGER, snapshot_lsn UBIGINT, rows BIGINT, loaded_at TIMESTAMPTZ, PRIMARY KEY (pipeline, incarnation, source_table, range_index));
+      CREATE TABLE IF NOT EXISTS ${META}.source_table (source_table VARCHAR PRIMARY KEY, journal_columns VARCHAR[], key_columns VARCHAR[], snapshot_complete BOOLEAN, merged_seq BIGINT);
+      CREATE TABLE IF NOT EXISTS ${META}.seq (next_seq BIGINT);`);
+    const seq = await this.#rows(`SELECT next_seq FROM ${META}.seq`);
+    if (seq.length === 0) await c.run(`INSERT INTO ${META}.seq VALUES (1)`);
+    else this.#nextSeq = BigInt(seq[0]![0] as bigint);
+    const wm = await this.#rows(
+      `SELECT lsn, ordinal FROM ${META}.watermark WHERE pipeline = ${quoteLiteral(pipeline)} AND incarnation = ${quoteLiteral(incarnation)}`,
+    );
+    this.#watermark = wm.length ? { lsn: BigInt(wm[0]![0] as bigint), ordinal: Number(wm[0]![1]) } : undefined;
+    return { durable: this.#watermark };
+  }
+
+  async prepare(table: TableSchema): Promise<void> {
+    await this.#serial(async () => {
+      const c = this.#c();
+      const name = qualifiedName(table);
+      const existing = await this.#rows(
+        `SELECT journal_columns, snapshot_complete FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`,
+      );
+      const dataCols = table.columns.map((col) => col.name);
+      if (existing.length === 0) {
+        await c.run('BEGIN');
+        try {
+          await c.run(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(table.schema)}`);
+          const journalDefs = [
+            '_floe_seq BIGINT NOT NULL',
+            '_floe_lsn UBIGINT NOT NULL',
+            '_floe_ordinal BIGINT NOT NULL',
+            '_floe_op VARCHAR NOT NULL',
+            '_floe_commit_time TIMESTAMPTZ',
+            '_floe_unchanged VARCHAR[]',
+            ...dataCols.map((n) => `${quoteIdent(n)} VARCHAR`),
+          ];
+          await c.run(`CREATE TABLE IF NOT EXISTS ${this.#journal(table)} (${journalDefs.join(', ')})`);
+          await this.#createTarget(table);
+          await c.run(
+            `INSERT INTO ${META}.source_table VALUES (${quoteLiteral(name)}, ${sqlList(dataCols)}, ${sqlList(table.columns.filter((x) => x.isKey).map((x) => x.name))}, false, 0)`,
+          );
+          await c.run('COMMIT');
+        } catch (err) {
+          await c.run('ROLLBACK');
+          throw err;
+        }
+        this.#tables.set(name, { schema: table, journalColumns: dataCols, snapshotComplete: false });
+        return;
+      }
+      const journalColumns = (existing[0]![0] as string[]).slice();
+      const snapshotComplete = Boolean(existing[0]![1]);
+      // Schema evolution: add new columns before the first change that uses them;
+      // columns dropped at the source stay (documented policy) and are no longer filled.
+      const added = table.columns.filter((col) => !journalColumns.includes(col.name));
+      if (added.length > 0) {
+        await c.run('BEGIN');
+        try {
+          for (const col of added) {
+            await c.run(`ALTER TABLE ${this.#journal(table)} ADD COLUMN ${quoteIdent(col.name)} VARCHAR`);
+            if (table.hasKey) {
+              await c.run(`ALTER TABLE ${this.#target(table)} ADD COLUMN ${quoteIdent(col.name)} ${col.type.duckdb}`);
+            }
+            journalColumns.push(col.name);
+          }
+          await c.run(
+            `UPDATE ${META}.source_table SET journal_columns = ${sqlList(journalColumns)} WHERE source_table = ${quoteLiteral(name)}`,
+          );
+          if (!table.hasKey) await this.#createTarget(table, journalColumns);
+          await c.run('COMMIT');
+        } catch (err) {
+          await c.run('ROLLBACK');
+          throw err;
+        }
+      }
+      this.#tables.set(name, { schema: table, journalColumns, snapshotComplete });
+    });
+  }
+
+  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {
+    const known = this.#known(range.table);
+    const name = qualifiedName(range.table);
+    // One range is one transaction; rows are streamed into the appender so the
+    // process holds only one chunk of rows at a time.
+    return this.#serial(async () => {
+      const c = this.#c();
+      const done = await this.#rows(
+        `SELECT 1 FROM ${META}.snapshot_range WHERE pipeline = ${quoteLiteral(this.#pipeline)} AND incarnation = ${quoteLiteral(this.#incarnation)} AND source_table = ${quoteLiteral(name)} AND range_index = ${range.rangeIndex}`,
+      );
+      if (done.length > 0) {
+        for await (const chunk of rows) void chunk; // drain the producer
+        return 0;
+      }
+      await c.run('BEGIN');
+      let count = 0;
+      try {
+        const appender = await c.createAppender(this.#journalName(range.table), JOURNAL);
+        const positions = this.#columnPositions(known, range.table);
+        for await (const chunk of rows) {
+          for (const cells of chunk) {
+            this.#appendRow(appender, known, positions, range.table, 'r', { lsn: range.snapshotLsn, ordinal: -1 }, 0n, cells);
+            count++;
+          }
+        }
+        appender.closeSync();
+        await c.run(
+          `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
+        );
+        await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
+        await c.run('COMMIT');
+      } catch (err) {
+        await c.run('ROLLBACK').catch(() => undefined);
+        await this.#reloadSeq();
+        throw wrapDuckDb(err, `loading snapshot range ${range.rangeIndex} of ${name}`);
+      }
+      return count;
+    });
+  }
+
+  async completeSnapshot(table: TableSchema): Promise<void> {
+    await this.#serial(async () => {
+      await this.#c().run(
+        `UPDATE ${META}.source_table SET snapshot_complete = true WHERE source_table = ${quoteLiteral(qualifiedName(table))}`,
+      );
+      this.#known(table).snapshotComplete = true;
+    });
+  }
+
+  async resetTable(table: TableSchema): Promise<void> {
+    await this.#serial(async () => {
+      const c = this.#c();
+      const name = qualifiedName(table);
+      await c.run('BEGIN');
+      try {
+        await c.run(`DELETE FROM ${this.#journal(table)}`);
+        if (table.hasKey) await c.run(`DELETE FROM ${this.#target(table)}`);
+        await c.run(`UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = 0 WHERE source_table = ${quoteLiteral(name)}`);
+        await c.run(`DELETE FROM ${META}.snapshot_range WHERE source_table = ${quoteLiteral(name)}`);
+        await c.run('COMMIT');
+      } catch (err) {
+        await c.run('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      this.#known(table).snapshotComplete = false;
+    });
+  }
+
+  async writeChanges(changes: readonly Change[]): Promise<void> {
+    if (changes.length === 0) return;
+    await this.#serial(async () => {
+      const c = this.#c();
+      const wm = this.#watermark;
+      // Replayed changes (at or below the watermark of this incarnation) are already in the journal.
+      const fresh = wm ? changes.filter((ch) => comparePositions(ch.position, wm) > 0) : changes;
+      if (fresh.length === 0) return;
+      const last = fresh[fresh.length - 1]!.position;
+      await c.run('BEGIN');
+      try {
+        const appenders = new Map<string, { appender: Awaited<ReturnType<DuckDBConnection['createAppender']>>; positions: number[] }>();
+        for (const ch of fresh) {
+          const name = qualifiedName(ch.table);
+          let entry = appenders.get(name);
+          if (!entry) {
+            const known = this.#known(ch.table);
+            entry = {
+              appender: await c.createAppender(this.#journalName(ch.table), JOURNAL),
+              positions: this.#columnPositions(known, ch.table),
+            };
+            appenders.set(name, entry);
+          }
+          this.#appendRow(
+            entry.appender,
+            this.#known(ch.table),
+            entry.positions,
+            ch.table,
+            ch.op,
+            ch.position,
+            ch.commitTimeMicros,
+            ch.cells,
+          );
+        }
+        for (const { appender } of appenders.values()) appender.closeSync();
+        await c.run(
+          `INSERT OR REPLACE INTO ${META}.watermark VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${last.lsn}, ${last.ordinal}, now())`,
+        );
+        await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
+        await c.run('COMMIT');
+        this.#watermark = last;
+      } catch (err) {
+        await c.run('ROLLBACK').catch(() => undefined);
+        await this.#reloadSeq();
+        throw wrapDuckDb(err, 'appending changes to the journal');
+      }
+    });
+  }
+
+  async durableThrough(): Promise<Position | undefined> {
+    return this.#watermark;
+  }
+
+  async merge(signal?: AbortSignal): Promise<MergeResult> {
+    let tables = 0;
+    let journalRows = 0;
+    for (const known of this.#tables.values()) {
+      if (signal?.aborted) break;
+      if (!known.schema.hasKey || !known.snapshotComplete) continue;
+      const n = await this.#serial(() => this.#mergeTable(known));
+      if (n > 0) {
+        tables++;
+        journalRows += n;
+      }
+    }
+    return { tables, journalRows };
+  }
+
+  async close(): Promise<void> {
+    await this.#chain.catch(() => undefined);
+    this.#conn?.closeSync();
+    this.#instance?.closeSync();
+    this.#conn = undefined;
+    this.#instance = undefined;
+  }
+
+  /** Runs SQL and returns rows as JS values; for tests, the demo and `--verify`. */
+  async query(sql: string): Promise<unknown[][]> {
+    return this.#serial(() => this.#rows(sql));
+  }
+
+  // ---- internals -------------------------------------------------------------------------
+
+  async #mergeTable(known: KnownTable): Promise<number> {
+    const c = this.#c();
+    const t = known.schema;
+    const name = qualifiedName(t);
+    const [row] = await this.#rows(`SELECT merged_seq FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`);
+    const from = BigInt((row?.[0] as bigint | undefined) ?? 0n);
+    const to = this.#nextSeq - 1n;
+    if (to <= from) return 0;
+    const journal = this.#journal(t);
+    const target = this.#target(t);
+    const keys = t.columns.filter((col) => col.isKey).map((col) => col.name);
+    const pos = (alias?: string) => {
+      const p = alias ? `${alias}.` : '';
+      return `((${p}_floe_lsn::HUGEINT << 32) + (${p}_floe_ordinal + 1))`;
+    };
+    const keyJoin = (a: string, b: string) =>
+      keys.map((k) => `${a}.${quoteIdent(k)} IS NOT DISTINCT FROM ${b}.${quoteIdent(k)}`).join(' AND ');
+    const soft = this.#options.deleteMode === 'soft';
+    // Target columns are those known now; a column dropped at the source keeps its last values.
+    const cols = known.journalColumns;
+    const typeOf = new Map(t.columns.map((col) => [col.name, col] as const));
+    await c.run('BEGIN');
+    try {
+      await c.run(`CREATE OR REPLACE TEMP TABLE _floe_window AS
+        SELECT *, ${pos('j')} AS _floe_pos FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
+      const [counted] = await this.#rows(`SELECT count(*), max(_floe_pos) FILTER (WHERE _floe_op = 't') FROM _floe_window`);
+      const windowRows = Number(counted?.[0] ?? 0);
+      const truncPos = counted?.[1] as bigint | null | undefined;
+      if (truncPos !== null && truncPos !== undefined) {
+        const older = `${pos()} < ${truncPos}`;
+        await c.run(
+          soft
+            ? `UPDATE ${target} SET _floe_deleted = true, _floe_synced_at = now() WHERE ${older} AND NOT _floe_deleted`
+            : `DELETE FROM ${target} WHERE ${older}`,
+        );
+        await c.run(`DELETE FROM _floe_window WHERE _floe_pos < ${truncPos} OR _floe_op = 't'`);
+      }
+      // Per key: the latest change, and per column the latest known image (invariant 4).
+      const keyList = keys.map(quoteIdent).join(', ');
+      const perColumn = cols
+        .filter((col) => !keys.includes(col))
+        .map((col) => {
+          const q = quoteIdent(col);
+          const known = `_floe_op IN ('r','i','u') AND NOT list_contains(coalesce(_floe_unchanged, []), ${quoteLiteral(col)})`;
+          return `arg_max_null(${q}, _floe_pos) FILTER (WHERE ${known}) AS ${q}, count(*) FILTER (WHERE ${known}) > 0 AS ${quoteIdent('_floe_has_' + col)}`;
+        });
+      await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
+        SELECT ${keyList}, max(_floe_pos) AS _floe_pos, arg_max(_floe_op, _floe_pos) AS _floe_op,
+               arg_max(_floe_lsn, _floe_pos) AS _floe_lsn, arg_max(_floe_ordinal, _floe_pos) AS _floe_ordinal
+               ${perColumn.length ? ', ' + perColumn.join(', ') : ''}
+        FROM _floe_window GROUP BY ${keyList}`);
+      // Only changes newer than the target row apply (replays and late snapshot rows are harmless).
+      const castCol = (col: string) => {
+        const ct = typeOf.get(col);
+        const src = `l.${quoteIdent(col)}`;
+        return ct ? ct.type.duckdbCast(src) : src;
+      };
+      const selectCols = cols.map((col) => {
+        if (keys.includes(col)) return `${castCol(col)} AS ${quoteIdent(col)}`;
+        return `CASE WHEN l.${quoteIdent('_floe_has_' + col)} THEN ${castCol(col)} ELSE tg.${quoteIdent(col)} END AS ${quoteIdent(col)}`;
+      });
+      await c.run(`CREATE OR REPLACE TEMP TABLE _floe_apply AS
+        SELECT ${selectCols.join(', ')}, l._floe_op, l._floe_lsn, l._floe_ordinal
+        FROM _floe_latest l LEFT JOIN ${target} tg ON ${keyJoin('l', 'tg')}
+        WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${pos('tg')}`);
+      await c.run(`DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_apply a WHERE ${keyJoin('a', target)})`);
+      const colList = cols.map(quoteIdent).join(', ');
+      if (soft) {
+        await c.run(`INSERT INTO ${target} (${colList}, _floe_lsn, _floe_ordinal, _floe_deleted, _floe_synced_at)
+          SELECT ${colList}, _floe_lsn, _floe_ordinal, _floe_op = 'd', now() FROM _floe_apply`);
+      } else {
+        await c.run(`INSERT INTO ${target} (${colList}, _floe_lsn, _floe_ordinal, _floe_synced_at)
+          SELECT ${colList}, _floe_lsn, _floe_ordinal, now() FROM _floe_apply WHERE _floe_op <> 'd'`);
+      }
+      await c.run(`UPDATE ${META}.source_table SET merged_seq = ${to} WHERE source_table = ${quoteLiteral(name)}`);
+      await c.run('COMMIT');
+      return windowRows;
+    } catch (err) {
+      await c.run('ROLLBACK').catch(() => undefined);
+      throw wrapDuckDb(err, `merging ${name}`);
+    }
+  }
+
+  async #createTarget(table: TableSchema, journalColumns?: string[]): Promise<void> {
+    const c = this.#c();
+    if (table.hasKey) {
+      const defs = table.columns.map((col) => `${quoteIdent(col.name)} ${col.type.duckdb}`);
+      await c.run(`CREATE TABLE IF NOT EXISTS ${this.#target(table)} (${defs.join(', ')},
+        _floe_lsn UBIGINT NOT NULL, _floe_ordinal BIGINT NOT NULL, _floe_deleted BOOLEAN NOT NULL DEFAULT false, _floe_synced_at TIMESTAMPTZ)`);
+      return;
+    }
+    // Append-only history: a typed view over the journal. Columns dropped at the source stay as text.
+    const byName = new Map(table.columns.map((col) => [col.name, col] as const));
+    const names = journalColumns ?? table.columns.map((col) => col.name);
+    const select = names.map((n) => {
+      const col = byName.get(n);
+      return `${col ? col.type.duckdbCast(quoteIdent(n)) : quoteIdent(n)} AS ${quoteIdent(n)}`;
+    });
+    await c.run(`CREATE OR REPLACE VIEW ${this.#target(table)} AS SELECT ${select.join(', ')},
+      _floe_op, _floe_lsn, _floe_ordinal, _floe_commit_time, _floe_seq FROM ${this.#journal(table)}`);
+  }
+
+  /** For each journal data column, the index of the schema column filling it (-1: dropped at the source). */
+  #columnPositions(known: KnownTable, table: TableSchema): number[] {
+    const index = new Map(table.columns.map((col, i) => [col.name, i] as const));
+    return known.journalColumns.map((n) => index.get(n) ?? -1);
+  }
+
+  #appendRow(
+    appender: Awaited<ReturnType<DuckDBConnection['createAppender']>>,
+    known: KnownTable,
+    positions: number[],
+    table: TableSchema,
+    op: Change['op'],
+    position: Position,
+    commitTimeMicros: bigint,
+    cells: readonly Cell[],
+  ): void {
+    appender.appendBigInt(this.#nextSeq++);
+    appender.appendUBigInt(position.lsn);
+    appender.appendBigInt(BigInt(position.ordinal));
+    appender.appendVarchar(op);
+    if (commitTimeMicros === 0n) appender.appendNull();
+    else appender.appendTimestampTZ(new TimestampTZ(commitTimeMicros));
+    let unchanged: string[] | undefined;
+    const values: (string | null)[] = [];
+    for (let i = 0; i < positions.length; i++) {
+      const p = positions[i]!;
+      const col: ColumnSchema | undefined = p >= 0 ? table.columns[p] : undefined;
+      const cell = p >= 0 ? cells[p] : null;
+      if (cell === undefined) {
+        (unchanged ??= []).push(known.journalColumns[i]!);
+        values.push(null);
+      } else if (cell === null || col === undefined) {
+        values.push(null);
+      } else {
+        values.push(col.type.isArray ? pgArrayToJson(cell) : cell);
+      }
+    }
+    if (unchanged) appender.appendList(unchanged);
+    else appender.appendNull();
+    for (const v of values) {
+      if (v === null) appender.appendNull();
+      else appender.appendVarchar(v);
+    }
+    appender.endRow();
+  }
+
+  #known(table: TableSchema): KnownTable {
+    const k = this.#tables.get(qualifiedName(table));
+    if (!k) throw new FloeError('internal', `table ${qualifiedName(table)} was not prepared in the destination`);
+    // The pipeline may hand us a newer schema object (after a Relation message); keep it.
+    k.schema = table;
+    return k;
+  }
+
+  #journalName(t: TableSchema): string {
+    return qualifiedName(t);
+  }
+
+  #journal(t: TableSchema): string {
+    return `${JOURNAL}.${quoteIdent(this.#journalName(t))}`;
+  }
+
+  #target(t: TableSchema): string {
+    return `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
+  }
+
+  async #reloadSeq(): Promise<void> {
+    const seq = await this.#rows(`SELECT next_seq FROM ${META}.seq`);
+    this.#nextSeq = BigInt((seq[0]?.[0] as bigint | undefined) ?? 1n);
+  }
+
+  #c(): DuckDBConnection {
+    if (!this.#conn) throw new FloeError('internal', 'DuckDB destination is not open');
+    return this.#conn;
+  }
+
+  async #rows(sql: string): Promise<unknown[][]> {
+    const reader = await this.#c().runAndReadAll(sql);
+    return reader.getRowsJS() as unknown[][];
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#chain.then(fn, fn);
+    this.#chain = next.catch(() => undefined);
+    return next;
+  }
+}
+
+const sqlList = (items: readonly string[]): string => `[${items.map(quoteLiteral).join(', ')}]::VARCHAR[]`;
+
+function wrapDuckDb(err: unknown, what: string): FloeError {
+  if (err instanceof FloeError) return err;
+  return new FloeError('destination', `DuckDB failed ${what}: ${(err as Error).message}`, { cause: err });
+}

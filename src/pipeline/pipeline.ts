@@ -1,0 +1,566 @@
+/**
+ * The pipeline runtime: one source publication, one slot, one destination.
+ *
+ * Lifecycle:
+ *   connect → preflight → slot (create with exported snapshot, or resume) →
+ *   snapshot of tables that need one → stream until aborted → drain.
+ *
+ * Acknowledgement (design.md invariants 1 and 3): the flush LSN sent to the
+ * server is the end LSN of the last transaction whose every change the
+ * destination made durable *and* the state store recorded. When nothing is in
+ * flight (no open transaction, nothing buffered, no write running) the
+ * keepalive's wal_end may be acknowledged, so an idle publication never pins WAL.
+ *
+ * Backpressure (invariant 5): changes are batched by bytes and time; one batch
+ * is written while the next fills; when the next is full the loop stops
+ * reading the socket. A timer keeps sending status updates meanwhile, well
+ * inside wal_sender_timeout.
+ */
+import type pg from 'pg';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import { FloeError, coerceError } from '../errors.js';
+import type { Change, Cell, TableSchema } from '../model.js';
+import { qualifiedName } from '../model.js';
+import type { Destination } from '../destination/destination.js';
+import type { StateStore } from '../store/state-store.js';
+import type { Logger } from '../telemetry/logger.js';
+import { connectSource, preflight, serverInfo, SchemaCache, type SourceConfig } from '../postgres/source.js';
+import {
+  connectReplication,
+  createSlotWithSnapshot,
+  dropSlot,
+  readSlot,
+  startReplication,
+  temporarySlotName,
+} from '../postgres/replication.js';
+import { decodeReplicationFrame, encodeStandbyStatus } from '../postgres/replication-protocol.js';
+import { decodePgOutput } from '../postgres/pgoutput.js';
+import { formatLsn } from '../postgres/lsn.js';
+import { copySnapshot, planRanges, type SnapshotTask } from './snapshot.js';
+
+export interface PipelineOptions {
+  /** Pipeline identity in the state store and destination bookkeeping. */
+  readonly name: string;
+  readonly source: SourceConfig;
+  readonly publication: string;
+  readonly slotName: string;
+  readonly destination: Destination;
+  readonly store: StateStore;
+  readonly log: Logger;
+  /** Parallel COPY connections for the snapshot. (Default: 4) */
+  readonly snapshotParallelism?: number;
+  /** Heap pages per snapshot range. (Default: 4096, i.e. 32 MiB of heap) */
+  readonly snapshotRangePages?: number;
+  /** A batch is written when it holds this many bytes of row text. (Default: 8 MiB) */
+  readonly batchMaxBytes?: number;
+  /** ... or when its first change is this old. (Default: 1000 ms) */
+  readonly batchMaxMs?: number;
+  /** Journal → target merge cadence. (Default: 5000 ms) */
+  readonly mergeIntervalMs?: number;
+  /** Standby status update cadence; must stay well under wal_sender_timeout. (Default: 10000 ms) */
+  readonly statusIntervalMs?: number;
+  readonly events?: PipelineEvents;
+  /** Test hooks at risky steps. */
+  readonly failpoints?: Failpoints;
+}
+
+export interface PipelineEvents {
+  phase?(phase: 'connecting' | 'snapshotting' | 'streaming' | 'stopping' | 'stopped'): void;
+  snapshotRange?(table: string, rows: number): void;
+  batchWritten?(rows: number, bytes: number, durableLsn: bigint): void;
+  acknowledged?(lsn: bigint): void;
+  merged?(journalRows: number): void;
+  retrying?(error: FloeError, delayMs: number): void;
+}
+
+export interface Failpoints {
+  /** After a batch is durable in the destination, before the store records it. */
+  afterDestinationWrite?(): Promise<void> | void;
+  /** Before a snapshot range is recorded as done in the store. */
+  beforeRecordRange?(table: TableSchema, rangeIndex: number): Promise<void> | void;
+}
+
+const DEFAULTS = {
+  snapshotParallelism: 4,
+  snapshotRangePages: 4096,
+  batchMaxBytes: 8 << 20,
+  batchMaxMs: 1000,
+  mergeIntervalMs: 5000,
+  statusIntervalMs: 10_000,
+};
+
+/** Runs until `signal` aborts (then drains and resolves) or a non-retryable error (then rejects). */
+export async function runPipeline(options: PipelineOptions, signal: AbortSignal): Promise<void> {
+  let attempt = 0;
+  for (;;) {
+    try {
+      await runOnce(options, signal);
+      options.events?.phase?.('stopped');
+      return;
+    } catch (err) {
+      const e = coerceError(err);
+      if (signal.aborted) {
+        options.events?.phase?.('stopped');
+        if (e.retry === 'timed') return;
+        throw e;
+      }
+      if (e.retry !== 'timed') throw e;
+      attempt++;
+      const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random() / 2);
+      options.log.warn({ err: e.message, kind: e.kind, attempt, delayMs: Math.round(delay) }, 'pipeline failed, reconnecting');
+      options.events?.retrying?.(e, delay);
+      await abortableSleep(delay, signal);
+      if (signal.aborted) return;
+    }
+  }
+}
+
+async function runOnce(options: PipelineOptions, signal: AbortSignal): Promise<void> {
+  const o = { ...DEFAULTS, ...stripUndefined(options) };
+  const { log, store, destination } = options;
+  options.events?.phase?.('connecting');
+  const meta = await connectSource({ ...options.source, applicationName: 'floe-meta' });
+  let repl: pg.Client | undefined;
+  try {
+    await preflight(meta, options.publication);
+    const info = await serverInfo(meta);
+    const cache = new SchemaCache(meta);
+    await store.init();
+
+    // ---- slot and incarnation ---------------------------------------------------------
+    const progress = await store.getProgress(options.name);
+    let slot = await readSlot(meta, options.slotName);
+    if (slot && slot.plugin !== 'pgoutput') {
+      throw new FloeError('source-setup', `slot "${options.slotName}" exists but uses plugin ${slot.plugin}, not pgoutput`, {
+        hint: 'choose another --slot name, or drop that slot if it is unused',
+      });
+    }
+    if (slot && slot.walStatus === 'lost') {
+      log.error(
+        { slot: options.slotName },
+        'replication slot was invalidated (wal_status = lost); recreating it and resyncing every table',
+      );
+      await dropSlot(meta, options.slotName);
+      slot = undefined;
+    }
+    if (slot && (!progress || progress.slotName !== options.slotName)) {
+      throw new FloeError('source-setup', `slot "${options.slotName}" exists but floe has no progress recorded for it`, {
+        hint: 'another tool or a lost state store owns it: drop the slot (SELECT pg_drop_replication_slot(...)) or choose another --slot name',
+      });
+    }
+    if (slot?.active) {
+      throw new FloeError('source-setup', `slot "${options.slotName}" is in use by another process`, {
+        retry: 'timed',
+        hint: 'stop the other floe process (or wait for it to release the slot)',
+      });
+    }
+
+    repl = await connectReplication({ ...options.source, applicationName: `floe-${options.name}` });
+    const tables = await cache.publishedTables(options.publication);
+    let incarnation: string;
+    let startLsn: bigint;
+    let snapshotTasks: SnapshotTask[] = [];
+    let snapshotName: string | undefined;
+    let snapshotLsn = 0n;
+
+    if (!slot) {
+      // New incarnation: create the slot with an exported snapshot and copy every table under it.
+      incarnation = randomUUID();
+      const created = await createSlotWithSnapshot(repl, options.source, {
+        slotName: options.slotName,
+        temporary: false,
+        major: info.major,
+        log,
+      });
+      log.info({ slot: created.slotName, consistentPoint: formatLsn(created.consistentPoint), incarnation }, 'replication slot created');
+      await store.beginIncarnation(options.name, options.slotName, incarnation, created.consistentPoint);
+      await destination.open(options.name, incarnation);
+      snapshotName = created.snapshotName;
+      snapshotLsn = created.consistentPoint;
+      startLsn = created.consistentPoint;
+      for (const t of tables) {
+        await destination.prepare(t);
+        if (progress) await destination.resetTable(t); // a previous incarnation's rows may be stale
+        const plan = await planRanges(meta, t, o.snapshotRangePages, o.snapshotParallelism);
+        await store.setTable(options.name, incarnation, qualifiedName(t), { phase: 'snapshot', snapshotLsn, ...plan });
+        snapshotTasks.push({ table: t, ...plan, pending: range(plan.rangeCount) });
+      }
+    } else {
+      incarnation = progress!.incarnation;
+      startLsn = progress!.ackLsn;
+      await destination.open(options.name, incarnation);
+      const known = await store.getTables(options.name, incarnation);
+      const needSnapshot: TableSchema[] = [];
+      for (const t of tables) {
+        await destination.prepare(t);
+        const k = known.get(qualifiedName(t));
+        if (!k || k.phase === 'snapshot') needSnapshot.push(t);
+      }
+      for (const name of known.keys()) {
+        if (!tables.some((t) => qualifiedName(t) === name)) {
+          log.info({ table: name }, 'table left the publication; it is no longer replicated');
+          await store.removeTable(options.name, incarnation, name);
+        }
+      }
+      if (needSnapshot.length > 0) {
+        snapshotTasks = needSnapshot.map((t) => ({ table: t, rangeCount: 0, pagesPerRange: 0, pending: [] }));
+      }
+    }
+
+    // ---- snapshot -----------------------------------------------------------------------
+    if (snapshotTasks.length > 0) {
+      options.events?.phase?.('snapshotting');
+      let tmpRepl: pg.Client | undefined;
+      try {
+        if (!snapshotName) {
+          // Resumed or late tables: copy under a fresh exported snapshot of a temporary slot.
+          tmpRepl = await connectReplication({ ...options.source, applicationName: `floe-${options.name}-snapshot` });
+          const tmp = await createSlotWithSnapshot(tmpRepl, options.source, {
+            slotName: temporarySlotName(options.slotName),
+            temporary: true,
+            major: info.major,
+            log,
+          });
+          snapshotName = tmp.snapshotName;
+          snapshotLsn = tmp.consistentPoint;
+          const known = await store.getTables(options.name, incarnation);
+          const planned: SnapshotTask[] = [];
+          for (const task of snapshotTasks) {
+            const k = known.get(qualifiedName(task.table));
+            if (k && k.rangeCount > 0) {
+              // Same range boundaries as before the crash; the last range stays open-ended.
+              const pending = range(k.rangeCount).filter((i) => !k.rangesDone.has(i));
+              planned.push({ table: task.table, rangeCount: k.rangeCount, pagesPerRange: k.pagesPerRange, pending });
+            } else {
+              const plan = await planRanges(meta, task.table, o.snapshotRangePages, o.snapshotParallelism);
+              await store.setTable(options.name, incarnation, qualifiedName(task.table), { phase: 'snapshot', snapshotLsn, ...plan });
+              planned.push({ table: task.table, ...plan, pending: range(plan.rangeCount) });
+            }
+          }
+          snapshotTasks = planned;
+        }
+        log.info({ tables: snapshotTasks.length, snapshotLsn: formatLsn(snapshotLsn) }, 'snapshot started');
+        await copySnapshot(snapshotTasks, {
+          source: options.source,
+          snapshotName,
+          snapshotLsn,
+          parallelism: o.snapshotParallelism,
+          rangePages: o.snapshotRangePages,
+          destination,
+          store,
+          pipeline: options.name,
+          incarnation,
+          log,
+          signal,
+          onRange: (t, rows) => options.events?.snapshotRange?.(qualifiedName(t), rows),
+          beforeRecordRange: options.failpoints?.beforeRecordRange,
+        });
+        if (signal.aborted) return;
+        for (const task of snapshotTasks) {
+          await destination.completeSnapshot(task.table);
+          await store.setTable(options.name, incarnation, qualifiedName(task.table), {
+            phase: 'streaming',
+            snapshotLsn,
+            rangeCount: task.rangeCount,
+            pagesPerRange: task.pagesPerRange,
+          });
+        }
+        log.info({ tables: snapshotTasks.length }, 'snapshot complete');
+      } finally {
+        await tmpRepl?.end().catch(() => undefined);
+      }
+    }
+    const merged = await destination.merge(signal);
+    if (merged.journalRows > 0) options.events?.merged?.(merged.journalRows);
+
+    // ---- stream -------------------------------------------------------------------------
+    if (signal.aborted) return;
+    options.events?.phase?.('streaming');
+    const stream = startReplication(repl, { slotName: options.slotName, publication: options.publication, startLsn });
+    await new Streamer(options, o, stream, cache, tables, incarnation, startLsn).run(signal);
+  } finally {
+    await repl?.end().catch(() => undefined);
+    await meta.end().catch(() => undefined);
+  }
+}
+
+interface Batch {
+  changes: Change[];
+  bytes: number;
+  startedAt: number;
+  /** The last transaction whose Commit is in this batch: every change of it is in this or an earlier batch. */
+  lastCommit: { lsn: bigint; endLsn: bigint } | undefined;
+}
+
+const newBatch = (): Batch => ({ changes: [], bytes: 0, startedAt: 0, lastCommit: undefined });
+
+class Streamer {
+  readonly #options: PipelineOptions;
+  readonly #o: typeof DEFAULTS;
+  readonly #stream: Duplex;
+  readonly #cache: SchemaCache;
+  readonly #incarnation: string;
+  readonly #relations = new Map<number, TableSchema>();
+  #batch = newBatch();
+  #inFlight: Promise<void> | undefined;
+  #failure: unknown;
+  #txn: { lsn: bigint; commitTimeMicros: bigint; ordinal: number } | undefined;
+  /** What the server may forget: only durable and recorded positions. */
+  #ackLsn: bigint;
+  #durableLsn = 0n;
+  #lastWalEnd = 0n;
+
+  constructor(
+    options: PipelineOptions,
+    o: typeof DEFAULTS,
+    stream: Duplex,
+    cache: SchemaCache,
+    tables: TableSchema[],
+    incarnation: string,
+    startLsn: bigint,
+  ) {
+    this.#options = options;
+    this.#o = o;
+    this.#stream = stream;
+    this.#cache = cache;
+    this.#incarnation = incarnation;
+    this.#ackLsn = startLsn;
+    for (const t of tables) this.#relations.set(t.relationId, t);
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const { log } = this.#options;
+    const stream = this.#stream;
+    const statusTimer = setInterval(() => this.#sendStatus(false), this.#o.statusIntervalMs);
+    const batchTimer = setInterval(
+      () => {
+        if (this.#batch.changes.length > 0 && Date.now() - this.#batch.startedAt >= this.#o.batchMaxMs) this.#startFlush();
+        else if (this.#batch.lastCommit && !this.#inFlight) this.#startFlush();
+      },
+      Math.max(50, Math.min(250, this.#o.batchMaxMs)),
+    );
+    let merging: Promise<unknown> = Promise.resolve();
+    const mergeTimer = setInterval(() => {
+      merging = merging
+        .then(() => this.#options.destination.merge(signal))
+        .then((m) => m.journalRows > 0 && this.#options.events?.merged?.(m.journalRows))
+        .catch((err) => this.#fail(err));
+    }, this.#o.mergeIntervalMs);
+    // Graceful stop: CopyDone makes the server end the stream; what arrived is still written and acknowledged.
+    const onAbort = () => {
+      log.info('stopping: draining the replication stream');
+      this.#options.events?.phase?.('stopping');
+      stream.end();
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    stream.on('error', (err) => this.#fail(err));
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        if (this.#failure !== undefined) break;
+        await this.#onFrame(chunk);
+      }
+      if (this.#failure === undefined) {
+        // Drain: write what is buffered (a partial transaction is written but not acknowledged).
+        this.#startFlush();
+        await this.#inFlight;
+        clearInterval(mergeTimer);
+        await merging;
+        const m = await this.#options.destination.merge();
+        if (m.journalRows > 0) this.#options.events?.merged?.(m.journalRows);
+      }
+    } catch (err) {
+      this.#fail(err);
+    } finally {
+      clearInterval(statusTimer);
+      clearInterval(batchTimer);
+      clearInterval(mergeTimer);
+      signal.removeEventListener('abort', onAbort);
+      await this.#inFlight?.catch(() => undefined);
+      await merging.catch(() => undefined);
+    }
+    if (this.#failure !== undefined) {
+      stream.destroy();
+      throw coerceError(this.#failure);
+    }
+    log.info({ ackLsn: formatLsn(this.#ackLsn) }, 'replication stream drained');
+  }
+
+  async #onFrame(chunk: Buffer): Promise<void> {
+    const frame = decodeReplicationFrame(chunk);
+    if (frame.tag === 'keepalive') {
+      this.#lastWalEnd = frame.walEnd;
+      if (frame.replyRequested) this.#sendStatus(false);
+      return;
+    }
+    if (frame.walEnd > this.#lastWalEnd) this.#lastWalEnd = frame.walEnd;
+    const msg = decodePgOutput(frame.data);
+    switch (msg.tag) {
+      case 'begin':
+        this.#txn = { lsn: msg.finalLsn, commitTimeMicros: msg.commitTimeMicros, ordinal: 0 };
+        return;
+      case 'commit': {
+        this.#batch.lastCommit = { lsn: msg.commitLsn, endLsn: msg.endLsn };
+        this.#txn = undefined;
+        return;
+      }
+      case 'relation': {
+        this.#cache.invalidate(msg.relationId);
+        const table = await this.#cache.tableFromRelation(msg);
+        const before = this.#relations.get(msg.relationId);
+        if (!before) {
+          this.#options.log.warn(
+            { table: qualifiedName(table) },
+            'table joined the publication while streaming; its changes are journaled and it is snapshotted at the next start',
+          );
+        } else if (before.columns.map((c) => c.name).join('\0') !== table.columns.map((c) => c.name).join('\0')) {
+          this.#options.log.info({ table: qualifiedName(table), columns: table.columns.length }, 'table columns changed');
+        }
+        // New columns exist in the destination before the first change that uses them.
+        await this.#options.destination.prepare(table);
+        this.#relations.set(msg.relationId, table);
+        return;
+      }
+      case 'insert':
+        return this.#add(this.#table(msg.relationId), 'i', msg.newTuple);
+      case 'update': {
+        const table = this.#table(msg.relationId);
+        const cells = msg.newTuple.slice();
+        if (msg.oldTuple) {
+          // Invariant 4: an unchanged TOAST value is taken from the old tuple when the old tuple has it
+          // (a full old row, 'O'; a key-only old tuple 'K' holds NULLs, not values, outside the key).
+          if (msg.oldKind === 'O') {
+            for (let i = 0; i < cells.length; i++) if (cells[i] === undefined && msg.oldTuple[i] !== undefined) cells[i] = msg.oldTuple[i];
+          }
+          if (table.hasKey && keyChanged(table, msg.oldTuple, cells)) {
+            await this.#add(table, 'd', msg.oldTuple);
+            return this.#add(table, 'i', cells);
+          }
+        }
+        return this.#add(table, 'u', cells);
+      }
+      case 'delete':
+        return this.#add(this.#table(msg.relationId), 'd', msg.oldTuple);
+      case 'truncate':
+        for (const id of msg.relationIds) {
+          const table = this.#table(id);
+          await this.#add(
+            table,
+            't',
+            table.columns.map(() => null),
+          );
+        }
+        return;
+      case 'type':
+      case 'origin':
+      case 'message':
+        return;
+    }
+  }
+
+  #table(relationId: number): TableSchema {
+    const t = this.#relations.get(relationId);
+    if (!t) throw new FloeError('replication', `change for relation ${relationId} before its Relation message`);
+    return t;
+  }
+
+  async #add(table: TableSchema, op: Change['op'], cells: readonly Cell[]): Promise<void> {
+    const txn = this.#txn;
+    if (!txn) throw new FloeError('replication', 'change outside a transaction');
+    const change: Change = { table, op, position: { lsn: txn.lsn, ordinal: txn.ordinal++ }, commitTimeMicros: txn.commitTimeMicros, cells };
+    const b = this.#batch;
+    if (b.changes.length === 0) b.startedAt = Date.now();
+    b.changes.push(change);
+    b.bytes += rowBytes(cells);
+    if (b.bytes >= this.#o.batchMaxBytes) {
+      // One write in flight; waiting here stops reading the socket (backpressure).
+      await this.#inFlight;
+      if (this.#failure !== undefined) throw coerceError(this.#failure);
+      this.#startFlush();
+    }
+  }
+
+  #startFlush(): void {
+    if (this.#inFlight || this.#failure !== undefined) return;
+    const b = this.#batch;
+    if (b.changes.length === 0 && !b.lastCommit) return;
+    this.#batch = newBatch();
+    this.#inFlight = this.#flush(b)
+      .catch((err) => this.#fail(err))
+      .finally(() => {
+        this.#inFlight = undefined;
+      });
+  }
+
+  async #flush(b: Batch): Promise<void> {
+    const { destination, store } = this.#options;
+    await destination.writeChanges(b.changes);
+    await this.#options.failpoints?.afterDestinationWrite?.();
+    if (b.lastCommit) {
+      // Invariant 3: the store only hears of what the destination holds.
+      await store.recordDurable(this.#options.name, this.#incarnation, b.lastCommit.lsn, b.lastCommit.endLsn);
+      this.#durableLsn = b.lastCommit.lsn;
+      if (b.lastCommit.endLsn > this.#ackLsn) this.#ackLsn = b.lastCommit.endLsn;
+    }
+    this.#options.events?.batchWritten?.(b.changes.length, b.bytes, this.#durableLsn);
+    this.#sendStatus(false);
+  }
+
+  /** Nothing received is waiting to become durable. */
+  #idle(): boolean {
+    return !this.#txn && this.#batch.changes.length === 0 && !this.#batch.lastCommit && !this.#inFlight;
+  }
+
+  #sendStatus(replyRequested: boolean): void {
+    if (this.#failure !== undefined || this.#stream.writableEnded || this.#stream.destroyed) return;
+    if (this.#idle() && this.#lastWalEnd > this.#ackLsn) {
+      this.#ackLsn = this.#lastWalEnd;
+      // Keep the store's restart point in step, so a restart does not re-read WAL the server may recycle.
+      const ack = this.#ackLsn;
+      void this.#options.store.recordDurable(this.#options.name, this.#incarnation, this.#durableLsn, ack).catch((err) => this.#fail(err));
+    }
+    const lsn = this.#ackLsn;
+    this.#stream.write(encodeStandbyStatus(lsn, lsn, lsn, BigInt(Date.now()) * 1000n, replyRequested));
+    this.#options.events?.acknowledged?.(lsn);
+  }
+
+  #fail(err: unknown): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = err;
+    this.#options.log.error({ err: coerceError(err).message, stack: (err as Error)?.stack }, 'pipeline error');
+    // Unblock the read loop.
+    this.#stream.destroy();
+  }
+}
+
+function keyChanged(table: TableSchema, oldCells: readonly Cell[], newCells: readonly Cell[]): boolean {
+  for (let i = 0; i < table.columns.length; i++) {
+    if (table.columns[i]!.isKey && oldCells[i] !== undefined && oldCells[i] !== newCells[i]) return true;
+  }
+  return false;
+}
+
+function rowBytes(cells: readonly Cell[]): number {
+  let n = 16;
+  for (const c of cells) if (typeof c === 'string') n += c.length + 8;
+  return n;
+}
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

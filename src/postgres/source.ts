@@ -1,0 +1,257 @@
+/**
+ * Connections to the source database and the catalog queries floe needs:
+ * preflight checks (design.md §3), the published tables with their columns,
+ * keys and types.
+ *
+ * Every connection sets the same session settings, so the text form of each
+ * value is identical whether it comes from COPY (snapshot) or from pgoutput
+ * (stream): the type table (schema/type-map.ts) relies on that.
+ */
+import pg from 'pg';
+import { FloeError, coerceError } from '../errors.js';
+import type { ColumnSchema, TableSchema } from '../model.js';
+import { mapColumnType, TYPE_CATALOG_SQL, typeInfoFromRow, type PgTypeInfo } from '../schema/type-map.js';
+
+export const SESSION_OPTIONS =
+  '-c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3 -c TimeZone=UTC -c bytea_output=hex -c client_encoding=UTF8';
+
+export interface SourceConfig {
+  readonly url: string;
+  /** application_name seen in pg_stat_activity. */
+  readonly applicationName?: string;
+  readonly connectTimeoutMs?: number;
+}
+
+export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
+  return {
+    connectionString: source.url,
+    application_name: source.applicationName ?? 'floe',
+    connectionTimeoutMillis: source.connectTimeoutMs ?? 10_000,
+    options: SESSION_OPTIONS,
+    ...extra,
+  };
+}
+
+/** Connects a plain (SQL) client, turning failures into one-line FloeErrors without the password. */
+export async function connectSource(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+  const client = new pg.Client(clientConfig(source, extra));
+  // An idle client whose server goes away emits 'error'; without a listener the process would crash.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw coerceError(err, `cannot connect to the source ${redactUrl(source.url)}`);
+  }
+  return client;
+}
+
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    for (const key of [...u.searchParams.keys()]) {
+      if (/pass|secret|key|token/i.test(key)) u.searchParams.set(key, '***');
+    }
+    return u.toString();
+  } catch {
+    return '<unparseable URL>';
+  }
+}
+
+export interface ServerInfo {
+  readonly versionNum: number;
+  readonly major: number;
+}
+
+export async function serverInfo(client: pg.Client): Promise<ServerInfo> {
+  const r = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
+  const versionNum = Number(r.rows[0]!.v);
+  return { versionNum, major: Math.floor(versionNum / 10000) };
+}
+
+/**
+ * Refuses to start, with a clear message and a fix, when the source cannot be
+ * replicated: wal_level, version, privileges, publication, replica identity.
+ */
+export async function preflight(client: pg.Client, publication: string): Promise<void> {
+  const info = await serverInfo(client);
+  if (info.major < 14) {
+    throw new FloeError('source-setup', `PostgreSQL ${info.major} is not supported`, {
+      hint: 'floe needs PostgreSQL 14 or newer (TID range scans, pgoutput messages)',
+    });
+  }
+  const settings = await client.query<{ wal_level: string }>(`SELECT current_setting('wal_level') AS wal_level`);
+  const walLevel = settings.rows[0]!.wal_level;
+  if (walLevel !== 'logical') {
+    throw new FloeError('source-setup', `wal_level is '${walLevel}', logical replication needs 'logical'`, {
+      hint: "run ALTER SYSTEM SET wal_level = 'logical' and restart PostgreSQL",
+    });
+  }
+  const role = await client.query<{ rolreplication: boolean; rolsuper: boolean }>(
+    `SELECT rolreplication, rolsuper FROM pg_roles WHERE rolname = current_user`,
+  );
+  const r = role.rows[0];
+  if (!r?.rolreplication && !r?.rolsuper) {
+    throw new FloeError('auth', 'the source user lacks the REPLICATION attribute', {
+      hint: 'run ALTER ROLE <user> WITH REPLICATION (or use a role that has it)',
+    });
+  }
+  const pub = await client.query<{ pubname: string }>(`SELECT pubname FROM pg_publication WHERE pubname = $1`, [publication]);
+  if (pub.rowCount === 0) {
+    throw new FloeError('source-setup', `publication "${publication}" does not exist in this database`, {
+      hint: `create it, e.g. CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ...`,
+    });
+  }
+  const tables = await client.query<{
+    schemaname: string;
+    tablename: string;
+    relreplident: string;
+    has_pk: boolean;
+    can_select: boolean;
+    has_ri_index: boolean;
+  }>(
+    `SELECT pt.schemaname, pt.tablename, c.relreplident,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_ri_index,
+            has_table_privilege(c.oid, 'SELECT') AS can_select
+       FROM pg_publication_tables pt
+       JOIN pg_namespace n ON n.nspname = pt.schemaname
+       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+      WHERE pt.pubname = $1`,
+    [publication],
+  );
+  for (const t of tables.rows) {
+    const name = `${t.schemaname}.${t.tablename}`;
+    if (!t.can_select) {
+      throw new FloeError('auth', `the source user cannot SELECT from ${name}`, {
+        hint: `GRANT SELECT ON ${quoteIdent(t.schemaname)}.${quoteIdent(t.tablename)} TO <user>`,
+      });
+    }
+    const usable = (t.relreplident === 'd' && t.has_pk) || t.relreplident === 'f' || (t.relreplident === 'i' && t.has_ri_index);
+    if (!usable) {
+      throw new FloeError('source-setup', `table ${name} has no usable replica identity (no primary key)`, {
+        hint: `add a primary key, or run ALTER TABLE ${quoteIdent(t.schemaname)}.${quoteIdent(t.tablename)} REPLICA IDENTITY FULL`,
+      });
+    }
+  }
+}
+
+export const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`;
+
+/**
+ * Caches table schemas by relation oid and type information by type oid, so a
+ * Relation message costs at most one catalog round trip.
+ */
+export class SchemaCache {
+  readonly #client: pg.Client;
+  readonly #types = new Map<number, PgTypeInfo>();
+  readonly #keys = new Map<number, RelationFacts>();
+
+  constructor(client: pg.Client) {
+    this.#client = client;
+  }
+
+  /** The tables of a publication, as the snapshot and the stream see them. */
+  async publishedTables(publication: string): Promise<TableSchema[]> {
+    const rels = await this.#client.query<{ oid: number; nspname: string; relname: string; relreplident: string }>(
+      `SELECT c.oid::int AS oid, n.nspname, c.relname, c.relreplident
+         FROM pg_publication_tables pt
+         JOIN pg_namespace n ON n.nspname = pt.schemaname
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+        WHERE pt.pubname = $1 ORDER BY n.nspname, c.relname`,
+      [publication],
+    );
+    const out: TableSchema[] = [];
+    for (const rel of rels.rows) {
+      const cols = await this.#client.query<{ attname: string; atttypid: number; atttypmod: number }>(
+        `SELECT attname, atttypid::int AS atttypid, atttypmod FROM pg_attribute
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`,
+        [rel.oid],
+      );
+      out.push(
+        await this.tableFromRelation({
+          relationId: rel.oid,
+          schema: rel.nspname,
+          name: rel.relname,
+          replicaIdentity: rel.relreplident as TableSchema['replicaIdentity'],
+          columns: cols.rows.map((c) => ({ name: c.attname, typeOid: c.atttypid, typeMod: c.atttypmod })),
+        }),
+      );
+    }
+    return out;
+  }
+
+  /** Builds a TableSchema from a pgoutput Relation message (or the catalog), resolving types and keys. */
+  async tableFromRelation(rel: {
+    relationId: number;
+    schema: string;
+    name: string;
+    replicaIdentity: TableSchema['replicaIdentity'];
+    columns: readonly { name: string; typeOid: number; typeMod: number }[];
+  }): Promise<TableSchema> {
+    await this.#loadTypes(rel.columns.map((c) => c.typeOid));
+    const key = await this.#keyOf(rel.relationId);
+    const columns: ColumnSchema[] = rel.columns.map((c) => {
+      let type;
+      try {
+        type = mapColumnType(c.typeOid, c.typeMod, (oid) => this.#types.get(oid), { arrayDims: key.arrayDims.get(c.name) });
+      } catch (err) {
+        throw new FloeError('schema', `column ${rel.schema}.${rel.name}.${c.name}: ${(err as Error).message}`, { cause: err });
+      }
+      return { name: c.name, typeOid: c.typeOid, typeMod: c.typeMod, type, isKey: key.keys.has(c.name) };
+    });
+    const hasKey = columns.some((c) => c.isKey);
+    return { relationId: rel.relationId, schema: rel.schema, name: rel.name, replicaIdentity: rel.replicaIdentity, columns, hasKey };
+  }
+
+  /** Forgets the key of a relation (after a Relation message says it changed). */
+  invalidate(relationId: number): void {
+    this.#keys.delete(relationId);
+  }
+
+  async #keyOf(relationId: number): Promise<RelationFacts> {
+    const cached = this.#keys.get(relationId);
+    if (cached) return cached;
+    // pgoutput does not send declared array dimensions; DuckDB lists need them.
+    const dims = await this.#client.query<{ attname: string; attndims: number }>(
+      `SELECT attname, attndims FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attndims > 0`,
+      [relationId],
+    );
+    // The merge key is the primary key, else the replica identity index. REPLICA IDENTITY FULL
+    // without either gives no key: the table is replicated as append-only history.
+    const r = await this.#client.query<{ attname: string; indisprimary: boolean }>(
+      `SELECT a.attname, i.indisprimary FROM pg_index i
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+        WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisreplident)
+        ORDER BY i.indisprimary DESC`,
+      [relationId],
+    );
+    const primary = r.rows.filter((x) => x.indisprimary);
+    const chosen = primary.length > 0 ? primary : r.rows;
+    const entry: RelationFacts = {
+      keys: new Set(chosen.map((x) => x.attname)),
+      hasPk: primary.length > 0,
+      arrayDims: new Map(dims.rows.map((d) => [d.attname, d.attndims])),
+    };
+    this.#keys.set(relationId, entry);
+    return entry;
+  }
+
+  async #loadTypes(oids: readonly number[]): Promise<void> {
+    const missing = [...new Set(oids)].filter((o) => !this.#types.has(o));
+    if (missing.length === 0) return;
+    // The query follows array element and domain base types itself.
+    const r = await this.#client.query(TYPE_CATALOG_SQL, [missing]);
+    for (const row of r.rows) {
+      const t = typeInfoFromRow(row);
+      this.#types.set(t.oid, t);
+    }
+  }
+}
+
+interface RelationFacts {
+  readonly keys: Set<string>;
+  readonly hasPk: boolean;
+  readonly arrayDims: Map<string, number>;
+}
