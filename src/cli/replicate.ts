@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { FloeError } from '../errors.js';
 import { createLogger } from '../telemetry/logger.js';
-import { runPipeline } from '../pipeline/pipeline.js';
+import { runPipeline, type Failpoints } from '../pipeline/pipeline.js';
 import { MemoryStateStore } from '../store/memory-store.js';
 import { PostgresStateStore } from '../store/postgres-store.js';
 import type { StateStore } from '../store/state-store.js';
@@ -69,6 +69,29 @@ interface ReplicateOptions {
   logLevel: string;
 }
 
+/**
+ * Test-only: `FLOE_TEST_CRASH_AT=<point>[:<n>]` kills this process with SIGKILL at the n-th time
+ * (default 1st) it reaches <point>: `after-destination-write`, `mid-transaction-write` (a batch
+ * that ends inside a transaction) or `before-record-range`. The crash tests use it to stop the
+ * process at exact risky steps; it is never set in production.
+ */
+function crashFailpoints(spec: string | undefined): Failpoints | undefined {
+  if (!spec) return undefined;
+  const [point, nth] = spec.split(':');
+  let remaining = Number(nth ?? '1');
+  const hit = () => {
+    if (--remaining <= 0) process.kill(process.pid, 'SIGKILL');
+  };
+  return {
+    afterDestinationWrite: (batch) => {
+      if (point === 'after-destination-write' || (point === 'mid-transaction-write' && batch.endsMidTransaction)) hit();
+    },
+    beforeRecordRange: () => {
+      if (point === 'before-record-range') hit();
+    },
+  };
+}
+
 async function replicate(opts: ReplicateOptions): Promise<void> {
   if (!/^[a-z0-9_]{1,63}$/.test(opts.slot)) {
     throw new FloeError('config', `invalid slot name "${opts.slot}"`, {
@@ -101,6 +124,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
         events: { phase: (p) => log.info({ phase: p }, 'pipeline phase') },
+        failpoints: crashFailpoints(process.env.FLOE_TEST_CRASH_AT),
       },
       controller.signal,
     );

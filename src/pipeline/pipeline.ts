@@ -76,7 +76,7 @@ export interface PipelineEvents {
 
 export interface Failpoints {
   /** After a batch is durable in the destination, before the store records it. */
-  afterDestinationWrite?(): Promise<void> | void;
+  afterDestinationWrite?(batch: { changes: number; endsMidTransaction: boolean }): Promise<void> | void;
   /** Before a snapshot range is recorded as done in the store. */
   beforeRecordRange?(table: TableSchema, rangeIndex: number): Promise<void> | void;
 }
@@ -93,9 +93,13 @@ const DEFAULTS = {
 /** Runs until `signal` aborts (then drains and resolves) or a non-retryable error (then rejects). */
 export async function runPipeline(options: PipelineOptions, signal: AbortSignal): Promise<void> {
   let attempt = 0;
+  // A first start that fails (unreachable host, wrong password, ...) is reported at once: retrying
+  // would hide a configuration mistake. Once the pipeline has passed preflight, transient failures
+  // are retried with backoff.
+  const state = { passedPreflight: false };
   for (;;) {
     try {
-      await runOnce(options, signal);
+      await runOnce(options, signal, state);
       options.events?.phase?.('stopped');
       return;
     } catch (err) {
@@ -105,7 +109,7 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
         if (e.retry === 'timed') return;
         throw e;
       }
-      if (e.retry !== 'timed') throw e;
+      if (e.retry !== 'timed' || !state.passedPreflight) throw e;
       attempt++;
       const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random() / 2);
       options.log.warn({ err: e.message, kind: e.kind, attempt, delayMs: Math.round(delay) }, 'pipeline failed, reconnecting');
@@ -116,7 +120,7 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
   }
 }
 
-async function runOnce(options: PipelineOptions, signal: AbortSignal): Promise<void> {
+async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { passedPreflight: boolean }): Promise<void> {
   const o = { ...DEFAULTS, ...stripUndefined(options) };
   const { log, store, destination } = options;
   options.events?.phase?.('connecting');
@@ -124,6 +128,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal): Promise<v
   let repl: pg.Client | undefined;
   try {
     await preflight(meta, options.publication);
+    state.passedPreflight = true;
     const info = await serverInfo(meta);
     const cache = new SchemaCache(meta);
     await store.init();
@@ -291,9 +296,11 @@ interface Batch {
   startedAt: number;
   /** The last transaction whose Commit is in this batch: every change of it is in this or an earlier batch. */
   lastCommit: { lsn: bigint; endLsn: bigint } | undefined;
+  /** The batch was cut inside a transaction (its remaining changes follow in later batches). */
+  endsMidTransaction: boolean;
 }
 
-const newBatch = (): Batch => ({ changes: [], bytes: 0, startedAt: 0, lastCommit: undefined });
+const newBatch = (): Batch => ({ changes: [], bytes: 0, startedAt: 0, lastCommit: undefined, endsMidTransaction: false });
 
 class Streamer {
   readonly #options: PipelineOptions;
@@ -485,6 +492,7 @@ class Streamer {
     if (this.#inFlight || this.#failure !== undefined) return;
     const b = this.#batch;
     if (b.changes.length === 0 && !b.lastCommit) return;
+    b.endsMidTransaction = this.#txn !== undefined;
     this.#batch = newBatch();
     this.#inFlight = this.#flush(b)
       .catch((err) => this.#fail(err))
@@ -496,7 +504,7 @@ class Streamer {
   async #flush(b: Batch): Promise<void> {
     const { destination, store } = this.#options;
     await destination.writeChanges(b.changes);
-    await this.#options.failpoints?.afterDestinationWrite?.();
+    await this.#options.failpoints?.afterDestinationWrite?.({ changes: b.changes.length, endsMidTransaction: b.endsMidTransaction });
     if (b.lastCommit) {
       // Invariant 3: the store only hears of what the destination holds.
       await store.recordDurable(this.#options.name, this.#incarnation, b.lastCommit.lsn, b.lastCommit.endLsn);

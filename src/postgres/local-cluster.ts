@@ -5,7 +5,7 @@
  * benchmarks. Each cluster has wal_level=logical and is removed on stop.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync, chownSync, appendFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, chownSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { createRequire } from 'node:module';
@@ -80,6 +80,8 @@ export interface StartOptions {
   readonly major: number;
   /** Extra postgresql.conf lines. */
   readonly config?: Record<string, string | number>;
+  /** pg_hba.conf lines placed before the default trust rules (first match wins). */
+  readonly hba?: readonly string[];
 }
 
 export async function startCluster(options: StartOptions): Promise<RunningCluster> {
@@ -112,6 +114,10 @@ export async function startCluster(options: StartOptions): Promise<RunningCluste
       .map(([k, v]) => `${k} = ${v}`)
       .join('\n') + '\n',
   );
+  if (options.hba?.length) {
+    const hbaPath = join(dataDir, 'pg_hba.conf');
+    writeFileSync(hbaPath, options.hba.join('\n') + '\n' + readFileSync(hbaPath, 'utf8'));
+  }
   writeFileSync(join(root, 'log'), '');
   if (owner.uid !== undefined) chownSync(join(root, 'log'), owner.uid, owner.gid!);
   run(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(root, 'log'), '-w', '-t', '60', 'start'], owner);
