@@ -22,3 +22,19 @@ export function runFloe(
     });
   });
 }
+
+export interface FloeProcess {
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** Starts `floe ...args` in the background. */
+export function startFloe(args: string[], env: Record<string, string> = {}): FloeProcess {
+  const child = spawn(process.execPath, ['bin/floe.js', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal, stderr }));
+  });
+  return { exited, kill: (signal) => child.kill(signal) };
+}
