@@ -23,11 +23,18 @@ export interface SourceConfig {
 }
 
 export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
+  // Settings the user put in the URL (?options=-c ...) come after ours, so they can override them.
+  let userOptions = '';
+  try {
+    userOptions = new URL(source.url).searchParams.get('options') ?? '';
+  } catch {
+    // pg reports an unparseable URL itself, without echoing the password
+  }
   return {
     connectionString: source.url,
     application_name: source.applicationName ?? 'floe',
     connectionTimeoutMillis: source.connectTimeoutMs ?? 10_000,
-    options: SESSION_OPTIONS,
+    options: userOptions ? `${SESSION_OPTIONS} ${userOptions}` : SESSION_OPTIONS,
     ...extra,
   };
 }
