@@ -444,6 +444,11 @@ class Streamer {
             await this.#add(table, 'd', msg.oldTuple);
             return this.#add(table, 'i', cells);
           }
+          if (!table.hasKey) {
+            // Append-only history of a keyless table: the old image leaves ('d'), the new one arrives ('u'),
+            // so the current state is the multiset of r/i/u images minus the d images.
+            await this.#add(table, 'd', msg.oldTuple);
+          }
         }
         return this.#add(table, 'u', cells);
       }

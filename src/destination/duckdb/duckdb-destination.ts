@@ -90,7 +90,7 @@ export class DuckDbDestination implements Destination {
     await c.run(`CREATE SCHEMA IF NOT EXISTS ${META}; CREATE SCHEMA IF NOT EXISTS ${JOURNAL};
       CREATE TABLE IF NOT EXISTS ${META}.watermark (pipeline VARCHAR, incarnation VARCHAR, lsn UBIGINT, ordinal BIGINT, updated_at TIMESTAMPTZ, PRIMARY KEY (pipeline, incarnation));
       CREATE TABLE IF NOT EXISTS ${META}.snapshot_range (pipeline VARCHAR, incarnation VARCHAR, source_table VARCHAR, range_index INTEGER, snapshot_lsn UBIGINT, rows BIGINT, loaded_at TIMESTAMPTZ, PRIMARY KEY (pipeline, incarnation, source_table, range_index));
-      CREATE TABLE IF NOT EXISTS ${META}.source_table (source_table VARCHAR PRIMARY KEY, journal_columns VARCHAR[], key_columns VARCHAR[], snapshot_complete BOOLEAN, merged_seq BIGINT);
+      CREATE TABLE IF NOT EXISTS ${META}.source_table (source_table VARCHAR PRIMARY KEY, journal_columns VARCHAR[], target_types VARCHAR[], key_columns VARCHAR[], snapshot_complete BOOLEAN, merged_seq BIGINT);
       CREATE TABLE IF NOT EXISTS ${META}.seq (next_seq BIGINT);`);
     const seq = await this.#rows(`SELECT next_seq FROM ${META}.seq`);
     if (seq.length === 0) await c.run(`INSERT INTO ${META}.seq VALUES (1)`);
@@ -107,7 +107,7 @@ export class DuckDbDestination implements Destination {
       const c = this.#c();
       const name = qualifiedName(table);
       const existing = await this.#rows(
-        `SELECT journal_columns, snapshot_complete FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`,
+        `SELECT journal_columns, snapshot_complete, target_types FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`,
       );
       const dataCols = table.columns.map((col) => col.name);
       if (existing.length === 0) {
@@ -126,7 +126,7 @@ export class DuckDbDestination implements Destination {
           await c.run(`CREATE TABLE IF NOT EXISTS ${this.#journal(table)} (${journalDefs.join(', ')})`);
           await this.#createTarget(table);
           await c.run(
-            `INSERT INTO ${META}.source_table VALUES (${quoteLiteral(name)}, ${sqlList(dataCols)}, ${sqlList(table.columns.filter((x) => x.isKey).map((x) => x.name))}, false, 0)`,
+            `INSERT INTO ${META}.source_table VALUES (${quoteLiteral(name)}, ${sqlList(dataCols)}, ${sqlList(table.columns.map((x) => x.type.duckdb))}, ${sqlList(table.columns.filter((x) => x.isKey).map((x) => x.name))}, false, 0)`,
           );
           await c.run('COMMIT');
         } catch (err) {
@@ -138,10 +138,22 @@ export class DuckDbDestination implements Destination {
       }
       const journalColumns = (existing[0]![0] as string[]).slice();
       const snapshotComplete = Boolean(existing[0]![1]);
+      const targetTypes = (existing[0]![2] as string[]).slice();
       // Schema evolution: add new columns before the first change that uses them;
       // columns dropped at the source stay (documented policy) and are no longer filled.
+      // A changed type converts the target column when DuckDB can cast the old values, else the
+      // column becomes VARCHAR; the journal keeps the exact text either way.
       const added = table.columns.filter((col) => !journalColumns.includes(col.name));
-      if (added.length > 0) {
+      const retyped = table.columns.filter((col) => {
+        const i = journalColumns.indexOf(col.name);
+        return i >= 0 && targetTypes[i] !== col.type.duckdb;
+      });
+      // DDL that may fail runs outside the transaction: a failed statement aborts a DuckDB transaction.
+      for (const col of retyped) {
+        const i = journalColumns.indexOf(col.name);
+        targetTypes[i] = table.hasKey ? await this.#retype(table, col) : col.type.duckdb;
+      }
+      if (added.length > 0 || retyped.length > 0) {
         await c.run('BEGIN');
         try {
           for (const col of added) {
@@ -150,9 +162,10 @@ export class DuckDbDestination implements Destination {
               await c.run(`ALTER TABLE ${this.#target(table)} ADD COLUMN ${quoteIdent(col.name)} ${col.type.duckdb}`);
             }
             journalColumns.push(col.name);
+            targetTypes.push(col.type.duckdb);
           }
           await c.run(
-            `UPDATE ${META}.source_table SET journal_columns = ${sqlList(journalColumns)} WHERE source_table = ${quoteLiteral(name)}`,
+            `UPDATE ${META}.source_table SET journal_columns = ${sqlList(journalColumns)}, target_types = ${sqlList(targetTypes)} WHERE source_table = ${quoteLiteral(name)}`,
           );
           if (!table.hasKey) await this.#createTarget(table, journalColumns);
           await c.run('COMMIT');
@@ -315,6 +328,19 @@ export class DuckDbDestination implements Destination {
   }
 
   // ---- internals -------------------------------------------------------------------------
+
+  /** Converts a target column to a column's new type; VARCHAR when the old values do not convert. */
+  async #retype(table: TableSchema, col: ColumnSchema): Promise<string> {
+    const c = this.#c();
+    const target = this.#target(table);
+    try {
+      await c.run(`ALTER TABLE ${target} ALTER COLUMN ${quoteIdent(col.name)} SET DATA TYPE ${col.type.duckdb}`);
+      return col.type.duckdb;
+    } catch {
+      await c.run(`ALTER TABLE ${target} ALTER COLUMN ${quoteIdent(col.name)} SET DATA TYPE VARCHAR`);
+      return 'VARCHAR';
+    }
+  }
 
   async #mergeTable(known: KnownTable): Promise<number> {
     const c = this.#c();
