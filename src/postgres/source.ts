@@ -178,11 +178,11 @@ export class SchemaCache {
       );
       out.push(
         await this.tableFromRelation({
-          relationId: rel.oid,
+          relationId: Number(rel.oid),
           schema: rel.nspname,
           name: rel.relname,
           replicaIdentity: rel.relreplident as TableSchema['replicaIdentity'],
-          columns: cols.rows.map((c) => ({ name: c.attname, typeOid: c.atttypid, typeMod: c.atttypmod })),
+          columns: cols.rows.map((c) => ({ name: c.attname, typeOid: Number(c.atttypid), typeMod: Number(c.atttypmod) })),
         }),
       );
     }
@@ -227,19 +227,19 @@ export class SchemaCache {
     );
     // The merge key is the primary key, else the replica identity index. REPLICA IDENTITY FULL
     // without either gives no key: the table is replicated as append-only history.
-    const r = await this.#client.query<{ attname: string; indisprimary: boolean }>(
+    const r = await this.#client.query<{ attname: string; indisprimary: boolean | string }>(
       `SELECT a.attname, i.indisprimary FROM pg_index i
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
         WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisreplident)
         ORDER BY i.indisprimary DESC`,
       [relationId],
     );
-    const primary = r.rows.filter((x) => x.indisprimary);
+    const primary = r.rows.filter((x) => x.indisprimary === true || x.indisprimary === 't');
     const chosen = primary.length > 0 ? primary : r.rows;
     const entry: RelationFacts = {
       keys: new Set(chosen.map((x) => x.attname)),
       hasPk: primary.length > 0,
-      arrayDims: new Map(dims.rows.map((d) => [d.attname, d.attndims])),
+      arrayDims: new Map(dims.rows.map((d) => [d.attname, Number(d.attndims)])),
     };
     this.#keys.set(relationId, entry);
     return entry;
