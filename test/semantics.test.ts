@@ -125,3 +125,35 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
     );
   });
 });
+
+describe.each(testClusters())('primary key change with an unchanged TOAST value on PostgreSQL $major', (cluster) => {
+  it('moves the TOASTed value to the new key', async () => {
+    const db = await createTestDatabase(cluster);
+    try {
+      await db.sql(`CREATE TABLE mv (id int PRIMARY KEY, title text, body text); ALTER TABLE mv ALTER body SET STORAGE EXTERNAL;
+        INSERT INTO mv VALUES (1, 'one', repeat('first body ', 2000)), (2, 'two', repeat('second body ', 2000));
+        CREATE PUBLICATION pmv FOR TABLE mv`);
+      const destination = new DuckDbDestination({ path: ':memory:' });
+      const p = startPipeline({ source: { url: db.url }, publication: 'pmv', slotName: 'mv_slot', destination, mergeIntervalMs: 100 });
+      try {
+        const q = (sql: string) => destination.query(sql);
+        await waitFor('snapshot', async () => (await q(`SELECT count(*) FROM public.mv`))[0]![0] === 2n);
+        // Key change of a row whose body only the target holds (snapshot merged earlier) ...
+        await db.sql(`UPDATE mv SET id = 10 WHERE id = 1`);
+        // ... and of a row whose body is in the same merge window, then a second move.
+        await db.sql(`BEGIN; UPDATE mv SET body = repeat('new second ', 2500) WHERE id = 2; UPDATE mv SET id = 20 WHERE id = 2; UPDATE mv SET id = 21, title = 'moved twice' WHERE id = 20; COMMIT`);
+        await waitFor('moved', async () => (await q(`SELECT string_agg(id::VARCHAR, ',' ORDER BY id) FROM public.mv`))[0]![0] === '10,21');
+        expect(await q(`SELECT id, title, body = repeat('first body ', 2000), body = repeat('new second ', 2500) FROM public.mv ORDER BY id`)).toEqual([
+          [10, 'one', true, false],
+          [21, 'moved twice', false, true],
+        ]);
+      } finally {
+        await p.stop();
+        await destination.close();
+        await db.sql(`SELECT pg_drop_replication_slot('mv_slot')`);
+      }
+    } finally {
+      await db.drop();
+    }
+  });
+});

@@ -441,13 +441,14 @@ class Streamer {
             for (let i = 0; i < cells.length; i++) if (cells[i] === undefined && msg.oldTuple[i] !== undefined) cells[i] = msg.oldTuple[i];
           }
           if (table.hasKey && keyChanged(table, msg.oldTuple, cells)) {
-            await this.#add(table, 'd', msg.oldTuple);
+            // Same batch for both: the merge reads unchanged TOAST values of the new key from the old one.
+            await this.#add(table, 'd', msg.oldTuple, false);
             return this.#add(table, 'i', cells);
           }
           if (!table.hasKey) {
             // Append-only history of a keyless table: the old image leaves ('d'), the new one arrives ('u'),
             // so the current state is the multiset of r/i/u images minus the d images.
-            await this.#add(table, 'd', msg.oldTuple);
+            await this.#add(table, 'd', msg.oldTuple, false);
           }
         }
         return this.#add(table, 'u', cells);
@@ -477,7 +478,7 @@ class Streamer {
     return t;
   }
 
-  async #add(table: TableSchema, op: Change['op'], cells: readonly Cell[]): Promise<void> {
+  async #add(table: TableSchema, op: Change['op'], cells: readonly Cell[], mayFlush = true): Promise<void> {
     const txn = this.#txn;
     if (!txn) throw new FloeError('replication', 'change outside a transaction');
     const change: Change = { table, op, position: { lsn: txn.lsn, ordinal: txn.ordinal++ }, commitTimeMicros: txn.commitTimeMicros, cells };
@@ -485,7 +486,7 @@ class Streamer {
     if (b.changes.length === 0) b.startedAt = Date.now();
     b.changes.push(change);
     b.bytes += rowBytes(cells);
-    if (b.bytes >= this.#o.batchMaxBytes) {
+    if (mayFlush && b.bytes >= this.#o.batchMaxBytes) {
       // One write in flight; waiting here stops reading the socket (backpressure).
       await this.#inFlight;
       if (this.#failure !== undefined) throw coerceError(this.#failure);

@@ -329,6 +329,46 @@ export class DuckDbDestination implements Destination {
 
   // ---- internals -------------------------------------------------------------------------
 
+  /**
+   * A primary-key change arrives as a delete of the old key followed (next ordinal) by an insert of the
+   * new key, and PostgreSQL does not resend TOASTed values that did not change: the insert marks them
+   * unchanged. Their value is the old key's value just before the delete: the latest known image of the
+   * old key in this window, else whatever the old key's row was moved from (chains inside one window),
+   * else the old key's target row (recorded in `_floe_from_*` and read by the merge). Rare, so resolved
+   * move by move in position order.
+   */
+  async #resolveMoves(keys: string[], cols: string[], fromCol: (k: string) => string): Promise<void> {
+    const moves = await this.#rows(`SELECT i._floe_seq, d._floe_pos, i._floe_unchanged, ${keys.map((k) => `d.${quoteIdent(k)}`).join(', ')}
+      FROM _floe_window i JOIN _floe_window d ON d._floe_lsn = i._floe_lsn AND d._floe_ordinal = i._floe_ordinal - 1 AND d._floe_op = 'd'
+      WHERE i._floe_op = 'i' AND len(coalesce(i._floe_unchanged, [])) > 0 ORDER BY d._floe_pos`);
+    const c = this.#c();
+    for (const [seq, dPos, unchanged, ...oldKey] of moves as [bigint, bigint, string[], ...(string | null)[]][]) {
+      const oldKeyMatch = keys.map((k, i) => `w.${quoteIdent(k)} IS NOT DISTINCT FROM ${oldKey[i] === null ? 'NULL' : quoteLiteral(oldKey[i]!)}`).join(' AND ');
+      const before = `${oldKeyMatch} AND w._floe_pos < ${dPos} AND w._floe_op IN ('r','i','u')`;
+      let needsTarget = false;
+      for (const col of unchanged.filter((u) => cols.includes(u))) {
+        const [img] = await this.#rows(
+          `SELECT w.${quoteIdent(col)} FROM _floe_window w WHERE ${before} AND NOT list_contains(coalesce(w._floe_unchanged, []), ${quoteLiteral(col)}) ORDER BY w._floe_pos DESC LIMIT 1`,
+        );
+        if (img) {
+          await c.run(`UPDATE _floe_window SET ${quoteIdent(col)} = ${img[0] === null ? 'NULL' : quoteLiteral(img[0] as string)},
+            _floe_unchanged = list_filter(_floe_unchanged, u -> u <> ${quoteLiteral(col)}) WHERE _floe_seq = ${seq}`);
+        } else {
+          needsTarget = true;
+        }
+      }
+      if (!needsTarget) continue;
+      // The old key was itself moved here earlier in this window: follow the chain; else its target row.
+      const [chain] = await this.#rows(
+        `SELECT ${keys.map((k) => `w.${fromCol(k)}`).join(', ')} FROM _floe_window w WHERE ${before} AND w.${fromCol(keys[0]!)} IS NOT NULL ORDER BY w._floe_pos DESC LIMIT 1`,
+      );
+      const source = chain ?? oldKey;
+      await c.run(
+        `UPDATE _floe_window SET ${keys.map((k, i) => `${fromCol(k)} = ${source[i] === null ? 'NULL' : quoteLiteral(String(source[i]))}`).join(', ')} WHERE _floe_seq = ${seq}`,
+      );
+    }
+  }
+
   /** Converts a target column to a column's new type; VARCHAR when the old values do not convert. */
   async #retype(table: TableSchema, col: ColumnSchema): Promise<string> {
     const c = this.#c();
@@ -360,13 +400,15 @@ export class DuckDbDestination implements Destination {
     const keyJoin = (a: string, b: string) =>
       keys.map((k) => `${a}.${quoteIdent(k)} IS NOT DISTINCT FROM ${b}.${quoteIdent(k)}`).join(' AND ');
     const soft = this.#options.deleteMode === 'soft';
+    const fromCol = (k: string) => quoteIdent('_floe_from_' + k);
     // Target columns are those known now; a column dropped at the source keeps its last values.
     const cols = known.journalColumns;
     const typeOf = new Map(t.columns.map((col) => [col.name, col] as const));
     await c.run('BEGIN');
     try {
+      const fromCols = keys.map((k) => `NULL::VARCHAR AS ${fromCol(k)}`).join(', ');
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_window AS
-        SELECT *, ${pos('j')} AS _floe_pos FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
+        SELECT *, ${pos('j')} AS _floe_pos, ${fromCols} FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
       const [counted] = await this.#rows(`SELECT count(*), max(_floe_pos) FILTER (WHERE _floe_op = 't') FROM _floe_window`);
       const windowRows = Number(counted?.[0] ?? 0);
       const truncPos = counted?.[1] as bigint | null | undefined;
@@ -379,6 +421,7 @@ export class DuckDbDestination implements Destination {
         );
         await c.run(`DELETE FROM _floe_window WHERE _floe_pos < ${truncPos} OR _floe_op = 't'`);
       }
+      await this.#resolveMoves(keys, cols, fromCol);
       // Per key: the latest change, and per column the latest known image (invariant 4).
       const keyList = keys.map(quoteIdent).join(', ');
       const perColumn = cols
@@ -390,7 +433,8 @@ export class DuckDbDestination implements Destination {
         });
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
         SELECT ${keyList}, max(_floe_pos) AS _floe_pos, arg_max(_floe_op, _floe_pos) AS _floe_op,
-               arg_max(_floe_lsn, _floe_pos) AS _floe_lsn, arg_max(_floe_ordinal, _floe_pos) AS _floe_ordinal
+               arg_max(_floe_lsn, _floe_pos) AS _floe_lsn, arg_max(_floe_ordinal, _floe_pos) AS _floe_ordinal,
+               ${keys.map((k) => `arg_max(${fromCol(k)}, _floe_pos) FILTER (WHERE ${fromCol(keys[0]!)} IS NOT NULL) AS ${fromCol(k)}`).join(', ')}
                ${perColumn.length ? ', ' + perColumn.join(', ') : ''}
         FROM _floe_window GROUP BY ${keyList}`);
       // Only changes newer than the target row apply (replays and late snapshot rows are harmless).
@@ -401,11 +445,17 @@ export class DuckDbDestination implements Destination {
       };
       const selectCols = cols.map((col) => {
         if (keys.includes(col)) return `${castCol(col)} AS ${quoteIdent(col)}`;
-        return `CASE WHEN l.${quoteIdent('_floe_has_' + col)} THEN ${castCol(col)} ELSE tg.${quoteIdent(col)} END AS ${quoteIdent(col)}`;
+        // Not in the window: the target's value, or, for a row moved here by a key change, the value
+        // the old key's target row holds (read before this merge deletes it).
+        return `CASE WHEN l.${quoteIdent('_floe_has_' + col)} THEN ${castCol(col)} WHEN l.${fromCol(keys[0]!)} IS NOT NULL THEN mv.${quoteIdent(col)} ELSE tg.${quoteIdent(col)} END AS ${quoteIdent(col)}`;
       });
+      const moveJoin = keys
+        .map((k) => `mv.${quoteIdent(k)} IS NOT DISTINCT FROM ${typeOf.get(k)?.type.duckdbCast(`l.${fromCol(k)}`) ?? `l.${fromCol(k)}`}`)
+        .join(' AND ');
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_apply AS
         SELECT ${selectCols.join(', ')}, l._floe_op, l._floe_lsn, l._floe_ordinal
         FROM _floe_latest l LEFT JOIN ${target} tg ON ${keyJoin('l', 'tg')}
+        LEFT JOIN ${target} mv ON l.${fromCol(keys[0]!)} IS NOT NULL AND ${moveJoin}
         WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${pos('tg')}`);
       await c.run(`DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_apply a WHERE ${keyJoin('a', target)})`);
       const colList = cols.map(quoteIdent).join(', ');
