@@ -60,6 +60,8 @@ export interface PipelineOptions {
   readonly mergeIntervalMs?: number;
   /** Standby status update cadence; must stay well under wal_sender_timeout. (Default: 10000 ms) */
   readonly statusIntervalMs?: number;
+  /** When slot creation waits this long for running transactions, they are logged. (Default: 5000 ms) */
+  readonly slotWaitReportMs?: number;
   readonly events?: PipelineEvents;
   /** Test hooks at risky steps. */
   readonly failpoints?: Failpoints;
@@ -88,6 +90,7 @@ const DEFAULTS = {
   batchMaxMs: 1000,
   mergeIntervalMs: 5000,
   statusIntervalMs: 10_000,
+  slotWaitReportMs: 5000,
 };
 
 /** Runs until `signal` aborts (then drains and resolves) or a non-retryable error (then rejects). */
@@ -177,6 +180,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
         temporary: false,
         major: info.major,
         log,
+        reportAfterMs: o.slotWaitReportMs,
       });
       log.info({ slot: created.slotName, consistentPoint: formatLsn(created.consistentPoint), incarnation }, 'replication slot created');
       await store.beginIncarnation(options.name, options.slotName, incarnation, created.consistentPoint);
@@ -226,6 +230,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
             temporary: true,
             major: info.major,
             log,
+            reportAfterMs: o.slotWaitReportMs,
           });
           snapshotName = tmp.snapshotName;
           snapshotLsn = tmp.consistentPoint;

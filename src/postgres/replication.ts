@@ -6,6 +6,7 @@
  */
 import pg from 'pg';
 import { createRequire } from 'node:module';
+import { setTimeout as setTimeoutPromise } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { FloeError, coerceError } from '../errors.js';
@@ -93,31 +94,32 @@ export async function createSlotWithSnapshot(
     options.major >= 15
       ? `CREATE_REPLICATION_SLOT ${quoteIdent(options.slotName)} ${kind}LOGICAL pgoutput (SNAPSHOT 'export')`
       : `CREATE_REPLICATION_SLOT ${quoteIdent(options.slotName)} ${kind}LOGICAL pgoutput EXPORT_SNAPSHOT`;
-  let done = false;
+  const finished = new AbortController();
+  const done = finished.signal;
   const reporter = (async () => {
-    await sleep(options.reportAfterMs ?? 5000);
-    if (done) return;
-    const c = await connectSource(source).catch(() => undefined);
+    await sleep(options.reportAfterMs ?? 5000, done);
+    if (done.aborted) return;
+    const c = await connectSource({ ...source, applicationName: 'floe-slot-wait' }).catch(() => undefined);
     if (!c) return;
     try {
-      while (!done) {
+      while (!done.aborted) {
         const r = await c.query<{ pid: number; usename: string; state: string; xact_age: string; query: string }>(
           `SELECT pid, usename, state, (now() - xact_start)::text AS xact_age, left(query, 120) AS query
              FROM pg_stat_activity
             WHERE (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) AND pid <> pg_backend_pid()
               AND backend_type = 'client backend' ORDER BY xact_start LIMIT 10`,
         );
-        if (done) break;
+        if (done.aborted) break;
         options.log.warn(
           { slot: options.slotName, blockers: r.rows.map((x) => ({ pid: x.pid, user: x.usename, state: x.state, age: x.xact_age })) },
           'slot creation is waiting for running transactions to finish; end or commit them (pg_terminate_backend(pid) ends one)',
         );
-        await sleep(10_000);
+        await sleep(10_000, done);
       }
     } finally {
       await c.end().catch(() => undefined);
     }
-  })();
+  })().catch(() => undefined);
   try {
     const r = await repl.query(sql);
     const row = r.rows[0] as { slot_name: string; consistent_point: string; snapshot_name: string };
@@ -135,8 +137,8 @@ export async function createSlotWithSnapshot(
     }
     throw coerceError(err, `cannot create replication slot "${options.slotName}"`);
   } finally {
-    done = true;
-    void reporter;
+    finished.abort();
+    await reporter;
   }
 }
 
@@ -164,4 +166,4 @@ export function startReplication(repl: pg.Client, options: { slotName: string; p
 // pg-copy-streams' copy-both duplex is not in its type definitions.
 const copyBoth = createRequire(import.meta.url)('pg-copy-streams').both as (sql: string, options: object) => Duplex;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
+const sleep = (ms: number, signal: AbortSignal) => setTimeoutPromise(ms, undefined, { signal, ref: false }).catch(() => undefined);
