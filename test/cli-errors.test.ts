@@ -100,7 +100,7 @@ describe('floe replicate refuses bad input', () => {
     expect(r.stderr).not.toContain('right-password');
     // Nothing written: no destination file, no slot, no state schema in the source.
     expect(existsSync(out)).toBe(false);
-    const [slots] = await db.sql<{ n: string }>(`SELECT count(*) AS n FROM pg_replication_slots`);
+    const [slots] = await db.sql<{ n: string }>(`SELECT count(*) AS n FROM pg_replication_slots WHERE database = current_database()`);
     expect(Number(slots!.n)).toBe(0);
     const [schema] = await db.sql<{ n: string }>(`SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'floe'`);
     expect(Number(schema!.n)).toBe(0);
