@@ -288,7 +288,16 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
     if (signal.aborted) return;
     options.events?.phase?.('streaming');
     const stream = startReplication(repl, { slotName: options.slotName, publication: options.publication, startLsn });
-    await new Streamer(options, o, stream, cache, tables, incarnation, startLsn).run(signal);
+    const streamer = new Streamer(options, o, stream, cache, tables, incarnation, startLsn);
+    await streamer.run(signal);
+    if (streamer.ackLsn > streamer.sentLsn) {
+      // Transactions made durable after CopyDone: the slot is released once the stream ended, so
+      // confirm them with pg_replication_slot_advance rather than leaving WAL pinned until the next start.
+      await waitForSlotRelease(meta, options.slotName);
+      await meta
+        .query(`SELECT pg_replication_slot_advance($1, $2::pg_lsn)`, [options.slotName, formatLsn(streamer.ackLsn)])
+        .catch((err) => log.warn({ err: (err as Error).message }, 'could not advance the slot at shutdown; it advances on the next start'));
+    }
   } finally {
     await repl?.end().catch(() => undefined);
     await meta.end().catch(() => undefined);
@@ -322,6 +331,7 @@ class Streamer {
   #ackLsn: bigint;
   #durableLsn = 0n;
   #lastWalEnd = 0n;
+  #sentLsn = 0n;
 
   constructor(
     options: PipelineOptions,
@@ -339,6 +349,16 @@ class Streamer {
     this.#incarnation = incarnation;
     this.#ackLsn = startLsn;
     for (const t of tables) this.#relations.set(t.relationId, t);
+  }
+
+  /** The LSN the server may forget: the end of the last durable, recorded transaction. */
+  get ackLsn(): bigint {
+    return this.#ackLsn;
+  }
+
+  /** The last LSN sent in a status update. */
+  get sentLsn(): bigint {
+    return this.#sentLsn;
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -359,11 +379,18 @@ class Streamer {
         .then((m) => m.journalRows > 0 && this.#options.events?.merged?.(m.journalRows))
         .catch((err) => this.#fail(err));
     }, this.#o.mergeIntervalMs);
-    // Graceful stop: CopyDone makes the server end the stream; what arrived is still written and acknowledged.
+    // Graceful stop: write what arrived and acknowledge it, then CopyDone makes the server end the
+    // stream (no status update may follow CopyDone). Frames still in flight are written too; the
+    // caller acknowledges them by advancing the released slot (see runOnce).
     const onAbort = () => {
       log.info('stopping: draining the replication stream');
       this.#options.events?.phase?.('stopping');
-      stream.end();
+      void (async () => {
+        this.#startFlush();
+        await this.#inFlight;
+        this.#sendStatus(false);
+        stream.end();
+      })().catch((err) => this.#fail(err));
     };
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) onAbort();
@@ -541,6 +568,7 @@ class Streamer {
     }
     const lsn = this.#ackLsn;
     this.#stream.write(encodeStandbyStatus(lsn, lsn, lsn, BigInt(Date.now()) * 1000n, replyRequested));
+    this.#sentLsn = lsn;
     this.#options.events?.acknowledged?.(lsn);
   }
 
@@ -550,6 +578,14 @@ class Streamer {
     this.#options.log.error({ err: coerceError(err).message, stack: (err as Error)?.stack }, 'pipeline error');
     // Unblock the read loop.
     this.#stream.destroy();
+  }
+}
+
+async function waitForSlotRelease(meta: pg.Client, slotName: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const r = await meta.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [slotName]);
+    if (!r.rows[0]?.active) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
