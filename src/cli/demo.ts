@@ -62,12 +62,6 @@ export function demoCommand(): Command {
     .option('--json', 'print one JSON summary on stdout at the end')
     .option('--data <path>', 'DuckDB file to replicate into (replaced at start)', './.floe/demo.duckdb')
     .addOption(new Option('--pg-major <major>', 'PostgreSQL major version to start').choices(['18', '15']).default('18'))
-    .addOption(
-      new Option(
-        '--toasted-key-changes',
-        'also change primary keys of rows holding TOAST-sized values (reproduces a known pipeline bug)',
-      ).hideHelp(),
-    )
     .option('--log-level <level>', 'pipeline log level on stderr (trace, debug, info, warn, error)', process.env.FLOE_LOG_LEVEL ?? 'warn')
     .action(async (opts: DemoOptions) => {
       await demo(opts);
@@ -87,7 +81,6 @@ interface DemoOptions {
   data: string;
   pgMajor: string;
   logLevel: string;
-  toastedKeyChanges?: boolean;
 }
 
 type Phase = 'starting postgres' | 'seeding' | 'snapshotting' | 'streaming' | 'catching up' | 'stopping' | 'verifying' | 'done';
@@ -158,11 +151,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     // ---- sample data ---------------------------------------------------------------------
     stats.phase = 'seeding';
     await createDemoSchema(workClient);
-    const workload = new Workload(workClient, {
-      seed: opts.seed,
-      rowsPerTxn: opts.rowsPerTxn,
-      keyChangesOnToastedRows: opts.toastedKeyChanges === true,
-    });
+    const workload = new Workload(workClient, { seed: opts.seed, rowsPerTxn: opts.rowsPerTxn });
     progress.show(`floe demo: seeding ${opts.seedRows.toLocaleString('en-US')} rows per table`);
     await workload.seed(opts.seedRows, (n) => progress.transient(`floe demo: seeding, ${n.toLocaleString('en-US')} rows`));
 
