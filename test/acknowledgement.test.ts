@@ -88,7 +88,7 @@ describe.each(testClusters())('acknowledgement on PostgreSQL $major', (cluster) 
       dest.resume();
       await p.stop();
       await dest.close();
-      await db.sql(`SELECT pg_drop_replication_slot('s_stall')`);
+      await db.dropSlot('s_stall');
     }
   });
 
@@ -107,7 +107,7 @@ describe.each(testClusters())('acknowledgement on PostgreSQL $major', (cluster) 
     } finally {
       await p.stop();
       await (p.destination as DuckDbDestination).close();
-      await db.sql(`SELECT pg_drop_replication_slot('s_idle')`);
+      await db.dropSlot('s_idle');
     }
   });
 });

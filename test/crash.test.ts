@@ -36,7 +36,7 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
       CREATE PUBLICATION pub FOR TABLE acct;`);
   });
   afterEach(async () => {
-    await db.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active`);
+    await db.dropSlot('crashslot');
     await db.drop();
     dir.remove();
   });

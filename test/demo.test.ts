@@ -84,7 +84,7 @@ describe.each(testClusters())('verifyDuckDb on PostgreSQL $major', (cluster) => 
         return slot !== undefined && parseLsn(slot.lsn) >= parseLsn(lsn);
       });
       await p.stop(); // drains and merges
-      await db.sql(`SELECT pg_drop_replication_slot('vslot')`);
+      await db.dropSlot('vslot');
 
       const verify = async () => {
         const report = await verifyDuckDb({ url: db.url }, 'vpub', destination);
@@ -138,7 +138,7 @@ describe.each(testClusters())('verifyDuckDb on PostgreSQL $major', (cluster) => 
     } finally {
       await p.stop().catch(() => undefined);
       await destination.close();
-      await db.sql(`SELECT pg_drop_replication_slot('vslot') FROM pg_replication_slots WHERE slot_name = 'vslot'`).catch(() => undefined);
+      await db.dropSlot('vslot');
     }
   });
 
@@ -163,7 +163,7 @@ describe.each(testClusters())('verifyDuckDb on PostgreSQL $major', (cluster) => 
     } finally {
       await p.stop().catch(() => undefined);
       await destination.close();
-      await db.sql(`SELECT pg_drop_replication_slot('sslot') FROM pg_replication_slots WHERE slot_name = 'sslot'`).catch(() => undefined);
+      await db.dropSlot('sslot');
     }
   });
 });

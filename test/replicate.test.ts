@@ -67,6 +67,6 @@ describe.each(testClusters())('snapshot + stream on PostgreSQL $major', (cluster
     expect(parseLsn(slot!.confirmed_flush_lsn)).toBe(progress!.ackLsn);
     expect(progress!.durableLsn).toBeGreaterThan(0n);
     await dest.close();
-    await db.sql(`SELECT pg_drop_replication_slot('slot1')`);
+    await db.dropSlot('slot1');
   });
 });

@@ -50,7 +50,7 @@ describe.each(testClusters())('resilience on PostgreSQL $major', (cluster) => {
     } finally {
       await p.stop();
       await dest.close();
-      await db.sql(`SELECT pg_drop_replication_slot('r_slot')`);
+      await db.dropSlot('r_slot');
     }
   });
 
@@ -87,7 +87,7 @@ describe.each(testClusters())('resilience on PostgreSQL $major', (cluster) => {
       await blocker.end();
       await p.stop();
       await dest.close();
-      await db.sql(`SELECT pg_drop_replication_slot('b_slot')`).catch(() => undefined);
+      await db.dropSlot('b_slot');
     }
   });
 });

@@ -29,7 +29,7 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
     } finally {
       await p.stop();
       await destination.close();
-      await db.sql(`SELECT pg_drop_replication_slot('sem${n}')`);
+      await db.dropSlot('sem${n}');
     }
   }
 
@@ -150,7 +150,7 @@ describe.each(testClusters())('primary key change with an unchanged TOAST value 
       } finally {
         await p.stop();
         await destination.close();
-        await db.sql(`SELECT pg_drop_replication_slot('mv_slot')`);
+        await db.dropSlot('mv_slot');
       }
     } finally {
       await db.drop();

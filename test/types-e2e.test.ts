@@ -58,7 +58,7 @@ describe.each(testClusters())('every type through snapshot and stream on Postgre
   afterAll(async () => {
     await p?.stop();
     await dest?.close();
-    await client?.query(`SELECT pg_drop_replication_slot('types_slot')`).catch(() => undefined);
+    await db?.dropSlot('types_slot');
     await client?.end();
     await db?.drop();
   });

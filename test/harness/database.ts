@@ -35,6 +35,8 @@ export interface TestDatabase {
   readonly url: string;
   readonly cluster: TestCluster;
   sql<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]>;
+  /** Drops a replication slot once its walsender has released it (that takes a moment after a stop). */
+  dropSlot(slot: string): Promise<void>;
   /** Fails if anything other than our own admin client is still connected or a slot remains. */
   drop(): Promise<void>;
 }
@@ -50,6 +52,16 @@ export async function createTestDatabase(cluster: TestCluster, prefix = 't'): Pr
     cluster,
     async sql(text, values) {
       return (await client.query(text, values)).rows;
+    },
+    async dropSlot(slot) {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const r = await client.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+        if (r.rowCount === 0) return;
+        if (!r.rows[0].active || Date.now() > deadline) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await client.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
     },
     async drop() {
       await client.end();
