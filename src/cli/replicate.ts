@@ -1,7 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { FloeError } from '../errors.js';
-import { createLogger } from '../telemetry/logger.js';
-import { runPipeline, type Failpoints } from '../pipeline/pipeline.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+import { formatLsn } from '../postgres/lsn.js';
+import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/pipeline.js';
 import { MemoryStateStore } from '../store/memory-store.js';
 import { PostgresStateStore } from '../store/postgres-store.js';
 import type { StateStore } from '../store/state-store.js';
@@ -92,6 +93,40 @@ function crashFailpoints(spec: string | undefined): Failpoints | undefined {
   };
 }
 
+/** Logs phase changes, and every 10 s what was copied and streamed since the start. */
+function progressReporter(log: Logger): { events: PipelineEvents; stop(): void } {
+  let phase = 'connecting';
+  let snapshotRows = 0;
+  let changes = 0;
+  let lastChanges = 0;
+  let durableLsn = 0n;
+  let last = Date.now();
+  const timer = setInterval(() => {
+    const now = Date.now();
+    const rate = Math.round(((changes - lastChanges) * 1000) / Math.max(1, now - last));
+    log.info({ phase, snapshotRows, changes, changesPerSecond: rate, durableLsn: formatLsn(durableLsn) }, 'progress');
+    lastChanges = changes;
+    last = now;
+  }, 10_000);
+  timer.unref();
+  return {
+    events: {
+      phase: (p) => {
+        phase = p;
+        log.info({ phase: p }, 'pipeline phase');
+      },
+      snapshotRange: (_table, rows) => {
+        snapshotRows += rows;
+      },
+      batchWritten: (rows, _bytes, lsn) => {
+        changes += rows;
+        durableLsn = lsn;
+      },
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
 async function replicate(opts: ReplicateOptions): Promise<void> {
   if (!/^[a-z0-9_]{1,63}$/.test(opts.slot)) {
     throw new FloeError('config', `invalid slot name "${opts.slot}"`, {
@@ -107,6 +142,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
     opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
   const controller = new AbortController();
   const release = onShutdownSignal(() => controller.abort());
+  const progress = progressReporter(log);
   try {
     await runPipeline(
       {
@@ -123,12 +159,13 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         batchMaxMs: opts.batchMaxMs,
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
-        events: { phase: (p) => log.info({ phase: p }, 'pipeline phase') },
+        events: progress.events,
         failpoints: crashFailpoints(process.env.FLOE_TEST_CRASH_AT),
       },
       controller.signal,
     );
   } finally {
+    progress.stop();
     release();
     await destination.close().catch(() => undefined);
     await store.close().catch(() => undefined);
