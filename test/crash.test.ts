@@ -12,6 +12,8 @@ import { tempDir } from './helpers/pipeline.js';
 import { startFloe } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { parseLsn } from '../src/postgres/lsn.js';
+import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
+import { verifyDuckDb } from '../src/pipeline/verify.js';
 
 async function duck<T = unknown[]>(path: string, sql: string): Promise<T[]> {
   const inst = await DuckDBInstance.create(path);
@@ -33,7 +35,8 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
     dir = tempDir();
     file = join(dir.path, 'w.duckdb');
     await db.sql(`CREATE TABLE acct (id int PRIMARY KEY, owner text, balance bigint, note text);
-      CREATE PUBLICATION pub FOR TABLE acct;`);
+      CREATE TABLE a_log (at int, what text); ALTER TABLE a_log REPLICA IDENTITY FULL;
+      CREATE PUBLICATION pub FOR TABLE acct, a_log;`);
   });
   afterEach(async () => {
     await db.dropSlot('crashslot');
@@ -67,6 +70,19 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
   }
 
   async function expectTargetEqualsSource(): Promise<void> {
+    // Every table, keyless history included, through the same check `floe demo --verify` uses.
+    const dest = new DuckDbDestination({ path: file });
+    await dest.open('verify', 'verify');
+    try {
+      const report = await verifyDuckDb({ url: db.url }, 'pub', dest);
+      expect(report.tables.map((t) => [t.table, t.skipped ?? 'compared'])).toEqual([
+        ['public.a_log', 'compared'],
+        ['public.acct', 'compared'],
+      ]);
+      expect(report.mismatches, JSON.stringify(report)).toBe(0);
+    } finally {
+      await dest.close();
+    }
     const src = await db.sql<{ id: number; owner: string; balance: string; note: string | null }>(`SELECT id, owner, balance, note FROM acct ORDER BY id`);
     const dst = await duck<[number, string, bigint, string | null]>(file, `SELECT id, owner, balance, note FROM public.acct ORDER BY id`);
     expect(dst.length).toBe(src.length);
@@ -82,11 +98,13 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
   }
 
   it('mid-snapshot: a range written but not recorded is not copied twice; the rest resumes', async () => {
-    await db.sql(`INSERT INTO acct SELECT g, 'owner ' || g, g * 100, repeat('n', g % 50) FROM generate_series(1, 6000) g`);
-    const crashed = await startFloe(args(), { FLOE_TEST_CRASH_AT: 'before-record-range:4' }).exited;
+    await db.sql(`INSERT INTO acct SELECT g, 'owner ' || g, g * 100, repeat('n', g % 50) FROM generate_series(1, 6000) g;
+      INSERT INTO a_log SELECT g % 500, 'event ' || (g % 500) FROM generate_series(1, 6000) g`);
+    const crashed = await startFloe(args(), { FLOE_TEST_CRASH_AT: 'before-record-range:8' }).exited;
     expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
     // Changes while floe is down, some to rows in ranges not yet copied.
-    await db.sql(`UPDATE acct SET balance = -1 WHERE id % 97 = 0; DELETE FROM acct WHERE id % 101 = 0; INSERT INTO acct VALUES (100000, 'late', 1, NULL)`);
+    await db.sql(`UPDATE acct SET balance = -1 WHERE id % 97 = 0; DELETE FROM acct WHERE id % 101 = 0; INSERT INTO acct VALUES (100000, 'late', 1, NULL);
+      UPDATE a_log SET what = 'changed' WHERE at % 50 = 0; DELETE FROM a_log WHERE at % 77 = 0; INSERT INTO a_log VALUES (9999, 'late')`);
     await catchUpAndStop();
     await expectTargetEqualsSource();
   });

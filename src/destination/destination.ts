@@ -35,8 +35,12 @@ export interface Destination {
   writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number>;
   /** Marks a table's snapshot complete: from now on its merges may run (invariant 2b). */
   completeSnapshot(table: TableSchema): Promise<void>;
-  /** Forgets a table's journal/target content for a resync under a new snapshot. */
-  resetTable(table: TableSchema): Promise<void>;
+  /**
+   * Prepares a table for a fresh snapshot at `snapshotLsn` (new slot incarnation, or a keyless table
+   * whose interrupted snapshot must start over): the target is emptied, rows loaded before are never
+   * merged, and the journal's history gets a truncate marker at (snapshotLsn, -2).
+   */
+  resetTable(table: TableSchema, snapshotLsn: bigint): Promise<void>;
   /** Appends changes (in position order) to the journals. */
   writeChanges(changes: readonly Change[]): Promise<void>;
   /** The highest position durable in the destination. */

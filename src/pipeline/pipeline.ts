@@ -190,7 +190,8 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
       startLsn = created.consistentPoint;
       for (const t of tables) {
         await destination.prepare(t);
-        if (progress) await destination.resetTable(t); // a previous incarnation's rows may be stale
+        // Rows of an earlier incarnation (or of a run whose state was not kept) may be stale.
+        await destination.resetTable(t, snapshotLsn);
         const plan = await planRanges(meta, t, o.snapshotRangePages, o.snapshotParallelism);
         await store.setTable(options.name, incarnation, qualifiedName(t), { phase: 'snapshot', snapshotLsn, ...plan });
         snapshotTasks.push({ table: t, ...plan, pending: range(plan.rangeCount) });
@@ -238,7 +239,16 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
           const planned: SnapshotTask[] = [];
           for (const task of snapshotTasks) {
             const k = known.get(qualifiedName(task.table));
-            if (k && k.rangeCount > 0) {
+            if (k && k.rangeCount > 0 && !task.table.hasKey && k.rangesDone.size > 0) {
+              // A keyless table's history cannot mix ranges of two snapshots (a change cannot be told
+              // apart by range): its snapshot starts over under the new one.
+              log.info({ table: qualifiedName(task.table) }, 'restarting the interrupted snapshot of a table without a key');
+              await store.removeTable(options.name, incarnation, qualifiedName(task.table));
+              await destination.resetTable(task.table, snapshotLsn);
+              const plan = await planRanges(meta, task.table, o.snapshotRangePages, o.snapshotParallelism);
+              await store.setTable(options.name, incarnation, qualifiedName(task.table), { phase: 'snapshot', snapshotLsn, ...plan });
+              planned.push({ table: task.table, ...plan, pending: range(plan.rangeCount) });
+            } else if (k && k.rangeCount > 0) {
               // Same range boundaries as before the crash; the last range stays open-ended.
               const pending = range(k.rangeCount).filter((i) => !k.rangesDone.has(i));
               planned.push({ table: task.table, rangeCount: k.rangeCount, pagesPerRange: k.pagesPerRange, pending });

@@ -198,11 +198,14 @@ async function verifyTable(client: pg.Client, table: TableSchema, destination: D
       .join(', ');
     duplicateKeys = await count(destination, `SELECT count(*) FROM (SELECT ${keys} FROM ${target} GROUP BY ${keys} HAVING count(*) > 1)`);
   } else {
-    // Current rows of an append-only history: (r + i + u) - d after the last truncate.
+    // Current rows of an append-only history (docs/architecture.md): the latest snapshot after the
+    // last truncate (or reset marker), plus i/u images minus d images of changes after that base.
     const pos = `((_floe_lsn::HUGEINT << 32) + (_floe_ordinal + 1))`;
-    const after = `${pos} > coalesce((SELECT max(${pos}) FROM ${target} WHERE _floe_op = 't'), -1)`;
-    const rows = `SELECT ${cols} FROM ${target} WHERE _floe_op IN ('r', 'i', 'u') AND ${after}`;
-    const deletes = `SELECT ${cols} FROM ${target} WHERE _floe_op = 'd' AND ${after}`;
+    const truncated = `coalesce((SELECT max(${pos}) FROM ${target} WHERE _floe_op = 't'), -1)`;
+    const snapshot = `coalesce((SELECT max(${pos}) FROM ${target} WHERE _floe_op = 'r' AND ${pos} > ${truncated}), -1)`;
+    const base = `greatest(${truncated}, ${snapshot})`;
+    const rows = `SELECT ${cols} FROM ${target} WHERE (_floe_op = 'r' AND ${pos} = ${snapshot}) OR (_floe_op IN ('i', 'u') AND ${pos} > ${base})`;
+    const deletes = `SELECT ${cols} FROM ${target} WHERE _floe_op = 'd' AND ${pos} > ${base}`;
     await destination.query(`CREATE OR REPLACE TEMP TABLE ${DST} AS ${rows} EXCEPT ALL ${deletes}`);
     orphanDeletes = await count(destination, `SELECT count(*) FROM (${deletes} EXCEPT ALL ${rows})`);
     targetRel = DST;

@@ -227,22 +227,34 @@ export class DuckDbDestination implements Destination {
     });
   }
 
-  async resetTable(table: TableSchema): Promise<void> {
+  async resetTable(table: TableSchema, snapshotLsn: bigint): Promise<void> {
     await this.#serial(async () => {
       const c = this.#c();
       const name = qualifiedName(table);
+      const known = this.#known(table);
       await c.run('BEGIN');
       try {
-        await c.run(`DELETE FROM ${this.#journal(table)}`);
+        const [rows] = await this.#rows(`SELECT count(*) FROM ${this.#journal(table)}`);
+        if (Number(rows?.[0] ?? 0) > 0) {
+          // History stays; a truncate marker just below the new snapshot's rows says where it restarts.
+          const appender = await c.createAppender(this.#journalName(table), JOURNAL);
+          this.#appendRow(appender, known, this.#columnPositions(known, table), table, 't', { lsn: snapshotLsn, ordinal: -2 }, 0n, table.columns.map(() => null));
+          appender.closeSync();
+        }
         if (table.hasKey) await c.run(`DELETE FROM ${this.#target(table)}`);
-        await c.run(`UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = 0 WHERE source_table = ${quoteLiteral(name)}`);
+        // Rows loaded before the reset are never merged: the new snapshot replaces them.
+        await c.run(
+          `UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = ${this.#nextSeq - 1n} WHERE source_table = ${quoteLiteral(name)}`,
+        );
         await c.run(`DELETE FROM ${META}.snapshot_range WHERE source_table = ${quoteLiteral(name)}`);
+        await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
         await c.run('COMMIT');
       } catch (err) {
         await c.run('ROLLBACK').catch(() => undefined);
-        throw err;
+        await this.#reloadSeq();
+        throw wrapDuckDb(err, `resetting ${name}`);
       }
-      this.#known(table).snapshotComplete = false;
+      known.snapshotComplete = false;
     });
   }
 
