@@ -29,7 +29,7 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
     } finally {
       await p.stop();
       await destination.close();
-      await db.dropSlot('sem${n}');
+      await db.dropSlot(`sem${n}`);
     }
   }
 
