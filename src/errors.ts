@@ -78,5 +78,9 @@ export function coerceError(err: unknown, context?: string): FloeError {
   if (code.startsWith('08') || code === '57P01' || code === '57P03') {
     return new FloeError('connection', message, { cause: err });
   }
+  // node-postgres reports a dropped connection without a code.
+  if (!code && /Connection terminated|not queryable|connection error|socket hang up/i.test(base)) {
+    return new FloeError('connection', message, { cause: err });
+  }
   return new FloeError('internal', message, { cause: err });
 }

@@ -54,6 +54,49 @@ describe.each(testClusters())('resilience on PostgreSQL $major', (cluster) => {
     }
   });
 
+  it('recovers when the replication connection drops during the snapshot', async () => {
+    await db.sql(`CREATE TABLE big (id int PRIMARY KEY, pad text); INSERT INTO big SELECT g, repeat('p', 100) FROM generate_series(1, 20000) g;
+      CREATE PUBLICATION sp FOR TABLE big`);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let ranges = 0;
+    class GatedDestination extends DuckDbDestination {
+      override async writeSnapshotRange(...args: Parameters<DuckDbDestination['writeSnapshotRange']>): Promise<number> {
+        if (++ranges === 3) await gate;
+        return super.writeSnapshotRange(...args);
+      }
+    }
+    const dest = new GatedDestination({ path: ':memory:' });
+    let retries = 0;
+    const p = startPipeline({
+      source: { url: db.url },
+      publication: 'sp',
+      slotName: 's_snap',
+      destination: dest,
+      snapshotRangePages: 20,
+      snapshotParallelism: 1,
+      events: { retrying: () => retries++ },
+    });
+    try {
+      await waitFor('snapshot under way', () => ranges >= 3);
+      // The replication connection that exported the snapshot (and will stream afterwards) drops.
+      const killed = await db.sql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'floe-s_snap'`);
+      expect(killed).toHaveLength(1);
+      await db.sql(`UPDATE big SET pad = 'changed' WHERE id % 1000 = 0`);
+      release();
+      await waitFor('all rows after the retry', async () => {
+        const [row] = await dest.query(`SELECT count(*), count(*) FILTER (WHERE pad = 'changed') FROM public.big`);
+        return row![0] === 20000n && row![1] === 20n;
+      });
+      expect(retries).toBeGreaterThanOrEqual(1);
+    } finally {
+      release();
+      await p.stop();
+      await dest.close();
+      await db.dropSlot('s_snap');
+    }
+  });
+
   it('reports the transactions that block slot creation', async () => {
     await db.sql(`CREATE TABLE b (id int PRIMARY KEY); CREATE PUBLICATION bp FOR TABLE b`);
     // A transaction holding an xid makes CREATE_REPLICATION_SLOT wait for it.

@@ -92,7 +92,7 @@ export async function copySnapshot(tasks: readonly SnapshotTask[], options: Snap
     }
   };
   await Promise.all(Array.from({ length: workers }, (_, i) => worker(i)));
-  if (failure !== undefined) throw failure instanceof FloeError ? failure : coerceError(failure, 'snapshot failed');
+  if (failure !== undefined) throw snapshotError(failure);
 }
 
 async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: number, options: SnapshotOptions): Promise<void> {
@@ -116,4 +116,23 @@ async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: numb
   await options.store.markRangeDone(options.pipeline, options.incarnation, qualifiedName(table), rangeIndex);
   options.log.debug({ table: qualifiedName(table), range: rangeIndex, rows: written }, 'snapshot range copied');
   options.onRange?.(table, written);
+}
+
+/**
+ * The exported snapshot lives only as long as the replication connection that created it: if that
+ * connection dropped, importing the snapshot fails with "invalid snapshot identifier". Like a dropped
+ * copy connection, that is transient: the pipeline reconnects and copies the remaining ranges under a
+ * new snapshot.
+ */
+function snapshotError(err: unknown): FloeError {
+  if (err instanceof FloeError) return err;
+  const e = err as { code?: string; message?: string };
+  if ((e.code === '22023' || e.code === '42704') && /snapshot/i.test(e.message ?? '')) {
+    return new FloeError('replication', `snapshot failed: ${e.message}`, {
+      cause: err,
+      retry: 'timed',
+      hint: 'the connection holding the exported snapshot ended; the snapshot resumes under a new one',
+    });
+  }
+  return coerceError(err, 'snapshot failed');
 }
