@@ -121,7 +121,8 @@ describe.each(testClusters())('verifyDuckDb on PostgreSQL $major', (cluster) => 
 
       // A keyless table: a row in the history that the source never had.
       await destination.query(
-        `INSERT INTO _floe_journal."public.log" (_floe_seq, _floe_lsn, _floe_ordinal, _floe_op, "at", msg) VALUES (1000000, 1, 0, 'i', '9', 'ghost')`,
+        `INSERT INTO _floe_journal."public.log" (_floe_seq, _floe_lsn, _floe_ordinal, _floe_op, "at", msg)
+         SELECT 1000000, max(_floe_lsn) + 1, 0, 'i', '9', 'ghost' FROM _floe_journal."public.log"`,
       );
       v = await verify();
       expect(v.log).toMatchObject({ missing: 0, extra: 1, targetRows: 4 });
