@@ -8,7 +8,8 @@
  * transactions, wait until the slot has confirmed the WAL position taken after
  * the last commit, stop the pipeline (its drain merges the journal), verify.
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { nonNegativeInt, nonNegativeNumber, positiveInt } from './arguments.js';
 import { rmSync, statSync, existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
@@ -29,22 +30,6 @@ const SLOT = 'floe_demo';
 const PIPELINE = 'floe_demo';
 /** How long the end of the run waits for the pipeline to catch up. */
 const CATCH_UP_TIMEOUT_MS = 120_000;
-
-const nonNegativeNumber = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what} must be a number >= 0`);
-  return n;
-};
-const positiveInt = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a positive integer`);
-  return n;
-};
-const nonNegativeInt = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${what} must be an integer >= 0`);
-  return n;
-};
 
 export function demoCommand(): Command {
   return new Command('demo')
