@@ -79,6 +79,11 @@ describe('floe replicate refuses bad input', () => {
       () => ['--source', db.url, '--publication', 'pub_ok', '--destination', 'mysql://x'],
       /unsupported destination "mysql"/,
     ],
+    [
+      'bad DuckDB parameter',
+      () => ['--source', db.url, '--publication', 'pub_ok', '--destination', 'duckdb:./x.duckdb?memory_limit=lots'],
+      /invalid memory_limit "lots"/,
+    ],
     ['bad slot name', () => ['--source', db.url, '--publication', 'pub_ok', '--slot', 'Bad-Name'], /invalid slot name/],
     [
       'bad number',

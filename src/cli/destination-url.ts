@@ -2,12 +2,25 @@ import { FloeError } from '../errors.js';
 import type { DeleteMode, Destination } from '../destination/destination.js';
 import { DuckDbDestination } from '../destination/duckdb/duckdb-destination.js';
 
-/** `duckdb:./path.duckdb`, `duckdb:///abs/path.duckdb` or `duckdb::memory:`. */
+/**
+ * `duckdb:./path.duckdb`, `duckdb:///abs/path.duckdb` or `duckdb::memory:`, optionally with
+ * `?memory_limit=2GB` (DuckDB's memory cap; default 1GB).
+ */
 export function parseDestination(url: string, options: { deleteMode: DeleteMode }): Destination {
-  const m = /^duckdb:(?:\/\/)?(.+)$/.exec(url);
+  const m = /^duckdb:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
   if (m) {
     const path = m[1]!;
-    return new DuckDbDestination({ path, deleteMode: options.deleteMode });
+    const params = new URLSearchParams(m[2] ?? '');
+    for (const key of params.keys()) {
+      if (key !== 'memory_limit') {
+        throw new FloeError('config', `unknown DuckDB destination parameter "${key}"`, { hint: 'the DuckDB destination takes memory_limit' });
+      }
+    }
+    const memoryLimit = params.get('memory_limit') ?? undefined;
+    if (memoryLimit !== undefined && !/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(memoryLimit)) {
+      throw new FloeError('config', `invalid memory_limit "${memoryLimit}"`, { hint: 'use a size such as 512MB or 2GB' });
+    }
+    return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit });
   }
   if (url.startsWith('snowflake://')) {
     throw new FloeError('config', 'the Snowflake destination is not available in this build yet', {

@@ -35,6 +35,11 @@ export interface DuckDbDestinationOptions {
   /** Database file path, or ':memory:'. */
   readonly path: string;
   readonly deleteMode?: DeleteMode;
+  /**
+   * DuckDB's memory limit. DuckDB defaults to 80% of the machine's memory; floe shares the machine with
+   * its own buffers, so it caps DuckDB lower; larger merges spill to disk. (Default: '1GB')
+   */
+  readonly memoryLimit?: string;
 }
 
 const META = '_floe';
@@ -63,7 +68,7 @@ export class DuckDbDestination implements Destination {
   #chain: Promise<unknown> = Promise.resolve();
 
   constructor(options: DuckDbDestinationOptions) {
-    this.#options = { deleteMode: 'hard', ...options };
+    this.#options = { path: options.path, deleteMode: options.deleteMode ?? 'hard', memoryLimit: options.memoryLimit ?? '1GB' };
   }
 
   get deleteMode(): DeleteMode {
@@ -77,7 +82,7 @@ export class DuckDbDestination implements Destination {
     // A pipeline that reconnects opens again: keep the database, re-read the watermark.
     if (!this.#instance)
       try {
-        this.#instance = await DuckDBInstance.create(this.#options.path);
+        this.#instance = await DuckDBInstance.create(this.#options.path, { memory_limit: this.#options.memoryLimit });
       } catch (err) {
         throw new FloeError('destination', `cannot open DuckDB file ${this.#options.path}: ${(err as Error).message}`, {
           cause: err,
