@@ -23,7 +23,8 @@ export interface SourceConfig {
 }
 
 export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
-  // Settings the user put in the URL (?options=-c ...) come after ours, so they can override them.
+  // Settings the user put in the URL (?options=-c ...) apply, except that ours come last and win:
+  // the type table depends on them (a different DateStyle or IntervalStyle would change value texts).
   let userOptions = '';
   try {
     userOptions = new URL(source.url).searchParams.get('options') ?? '';
@@ -34,7 +35,7 @@ export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfi
     connectionString: source.url,
     application_name: source.applicationName ?? 'floe',
     connectionTimeoutMillis: source.connectTimeoutMs ?? 10_000,
-    options: userOptions ? `${SESSION_OPTIONS} ${userOptions}` : SESSION_OPTIONS,
+    options: userOptions ? `${userOptions} ${SESSION_OPTIONS}` : SESSION_OPTIONS,
     ...extra,
   };
 }
