@@ -382,12 +382,16 @@ class Streamer {
       },
       Math.max(50, Math.min(250, this.#o.batchMaxMs)),
     );
-    let merging: Promise<unknown> = Promise.resolve();
+    // One merge at a time: a merge slower than the interval delays the next instead of queueing them.
+    let merging: Promise<unknown> | undefined;
     const mergeTimer = setInterval(() => {
-      merging = merging
-        .then(() => this.#options.destination.merge(signal))
+      merging ??= this.#options.destination
+        .merge(signal)
         .then((m) => m.journalRows > 0 && this.#options.events?.merged?.(m.journalRows))
-        .catch((err) => this.#fail(err));
+        .catch((err) => this.#fail(err))
+        .finally(() => {
+          merging = undefined;
+        });
     }, this.#o.mergeIntervalMs);
     // Graceful stop: write what arrived and acknowledge it, then CopyDone makes the server end the
     // stream (no status update may follow CopyDone). Frames still in flight are written too; the
@@ -396,8 +400,7 @@ class Streamer {
       log.info('stopping: draining the replication stream');
       this.#options.events?.phase?.('stopping');
       void (async () => {
-        this.#startFlush();
-        await this.#inFlight;
+        await this.#flushAll();
         this.#sendStatus(false);
         stream.end();
       })().catch((err) => this.#fail(err));
@@ -412,8 +415,7 @@ class Streamer {
       }
       if (this.#failure === undefined) {
         // Drain: write what is buffered (a partial transaction is written but not acknowledged).
-        this.#startFlush();
-        await this.#inFlight;
+        await this.#flushAll();
         clearInterval(mergeTimer);
         await merging;
         const m = await this.#options.destination.merge();
@@ -427,7 +429,7 @@ class Streamer {
       clearInterval(mergeTimer);
       signal.removeEventListener('abort', onAbort);
       await this.#inFlight?.catch(() => undefined);
-      await merging.catch(() => undefined);
+      await merging?.catch(() => undefined);
     }
     if (this.#failure !== undefined) {
       stream.destroy();
@@ -533,6 +535,15 @@ class Streamer {
       await this.#inFlight;
       if (this.#failure !== undefined) throw coerceError(this.#failure);
       this.#startFlush();
+    }
+  }
+
+  /** Writes everything received so far: the batch being written, then the one filling. */
+  async #flushAll(): Promise<void> {
+    while (this.#failure === undefined && (this.#inFlight || this.#batch.changes.length > 0 || this.#batch.lastCommit)) {
+      await this.#inFlight;
+      this.#startFlush();
+      await this.#inFlight;
     }
   }
 
