@@ -1,0 +1,714 @@
+/**
+ * `npm run bench`: floe against the physical limits of one PostgreSQL server,
+ * all in one run on one throwaway cluster (see bench/README.md):
+ *
+ * 1. streaming: N inserted rows (transactions of 1,000) wait in three slots
+ *    created before the first row was written, so every slot holds the same
+ *    changes; drained by
+ *    a. pg_recvlogical (the PostgreSQL client, pgoutput v1, output discarded): the reference;
+ *    b. floe into EncodingSink (all the encoding, no storage);
+ *    c. floe into DuckDB (a temporary file).
+ * 2. snapshot: a table of M rows, read by
+ *    a. psql `COPY (SELECT * FROM t) TO STDOUT` into /dev/null: the reference;
+ *    b. a fresh floe pipeline into EncodingSink, from start until the streaming phase;
+ *    c. the same into DuckDB (with the journal → target merge; the copy alone is shown too).
+ * 3. big transaction: one transaction of K rows, floe into EncodingSink; its peak RSS.
+ *
+ * Every floe pipeline runs in its own process (bench/floe-child.ts), so its CPU
+ * time and peak RSS are its own and a run over --run-timeout can be killed.
+ *
+ * Options: --json, --changes N, --snapshot-rows N, --big-txn-rows N, --pg-major 15|18,
+ * --run-timeout SECONDS (per floe run, default 120), --cpu-prof DIR (a .cpuprofile per
+ * EncodingSink run). Progress goes to stderr; the table (or with --json one JSON object) to stdout.
+ */
+import { spawn, fork, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { startCluster, type RunningCluster } from '../src/postgres/local-cluster.js';
+import { formatLsn, parseLsn } from '../src/postgres/lsn.js';
+import type { ChildConfig, ChildResult } from './floe-child.js';
+
+// ---- options ------------------------------------------------------------------------------
+
+const { values: args } = parseArgs({
+  options: {
+    json: { type: 'boolean', default: false },
+    changes: { type: 'string', default: '1000000' },
+    'snapshot-rows': { type: 'string', default: '2000000' },
+    'big-txn-rows': { type: 'string', default: '1000000' },
+    'pg-major': { type: 'string', default: '18' },
+    'run-timeout': { type: 'string', default: '120' },
+    'cpu-prof': { type: 'string' },
+  },
+  strict: true,
+});
+const count = (name: string, v: string): number => {
+  const n = Number(v.replaceAll('_', ''));
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer`);
+  return n;
+};
+const OPTS = {
+  json: args.json,
+  changes: count('changes', args.changes),
+  snapshotRows: count('snapshot-rows', args['snapshot-rows']),
+  bigTxnRows: count('big-txn-rows', args['big-txn-rows']),
+  pgMajor: count('pg-major', args['pg-major']),
+  runTimeoutMs: count('run-timeout', args['run-timeout']) * 1000,
+  /**
+   * Directory for a .cpuprofile of each measured floe → EncodingSink run (inspector profiler, only
+   * while the clock runs). DuckDB runs are not profiled: under the profiler they took minutes, not seconds.
+   */
+  cpuProf: args['cpu-prof'] === undefined ? undefined : resolve(args['cpu-prof']),
+};
+const TXN_ROWS = 1000;
+const say = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+/** Other work on the machine skews every number: it is reported with the results. */
+const LOAD_AT_START = loadavg()[0]!;
+
+// ---- results ------------------------------------------------------------------------------
+
+type Group = 'streaming' | 'snapshot' | 'big transaction';
+
+interface Result {
+  readonly group: Group;
+  readonly name: string;
+  readonly rows: number;
+  readonly seconds: number;
+  /** Source payload (COPY text of the rows); the same for every line of a group. */
+  readonly payloadBytes: number;
+  /** rows/s against the group's reference line. */
+  ratio?: number;
+  readonly reference?: boolean;
+  /** The run hit --run-timeout: rows and seconds are what it did until then. */
+  readonly timedOut?: boolean;
+  readonly extra?: Record<string, number | string>;
+}
+
+const results: Result[] = [];
+
+// ---- the source table ---------------------------------------------------------------------
+
+/** A ~200-byte, 10-column order row; every 50th note has quotes, non-ASCII and a newline to escape. */
+const createTable = (name: string) => `CREATE TABLE ${name} (
+  id bigint PRIMARY KEY,
+  customer_id integer NOT NULL,
+  status text NOT NULL,
+  amount numeric(12,2) NOT NULL,
+  quantity integer NOT NULL,
+  discount double precision,
+  is_gift boolean NOT NULL,
+  email text,
+  note text,
+  created_at timestamptz NOT NULL)`;
+
+const insertRows = (name: string) => `INSERT INTO ${name}
+  SELECT g, (g * 7919) % 100000, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
+         round((g % 100000) / 100.0 + 0.99, 2), 1 + g % 9,
+         CASE WHEN g % 4 = 0 THEN NULL ELSE (g % 30) / 100.0 END,
+         g % 10 = 0, 'customer' || (g * 7919) % 100000 || '@example.com',
+         CASE WHEN g % 50 = 0 THEN E'Bitte "vor der Tür" abstellen — Grüße\\n' ELSE 'Leave at the back door, ring twice. ' END
+           || md5(g::text) || ' ' || md5((g + 1)::text),
+         timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second' + (g % 1000) * interval '1 microsecond'
+    FROM generate_series($1::bigint, $2::bigint) g`;
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/** A client binary: the cluster's own, else the system PostgreSQL's (15 works against 18), else PATH. */
+function clientBinary(cluster: RunningCluster, name: string): string {
+  const candidates = [join(cluster.binDir, name), `/usr/lib/postgresql/${cluster.major}/bin/${name}`];
+  if (existsSync('/usr/lib/postgresql')) {
+    for (const v of readdirSync('/usr/lib/postgresql').sort((a, b) => Number(b) - Number(a))) {
+      candidates.push(`/usr/lib/postgresql/${v}/bin/${name}`);
+    }
+  }
+  return candidates.find((c) => existsSync(c)) ?? name;
+}
+
+/** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat; 0 where unavailable). */
+function machineBusySeconds(): number {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+    return (user + nice + system + irq + softirq + steal) / 100; // USER_HZ
+  } catch {
+    return 0;
+  }
+}
+
+/** Runs a command with stdout discarded (or counted); returns its wall time and the machine's busy cores meanwhile. */
+function timeCommand(
+  cmd: string,
+  argv: string[],
+  opts: { countStdout?: boolean } = {},
+): Promise<{ seconds: number; stdoutBytes: number; busyCores: number }> {
+  return new Promise((resolve, reject) => {
+    const busy0 = machineBusySeconds();
+    const t0 = performance.now();
+    const p = spawn(cmd, argv, { stdio: ['ignore', opts.countStdout ? 'pipe' : 'ignore', 'pipe'] });
+    let stderr = '';
+    let stdoutBytes = 0;
+    p.stdout?.on('data', (b: Buffer) => (stdoutBytes += b.length));
+    p.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => {
+      const seconds = (performance.now() - t0) / 1000;
+      const busyCores = (machineBusySeconds() - busy0) / seconds;
+      if (code !== 0) reject(new Error(`${cmd} exited with ${code}: ${stderr.trim()}`));
+      else resolve({ seconds, stdoutBytes, busyCores });
+    });
+  });
+}
+
+async function lsnQuery(c: pg.Client, sql: string): Promise<bigint> {
+  const r = await c.query<{ lsn: string }>(sql);
+  return parseLsn(r.rows[0]!.lsn);
+}
+
+const currentInsertLsn = (c: pg.Client) => lsnQuery(c, 'SELECT pg_current_wal_insert_lsn()::text AS lsn');
+
+/**
+ * Inserts rows first..last in transactions of `txnRows`. Returns the insert LSN
+ * read inside the last transaction just before its COMMIT (the last commit
+ * record lies after it, every earlier commit before it) and the insert LSN
+ * after that COMMIT (at or after the end of the last commit record).
+ */
+async function generate(
+  c: pg.Client,
+  table: string,
+  first: number,
+  last: number,
+  txnRows: number,
+): Promise<{ beforeLastCommit: bigint; afterLastCommit: bigint }> {
+  const sql = insertRows(table);
+  let beforeLastCommit = 0n;
+  for (let lo = first; lo <= last; lo += txnRows) {
+    const hi = Math.min(last, lo + txnRows - 1);
+    if (hi < last) {
+      await c.query(sql, [lo, hi]);
+      continue;
+    }
+    await c.query('BEGIN');
+    await c.query(sql, [lo, hi]);
+    beforeLastCommit = await currentInsertLsn(c);
+    await c.query('COMMIT');
+  }
+  return { beforeLastCommit, afterLastCommit: await currentInsertLsn(c) };
+}
+
+/** Bytes of `COPY (SELECT * FROM table) TO STDOUT` (the payload); also warms the caches. */
+async function copyBytes(psql: string, url: string, table: string): Promise<number> {
+  const r = await timeCommand(psql, ['-X', '-q', '-d', url, '-c', `COPY (SELECT * FROM ${table}) TO STDOUT`], { countStdout: true });
+  return r.stdoutBytes;
+}
+
+const round = (x: number, digits: number) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+// ---- floe in a child process --------------------------------------------------------------
+
+const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'floe-child.ts');
+/** tsx's loader, resolved from here so the child finds it whatever the working directory. */
+const TSX = import.meta.resolve('tsx');
+
+interface ChildOutcome {
+  readonly result?: ChildResult;
+  /** The value of the child's duckdbCheck query, after the pipeline stopped. */
+  readonly check?: string;
+  readonly timedOut: boolean;
+  readonly seconds: number;
+  /** Busy cores of the whole machine between 'go' and the result. */
+  readonly busyCores: number;
+}
+
+class FloeChild {
+  readonly #child: ChildProcess;
+  readonly #messages: Record<string, unknown>[] = [];
+  #wake: (() => void) | undefined;
+  readonly #exited: Promise<number | null>;
+
+  constructor(readonly config: ChildConfig) {
+    this.#child = fork(CHILD, [JSON.stringify(config)], { execArgv: ['--import', TSX], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.#child.on('message', (m) => {
+      this.#messages.push(m as Record<string, unknown>);
+      this.#wake?.();
+    });
+    this.#exited = new Promise((resolve) => this.#child.on('exit', (code) => resolve(code)));
+    void this.#exited.then(() => this.#wake?.());
+  }
+
+  /** Waits until the child has primed its slot (if asked to) and waits for 'go'. */
+  async ready(): Promise<void> {
+    await this.#next('ready', this.config.prime ? 300_000 : 60_000);
+  }
+
+  /** Starts the measured run; kills the child after `timeoutMs`. */
+  async go(target: bigint | undefined, timeoutMs: number): Promise<ChildOutcome> {
+    const busy0 = machineBusySeconds();
+    const t0 = performance.now();
+    this.#child.send({ type: 'go', target: target?.toString() });
+    try {
+      const m = await this.#next('result', timeoutMs);
+      const seconds = (performance.now() - t0) / 1000;
+      const busyCores = (machineBusySeconds() - busy0) / seconds;
+      let check: string | undefined;
+      if (this.config.duckdbCheck) {
+        try {
+          check = String((await this.#next('check', timeoutMs)).value);
+        } catch (err) {
+          if (!(err instanceof TimeoutError)) throw err;
+          say(`  the pipeline did not stop within ${timeoutMs / 1000} s: result not verified`);
+          await this.kill();
+        }
+      }
+      return { result: m as unknown as ChildResult, check, timedOut: false, seconds, busyCores };
+    } catch (err) {
+      if (!(err instanceof TimeoutError)) throw err;
+      const seconds = (performance.now() - t0) / 1000;
+      const busyCores = (machineBusySeconds() - busy0) / seconds;
+      await this.kill();
+      return { timedOut: true, seconds, busyCores };
+    }
+  }
+
+  /** Lets the child stop its pipeline and exit (writing its profile), so it does not disturb the next run. */
+  async finish(graceMs = 120_000): Promise<void> {
+    const timer = setTimeout(() => {
+      say(`  floe child (${this.config.slot}) did not exit within ${graceMs / 1000} s: killing it`);
+      this.#child.kill('SIGKILL');
+    }, graceMs);
+    await this.#exited;
+    clearTimeout(timer);
+  }
+
+  async kill(): Promise<void> {
+    if (this.#child.exitCode === null && this.#child.signalCode === null) this.#child.kill('SIGKILL');
+    await this.#exited;
+  }
+
+  async #next(type: string, timeoutMs: number): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.#messages.findIndex((m) => m.type === type || m.type === 'error');
+      if (i >= 0) {
+        const m = this.#messages.splice(i, 1)[0]!;
+        if (m.type === 'error') throw new Error(`floe child (${this.config.slot}) failed: ${String(m.message)}`);
+        return m;
+      }
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null) {
+        throw new Error(`floe child (${this.config.slot}) exited (${this.#child.exitCode ?? this.#child.signalCode}) before '${type}'`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new TimeoutError();
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+}
+
+class TimeoutError extends Error {}
+
+/** Drops a slot, ending its walsender first (a killed child's may linger). */
+async function dropSlot(c: pg.Client, slot: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const r = await c.query<{ active_pid: number | null }>(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+    if (r.rowCount === 0) return;
+    const pid = r.rows[0]!.active_pid;
+    if (pid === null) {
+      await c.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+      return;
+    }
+    await c.query(`SELECT pg_terminate_backend($1)`, [pid]);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`slot ${slot} stays active`);
+}
+
+/** Records a floe run: rows and seconds from the child (or until the timeout), with its CPU and memory. */
+function floeResult(
+  group: Group,
+  name: string,
+  o: ChildOutcome,
+  payloadBytes: number,
+  expectedRows: number,
+  extra: Record<string, number | string> = {},
+): void {
+  const r = o.result;
+  if (r && r.rows < expectedRows) throw new Error(`${name}: ${r.rows} rows written, expected ${expectedRows}`);
+  const common = { busyCores: round(o.busyCores, 2) };
+  if (!r) {
+    say(`  timed out after ${o.seconds.toFixed(0)} s`);
+    results.push({ group, name, rows: 0, seconds: o.seconds, payloadBytes, timedOut: true, extra: { ...extra, ...common } });
+    return;
+  }
+  results.push({
+    group,
+    name,
+    rows: expectedRows,
+    seconds: r.seconds,
+    payloadBytes,
+    extra: {
+      ...(r.ndjsonBytes !== undefined ? { ndjsonBytes: r.ndjsonBytes } : {}),
+      ...extra,
+      floeCpuSeconds: round(r.cpuSeconds, 2),
+      ...common,
+      peakRssMB: round(r.maxRssKB / 1024, 0),
+    },
+  });
+}
+
+const profileFile = (label: string) => (OPTS.cpuProf ? join(OPTS.cpuProf, `${label}.cpuprofile`) : undefined);
+
+// ---- the benchmarks -----------------------------------------------------------------------
+
+async function streamingBench(cluster: RunningCluster, url: string, c: pg.Client, work: string): Promise<void> {
+  const n = OPTS.changes;
+  if (n === 0) return;
+  say(`streaming: ${n.toLocaleString('en-US')} inserted rows in transactions of ${TXN_ROWS}`);
+  await c.query(`${createTable('stream_orders')}; CREATE PUBLICATION bench_stream FOR TABLE stream_orders`);
+  // Every slot exists before the first change, so all hold the same changes.
+  await c.query(`SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')`);
+  const common = { url, publication: 'bench_stream', prime: true } as const;
+  const enc = new FloeChild({ ...common, slot: 'bench_floe_enc', destination: 'encoding', profile: profileFile('streaming-encoding') });
+  const duck = new FloeChild({
+    ...common,
+    slot: 'bench_floe_duck',
+    destination: 'duckdb',
+    duckdbPath: join(work, 'stream.duckdb'),
+    duckdbCheck: `SELECT count(*) FROM _floe_journal."public.stream_orders"`,
+  });
+  try {
+    await enc.ready();
+    await duck.ready();
+
+    const startLsn = await currentInsertLsn(c);
+    const t0 = performance.now();
+    const { beforeLastCommit, afterLastCommit } = await generate(c, 'stream_orders', 1, n, TXN_ROWS);
+    const walBytes = Number(afterLastCommit - startLsn);
+    say(`  generated in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${(walBytes / 1e6).toFixed(0)} MB of WAL`);
+    const payloadBytes = await copyBytes(clientBinary(cluster, 'psql'), url, 'stream_orders');
+
+    // a. pg_recvlogical stops at the first message or keepalive at or past the end of the last commit.
+    const recv = clientBinary(cluster, 'pg_recvlogical');
+    say(`  pg_recvlogical (${recv})`);
+    const r = await timeCommand(recv, [
+      '--start',
+      '--no-loop',
+      '-S',
+      'bench_recvlogical',
+      '-d',
+      url,
+      '-o',
+      'proto_version=1',
+      '-o',
+      'publication_names=bench_stream',
+      '-f',
+      '-',
+      '-E',
+      formatLsn(afterLastCommit),
+    ]);
+    const confirmed = await lsnQuery(
+      c,
+      `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'bench_recvlogical'`,
+    );
+    if (confirmed < beforeLastCommit) throw new Error(`pg_recvlogical stopped early, at ${formatLsn(confirmed)}`);
+    results.push({
+      group: 'streaming',
+      name: 'pg_recvlogical → discard',
+      rows: n,
+      seconds: r.seconds,
+      payloadBytes,
+      reference: true,
+      extra: { walBytes, busyCores: round(r.busyCores, 2) },
+    });
+
+    // b. and c.: done when the last commit is durable.
+    say('  floe → EncodingSink');
+    floeResult('streaming', 'floe → EncodingSink', await enc.go(beforeLastCommit, OPTS.runTimeoutMs), payloadBytes, n);
+    await enc.finish();
+    say('  floe → DuckDB');
+    const d = await duck.go(beforeLastCommit, OPTS.runTimeoutMs);
+    if (d.check !== undefined && Number(d.check) !== n) throw new Error(`DuckDB journal holds ${d.check} rows, expected ${n}`);
+    floeResult('streaming', 'floe → DuckDB', d, payloadBytes, n);
+    await duck.finish();
+  } finally {
+    await enc.kill();
+    await duck.kill();
+  }
+  for (const slot of ['bench_recvlogical', 'bench_floe_enc', 'bench_floe_duck']) await dropSlot(c, slot);
+  await c.query('DROP TABLE stream_orders');
+}
+
+async function snapshotBench(cluster: RunningCluster, url: string, c: pg.Client, work: string): Promise<void> {
+  const n = OPTS.snapshotRows;
+  if (n === 0) return;
+  say(`snapshot: a table of ${n.toLocaleString('en-US')} rows`);
+  await c.query(`${createTable('snap_orders')}; CREATE PUBLICATION bench_snap FOR TABLE snap_orders`);
+  const t0 = performance.now();
+  const step = 500_000;
+  for (let lo = 1; lo <= n; lo += step) await c.query(insertRows('snap_orders'), [lo, Math.min(n, lo + step - 1)]);
+  await c.query('VACUUM (FREEZE, ANALYZE) snap_orders');
+  const [size] = (await c.query<{ b: string }>(`SELECT pg_table_size('snap_orders')::text AS b`)).rows;
+  say(`  loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${(Number(size!.b) / 1e6).toFixed(0)} MB on disk`);
+  const psql = clientBinary(cluster, 'psql');
+  const payloadBytes = await copyBytes(psql, url, 'snap_orders'); // also the warm-up
+
+  say(`  COPY TO STDOUT (${psql})`);
+  const r = await timeCommand(psql, ['-X', '-q', '-d', url, '-c', 'COPY (SELECT * FROM snap_orders) TO STDOUT']);
+  results.push({
+    group: 'snapshot',
+    name: 'psql COPY → /dev/null',
+    rows: n,
+    seconds: r.seconds,
+    payloadBytes,
+    reference: true,
+    extra: { busyCores: round(r.busyCores, 2) },
+  });
+
+  const common = { url, publication: 'bench_snap', prime: false } as const;
+  say('  floe → EncodingSink');
+  const enc = new FloeChild({ ...common, slot: 'bench_snap_enc', destination: 'encoding', profile: profileFile('snapshot-encoding') });
+  try {
+    await enc.ready();
+    floeResult('snapshot', 'floe → EncodingSink', await enc.go(undefined, OPTS.runTimeoutMs), payloadBytes, n);
+    await enc.finish();
+  } finally {
+    await enc.kill();
+  }
+  await dropSlot(c, 'bench_snap_enc');
+
+  say('  floe → DuckDB');
+  const duck = new FloeChild({
+    ...common,
+    slot: 'bench_snap_duck',
+    destination: 'duckdb',
+    duckdbPath: join(work, 'snapshot.duckdb'),
+    duckdbCheck: 'SELECT count(*) FROM public.snap_orders',
+  });
+  try {
+    await duck.ready();
+    const d = await duck.go(undefined, OPTS.runTimeoutMs);
+    if (d.check !== undefined && Number(d.check) !== n) throw new Error(`DuckDB target holds ${d.check} rows, expected ${n}`);
+    // The last range is written when the copy ends; the merge into the target follows before streaming starts.
+    const copySeconds = d.result?.lastRangeSeconds ?? 0;
+    floeResult('snapshot', 'floe → DuckDB (journal + merge)', d, payloadBytes, n, {
+      copySeconds: round(copySeconds, 2),
+      mergeSeconds: round((d.result?.seconds ?? 0) - copySeconds, 2),
+    });
+    await duck.finish();
+  } finally {
+    await duck.kill();
+  }
+  await dropSlot(c, 'bench_snap_duck');
+  await c.query('DROP TABLE snap_orders');
+}
+
+async function bigTxnBench(cluster: RunningCluster, url: string, c: pg.Client): Promise<void> {
+  const n = OPTS.bigTxnRows;
+  if (n === 0) return;
+  say(`big transaction: one transaction of ${n.toLocaleString('en-US')} rows`);
+  await c.query(`${createTable('big_orders')}; CREATE PUBLICATION bench_big FOR TABLE big_orders`);
+  const child = new FloeChild({
+    url,
+    publication: 'bench_big',
+    slot: 'bench_floe_big',
+    destination: 'encoding',
+    prime: true,
+    profile: profileFile('big-transaction-encoding'),
+  });
+  try {
+    await child.ready();
+    const t0 = performance.now();
+    const { beforeLastCommit } = await generate(c, 'big_orders', 1, n, n);
+    say(`  generated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const payloadBytes = await copyBytes(clientBinary(cluster, 'psql'), url, 'big_orders');
+    say('  floe → EncodingSink');
+    const o = await child.go(beforeLastCommit, OPTS.runTimeoutMs);
+    floeResult('big transaction', 'floe → EncodingSink', o, payloadBytes, n, {
+      baselineRssMB: o.result ? round(o.result.baselineRssBytes / 2 ** 20, 0) : 0,
+      peakHeapMB: o.result ? round(o.result.peakHeapBytes / 2 ** 20, 0) : 0,
+    });
+    await child.finish();
+  } finally {
+    await child.kill();
+  }
+  await dropSlot(c, 'bench_floe_big');
+  await c.query('DROP TABLE big_orders');
+}
+
+// ---- report -------------------------------------------------------------------------------
+
+function report(cluster: RunningCluster, serverVersion: string, totalSeconds: number): void {
+  const groups: Group[] = ['streaming', 'snapshot', 'big transaction'];
+  for (const group of groups) {
+    const ref = results.find((r) => r.group === group && r.reference);
+    for (const r of results.filter((x) => x.group === group)) {
+      if (ref && !r.reference && !r.timedOut) r.ratio = r.rows / r.seconds / (ref.rows / ref.seconds);
+    }
+  }
+  const of = (group: Group, name: string) => results.find((r) => r.group === group && r.name === name);
+  const target = (ran: boolean, value: number | undefined, text: string, met: (v: number) => boolean) => ({
+    value: ran && value !== undefined ? round(value, 2) : null,
+    target: text,
+    met: ran ? value !== undefined && met(value) : null,
+  });
+  const targets = {
+    streamingVsRecvlogical: target(OPTS.changes > 0, of('streaming', 'floe → EncodingSink')?.ratio, '>= 0.5', (v) => v >= 0.5),
+    snapshotVsCopy: target(OPTS.snapshotRows > 0, of('snapshot', 'floe → EncodingSink')?.ratio, '>= 0.5', (v) => v >= 0.5),
+    bigTxnPeakRssMB: target(
+      OPTS.bigTxnRows > 0,
+      of('big transaction', 'floe → EncodingSink')?.extra?.peakRssMB as number | undefined,
+      '< 300',
+      (v) => v < 300,
+    ),
+  };
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGB: round(totalmem() / 2 ** 30, 1),
+    node: process.version,
+    postgres: serverVersion,
+    loadAverageAtStart: round(LOAD_AT_START, 2),
+  };
+
+  const rows: string[][] = [['', 'rows', 'seconds', 'rows/s', 'MB/s', 'ratio', 'notes']];
+  for (const group of groups) {
+    const members = results.filter((r) => r.group === group);
+    if (members.length === 0) continue;
+    rows.push([`${group}:`, '', '', '', '', '', '']);
+    for (const r of members) {
+      const notes = Object.entries(r.extra ?? {})
+        .filter(([k]) => k !== 'walBytes')
+        .map(([k, v]) => {
+          if (typeof v === 'number' && k.endsWith('Bytes')) return `${k.slice(0, -5)}=${(v / 1e6).toFixed(0)}MB`;
+          if (k.endsWith('Seconds')) return `${k.slice(0, -7)}=${v}s`;
+          if (k.endsWith('MB')) return `${k.slice(0, -2)}=${v}MB`;
+          return `${k}=${v}`;
+        })
+        .join(' ');
+      rows.push([
+        `  ${r.name}`,
+        r.timedOut ? 'timed out' : r.rows.toLocaleString('en-US'),
+        r.seconds.toFixed(2),
+        r.timedOut ? '' : Math.round(r.rows / r.seconds).toLocaleString('en-US'),
+        r.timedOut ? '' : (r.payloadBytes / 1e6 / r.seconds).toFixed(1),
+        r.reference ? 'ref' : r.ratio === undefined ? '' : r.ratio.toFixed(2),
+        notes,
+      ]);
+    }
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) =>
+    r.map((cell, i) => (i === 0 || i === r.length - 1 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
+  const out: string[] = [];
+  out.push(`floe bench — ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGB} GB, Node ${machine.node}, PostgreSQL ${serverVersion}`);
+  if (LOAD_AT_START > 0.5) out.push(`warning: load average ${LOAD_AT_START.toFixed(2)} at start: other processes were running`);
+  out.push('MB/s: source payload (COPY text of the rows) per second; ratio: rows/s against the group reference');
+  out.push('floeCpu: CPU seconds of the floe process; busyCores: busy cores of the whole machine (PostgreSQL included)');
+  out.push('');
+  for (const r of rows) out.push(line(r).trimEnd());
+  out.push('');
+  const mark = (t: { value: number | null; met: boolean | null }, what: string, unit: string, goal: string) =>
+    t.met === null ? `${what}: not run` : `${what} ${t.value}${unit} (${goal}: ${t.met ? 'met' : 'MISSED'})`;
+  out.push(
+    'targets: ' +
+      [
+        mark(targets.streamingVsRecvlogical, 'streaming', '× pg_recvlogical', '≥ 0.5'),
+        mark(targets.snapshotVsCopy, 'snapshot', '× COPY', '≥ 0.5'),
+        mark(targets.bigTxnPeakRssMB, 'big-transaction peak RSS', ' MB', '< 300'),
+      ].join(', '),
+  );
+  out.push(`total ${totalSeconds.toFixed(0)} s`);
+  if (!OPTS.json) {
+    process.stdout.write(out.join('\n') + '\n');
+    return;
+  }
+  // --json: the object on stdout, the table still on stderr for whoever watches.
+  process.stderr.write(out.join('\n') + '\n');
+  const json = {
+    machine,
+    options: {
+      changes: OPTS.changes,
+      snapshotRows: OPTS.snapshotRows,
+      bigTxnRows: OPTS.bigTxnRows,
+      pgMajor: cluster.major,
+      txnRows: TXN_ROWS,
+      runTimeoutSeconds: OPTS.runTimeoutMs / 1000,
+    },
+    results: results.map((r) => ({
+      group: r.group,
+      name: r.name,
+      rows: r.rows,
+      seconds: round(r.seconds, 3),
+      rowsPerSecond: r.timedOut ? null : Math.round(r.rows / r.seconds),
+      payloadMBPerSecond: r.timedOut ? null : round(r.payloadBytes / 1e6 / r.seconds, 1),
+      ratio: r.ratio === undefined ? null : round(r.ratio, 3),
+      reference: r.reference ?? false,
+      timedOut: r.timedOut ?? false,
+      payloadBytes: r.payloadBytes,
+      ...r.extra,
+    })),
+    targets,
+    totalSeconds: round(totalSeconds, 1),
+  };
+  process.stdout.write(JSON.stringify(json, null, 2) + '\n');
+}
+
+// ---- main ---------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const t0 = performance.now();
+  say(`starting PostgreSQL ${OPTS.pgMajor}`);
+  const cluster = await startCluster({
+    major: OPTS.pgMajor,
+    config: {
+      // The whole snapshot table fits in shared buffers; no checkpoint during the run.
+      shared_buffers: "'1GB'",
+      max_wal_size: "'16GB'",
+      checkpoint_timeout: "'1h'",
+      wal_sender_timeout: "'300s'",
+    },
+  });
+  const work = mkdtempSync(join(tmpdir(), 'floe-bench-'));
+  // Ctrl-C or a kill must not leave the cluster running.
+  const onSignal = (signal: NodeJS.Signals) => {
+    say(`${signal}: stopping PostgreSQL`);
+    void cluster.stop().finally(() => {
+      rmSync(work, { recursive: true, force: true });
+      process.exit(130);
+    });
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const admin = new pg.Client({ connectionString: cluster.url() });
+    await admin.connect();
+    await admin.query('CREATE DATABASE bench');
+    await admin.end();
+    const url = cluster.url('bench');
+    const c = new pg.Client({ connectionString: url });
+    c.on('error', (err) => say(`admin connection: ${err.message}`));
+    await c.connect();
+    try {
+      const [v] = (await c.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows;
+      await streamingBench(cluster, url, c, work);
+      await snapshotBench(cluster, url, c, work);
+      await bigTxnBench(cluster, url, c);
+      report(cluster, v!.v, (performance.now() - t0) / 1000);
+    } finally {
+      await c.end();
+    }
+  } finally {
+    await cluster.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,290 @@
+/**
+ * NDJSON encoding of changes: the row format the Snowflake destination sends
+ * to Snowpipe Streaming, one JSON object per change and line:
+ *
+ *   {"id":"1","name":"a \"b\"","tags":"[\"x\",null]","note":null,
+ *    "_floe_lsn":"23456789","_floe_ordinal":0,"_floe_op":"i",
+ *    "_floe_commit_time":"2026-01-02T03:04:05.123456Z","_floe_unchanged":null}
+ *
+ * - data columns by name, in table order; each value is a JSON string holding
+ *   the exact PostgreSQL text (the journal format of every destination), `null`
+ *   for SQL NULL; array columns hold the JSON text from pgArrayToJson (as a
+ *   string, like the DuckDB journal's VARCHAR);
+ * - an unchanged TOAST value (not sent by the server) is `null` in its column
+ *   and its column name is listed in `_floe_unchanged` (otherwise `null`), so
+ *   NULL and "not sent" stay distinguishable;
+ * - `_floe_lsn` is the commit LSN as a decimal string (it does not fit a JSON
+ *   number exactly), `_floe_ordinal` a number (-1 for snapshot rows),
+ *   `_floe_op` one of r/i/u/d/t, `_floe_commit_time` an ISO 8601 UTC time with
+ *   microseconds, or `null` for snapshot rows.
+ *
+ * The encoder writes UTF-8 bytes straight into one reused, growing Buffer
+ * with a JS loop per string (no JSON.stringify and no object per row: see the
+ * measurements in anchors.md §A.8). Escaping matches JSON.stringify: `"`, `\`,
+ * \b \f \n \r \t, other control characters as \u00XX, lone surrogates as
+ * \uXXXX; everything else, non-ASCII included, is written as UTF-8.
+ */
+import type { Cell, ChangeOp, Position, TableSchema } from '../../model.js';
+import { pgArrayToJson } from '../../schema/pg-array.js';
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const HEX = [0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66];
+
+/** Per table: the bytes before each value (`{"col":` or `,"col":`) and which columns are arrays. */
+interface TablePlan {
+  readonly prefixes: Buffer[];
+  readonly isArray: boolean[];
+  /** Each column name as a JSON string, for `_floe_unchanged`. */
+  readonly names: Buffer[];
+}
+
+const ascii = (s: string): Buffer => Buffer.from(s, 'utf8');
+
+const UNCHANGED_KEY = ascii(',"_floe_unchanged":');
+const NULL = ascii('null');
+const END_NULL = ascii(',"_floe_unchanged":null}\n');
+
+/** Commit time (microseconds since the Unix epoch) as `"YYYY-MM-DDTHH:MM:SS.ffffffZ"`, or `null` for 0. */
+export function formatCommitTime(micros: bigint): string {
+  if (micros === 0n) return 'null';
+  let ms = micros / 1000n;
+  let us = micros % 1000n;
+  if (us < 0n) {
+    us += 1000n;
+    ms -= 1n;
+  }
+  const iso = new Date(Number(ms)).toISOString(); // ...SS.mmmZ
+  return `"${iso.slice(0, -1)}${us.toString().padStart(3, '0')}Z"`;
+}
+
+export class NdjsonEncoder {
+  #buf: Buffer;
+  #len = 0;
+  readonly #plans = new WeakMap<TableSchema, TablePlan>();
+  #lsn = -1n;
+  #lsnPart: Buffer = Buffer.alloc(0);
+  #time = -1n;
+  #op: ChangeOp | undefined;
+  #opPart: Buffer = Buffer.alloc(0);
+  #opPartEnd: Buffer = Buffer.alloc(0);
+
+  constructor(initialBytes = 1 << 20) {
+    this.#buf = Buffer.allocUnsafe(Math.max(64, initialBytes));
+  }
+
+  /** Bytes encoded since the last reset. */
+  get length(): number {
+    return this.#len;
+  }
+
+  /** The encoded lines since the last reset: a view, valid until the next write or reset. */
+  view(): Buffer {
+    return this.#buf.subarray(0, this.#len);
+  }
+
+  /** Forgets the encoded bytes and keeps the buffer for reuse. */
+  reset(): void {
+    this.#len = 0;
+  }
+
+  /** Appends one change (or snapshot row) as one line; returns the bytes written. */
+  writeRow(table: TableSchema, op: ChangeOp, position: Position, commitTimeMicros: bigint, cells: readonly Cell[]): number {
+    const start = this.#len;
+    const plan = this.#plan(table);
+    const ncols = plan.prefixes.length;
+    let unchanged: number[] | undefined;
+    for (let i = 0; i < ncols; i++) {
+      this.#put(plan.prefixes[i]!);
+      const cell = cells[i];
+      if (cell === null || cell === undefined) {
+        if (cell === undefined && i < cells.length) (unchanged ??= []).push(i);
+        this.#put(NULL);
+      } else {
+        this.#string(plan.isArray[i] ? pgArrayToJson(cell) : cell);
+      }
+    }
+    // Trailer: position, op, commit time, unchanged columns. Within a transaction only the ordinal
+    // changes, so the bytes around it are built once per LSN and once per (op, commit time).
+    if (position.lsn !== this.#lsn) {
+      this.#lsn = position.lsn;
+      this.#lsnPart = ascii(`,"_floe_lsn":"${position.lsn}","_floe_ordinal":`);
+    }
+    if (ncols === 0) {
+      this.#ensure(1);
+      this.#buf[this.#len++] = 0x7b; // {
+      this.#put(this.#lsnPart.subarray(1));
+    } else {
+      this.#put(this.#lsnPart);
+    }
+    this.#int(position.ordinal);
+    if (commitTimeMicros !== this.#time || op !== this.#op) {
+      this.#time = commitTimeMicros;
+      this.#op = op;
+      this.#opPart = ascii(`,"_floe_op":"${op}","_floe_commit_time":${formatCommitTime(commitTimeMicros)}`);
+      this.#opPartEnd = Buffer.concat([this.#opPart, END_NULL]);
+    }
+    if (unchanged === undefined) {
+      this.#put(this.#opPartEnd);
+    } else {
+      this.#put(this.#opPart);
+      this.#put(UNCHANGED_KEY);
+      this.#ensure(1);
+      this.#buf[this.#len++] = 0x5b; // [
+      for (let k = 0; k < unchanged.length; k++) {
+        if (k > 0) {
+          this.#ensure(1);
+          this.#buf[this.#len++] = 0x2c; // ,
+        }
+        this.#put(plan.names[unchanged[k]!]!);
+      }
+      this.#ensure(3);
+      this.#buf[this.#len++] = 0x5d; // ]
+      this.#buf[this.#len++] = 0x7d; // }
+      this.#buf[this.#len++] = 0x0a; // \n
+    }
+    return this.#len - start;
+  }
+
+  #plan(table: TableSchema): TablePlan {
+    let plan = this.#plans.get(table);
+    if (!plan) {
+      // Column names are encoded once per schema object (a Relation message brings a new one).
+      plan = {
+        prefixes: table.columns.map((c, i) => ascii(`${i === 0 ? '{' : ','}${JSON.stringify(c.name)}:`)),
+        isArray: table.columns.map((c) => c.type.isArray),
+        names: table.columns.map((c) => ascii(JSON.stringify(c.name))),
+      };
+      this.#plans.set(table, plan);
+    }
+    return plan;
+  }
+
+  #ensure(n: number): void {
+    if (this.#len + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#len + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.#buf.copy(next, 0, 0, this.#len);
+    this.#buf = next;
+  }
+
+  /** Appends constant bytes (short: a byte loop beats Buffer#copy's call overhead). */
+  #put(bytes: Buffer): void {
+    const n = bytes.length;
+    this.#ensure(n);
+    const buf = this.#buf;
+    let o = this.#len;
+    if (n > 32) {
+      bytes.copy(buf, o);
+      this.#len = o + n;
+      return;
+    }
+    for (let i = 0; i < n; i++) buf[o++] = bytes[i]!;
+    this.#len = o;
+  }
+
+  /** A safe integer in decimal. */
+  #int(v: number): void {
+    this.#ensure(24);
+    const buf = this.#buf;
+    let o = this.#len;
+    if (v < 0) {
+      buf[o++] = 0x2d; // -
+      v = -v;
+    }
+    let digits = 1;
+    for (let p = 10; p <= v; p *= 10) digits++;
+    for (let k = digits - 1; k >= 0; k--) {
+      buf[o + k] = 0x30 + (v % 10);
+      v = Math.floor(v / 10);
+    }
+    this.#len = o + digits;
+  }
+
+  /** Writes `s` as a JSON string literal in UTF-8. */
+  #string(s: string): void {
+    const n = s.length;
+    // Every UTF-16 unit takes at most 3 bytes unless escaped; escapes re-check the capacity.
+    this.#ensure(3 * n + 2);
+    let buf = this.#buf;
+    let o = this.#len;
+    buf[o++] = QUOTE;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80) {
+        if (c >= 0x20 && c !== QUOTE && c !== BACKSLASH) {
+          buf[o++] = c;
+          continue;
+        }
+        // Escape: up to 6 bytes for one unit.
+        this.#len = o;
+        this.#ensure(6 + 3 * (n - i) + 1);
+        buf = this.#buf;
+        buf[o++] = BACKSLASH;
+        switch (c) {
+          case QUOTE:
+            buf[o++] = QUOTE;
+            break;
+          case BACKSLASH:
+            buf[o++] = BACKSLASH;
+            break;
+          case 0x0a:
+            buf[o++] = 0x6e; // n
+            break;
+          case 0x0d:
+            buf[o++] = 0x72; // r
+            break;
+          case 0x09:
+            buf[o++] = 0x74; // t
+            break;
+          case 0x08:
+            buf[o++] = 0x62; // b
+            break;
+          case 0x0c:
+            buf[o++] = 0x66; // f
+            break;
+          default:
+            o = writeUnicodeEscape(buf, o, c);
+        }
+      } else if (c < 0x800) {
+        buf[o++] = 0xc0 | (c >> 6);
+        buf[o++] = 0x80 | (c & 0x3f);
+      } else if (c < 0xd800 || c > 0xdfff) {
+        buf[o++] = 0xe0 | (c >> 12);
+        buf[o++] = 0x80 | ((c >> 6) & 0x3f);
+        buf[o++] = 0x80 | (c & 0x3f);
+      } else {
+        const d = i + 1 < n ? s.charCodeAt(i + 1) : 0;
+        if (c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) {
+          // A surrogate pair: one code point, 4 bytes for 2 units.
+          const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          buf[o++] = 0xf0 | (cp >> 18);
+          buf[o++] = 0x80 | ((cp >> 12) & 0x3f);
+          buf[o++] = 0x80 | ((cp >> 6) & 0x3f);
+          buf[o++] = 0x80 | (cp & 0x3f);
+          i++;
+        } else {
+          // A lone surrogate is not valid UTF-8: escape it as JSON.stringify does.
+          this.#len = o;
+          this.#ensure(6 + 3 * (n - i) + 1);
+          buf = this.#buf;
+          buf[o++] = BACKSLASH;
+          o = writeUnicodeEscape(buf, o, c);
+        }
+      }
+    }
+    buf[o++] = QUOTE;
+    this.#len = o;
+  }
+}
+
+/** `uXXXX` (the backslash is already written). */
+function writeUnicodeEscape(buf: Buffer, o: number, c: number): number {
+  buf[o++] = 0x75; // u
+  buf[o++] = HEX[(c >> 12) & 15]!;
+  buf[o++] = HEX[(c >> 8) & 15]!;
+  buf[o++] = HEX[(c >> 4) & 15]!;
+  buf[o++] = HEX[c & 15]!;
+  return o;
+}
