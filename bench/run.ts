@@ -360,6 +360,7 @@ function floeResult(
       floeCpuSeconds: round(r.cpuSeconds, 2),
       ...common,
       peakRssMB: round(r.maxRssKB / 1024, 0),
+      peakHeapMB: round(r.peakHeapBytes / 2 ** 20, 0),
     },
   });
 }
@@ -394,6 +395,25 @@ async function streamingBench(cluster: RunningCluster, url: string, c: pg.Client
     const walBytes = Number(afterLastCommit - startLsn);
     say(`  generated in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${(walBytes / 1e6).toFixed(0)} MB of WAL`);
     const payloadBytes = await copyBytes(clientBinary(cluster, 'psql'), url, 'stream_orders');
+
+    // Informative: the server's decoding alone (no network, no client), over the same slot contents;
+    // peeking does not consume, so pg_recvlogical still finds everything.
+    say('  pg_logical_slot_peek_binary_changes');
+    const busyPeek = machineBusySeconds();
+    const tPeek = performance.now();
+    await c.query(
+      `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('bench_recvlogical', $1::pg_lsn, NULL, 'proto_version', '1', 'publication_names', 'bench_stream')`,
+      [formatLsn(afterLastCommit)],
+    );
+    const peekSeconds = (performance.now() - tPeek) / 1000;
+    results.push({
+      group: 'streaming',
+      name: 'server decoding only (peek)',
+      rows: n,
+      seconds: peekSeconds,
+      payloadBytes,
+      extra: { busyCores: round((machineBusySeconds() - busyPeek) / peekSeconds, 2) },
+    });
 
     // a. pg_recvlogical stops at the first message or keepalive at or past the end of the last commit.
     const recv = clientBinary(cluster, 'pg_recvlogical');
@@ -533,7 +553,6 @@ async function bigTxnBench(cluster: RunningCluster, url: string, c: pg.Client): 
     const o = await child.go(beforeLastCommit, OPTS.runTimeoutMs);
     floeResult('big transaction', 'floe → EncodingSink', o, payloadBytes, n, {
       baselineRssMB: o.result ? round(o.result.baselineRssBytes / 2 ** 20, 0) : 0,
-      peakHeapMB: o.result ? round(o.result.peakHeapBytes / 2 ** 20, 0) : 0,
     });
     await child.finish();
   } finally {
