@@ -33,7 +33,7 @@ export function replicateCommand(): Command {
       positiveInt('--snapshot-range-pages'),
       4096,
     )
-    .option('--batch-max-bytes <n>', 'write a batch once it holds this many bytes', positiveInt('--batch-max-bytes'), 8 << 20)
+    .option('--batch-max-bytes <n>', 'write a batch once it holds this many bytes', positiveInt('--batch-max-bytes'), 1 << 20)
     .option('--batch-max-ms <n>', 'write a batch once its first change is this old', positiveInt('--batch-max-ms'), 1000)
     .option('--merge-interval-ms <n>', 'how often journal changes are merged into target tables', positiveInt('--merge-interval-ms'), 5000)
     .option(

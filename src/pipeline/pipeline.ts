@@ -52,7 +52,10 @@ export interface PipelineOptions {
   readonly snapshotParallelism?: number;
   /** Heap pages per snapshot range. (Default: 4096, i.e. 32 MiB of heap) */
   readonly snapshotRangePages?: number;
-  /** A batch is written when it holds this many bytes of row text. (Default: 8 MiB) */
+  /**
+   * A batch is written when it holds this many bytes of row text. Larger batches cost more garbage
+   * collection than they save in writes (bench/README.md). (Default: 1 MiB)
+   */
   readonly batchMaxBytes?: number;
   /** ... or when its first change is this old. (Default: 1000 ms) */
   readonly batchMaxMs?: number;
@@ -86,7 +89,7 @@ export interface Failpoints {
 const DEFAULTS = {
   snapshotParallelism: 4,
   snapshotRangePages: 4096,
-  batchMaxBytes: 8 << 20,
+  batchMaxBytes: 1 << 20,
   batchMaxMs: 1000,
   mergeIntervalMs: 5000,
   statusIntervalMs: 10_000,

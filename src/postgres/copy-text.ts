@@ -6,6 +6,7 @@
  */
 import { FloeError } from '../errors.js';
 import type { Cell } from '../model.js';
+import { utf8 } from './utf8.js';
 
 const TAB = 0x09;
 const NL = 0x0a;
@@ -45,11 +46,20 @@ export class CopyTextParser {
     const cells: Cell[] = new Array(this.#columns);
     let col = 0;
     let fieldStart = start;
+    // One pass finds the tabs and whether a field has escapes; plain fields decode with one slice.
+    let escaped = false;
     for (let i = start; i <= end; i++) {
-      if (i === end || buf[i] === TAB) {
+      const b = i === end ? TAB : buf[i];
+      if (b === BACKSLASH) {
+        escaped = true;
+        i++; // the escaped byte is never a separator
+        continue;
+      }
+      if (b === TAB) {
         if (col >= this.#columns) throw new FloeError('replication', `COPY row has more than ${this.#columns} fields`);
-        cells[col++] = decodeField(buf, fieldStart, i);
+        cells[col++] = escaped ? decodeEscaped(buf, fieldStart, i) : utf8(buf, fieldStart, i);
         fieldStart = i + 1;
+        escaped = false;
       }
     }
     if (col !== this.#columns) throw new FloeError('replication', `COPY row has ${col} fields, expected ${this.#columns}`);
@@ -57,10 +67,9 @@ export class CopyTextParser {
   }
 }
 
-function decodeField(buf: Buffer, start: number, end: number): string | null {
-  if (end - start === 2 && buf[start] === BACKSLASH && buf[start + 1] === 0x4e /* N */) return null;
-  const bs = buf.indexOf(BACKSLASH, start);
-  if (bs < 0 || bs >= end) return buf.toString('utf8', start, end);
+/** A field with backslashes: `\N` is NULL, other escapes stand for bytes. */
+function decodeEscaped(buf: Buffer, start: number, end: number): string | null {
+  if (end - start === 2 && buf[start + 1] === 0x4e /* N */) return null;
   // Slow path: unescape into a byte array, then decode once (escapes may form multi-byte UTF-8).
   const out = Buffer.allocUnsafe(end - start);
   let o = 0;

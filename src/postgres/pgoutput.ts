@@ -18,6 +18,7 @@
  */
 import type { Cell } from '../model.js';
 import { FloeError } from '../errors.js';
+import { utf8 } from './utf8.js';
 
 export type PgOutputMessage =
   | { tag: 'begin'; finalLsn: bigint; commitTimeMicros: bigint; xid: number }
@@ -79,9 +80,6 @@ function protocolError(message: string): FloeError {
   return new FloeError('replication', `pgoutput: ${message}`, { hint: HINT });
 }
 
-type SliceableBuffer = Buffer & { utf8Slice(start: number, end: number): string };
-// Buffer#utf8Slice skips toString()'s argument normalisation; it is not in the typings but exists in every Node release floe supports.
-const hasUtf8Slice = typeof (Buffer.prototype as Partial<SliceableBuffer>).utf8Slice === 'function';
 
 /** A cursor over one message; every read checks bounds first and throws FloeError. */
 class Reader {
@@ -152,7 +150,7 @@ class Reader {
   }
 
   text(start: number, end: number): string {
-    return hasUtf8Slice ? (this.buf as SliceableBuffer).utf8Slice(start, end) : this.buf.toString('utf8', start, end);
+    return utf8(this.buf, start, end);
   }
 
   /** TupleData; `field` names it in errors only (no strings are built on the hot path). */

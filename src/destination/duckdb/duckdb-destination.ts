@@ -414,8 +414,9 @@ export class DuckDbDestination implements Destination {
       const p = alias ? `${alias}.` : '';
       return `((${p}_floe_lsn::HUGEINT << 32) + (${p}_floe_ordinal + 1))`;
     };
-    const keyJoin = (a: string, b: string) =>
-      keys.map((k) => `${a}.${quoteIdent(k)} IS NOT DISTINCT FROM ${b}.${quoteIdent(k)}`).join(' AND ');
+    // Key columns are NOT NULL (primary key or replica identity index), so plain equality is exact and
+    // keeps every join a hash join.
+    const keyJoin = (a: string, b: string) => keys.map((k) => `${a}.${quoteIdent(k)} = ${b}.${quoteIdent(k)}`).join(' AND ');
     const soft = this.#options.deleteMode === 'soft';
     const fromCol = (k: string) => quoteIdent('_floe_from_' + k);
     // Target columns are those known now; a column dropped at the source keeps its last values.
@@ -466,13 +467,15 @@ export class DuckDbDestination implements Destination {
         // the old key's target row holds (read before this merge deletes it).
         return `CASE WHEN l.${quoteIdent('_floe_has_' + col)} THEN ${castCol(col)} WHEN l.${fromCol(keys[0]!)} IS NOT NULL THEN mv.${quoteIdent(col)} ELSE tg.${quoteIdent(col)} END AS ${quoteIdent(col)}`;
       });
+      // Plain equality keeps this a hash join (a NULL old key never matches, which is what we want);
+      // a disjunctive or null-safe condition here turns it into a nested loop over the whole target.
       const moveJoin = keys
-        .map((k) => `mv.${quoteIdent(k)} IS NOT DISTINCT FROM ${typeOf.get(k)?.type.duckdbCast(`l.${fromCol(k)}`) ?? `l.${fromCol(k)}`}`)
+        .map((k) => `mv.${quoteIdent(k)} = ${typeOf.get(k)?.type.duckdbCast(`l.${fromCol(k)}`) ?? `l.${fromCol(k)}`}`)
         .join(' AND ');
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_apply AS
         SELECT ${selectCols.join(', ')}, l._floe_op, l._floe_lsn, l._floe_ordinal
         FROM _floe_latest l LEFT JOIN ${target} tg ON ${keyJoin('l', 'tg')}
-        LEFT JOIN ${target} mv ON l.${fromCol(keys[0]!)} IS NOT NULL AND ${moveJoin}
+        LEFT JOIN ${target} mv ON ${moveJoin}
         WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${pos('tg')}`);
       await c.run(`DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_apply a WHERE ${keyJoin('a', target)})`);
       const colList = cols.map(quoteIdent).join(', ');
