@@ -345,6 +345,7 @@ class Streamer {
   #durableLsn = 0n;
   #lastWalEnd = 0n;
   #sentLsn = 0n;
+  #idleRecordedAt = 0;
 
   constructor(
     options: PipelineOptions,
@@ -419,6 +420,7 @@ class Streamer {
       if (this.#failure === undefined) {
         // Drain: write what is buffered (a partial transaction is written but not acknowledged).
         await this.#flushAll();
+        await this.#options.store.recordDurable(this.#options.name, this.#incarnation, this.#durableLsn, this.#ackLsn);
         clearInterval(mergeTimer);
         await merging;
         const m = await this.#options.destination.merge();
@@ -586,9 +588,14 @@ class Streamer {
     if (this.#failure !== undefined || this.#stream.writableEnded || this.#stream.destroyed) return;
     if (this.#idle() && this.#lastWalEnd > this.#ackLsn) {
       this.#ackLsn = this.#lastWalEnd;
-      // Keep the store's restart point in step, so a restart does not re-read WAL the server may recycle.
-      const ack = this.#ackLsn;
-      void this.#options.store.recordDurable(this.#options.name, this.#incarnation, this.#durableLsn, ack).catch((err) => this.#fail(err));
+      // Keep the store's restart point roughly in step. At most once a minute: the write itself makes
+      // WAL, which would otherwise be acknowledged and recorded again at every status update. (The
+      // server restarts from its own confirmed_flush_lsn whenever that is ahead of what we ask for.)
+      if (Date.now() - this.#idleRecordedAt >= 60_000) {
+        this.#idleRecordedAt = Date.now();
+        const ack = this.#ackLsn;
+        void this.#options.store.recordDurable(this.#options.name, this.#incarnation, this.#durableLsn, ack).catch((err) => this.#fail(err));
+      }
     }
     const lsn = this.#ackLsn;
     this.#stream.write(encodeStandbyStatus(lsn, lsn, lsn, BigInt(Date.now()) * 1000n, replyRequested));
