@@ -130,10 +130,10 @@ async function captureFrames(cluster: RunningCluster): Promise<Buffer[]> {
   const frames: Buffer[] = [];
   try {
     const stream = client.query(
-      both(
-        `START_REPLICATION SLOT ${SLOT} LOGICAL 0/0 (proto_version '1', publication_names '${PUBLICATION}', messages 'true')`,
-        { alignOnCopyDataFrame: true, readableObjectMode: true },
-      ),
+      both(`START_REPLICATION SLOT ${SLOT} LOGICAL 0/0 (proto_version '1', publication_names '${PUBLICATION}', messages 'true')`, {
+        alignOnCopyDataFrame: true,
+        readableObjectMode: true,
+      }),
     );
     await new Promise<void>((resolve, reject) => {
       let state: 'reading' | 'awaiting-keepalive' | 'closing' = 'reading';

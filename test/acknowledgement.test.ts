@@ -43,7 +43,9 @@ describe.each(testClusters())('acknowledgement on PostgreSQL $major', (cluster) 
   });
 
   const confirmed = async (slot: string) => {
-    const [r] = await db.sql<{ lsn: string }>(`SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+    const [r] = await db.sql<{ lsn: string }>(`SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1`, [
+      slot,
+    ]);
     return parseLsn(r!.lsn);
   };
   const currentLsn = async () => parseLsn((await db.sql<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`))[0]!.lsn);
@@ -70,7 +72,9 @@ describe.each(testClusters())('acknowledgement on PostgreSQL $major', (cluster) 
       const before = await currentLsn();
       for (let i = 2; i <= 200; i++) await db.sql(`INSERT INTO t VALUES ($1, 'stalled')`, [i]);
       await waitFor('a write is waiting on the stalled destination', () => dest.waiting > 0);
-      const [{ active_pid: pid }] = (await db.sql(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = 's_stall'`)) as [{ active_pid: number }];
+      const [{ active_pid: pid }] = (await db.sql(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = 's_stall'`)) as [
+        { active_pid: number },
+      ];
       // Status updates pass for more than 3 x wal_sender_timeout while the stream is not read;
       // none may confirm the stalled changes.
       const acksAtStall = acks;
@@ -93,10 +97,15 @@ describe.each(testClusters())('acknowledgement on PostgreSQL $major', (cluster) 
   });
 
   it('keeps confirming an idle publication while other tables are busy', async () => {
-    await db.sql(`CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE busy (id serial PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE quiet`);
+    await db.sql(
+      `CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE busy (id serial PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE quiet`,
+    );
     const p = startPipeline({ source: { url: db.url }, publication: 'p', slotName: 's_idle' });
     try {
-      await waitFor('streaming', async () => (await db.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 's_idle' AND active`)).length > 0);
+      await waitFor(
+        'streaming',
+        async () => (await db.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 's_idle' AND active`)).length > 0,
+      );
       const start = await confirmed('s_idle');
       for (let round = 0; round < 3; round++) {
         await db.sql(`INSERT INTO busy (v) SELECT repeat('x', 200) FROM generate_series(1, 5000)`);

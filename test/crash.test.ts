@@ -45,8 +45,25 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
   });
 
   const args = () => [
-    'replicate', '--source', db.url, '--publication', 'pub', '--slot', 'crashslot', '--destination', `duckdb:${file}`,
-    '--status-interval-ms', '200', '--batch-max-ms', '50', '--merge-interval-ms', '300', '--snapshot-range-pages', '1', '--snapshot-parallelism', '2',
+    'replicate',
+    '--source',
+    db.url,
+    '--publication',
+    'pub',
+    '--slot',
+    'crashslot',
+    '--destination',
+    `duckdb:${file}`,
+    '--status-interval-ms',
+    '200',
+    '--batch-max-ms',
+    '50',
+    '--merge-interval-ms',
+    '300',
+    '--snapshot-range-pages',
+    '1',
+    '--snapshot-parallelism',
+    '2',
   ];
 
   async function slotActive(): Promise<boolean> {
@@ -60,10 +77,16 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
     const target = parseLsn(cur!.lsn);
     const p = startFloe(args());
     await waitFor('streaming', slotActive, 60_000);
-    await waitFor('slot caught up', async () => {
-      const r = await db.sql<{ lsn: string | null }>(`SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'crashslot'`);
-      return r[0]?.lsn ? parseLsn(r[0].lsn) >= target : false;
-    }, 60_000);
+    await waitFor(
+      'slot caught up',
+      async () => {
+        const r = await db.sql<{ lsn: string | null }>(
+          `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'crashslot'`,
+        );
+        return r[0]?.lsn ? parseLsn(r[0].lsn) >= target : false;
+      },
+      60_000,
+    );
     p.kill('SIGTERM');
     const exit = await p.exited;
     expect({ code: exit.code, signal: exit.signal }, exit.stderr).toEqual({ code: 0, signal: null });
@@ -83,17 +106,25 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
     } finally {
       await dest.close();
     }
-    const src = await db.sql<{ id: number; owner: string; balance: string; note: string | null }>(`SELECT id, owner, balance, note FROM acct ORDER BY id`);
+    const src = await db.sql<{ id: number; owner: string; balance: string; note: string | null }>(
+      `SELECT id, owner, balance, note FROM acct ORDER BY id`,
+    );
     const dst = await duck<[number, string, bigint, string | null]>(file, `SELECT id, owner, balance, note FROM public.acct ORDER BY id`);
     expect(dst.length).toBe(src.length);
     expect(dst.map((r) => [r[0], r[1], String(r[2]), r[3]])).toEqual(src.map((r) => [r.id, r.owner, r.balance, r.note]));
     const dupKeys = await duck(file, `SELECT id FROM public.acct GROUP BY id HAVING count(*) > 1`);
     expect(dupKeys).toEqual([]);
-    const dupPositions = await duck(file, `SELECT _floe_lsn, _floe_ordinal FROM _floe_journal."public.acct" WHERE _floe_op <> 'r' GROUP BY ALL HAVING count(*) > 1`);
+    const dupPositions = await duck(
+      file,
+      `SELECT _floe_lsn, _floe_ordinal FROM _floe_journal."public.acct" WHERE _floe_op <> 'r' GROUP BY ALL HAVING count(*) > 1`,
+    );
     expect(dupPositions).toEqual([]);
     // A resumed snapshot may copy a row again under its new snapshot (an updated row moved to a later
     // page), but one snapshot never copies a row twice.
-    const dupSnapshotRows = await duck(file, `SELECT id, _floe_lsn FROM _floe_journal."public.acct" WHERE _floe_op = 'r' GROUP BY ALL HAVING count(*) > 1`);
+    const dupSnapshotRows = await duck(
+      file,
+      `SELECT id, _floe_lsn FROM _floe_journal."public.acct" WHERE _floe_op = 'r' GROUP BY ALL HAVING count(*) > 1`,
+    );
     expect(dupSnapshotRows).toEqual([]);
   }
 
@@ -113,7 +144,9 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
     await db.sql(`INSERT INTO acct SELECT g, 'owner ' || g, g, NULL FROM generate_series(1, 100) g`);
     const p = startFloe([...args(), '--batch-max-bytes', '20000'], { FLOE_TEST_CRASH_AT: 'mid-transaction-write:3' });
     await waitFor('streaming', slotActive);
-    await db.sql(`BEGIN; INSERT INTO acct SELECT g, 'bulk ' || g, g, NULL FROM generate_series(1000, 9000) g; UPDATE acct SET balance = balance + 1 WHERE id <= 50; DELETE FROM acct WHERE id BETWEEN 60 AND 70; COMMIT`);
+    await db.sql(
+      `BEGIN; INSERT INTO acct SELECT g, 'bulk ' || g, g, NULL FROM generate_series(1000, 9000) g; UPDATE acct SET balance = balance + 1 WHERE id <= 50; DELETE FROM acct WHERE id BETWEEN 60 AND 70; COMMIT`,
+    );
     const crashed = await p.exited;
     expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
     await db.sql(`UPDATE acct SET owner = 'after' WHERE id = 1000`);

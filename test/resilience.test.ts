@@ -25,9 +25,16 @@ describe.each(testClusters())('resilience on PostgreSQL $major', (cluster) => {
     await db.sql(`CREATE TABLE r (id int PRIMARY KEY, v int); CREATE PUBLICATION rp FOR TABLE r`);
     const dest = new DuckDbDestination({ path: ':memory:' });
     let retries = 0;
-    const p = startPipeline({ source: { url: db.url }, publication: 'rp', slotName: 'r_slot', destination: dest, events: { retrying: () => retries++ } });
+    const p = startPipeline({
+      source: { url: db.url },
+      publication: 'rp',
+      slotName: 'r_slot',
+      destination: dest,
+      events: { retrying: () => retries++ },
+    });
     try {
-      const walsender = async () => (await db.sql<{ pid: number }>(`SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = 'r_slot' AND active`))[0]?.pid;
+      const walsender = async () =>
+        (await db.sql<{ pid: number }>(`SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = 'r_slot' AND active`))[0]?.pid;
       for (let round = 0; round < 3; round++) {
         const pid = await waitFor('streaming', walsender);
         await db.sql(`INSERT INTO r SELECT g, ${round} FROM generate_series(${round * 1000}, ${round * 1000 + 499}) g`);
@@ -45,7 +52,9 @@ describe.each(testClusters())('resilience on PostgreSQL $major', (cluster) => {
         return row![0] === BigInt(src!.n) && String(row![1]) === src!.s;
       });
       expect(retries).toBeGreaterThanOrEqual(3);
-      const dup = await dest.query(`SELECT _floe_lsn, _floe_ordinal FROM _floe_journal."public.r" WHERE _floe_op <> 'r' GROUP BY ALL HAVING count(*) > 1`);
+      const dup = await dest.query(
+        `SELECT _floe_lsn, _floe_ordinal FROM _floe_journal."public.r" WHERE _floe_op <> 'r' GROUP BY ALL HAVING count(*) > 1`,
+      );
       expect(dup).toEqual([]);
     } finally {
       await p.stop();
@@ -125,7 +134,10 @@ describe.each(testClusters())('resilience on PostgreSQL $major', (cluster) => {
       const parsed = JSON.parse(report) as { blockers: { pid: number }[] };
       expect(parsed.blockers.map((b) => b.pid)).toContain(blockerPid);
       await blocker.query('COMMIT');
-      await waitFor('snapshot after the blocker ended', async () => (await dest.query(`SELECT count(*) FROM public.b`).catch(() => [[0n]]))[0]![0] === 1n);
+      await waitFor(
+        'snapshot after the blocker ended',
+        async () => (await dest.query(`SELECT count(*) FROM public.b`).catch(() => [[0n]]))[0]![0] === 1n,
+      );
     } finally {
       await blocker.end();
       await p.stop();

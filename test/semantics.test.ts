@@ -19,7 +19,11 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
   });
 
   /** Runs a pipeline over a fresh publication; `marker` waits make sure earlier changes were merged. */
-  async function withPipeline(tables: string, fn: (p: RunningPipeline, q: (sql: string) => Promise<unknown[][]>) => Promise<void>, deleteMode: 'hard' | 'soft' = 'hard') {
+  async function withPipeline(
+    tables: string,
+    fn: (p: RunningPipeline, q: (sql: string) => Promise<unknown[][]>) => Promise<void>,
+    deleteMode: 'hard' | 'soft' = 'hard',
+  ) {
     const n = ++seq;
     await db.sql(`CREATE PUBLICATION pub${n} FOR TABLE ${tables}`);
     const destination = new DuckDbDestination({ path: ':memory:', deleteMode });
@@ -40,10 +44,14 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
       await waitFor('snapshot', async () => (await q(`SELECT count(*) FROM public.docs`))[0]![0] === 2n);
       await db.sql(`UPDATE docs SET title = 'a2' WHERE id = 1`); // body unchanged, from the snapshot row
       await waitFor('merged', async () => (await q(`SELECT title FROM public.docs WHERE id = 1`))[0]![0] === 'a2');
-      await db.sql(`BEGIN; UPDATE docs SET body = repeat('stream body ', 3000) WHERE id = 2; UPDATE docs SET title = 'b2' WHERE id = 2; UPDATE docs SET title = 'b3' WHERE id = 2; COMMIT`);
+      await db.sql(
+        `BEGIN; UPDATE docs SET body = repeat('stream body ', 3000) WHERE id = 2; UPDATE docs SET title = 'b2' WHERE id = 2; UPDATE docs SET title = 'b3' WHERE id = 2; COMMIT`,
+      );
       await db.sql(`UPDATE docs SET title = 'a3' WHERE id = 1`);
       await waitFor('merged', async () => (await q(`SELECT string_agg(title, ',' ORDER BY id) FROM public.docs`))[0]![0] === 'a3,b3');
-      const rows = await q(`SELECT id, body = repeat('snapshot body ', 2000), body = repeat('stream body ', 3000) FROM public.docs ORDER BY id`);
+      const rows = await q(
+        `SELECT id, body = repeat('snapshot body ', 2000), body = repeat('stream body ', 3000) FROM public.docs ORDER BY id`,
+      );
       expect(rows).toEqual([
         [1, true, false],
         [2, false, true],
@@ -82,10 +90,14 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
   });
 
   it('replicates a keyless REPLICA IDENTITY FULL table as append-only history', async () => {
-    await db.sql(`CREATE TABLE log (at int, msg text); ALTER TABLE log REPLICA IDENTITY FULL; INSERT INTO log VALUES (1, 'one'), (1, 'one')`);
+    await db.sql(
+      `CREATE TABLE log (at int, msg text); ALTER TABLE log REPLICA IDENTITY FULL; INSERT INTO log VALUES (1, 'one'), (1, 'one')`,
+    );
     await withPipeline('log', async (_p, q) => {
       await waitFor('snapshot', async () => (await q(`SELECT count(*) FROM public.log`))[0]![0] === 2n);
-      await db.sql(`INSERT INTO log VALUES (2, 'two'); UPDATE log SET msg = 'TWO' WHERE at = 2; DELETE FROM log WHERE ctid = (SELECT min(ctid) FROM log WHERE at = 1)`);
+      await db.sql(
+        `INSERT INTO log VALUES (2, 'two'); UPDATE log SET msg = 'TWO' WHERE at = 2; DELETE FROM log WHERE ctid = (SELECT min(ctid) FROM log WHERE at = 1)`,
+      );
       await waitFor('history', async () => (await q(`SELECT count(*) FROM public.log`))[0]![0] === 6n);
       expect(await q(`SELECT _floe_op, "at", msg FROM public.log ORDER BY _floe_seq`)).toEqual([
         ['r', 1, 'one'],
@@ -96,7 +108,9 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
         ['d', 1, 'one'],
       ]);
       // The current state derives from the history: images in minus images out.
-      const current = await q(`SELECT "at", msg FROM public.log WHERE _floe_op <> 'd' EXCEPT ALL SELECT "at", msg FROM public.log WHERE _floe_op = 'd' ORDER BY "at"`);
+      const current = await q(
+        `SELECT "at", msg FROM public.log WHERE _floe_op <> 'd' EXCEPT ALL SELECT "at", msg FROM public.log WHERE _floe_op = 'd' ORDER BY "at"`,
+      );
       expect(current).toEqual([
         [1, 'one'],
         [2, 'TWO'],
@@ -110,7 +124,9 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
       'soft',
       async (_p, q) => {
         await waitFor('snapshot', async () => (await q(`SELECT count(*) FROM public.soft`))[0]![0] === 3n);
-        await db.sql(`DELETE FROM soft WHERE id = 1; BEGIN; DELETE FROM soft WHERE id = 2; INSERT INTO soft VALUES (2, 'two again'); COMMIT`);
+        await db.sql(
+          `DELETE FROM soft WHERE id = 1; BEGIN; DELETE FROM soft WHERE id = 2; INSERT INTO soft VALUES (2, 'two again'); COMMIT`,
+        );
         await waitFor('deleted', async () => (await q(`SELECT _floe_deleted FROM public.soft WHERE id = 1`))[0]?.[0] === true);
         expect(await q(`SELECT id, v, _floe_deleted FROM public.soft ORDER BY id`)).toEqual([
           [1, 'one', true],
@@ -141,9 +157,13 @@ describe.each(testClusters())('primary key change with an unchanged TOAST value 
         // Key change of a row whose body only the target holds (snapshot merged earlier) ...
         await db.sql(`UPDATE mv SET id = 10 WHERE id = 1`);
         // ... and of a row whose body is in the same merge window, then a second move.
-        await db.sql(`BEGIN; UPDATE mv SET body = repeat('new second ', 2500) WHERE id = 2; UPDATE mv SET id = 20 WHERE id = 2; UPDATE mv SET id = 21, title = 'moved twice' WHERE id = 20; COMMIT`);
+        await db.sql(
+          `BEGIN; UPDATE mv SET body = repeat('new second ', 2500) WHERE id = 2; UPDATE mv SET id = 20 WHERE id = 2; UPDATE mv SET id = 21, title = 'moved twice' WHERE id = 20; COMMIT`,
+        );
         await waitFor('moved', async () => (await q(`SELECT string_agg(id::VARCHAR, ',' ORDER BY id) FROM public.mv`))[0]![0] === '10,21');
-        expect(await q(`SELECT id, title, body = repeat('first body ', 2000), body = repeat('new second ', 2500) FROM public.mv ORDER BY id`)).toEqual([
+        expect(
+          await q(`SELECT id, title, body = repeat('first body ', 2000), body = repeat('new second ', 2500) FROM public.mv ORDER BY id`),
+        ).toEqual([
           [10, 'one', true, false],
           [21, 'moved twice', false, true],
         ]);

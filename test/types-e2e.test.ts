@@ -35,7 +35,10 @@ describe.each(testClusters())('every type through snapshot and stream on Postgre
     await client.query(SETUP_SQL);
     const insert = async (c: (typeof cases)[number], offset: number) => {
       const params = c.values.flatMap((v, i) => [offset + i, v]);
-      await client.query(`INSERT INTO t_${c.index} (id, v) VALUES ${c.values.map((_, i) => `($${2 * i + 1}, $${2 * i + 2})`).join(', ')}`, params);
+      await client.query(
+        `INSERT INTO t_${c.index} (id, v) VALUES ${c.values.map((_, i) => `($${2 * i + 1}, $${2 * i + 2})`).join(', ')}`,
+        params,
+      );
     };
     for (const c of cases) {
       await client.query(`CREATE TABLE t_${c.index} (id int PRIMARY KEY, v ${c.decl})`);
@@ -44,15 +47,25 @@ describe.each(testClusters())('every type through snapshot and stream on Postgre
     await client.query(`CREATE PUBLICATION types_pub FOR TABLE ${cases.map((c) => `t_${c.index}`).join(', ')}`);
     dest = new DuckDbDestination({ path: ':memory:' });
     p = startPipeline({ source: { url: db.url }, publication: 'types_pub', slotName: 'types_slot', destination: dest });
-    await waitFor('snapshot of every table', async () => {
-      for (const c of cases) if ((await dest.query(`SELECT count(*) FROM public.t_${c.index}`))[0]![0] !== BigInt(c.values.length)) return false;
-      return true;
-    }, 90_000);
+    await waitFor(
+      'snapshot of every table',
+      async () => {
+        for (const c of cases)
+          if ((await dest.query(`SELECT count(*) FROM public.t_${c.index}`))[0]![0] !== BigInt(c.values.length)) return false;
+        return true;
+      },
+      90_000,
+    );
     for (const c of cases) await insert(c, STREAM_OFFSET);
-    await waitFor('stream of every table', async () => {
-      for (const c of cases) if ((await dest.query(`SELECT count(*) FROM public.t_${c.index}`))[0]![0] !== BigInt(2 * c.values.length)) return false;
-      return true;
-    }, 90_000);
+    await waitFor(
+      'stream of every table',
+      async () => {
+        for (const c of cases)
+          if ((await dest.query(`SELECT count(*) FROM public.t_${c.index}`))[0]![0] !== BigInt(2 * c.values.length)) return false;
+        return true;
+      },
+      90_000,
+    );
   }, 180_000);
 
   afterAll(async () => {
@@ -71,7 +84,9 @@ describe.each(testClusters())('every type through snapshot and stream on Postgre
       const table = tables.get(`t_${c.index}`)!;
       const col = table.columns.find((x) => x.name === 'v')!;
       // The source's own text for each value, converted by the type table in DuckDB.
-      const src = (await client.query<{ id: number; v: string | null }>(`SELECT id, v FROM t_${c.index} WHERE id < ${STREAM_OFFSET} ORDER BY id`)).rows;
+      const src = (
+        await client.query<{ id: number; v: string | null }>(`SELECT id, v FROM t_${c.index} WHERE id < ${STREAM_OFFSET} ORDER BY id`)
+      ).rows;
       for (const { id: idText, v } of src) {
         const row = { id: Number(idText), v };
         const text = row.v === null ? null : col.type.isArray ? pgArrayToJson(row.v) : row.v;
@@ -84,7 +99,8 @@ describe.each(testClusters())('every type through snapshot and stream on Postgre
           [row.id, expected![0]],
           [row.id + STREAM_OFFSET, expected![0]],
         ];
-        if (JSON.stringify(got) !== JSON.stringify(want)) failures.push(`${c.decl} ${JSON.stringify(row.v)}: got ${JSON.stringify(got)} want ${JSON.stringify(want)}`);
+        if (JSON.stringify(got) !== JSON.stringify(want))
+          failures.push(`${c.decl} ${JSON.stringify(row.v)}: got ${JSON.stringify(got)} want ${JSON.stringify(want)}`);
       }
     }
     expect(failures).toEqual([]);

@@ -13,7 +13,9 @@ export function parseDestination(url: string, options: { deleteMode: DeleteMode 
     const params = new URLSearchParams(m[2] ?? '');
     for (const key of params.keys()) {
       if (key !== 'memory_limit') {
-        throw new FloeError('config', `unknown DuckDB destination parameter "${key}"`, { hint: 'the DuckDB destination takes memory_limit' });
+        throw new FloeError('config', `unknown DuckDB destination parameter "${key}"`, {
+          hint: 'the DuckDB destination takes memory_limit',
+        });
       }
     }
     const memoryLimit = params.get('memory_limit') ?? undefined;

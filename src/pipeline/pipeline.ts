@@ -594,7 +594,9 @@ class Streamer {
       if (Date.now() - this.#idleRecordedAt >= 60_000) {
         this.#idleRecordedAt = Date.now();
         const ack = this.#ackLsn;
-        void this.#options.store.recordDurable(this.#options.name, this.#incarnation, this.#durableLsn, ack).catch((err) => this.#fail(err));
+        void this.#options.store
+          .recordDurable(this.#options.name, this.#incarnation, this.#durableLsn, ack)
+          .catch((err) => this.#fail(err));
       }
     }
     const lsn = this.#ackLsn;

@@ -80,7 +80,6 @@ function protocolError(message: string): FloeError {
   return new FloeError('replication', `pgoutput: ${message}`, { hint: HINT });
 }
 
-
 /** A cursor over one message; every read checks bounds first and throws FloeError. */
 class Reader {
   pos = 1;

@@ -396,5 +396,4 @@ CREATE DOMAIN floe_small_money AS floe_money CHECK (VALUE < 100);
 CREATE DOMAIN floe_label AS text;
 CREATE DOMAIN floe_ints AS int4[];`;
 
-
 export const valueText = (v: Value): string | null => (v === null || typeof v === 'string' ? v : v.text);

@@ -243,7 +243,16 @@ export class DuckDbDestination implements Destination {
         if (Number(rows?.[0] ?? 0) > 0) {
           // History stays; a truncate marker just below the new snapshot's rows says where it restarts.
           const appender = await c.createAppender(this.#journalName(table), JOURNAL);
-          this.#appendRow(appender, known, this.#columnPositions(known, table), table, 't', { lsn: snapshotLsn, ordinal: -2 }, 0n, table.columns.map(() => null));
+          this.#appendRow(
+            appender,
+            known,
+            this.#columnPositions(known, table),
+            table,
+            't',
+            { lsn: snapshotLsn, ordinal: -2 },
+            0n,
+            table.columns.map(() => null),
+          );
           appender.closeSync();
         }
         if (table.hasKey) await c.run(`DELETE FROM ${this.#target(table)}`);
@@ -360,7 +369,9 @@ export class DuckDbDestination implements Destination {
       WHERE i._floe_op = 'i' AND len(coalesce(i._floe_unchanged, [])) > 0 ORDER BY d._floe_pos`);
     const c = this.#c();
     for (const [seq, dPos, unchanged, ...oldKey] of moves as [bigint, bigint, string[], ...(string | null)[]][]) {
-      const oldKeyMatch = keys.map((k, i) => `w.${quoteIdent(k)} IS NOT DISTINCT FROM ${oldKey[i] === null ? 'NULL' : quoteLiteral(oldKey[i]!)}`).join(' AND ');
+      const oldKeyMatch = keys
+        .map((k, i) => `w.${quoteIdent(k)} IS NOT DISTINCT FROM ${oldKey[i] === null ? 'NULL' : quoteLiteral(oldKey[i]!)}`)
+        .join(' AND ');
       const before = `${oldKeyMatch} AND w._floe_pos < ${dPos} AND w._floe_op IN ('r','i','u')`;
       let needsTarget = false;
       for (const col of unchanged.filter((u) => cols.includes(u))) {
