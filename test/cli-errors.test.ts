@@ -94,7 +94,7 @@ describe('floe replicate refuses bad input', () => {
 
   it.each(cases)('%s', async (_name, args, expected) => {
     const out = join(dir.path, `${_name.replaceAll(' ', '_')}.duckdb`);
-    const full = ['replicate', '--slot', 'floe_bad', '--destination', `duckdb:${out}`, ...args()];
+    const full = ['replicate', '--metrics-port', '0', '--slot', 'floe_bad', '--destination', `duckdb:${out}`, ...args()];
     const r = await runFloe(full);
     expect(r.code).not.toBe(0);
     const line = errorLine(r.stderr) || r.stderr;

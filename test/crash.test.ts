@@ -46,6 +46,8 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
 
   const args = () => [
     'replicate',
+    '--metrics-port',
+    '0',
     '--source',
     db.url,
     '--publication',

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { positiveInt } from './arguments.js';
+import { nonNegativeInt, positiveInt } from './arguments.js';
 import { FloeError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
@@ -9,6 +9,8 @@ import { PostgresStateStore } from '../store/postgres-store.js';
 import type { StateStore } from '../store/state-store.js';
 import { parseDestination } from './destination-url.js';
 import { onShutdownSignal } from './signals.js';
+import { FloeMetrics, combineEvents } from '../telemetry/metrics.js';
+import { PipelineReadiness, startTelemetryServer } from '../telemetry/http.js';
 
 export function replicateCommand(): Command {
   return new Command('replicate')
@@ -42,6 +44,12 @@ export function replicateCommand(): Command {
       positiveInt('--status-interval-ms'),
       10_000,
     )
+    .addOption(
+      new Option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz (0: off)')
+        .env('FLOE_METRICS_PORT')
+        .argParser(nonNegativeInt('--metrics-port'))
+        .default(9000),
+    )
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
     .action(async (opts: ReplicateOptions) => {
       await replicate(opts);
@@ -62,6 +70,7 @@ interface ReplicateOptions {
   batchMaxMs: number;
   mergeIntervalMs: number;
   statusIntervalMs: number;
+  metricsPort: number;
   logLevel: string;
 }
 
@@ -135,13 +144,17 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
   const store: StateStore =
     opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
+  const name = opts.pipelineName ?? opts.slot;
+  const metrics = new FloeMetrics();
+  const readiness = new PipelineReadiness();
+  const telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness }) : undefined;
   const controller = new AbortController();
   const release = onShutdownSignal(() => controller.abort());
   const progress = progressReporter(log);
   try {
     await runPipeline(
       {
-        name: opts.pipelineName ?? opts.slot,
+        name,
         source: { url: opts.source },
         publication: opts.publication,
         slotName: opts.slot,
@@ -154,7 +167,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         batchMaxMs: opts.batchMaxMs,
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
-        events: progress.events,
+        events: combineEvents(progress.events, metrics.pipelineEvents(name), readiness.events),
         failpoints: crashFailpoints(process.env.FLOE_TEST_CRASH_AT),
       },
       controller.signal,
@@ -162,6 +175,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   } finally {
     progress.stop();
     release();
+    await telemetry?.close().catch(() => undefined);
     await destination.close().catch(() => undefined);
     await store.close().catch(() => undefined);
   }

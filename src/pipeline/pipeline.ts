@@ -73,10 +73,17 @@ export interface PipelineOptions {
 export interface PipelineEvents {
   phase?(phase: 'connecting' | 'snapshotting' | 'streaming' | 'stopping' | 'stopped'): void;
   snapshotRange?(table: string, rows: number): void;
-  batchWritten?(rows: number, bytes: number, durableLsn: bigint): void;
-  acknowledged?(lsn: bigint): void;
+  /** After a batch is durable: its size, the durable LSN, changes per op and how long the write took. */
+  batchWritten?(rows: number, bytes: number, durableLsn: bigint, details?: BatchDetails): void;
+  /** A status update went out: the acknowledged LSN and the server's last known WAL end. */
+  acknowledged?(lsn: bigint, serverWalEnd: bigint): void;
   merged?(journalRows: number): void;
   retrying?(error: FloeError, delayMs: number): void;
+}
+
+export interface BatchDetails {
+  readonly ops: Readonly<Record<Change['op'], number>>;
+  readonly seconds: number;
 }
 
 export interface Failpoints {
@@ -567,6 +574,7 @@ class Streamer {
 
   async #flush(b: Batch): Promise<void> {
     const { destination, store } = this.#options;
+    const started = performance.now();
     await destination.writeChanges(b.changes);
     await this.#options.failpoints?.afterDestinationWrite?.({ changes: b.changes.length, endsMidTransaction: b.endsMidTransaction });
     if (b.lastCommit) {
@@ -575,7 +583,12 @@ class Streamer {
       this.#durableLsn = b.lastCommit.lsn;
       if (b.lastCommit.endLsn > this.#ackLsn) this.#ackLsn = b.lastCommit.endLsn;
     }
-    this.#options.events?.batchWritten?.(b.changes.length, b.bytes, this.#durableLsn);
+    const events = this.#options.events;
+    if (events?.batchWritten) {
+      const ops = { r: 0, i: 0, u: 0, d: 0, t: 0 };
+      for (const ch of b.changes) ops[ch.op]++;
+      events.batchWritten(b.changes.length, b.bytes, this.#durableLsn, { ops, seconds: (performance.now() - started) / 1000 });
+    }
     this.#sendStatus(false);
   }
 
@@ -602,7 +615,7 @@ class Streamer {
     const lsn = this.#ackLsn;
     this.#stream.write(encodeStandbyStatus(lsn, lsn, lsn, BigInt(Date.now()) * 1000n, replyRequested));
     this.#sentLsn = lsn;
-    this.#options.events?.acknowledged?.(lsn);
+    this.#options.events?.acknowledged?.(lsn, this.#lastWalEnd > lsn ? this.#lastWalEnd : lsn);
   }
 
   #fail(err: unknown): void {
