@@ -86,6 +86,16 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
         [2, 'not a number'],
         [3, '30'],
       ]);
+      // A type change inside a transaction, with rows of the old type not merged yet: they are merged
+      // with the old type first ('yes' is not a boolean text), then the column follows the new type.
+      await db.sql(`BEGIN; UPDATE evo SET a = 'yes' WHERE id = 1; ALTER TABLE evo ALTER COLUMN a TYPE boolean USING a = 'yes';
+        UPDATE evo SET a = false WHERE id = 2; COMMIT`);
+      await waitFor('boolean', async () => (await q(`SELECT a FROM public.evo WHERE id = 2`))[0]![0] === 'false');
+      expect(await q(`SELECT id, a FROM public.evo ORDER BY id`)).toEqual([
+        [1, 'yes'],
+        [2, 'false'],
+        [3, '30'],
+      ]);
     });
   });
 

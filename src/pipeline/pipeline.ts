@@ -477,8 +477,10 @@ class Streamer {
             { table: qualifiedName(table) },
             'table joined the publication while streaming; its changes are journaled and it is snapshotted at the next start',
           );
-        } else if (before.columns.map((c) => c.name).join('\0') !== table.columns.map((c) => c.name).join('\0')) {
+        } else if (columnsSignature(before) !== columnsSignature(table)) {
           this.#options.log.info({ table: qualifiedName(table), columns: table.columns.length }, 'table columns changed');
+          // Changes read under the old columns and types reach the destination before it evolves the table.
+          await this.#flushAll();
         }
         // New columns exist in the destination before the first change that uses them.
         await this.#options.destination.prepare(table);
@@ -634,6 +636,8 @@ async function waitForSlotRelease(meta: pg.Client, slotName: string): Promise<vo
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+const columnsSignature = (t: TableSchema): string => t.columns.map((c) => `${c.name}:${c.type.duckdb}`).join('\0');
 
 function keyChanged(table: TableSchema, oldCells: readonly Cell[], newCells: readonly Cell[]): boolean {
   for (let i = 0; i < table.columns.length; i++) {

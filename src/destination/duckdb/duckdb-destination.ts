@@ -52,6 +52,8 @@ interface KnownTable {
   schema: TableSchema;
   /** Data columns present in the journal, in journal order (dropped ones stay). */
   journalColumns: string[];
+  /** The target's column types, parallel to journalColumns (differ from the type table after a failed retype). */
+  targetTypes: string[];
   snapshotComplete: boolean;
 }
 
@@ -138,7 +140,12 @@ export class DuckDbDestination implements Destination {
           await c.run('ROLLBACK');
           throw err;
         }
-        this.#tables.set(name, { schema: table, journalColumns: dataCols, snapshotComplete: false });
+        this.#tables.set(name, {
+          schema: table,
+          journalColumns: dataCols,
+          targetTypes: table.columns.map((x) => x.type.duckdb),
+          snapshotComplete: false,
+        });
         return;
       }
       const journalColumns = (existing[0]![0] as string[]).slice();
@@ -153,6 +160,9 @@ export class DuckDbDestination implements Destination {
         const i = journalColumns.indexOf(col.name);
         return i >= 0 && targetTypes[i] !== col.type.duckdb;
       });
+      // Journal rows written before the type change are merged with the old type first.
+      const previous = this.#tables.get(name);
+      if (retyped.length > 0 && table.hasKey && previous?.snapshotComplete) await this.#mergeTable(previous);
       // DDL that may fail runs outside the transaction: a failed statement aborts a DuckDB transaction.
       for (const col of retyped) {
         const i = journalColumns.indexOf(col.name);
@@ -179,7 +189,7 @@ export class DuckDbDestination implements Destination {
           throw err;
         }
       }
-      this.#tables.set(name, { schema: table, journalColumns, snapshotComplete });
+      this.#tables.set(name, { schema: table, journalColumns, targetTypes, snapshotComplete });
     });
   }
 
@@ -470,7 +480,11 @@ export class DuckDbDestination implements Destination {
       const castCol = (col: string) => {
         const ct = typeOf.get(col);
         const src = `l.${quoteIdent(col)}`;
-        return ct ? ct.type.duckdbCast(src) : src;
+        if (!ct) return src;
+        // A column whose type change could not be applied stays VARCHAR: convert, then store as text.
+        const stored = known.targetTypes[cols.indexOf(col)];
+        const cast = ct.type.duckdbCast(src);
+        return stored && stored !== ct.type.duckdb ? `CAST(${cast} AS ${stored})` : cast;
       };
       const selectCols = cols.map((col) => {
         if (keys.includes(col)) return `${castCol(col)} AS ${quoteIdent(col)}`;
@@ -574,8 +588,7 @@ export class DuckDbDestination implements Destination {
   #known(table: TableSchema): KnownTable {
     const k = this.#tables.get(qualifiedName(table));
     if (!k) throw new FloeError('internal', `table ${qualifiedName(table)} was not prepared in the destination`);
-    // The pipeline may hand us a newer schema object (after a Relation message); keep it.
-    k.schema = table;
+    // k.schema is the one prepare() saw last; a change may carry an older one (journal columns map by name).
     return k;
   }
 
@@ -617,5 +630,12 @@ const sqlList = (items: readonly string[]): string => `[${items.map(quoteLiteral
 
 function wrapDuckDb(err: unknown, what: string): FloeError {
   if (err instanceof FloeError) return err;
-  return new FloeError('destination', `DuckDB failed ${what}: ${(err as Error).message}`, { cause: err });
+  const message = (err as Error).message;
+  // A statement DuckDB refuses to bind or convert fails the same way on every retry.
+  const deterministic = /^(Binder|Parser|Catalog|Conversion|Constraint) Error/.test(message);
+  return new FloeError('destination', `DuckDB failed ${what}: ${message.split('\n')[0]}`, {
+    cause: err,
+    retry: deterministic ? 'manual' : 'timed',
+    hint: deterministic ? 'the journal keeps every change; report this with the table definition, then resync the table' : undefined,
+  });
 }
