@@ -448,9 +448,15 @@ export class DuckDbDestination implements Destination {
       const fromCols = keys.map((k) => `NULL::VARCHAR AS ${fromCol(k)}`).join(', ');
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_window AS
         SELECT *, ${pos('j')} AS _floe_pos, ${fromCols} FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
-      const [counted] = await this.#rows(`SELECT count(*), max(_floe_pos) FILTER (WHERE _floe_op = 't') FROM _floe_window`);
+      const [counted] = await this.#rows(
+        `SELECT count(*), max(_floe_pos) FILTER (WHERE _floe_op = 't'),
+                count(*) FILTER (WHERE _floe_unchanged IS NOT NULL), count(*) FILTER (WHERE _floe_op = 'd') FROM _floe_window`,
+      );
       const windowRows = Number(counted?.[0] ?? 0);
       const truncPos = counted?.[1] as bigint | null | undefined;
+      // Without unchanged-TOAST columns (and, with soft deletes, without deletes, whose kept image is the
+      // latest known one) the latest row of each key carries every value: no per-column search needed.
+      const wholeRows = Number(counted?.[2] ?? 0) === 0 && (!soft || Number(counted?.[3] ?? 0) === 0);
       if (truncPos !== null && truncPos !== undefined) {
         const older = `${pos()} < ${truncPos}`;
         await c.run(
@@ -470,12 +476,22 @@ export class DuckDbDestination implements Destination {
           const known = `_floe_op IN ('r','i','u') AND NOT list_contains(coalesce(_floe_unchanged, []), ${quoteLiteral(col)})`;
           return `arg_max_null(${q}, _floe_pos) FILTER (WHERE ${known}) AS ${q}, count(*) FILTER (WHERE ${known}) > 0 AS ${quoteIdent('_floe_has_' + col)}`;
         });
-      await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
-        SELECT ${keyList}, max(_floe_pos) AS _floe_pos, arg_max(_floe_op, _floe_pos) AS _floe_op,
-               arg_max(_floe_lsn, _floe_pos) AS _floe_lsn, arg_max(_floe_ordinal, _floe_pos) AS _floe_ordinal,
-               ${keys.map((k) => `arg_max(${fromCol(k)}, _floe_pos) FILTER (WHERE ${fromCol(keys[0]!)} IS NOT NULL) AS ${fromCol(k)}`).join(', ')}
-               ${perColumn.length ? ', ' + perColumn.join(', ') : ''}
-        FROM _floe_window GROUP BY ${keyList}`);
+      if (wholeRows) {
+        const plain = cols
+          .filter((col) => !keys.includes(col))
+          .map((col) => `${quoteIdent(col)}, _floe_op <> 'd' AS ${quoteIdent('_floe_has_' + col)}`);
+        await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
+          SELECT ${keyList}, _floe_pos, _floe_op, _floe_lsn, _floe_ordinal, ${keys.map((k) => fromCol(k)).join(', ')}
+                 ${plain.length ? ', ' + plain.join(', ') : ''}
+          FROM _floe_window QUALIFY row_number() OVER (PARTITION BY ${keyList} ORDER BY _floe_pos DESC) = 1`);
+      } else {
+        await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
+          SELECT ${keyList}, max(_floe_pos) AS _floe_pos, arg_max(_floe_op, _floe_pos) AS _floe_op,
+                 arg_max(_floe_lsn, _floe_pos) AS _floe_lsn, arg_max(_floe_ordinal, _floe_pos) AS _floe_ordinal,
+                 ${keys.map((k) => `arg_max(${fromCol(k)}, _floe_pos) FILTER (WHERE ${fromCol(keys[0]!)} IS NOT NULL) AS ${fromCol(k)}`).join(', ')}
+                 ${perColumn.length ? ', ' + perColumn.join(', ') : ''}
+          FROM _floe_window GROUP BY ${keyList}`);
+      }
       // Only changes newer than the target row apply (replays and late snapshot rows are harmless).
       const castCol = (col: string) => {
         const ct = typeOf.get(col);
