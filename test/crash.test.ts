@@ -142,6 +142,16 @@ describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) =
     await expectTargetEqualsSource();
   });
 
+  it('right after creating the slot: the next start recreates it and snapshots', async () => {
+    await db.sql(`INSERT INTO acct SELECT g, 'owner ' || g, g, NULL FROM generate_series(1, 500) g`);
+    const crashed = await startFloe(args(), { FLOE_TEST_CRASH_AT: 'after-slot-created' }).exited;
+    expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
+    expect(await db.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'crashslot'`)).toHaveLength(1);
+    await db.sql(`UPDATE acct SET balance = 7 WHERE id <= 20; DELETE FROM acct WHERE id = 21`);
+    await catchUpAndStop();
+    await expectTargetEqualsSource();
+  });
+
   it('mid-transaction: a large transaction cut across batches is replayed without duplicates', async () => {
     await db.sql(`INSERT INTO acct SELECT g, 'owner ' || g, g, NULL FROM generate_series(1, 100) g`);
     const p = startFloe([...args(), '--batch-max-bytes', '20000'], { FLOE_TEST_CRASH_AT: 'mid-transaction-write:3' });

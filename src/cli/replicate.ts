@@ -77,7 +77,7 @@ interface ReplicateOptions {
 /**
  * Test-only: `FLOE_TEST_CRASH_AT=<point>[:<n>]` kills this process with SIGKILL at the n-th time
  * (default 1st) it reaches <point>: `after-destination-write`, `mid-transaction-write` (a batch
- * that ends inside a transaction) or `before-record-range`. The crash tests use it to stop the
+ * that ends inside a transaction), `before-record-range` or `after-slot-created`. The crash tests use it to stop the
  * process at exact risky steps; it is never set in production.
  */
 function crashFailpoints(spec: string | undefined): Failpoints | undefined {
@@ -93,6 +93,9 @@ function crashFailpoints(spec: string | undefined): Failpoints | undefined {
     },
     beforeRecordRange: () => {
       if (point === 'before-record-range') hit();
+    },
+    afterSlotCreated: () => {
+      if (point === 'after-slot-created') hit();
     },
   };
 }

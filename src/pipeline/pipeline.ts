@@ -91,6 +91,8 @@ export interface Failpoints {
   afterDestinationWrite?(batch: { changes: number; endsMidTransaction: boolean }): Promise<void> | void;
   /** Before a snapshot range is recorded as done in the store. */
   beforeRecordRange?(table: TableSchema, rangeIndex: number): Promise<void> | void;
+  /** After the slot was created, before its position is recorded. */
+  afterSlotCreated?(): Promise<void> | void;
 }
 
 const DEFAULTS = {
@@ -162,6 +164,14 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
       await dropSlot(meta, options.slotName);
       slot = undefined;
     }
+    if (slot && progress && progress.slotName === options.slotName && progress.ackLsn === 0n) {
+      // A previous start created this slot and stopped before it could record the slot's first position:
+      // nothing was copied or acknowledged under it, so it starts over.
+      log.warn({ slot: options.slotName }, 'replication slot from an interrupted first start; recreating it');
+      if (slot.active) throw new FloeError('source-setup', `slot "${options.slotName}" is in use by another process`, { retry: 'timed' });
+      await dropSlot(meta, options.slotName);
+      slot = undefined;
+    }
     if (slot && (!progress || progress.slotName !== options.slotName)) {
       throw new FloeError('source-setup', `slot "${options.slotName}" exists but floe has no progress recorded for it`, {
         hint: 'another tool or a lost state store owns it: drop the slot (SELECT pg_drop_replication_slot(...)) or choose another --slot name',
@@ -185,6 +195,9 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
     if (!slot) {
       // New incarnation: create the slot with an exported snapshot and copy every table under it.
       incarnation = randomUUID();
+      // The incarnation is recorded (at LSN 0) before the slot exists, so a crash between creating the
+      // slot and recording its position is recognised at the next start (see above).
+      await store.beginIncarnation(options.name, options.slotName, incarnation, 0n);
       const created = await createSlotWithSnapshot(repl, options.source, {
         slotName: options.slotName,
         temporary: false,
@@ -193,7 +206,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
         reportAfterMs: o.slotWaitReportMs,
       });
       log.info({ slot: created.slotName, consistentPoint: formatLsn(created.consistentPoint), incarnation }, 'replication slot created');
-      await store.beginIncarnation(options.name, options.slotName, incarnation, created.consistentPoint);
+      await options.failpoints?.afterSlotCreated?.();
       await destination.open(options.name, incarnation);
       snapshotName = created.snapshotName;
       snapshotLsn = created.consistentPoint;
@@ -202,6 +215,10 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
         await destination.prepare(t);
         // Rows of an earlier incarnation (or of a run whose state was not kept) may be stale.
         await destination.resetTable(t, snapshotLsn);
+      }
+      // From here on the slot's position is known: a crash resumes under this incarnation.
+      await store.recordDurable(options.name, incarnation, created.consistentPoint, created.consistentPoint);
+      for (const t of tables) {
         const plan = await planRanges(meta, t, o.snapshotRangePages, o.snapshotParallelism);
         await store.setTable(options.name, incarnation, qualifiedName(t), { phase: 'snapshot', snapshotLsn, ...plan });
         snapshotTasks.push({ table: t, ...plan, pending: range(plan.rangeCount) });
