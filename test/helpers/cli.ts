@@ -25,6 +25,8 @@ export function runFloe(
 
 export interface FloeProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+  /** What the process wrote to stderr so far (its JSON log lines). */
+  stderr(): string;
   kill(signal: NodeJS.Signals): void;
 }
 
@@ -36,5 +38,5 @@ export function startFloe(args: string[], env: Record<string, string> = {}): Flo
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal, stderr }));
   });
-  return { exited, kill: (signal) => child.kill(signal) };
+  return { exited, stderr: () => stderr, kill: (signal) => child.kill(signal) };
 }
