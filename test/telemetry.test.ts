@@ -3,21 +3,12 @@
  * while it replicates, and /readyz turns 503 when the source goes away and 200 when it returns.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { testClusters, createTestDatabase, withAdmin, type TestDatabase } from './harness/database.js';
 import { startFloe } from './helpers/cli.js';
 import { tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
+import { freePort } from '../src/postgres/local-cluster.js';
 
 /** The value of one sample of the Prometheus text, or undefined. */
 function sample(text: string, name: string, labels: string): number | undefined {

@@ -11,7 +11,8 @@ import { testClusters, createTestDatabase, type TestDatabase } from './harness/d
 import { startPipeline, type RunningPipeline } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { CASES, SETUP_SQL, valueText } from './helpers/type-cases.js';
-import { DuckDbDestination, quoteIdent } from '../src/destination/duckdb/duckdb-destination.js';
+import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
+import { quoteIdent } from '../src/schema/sql-quote.js';
 import { SchemaCache, SESSION_OPTIONS } from '../src/postgres/source.js';
 import { pgArrayToJson } from '../src/schema/pg-array.js';
 

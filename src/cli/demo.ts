@@ -12,6 +12,7 @@ import { Command, Option } from 'commander';
 import { nonNegativeInt, nonNegativeNumber, positiveInt } from './arguments.js';
 import { rmSync, statSync, existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { FloeError, coerceError } from '../errors.js';
@@ -223,7 +224,13 @@ async function demo(opts: DemoOptions): Promise<void> {
       if (interval > 0) {
         const due = started + stats.transactions * interval;
         const wait = due - performance.now();
-        if (wait > 0) await raceWith(failed, sleep(Math.min(wait, deadline - performance.now()), stopRequested.signal));
+        if (wait > 0)
+          await raceWith(
+            failed,
+            sleep(Math.max(0, Math.min(wait, deadline - performance.now())), undefined, { signal: stopRequested.signal }).catch(
+              () => undefined,
+            ),
+          );
         if (stopRequested.signal.aborted || performance.now() >= deadline) break;
       }
       await raceWith(failed, workload.transaction());
@@ -410,19 +417,6 @@ async function waitUntil(check: () => boolean, signal: AbortSignal): Promise<voi
     if (signal.aborted) throw new FloeError('internal', 'interrupted before the snapshot finished', { retry: 'none' });
     await new Promise((res) => setTimeout(res, 50));
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((res) => {
-    if (signal.aborted || ms <= 0) return res();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      res();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** Resolves with `work`, or rejects as soon as `failure` does. */

@@ -19,6 +19,7 @@
 import type pg from 'pg';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FloeError, coerceError } from '../errors.js';
 import type { Change, Cell, TableSchema } from '../model.js';
 import { qualifiedName } from '../model.js';
@@ -129,7 +130,7 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
       const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random() / 2);
       options.log.warn({ err: e.message, kind: e.kind, attempt, delayMs: Math.round(delay) }, 'pipeline failed, reconnecting');
       options.events?.retrying?.(e, delay);
-      await abortableSleep(delay, signal);
+      await sleep(delay, undefined, { signal }).catch(() => undefined); // an abort ends the wait early
       if (signal.aborted) return;
     }
   }
@@ -673,16 +674,4 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -42,6 +42,7 @@ import { qualifiedName } from '../model.js';
 import { CopyTextParser } from '../postgres/copy-text.js';
 import { connectSource, SchemaCache, type SourceConfig } from '../postgres/source.js';
 import { pgArrayToJson } from '../schema/pg-array.js';
+import { quoteIdent, quoteLiteral } from '../schema/sql-quote.js';
 import type { DuckDbDestination } from '../destination/duckdb/duckdb-destination.js';
 import { FloeError } from '../errors.js';
 
@@ -78,8 +79,6 @@ export interface VerifyOptions {
   readonly tempDir?: string;
 }
 
-const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`;
-const quoteLiteral = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 const JOURNAL = '_floe_journal';
 const SRC = '_floe_verify_src';
 const SRC_TEXT = '_floe_verify_text';

@@ -71,7 +71,8 @@ export function availableMajors(): number[] {
   return wanted.filter((m) => binDirFor(m) !== undefined);
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that is free right now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();

@@ -10,7 +10,8 @@ import { setTimeout as setTimeoutPromise } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { FloeError, coerceError } from '../errors.js';
-import { clientConfig, connectSource, redactUrl, quoteIdent, type SourceConfig } from './source.js';
+import { clientConfig, connectSource, redactUrl, type SourceConfig } from './source.js';
+import { quoteIdent } from '../schema/sql-quote.js';
 import { formatLsn, parseLsn, type Lsn } from './lsn.js';
 import type { Logger } from '../telemetry/logger.js';
 

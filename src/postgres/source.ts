@@ -9,6 +9,7 @@
  */
 import pg from 'pg';
 import { FloeError, coerceError } from '../errors.js';
+import { quoteIdent } from '../schema/sql-quote.js';
 import type { ColumnSchema, TableSchema } from '../model.js';
 import { mapColumnType, TYPE_CATALOG_SQL, typeInfoFromRow, type PgTypeInfo } from '../schema/type-map.js';
 
@@ -144,8 +145,6 @@ export async function preflight(client: pg.Client, publication: string): Promise
     }
   }
 }
-
-export const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`;
 
 /**
  * Caches table schemas by relation oid and type information by type oid, so a

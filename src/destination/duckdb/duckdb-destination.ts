@@ -30,6 +30,7 @@ import { comparePositions, qualifiedName } from '../../model.js';
 import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, SnapshotRangeRef } from '../destination.js';
 import { FloeError } from '../../errors.js';
 import { pgArrayToJson } from '../../schema/pg-array.js';
+import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
 
 export interface DuckDbDestinationOptions {
   /** Database file path, or ':memory:'. */
@@ -44,9 +45,6 @@ export interface DuckDbDestinationOptions {
 
 const META = '_floe';
 const JOURNAL = '_floe_journal';
-
-export const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`;
-const quoteLiteral = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 
 interface KnownTable {
   schema: TableSchema;
