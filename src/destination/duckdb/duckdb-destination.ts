@@ -464,7 +464,8 @@ export class DuckDbDestination implements Destination {
         );
         await c.run(`DELETE FROM _floe_window WHERE _floe_pos < ${truncPos} OR _floe_op = 't'`);
       }
-      await this.#resolveMoves(keys, cols, fromCol);
+      // Key moves only need resolving when some row lacks an unchanged-TOAST value.
+      if (Number(counted?.[2] ?? 0) > 0) await this.#resolveMoves(keys, cols, fromCol);
       // Per key: the latest change, and per column the latest known image (invariant 4).
       const keyList = keys.map(quoteIdent).join(', ');
       const perColumn = cols
