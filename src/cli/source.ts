@@ -94,7 +94,14 @@ function passwordLabel(s: SourceRow): string {
 }
 
 async function testSource(source: SourceRow, publications: { pipeline: string; publication: string }[]): Promise<void> {
-  const { config, secretValues } = resolveSource(source);
+  let resolved: ReturnType<typeof resolveSource>;
+  try {
+    resolved = resolveSource(source);
+  } catch (err) {
+    const e = coerceError(err);
+    throw new FloeError(e.kind, `source ${source.name}: ${e.message}`, { hint: e.hint });
+  }
+  const { config, secretValues } = resolved;
   const client = await connectSource({ ...config, applicationName: 'floe-source-test' }).catch((err: unknown) => {
     const e = coerceError(err);
     throw new FloeError(e.kind, redactSecrets(e.message, secretValues), { hint: e.hint });

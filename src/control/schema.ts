@@ -242,11 +242,12 @@ export async function migrate(client: Queryable): Promise<MigrationResult> {
 
 /** Refuses to work on a control-plane database that `floe migrate` has not brought to this version. */
 export async function checkSchemaVersion(client: Queryable): Promise<void> {
-  const r = await client.query<{ version: number | null }>(
-    `SELECT CASE WHEN to_regclass('floe.schema_migrations') IS NULL THEN NULL
-                 ELSE (SELECT coalesce(max(version), 0) FROM floe.schema_migrations) END AS version`,
-  );
-  const version = r.rows[0]?.version ?? null;
+  // Two statements: a query naming floe.schema_migrations fails to plan when it does not exist.
+  const exists = await client.query<{ t: string | null }>(`SELECT to_regclass('floe.schema_migrations')::text AS t`);
+  const version =
+    exists.rows[0]?.t == null
+      ? null
+      : Number((await client.query<{ v: number }>(`SELECT coalesce(max(version), 0) AS v FROM floe.schema_migrations`)).rows[0]!.v);
   if (version === null || version < LATEST_SCHEMA_VERSION) {
     throw new FloeError('config', `the control-plane schema is ${version === null ? 'missing' : `at version ${version}`}`, {
       hint: 'run floe migrate',
