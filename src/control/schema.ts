@@ -45,7 +45,7 @@ CREATE TABLE floe.source (
   id          bigserial PRIMARY KEY,
   name        text NOT NULL UNIQUE CHECK (name ${NAME_CHECK}),
   url         text NOT NULL CHECK (url ~ '^postgres(ql)?://'),
-  password    text CHECK (password ~ '^(env:|file:/|enc:v1:)'),
+  password    text CONSTRAINT source_password_is_reference CHECK (password ~ '^(env:|file:/|enc:v1:)'),
   options     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
   created_at  timestamptz NOT NULL DEFAULT now(),
   updated_at  timestamptz NOT NULL DEFAULT now()
@@ -58,7 +58,8 @@ CREATE TABLE floe.destination (
   name        text NOT NULL UNIQUE CHECK (name ${NAME_CHECK}),
   type        text NOT NULL CHECK (type IN ('duckdb', 'snowflake')),
   url         text NOT NULL,
-  secrets     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(secrets) = 'object'),
+  secrets     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(secrets) = 'object')
+                CONSTRAINT destination_secrets_are_references CHECK (NOT jsonb_path_exists(secrets, '$.* ? (@.type() != "string" || !(@ like_regex "^(env:|file:/|enc:v1:)"))')),
   options     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
   created_at  timestamptz NOT NULL DEFAULT now(),
   updated_at  timestamptz NOT NULL DEFAULT now()
