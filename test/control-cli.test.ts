@@ -329,8 +329,12 @@ describe('control-plane commands', () => {
       await db.sql(`SELECT status, drop_slot, delete_requested_at IS NOT NULL AS requested FROM floe.pipeline WHERE name = 'orders'`),
     ).toEqual([{ status: 'PAUSE', drop_slot: true, requested: true }]);
     expect(JSON.parse(await floe('status', '--json')).pipelines.find((p: { name: string }) => p.name === 'orders').status).toBe('DELETE');
-    // ... the manager finishes the deletion; here, by hand:
-    await db.sql(`DELETE FROM floe.pipeline WHERE name = 'orders'`);
+    expect(await runInProcess(['pipeline', 'start', 'orders'], env)).toMatchObject({
+      code: 2,
+      stderr: 'floe: error: pipeline "orders" is being deleted\n',
+    });
+    // A worker would finish the deletion; without one, a plain delete removes the row at once.
+    expect(await floe('pipeline', 'delete', 'orders')).toContain(`SELECT pg_drop_replication_slot('floe_orders');`);
     expect(await db.sql(`SELECT count(*)::int AS n FROM floe.pipeline_table`)).toEqual([{ n: 0 }]);
     expect(await floe('pipeline', 'delete', 'copy2')).toContain(`SELECT pg_drop_replication_slot('custom_slot');`);
     expect(await floe('source', 'remove', 'app')).toBe('source app removed\n');

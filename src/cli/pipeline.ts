@@ -158,7 +158,9 @@ export function pipelineCommand(): Command {
     .addOption(databaseUrlOption())
     .action(async (name: string, opts: { dropSlot?: boolean; databaseUrl?: string }) => {
       const p = await withControlPlane(opts.databaseUrl, async (db) => {
-        const p = await existingPipeline(db, name);
+        // A pipeline already being deleted may be deleted again: at once, if no worker finishes the job.
+        const p = await findPipeline(db, name);
+        if (!p) throw notFound('pipeline', name);
         if (opts.dropSlot) {
           await db.query(`UPDATE floe.pipeline SET delete_requested_at = now(), drop_slot = true, status = 'PAUSE' WHERE id = $1`, [p.id]);
         } else {
