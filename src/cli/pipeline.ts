@@ -154,7 +154,7 @@ export function pipelineCommand(): Command {
   cmd
     .command('delete <name>')
     .description('delete a pipeline; its slot is kept unless --drop-slot')
-    .option('--drop-slot', 'the worker drops the replication slot and the stored progress, then deletes the row')
+    .option('--drop-slot', 'a worker stops the pipeline, drops its replication slot, then deletes the row')
     .addOption(databaseUrlOption())
     .action(async (name: string, opts: { dropSlot?: boolean; databaseUrl?: string }) => {
       const p = await withControlPlane(opts.databaseUrl, async (db) => {
