@@ -390,7 +390,7 @@ export class WalMonitor {
   #walGrowth(entry: SourceEntry, now: number, currentLsn: bigint): number | null {
     const windowStart = now - this.#o.growthWindowMs;
     const first = entry.lsnSeen.find((s) => s.at >= windowStart) ?? entry.lsnSeen[0];
-    if (!first || now - first.at < 1000) return null;
+    if (!first || now - first.at < 50) return null;
     return Number(currentLsn - first.lsn) / ((now - first.at) / 1000);
   }
 
@@ -412,7 +412,7 @@ export class WalMonitor {
 
     const firstRetained = track.retained[0];
     const growth =
-      firstRetained && retained !== null && now - firstRetained.at >= 1000
+      firstRetained && retained !== null && now - firstRetained.at >= 50
         ? (retained - firstRetained.bytes) / ((now - firstRetained.at) / 1000)
         : null;
     const growing = growth !== null && growth > 0;
@@ -516,7 +516,17 @@ export class WalMonitor {
     const slot = this.#pools.get(id);
     if (!slot) return;
     this.#pools.delete(id);
-    await slot.pool.end().catch(() => undefined);
+    // pool.end() resolves before its connections have closed; the count (and the cap) must only
+    // drop once they are gone, so wait for their 'remove' events too.
+    let open = slot.pool.totalCount;
+    const closed =
+      open === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            slot.pool.on('remove', () => --open <= 0 && resolve());
+            setTimeout(resolve, 5000).unref(); // never hang a check on a socket that will not close
+          });
+    await Promise.all([slot.pool.end().catch(() => undefined), closed]);
   }
 }
 
