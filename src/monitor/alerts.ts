@@ -116,6 +116,8 @@ interface ConditionState {
   since: number;
   /** Whether anyone was told about the current episode (only then is its resolution announced). */
   announced: boolean;
+  /** The most severe type announced in the current episode: what its resolution resolves. */
+  worst: Exclude<AlertType, 'resolved'> | undefined;
   lastSentAt: number;
 }
 
@@ -189,7 +191,7 @@ export class AlertManager {
     const key = `${o.sourceId}\u0000${o.slot}`;
     let state = this.#states.get(key);
     if (!state) {
-      const fresh = (): ConditionState => ({ raised: undefined, since: 0, announced: false, lastSentAt: -Infinity });
+      const fresh = (): ConditionState => ({ raised: undefined, since: 0, announced: false, worst: undefined, lastSentAt: -Infinity });
       this.#states.set(key, (state = { wal: fresh(), stalled: fresh(), lost: fresh() }));
     }
     const lost = o.walStatus === 'lost';
@@ -223,11 +225,12 @@ export class AlertManager {
     const { cooldownMs, repeatMs } = this.policy;
     if (next === undefined) {
       if (s.raised !== undefined) {
-        const cleared = s.raised;
+        const cleared = s.worst ?? s.raised;
         const since = s.since;
         const tell = s.announced;
         s.raised = undefined;
         s.announced = false;
+        s.worst = undefined;
         if (tell) this.#emit(o, 'resolved', cleared, false, since, now);
       }
       return;
@@ -239,6 +242,7 @@ export class AlertManager {
       } else if (!s.announced && now - s.lastSentAt >= cooldownMs) {
         // Held back by the cooldown when it began: announce it now that the cooldown has passed.
         s.announced = true;
+        s.worst = next;
         s.lastSentAt = now;
         this.#emit(o, next, null, false, s.since, now);
       }
@@ -250,6 +254,7 @@ export class AlertManager {
     if (!escalation) return; // danger → warning: the figure is falling; say nothing until it resolves
     if (s.raised === 'wal_danger' || now - s.lastSentAt >= cooldownMs) {
       s.announced = true;
+      s.worst = next;
       s.lastSentAt = now;
       this.#emit(o, next, null, false, s.since, now);
     }
