@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { testClusters, createTestDatabase, withAdmin, type TestDatabase } from './harness/database.js';
+import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
 import { startFloe } from './helpers/cli.js';
 import { tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
