@@ -4,11 +4,11 @@
  *
  * Why: a slot's confirmed position only moves when the client acknowledges something, and its
  * restart_lsn only when decoding reaches a point it can restart from. floe acknowledges the server's
- * keepalive wal_end when it has nothing in flight, which keeps a slot moving on an idle publication in
- * most cases; the heartbeat covers the rest: a walsender that sends no keepalive with a newer position
- * while it skips WAL of other databases or unpublished tables (long stretches without a decodable
- * record of this database, as on PostgreSQL 14, or a busy other database on the same cluster), and
- * tools in front of floe that only forward positions of real messages. The message is a real,
+ * keepalive wal_end when it has nothing in flight, which keeps a slot moving on an idle publication
+ * whenever the server sends keepalives with newer positions (measured bounded on PostgreSQL 15 and 18,
+ * test/heartbeat.test.ts). The heartbeat does not depend on the server's keepalive pacing while it skips
+ * long stretches of other databases' WAL, nor on tools in front of floe that only forward positions of
+ * real messages: it puts a decodable transaction of this database into the WAL on a fixed cadence. It is a real,
  * decodable transaction in this database: it reaches floe as BEGIN/MESSAGE/COMMIT, and its commit is
  * acknowledged like any other, so the slot advances past everything written before it.
  *
