@@ -9,7 +9,9 @@ import { Writable } from 'node:stream';
 import { testClusters, createTestDatabase, withAdmin, type TestDatabase } from './harness/database.js';
 import { waitFor } from './helpers/wait.js';
 import { startWebhookReceiver, type WebhookReceiver } from './helpers/webhook-receiver.js';
-import { WalMonitor, MONITOR_APPLICATION_NAME } from '../src/monitor/wal-monitor.js';
+import pg from 'pg';
+import { WalMonitor, MONITOR_APPLICATION_NAME, slotLostError } from '../src/monitor/wal-monitor.js';
+import { startCluster, type RunningCluster } from '../src/postgres/local-cluster.js';
 import { AlertManager, type Alert } from '../src/monitor/alerts.js';
 import { WebhookNotifier, signPayload, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../src/monitor/webhook.js';
 import { FloeMetrics } from '../src/telemetry/metrics.js';
@@ -257,8 +259,62 @@ describe('monitoring many sources', () => {
     const health = monitor.snapshot();
     expect(health).toHaveLength(40);
     expect(health.every((h) => h.reachable && h.checkedAt !== null && h.slots[0]!.walStatus === 'missing')).toBe(true);
+    expect(await metrics.registry.getSingleMetricAsString('floe_monitor_checks_total')).toMatch(/outcome="ok"\} 120/);
+
+    for (let i = 1; i < 40; i++) monitor.removeSource(`source-${i}`);
+    await monitor.tick();
+    expect(monitor.snapshot().map((h) => h.id)).toEqual(['source-0']);
+    const slots = await metrics.registry.getSingleMetricAsString('floe_slot_active');
+    expect(slots).toContain('source="source-0"');
+    expect(slots).not.toContain('source="source-1"');
     await monitor.close();
     expect(await metrics.registry.getSingleMetricAsString('floe_monitor_connections')).toMatch(/floe_monitor_connections 0/);
-    expect(await metrics.registry.getSingleMetricAsString('floe_monitor_checks_total')).toMatch(/outcome="ok"\} 120/);
+  });
+});
+
+describe('a slot the server invalidates', () => {
+  // Its own small cluster: max_slot_wal_keep_size is server-wide, and the shared clusters hold other files' slots.
+  let cluster: RunningCluster;
+  beforeAll(async () => {
+    cluster = await startCluster({ major: testClusters()[0]!.major, config: { max_slot_wal_keep_size: "'32MB'", max_wal_size: "'64MB'" } });
+  });
+  afterAll(async () => {
+    await cluster.stop();
+  });
+
+  it('shows safe_wal_size shrinking, then wal_status lost as a critical alert', async () => {
+    const admin = new pg.Client({ connectionString: cluster.url() });
+    await admin.connect();
+    const got: Alert[] = [];
+    const alerts = new AlertManager({
+      policy: { warningMb: 1000, dangerMb: 2000, resolveRatio: 0.9, repeatMs: 0, cooldownMs: 0 },
+      sink: { deliver: (a) => got.push(a) },
+      log: silentLogger,
+    });
+    const monitor = new WalMonitor({ minIntervalPerSourceMs: 0, log: silentLogger, alerts });
+    monitor.addSource({ id: 'small', name: 'small', config: { url: cluster.url() }, slots: ['doomed'] });
+    try {
+      await admin.query(`SELECT pg_create_logical_replication_slot('doomed', 'pgoutput')`);
+      await monitor.tick();
+      const before = monitor.snapshot()[0]!.slots[0]!;
+      expect(before.safeWalSizeBytes).toBeGreaterThan(0);
+      await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 8)`);
+      await monitor.tick();
+      const growing = monitor.snapshot()[0]!.slots[0]!;
+      expect(growing.safeWalSizeBytes).toBeLessThan(before.safeWalSizeBytes!);
+      expect(growing.secondsUntilSafeWalExhausted).toBeGreaterThanOrEqual(0);
+      const lost = await waitFor('slot lost', async () => {
+        await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 16)`);
+        await admin.query('CHECKPOINT');
+        await monitor.tick();
+        return got.find((a) => a.type === 'slot_lost');
+      });
+      expect(lost).toMatchObject({ severity: 'critical', slot: 'doomed', figures: { wal_status: 'lost' } });
+      expect(monitor.snapshot()[0]!.slots[0]!.walStatus).toBe('lost');
+      expect(slotLostError('small', 'doomed').hint).toMatch(/max_slot_wal_keep_size/);
+    } finally {
+      await monitor.close();
+      await admin.end();
+    }
   });
 });

@@ -176,8 +176,9 @@ export class WalMonitor {
     const existing = this.#sources.get(source.id);
     if (existing) {
       // Same id: new slots or a new URL take effect at the next check; history stays.
+      const urlChanged = existing.source.config.url !== source.config.url;
       existing.source = source;
-      if (existing.source.config.url !== source.config.url) void this.#closePool(source.id);
+      if (urlChanged) void this.#closePool(source.id);
       return;
     }
     this.#sources.set(source.id, {
@@ -264,6 +265,7 @@ export class WalMonitor {
     entry.lastCheckAt = Date.now();
     try {
       const result = await this.#withClient(entry, (c) => this.#query(c, entry));
+      if (this.#sources.get(source.id) !== entry) return; // removed while it was being checked
       entry.unreachableLogged = false;
       this.#metrics?.monitorCheck('ok');
       this.#metrics?.setSourceReachable(source.name, true);
@@ -360,6 +362,8 @@ export class WalMonitor {
       walGrowthBytesPerSecond: walGrowth,
       slots,
     };
+    // Removed while it was being checked: report nothing (its series and alert state are gone).
+    if (this.#sources.get(source.id) !== entry) return health;
     this.#metrics?.setSourceWal(source.name, walDirBytes, walGrowth);
     for (const s of slots) {
       this.#metrics?.setSlot(source.name, s.slot, { ...s, stalled: s.stalledSeconds !== null });
@@ -390,7 +394,7 @@ export class WalMonitor {
   #walGrowth(entry: SourceEntry, now: number, currentLsn: bigint): number | null {
     const windowStart = now - this.#o.growthWindowMs;
     const first = entry.lsnSeen.find((s) => s.at >= windowStart) ?? entry.lsnSeen[0];
-    if (!first || now - first.at < 50) return null;
+    if (!first || now - first.at <= 0) return null;
     return Number(currentLsn - first.lsn) / ((now - first.at) / 1000);
   }
 
@@ -412,7 +416,7 @@ export class WalMonitor {
 
     const firstRetained = track.retained[0];
     const growth =
-      firstRetained && retained !== null && now - firstRetained.at >= 50
+      firstRetained && retained !== null && now > firstRetained.at
         ? (retained - firstRetained.bytes) / ((now - firstRetained.at) / 1000)
         : null;
     const growing = growth !== null && growth > 0;
@@ -497,8 +501,8 @@ export class WalMonitor {
       // Every monitoring query is bounded by the server, and nothing here may wait on a lock.
       options: `-c statement_timeout=${this.#o.statementTimeoutMs} -c lock_timeout=${this.#o.statementTimeoutMs}`,
       max: 1,
+      // Not allowExitOnIdle: an unreferenced socket could let the process exit while close() waits for it.
       idleTimeoutMillis: this.#o.idleTimeoutMs,
-      allowExitOnIdle: true,
     });
     pool.on('error', () => undefined); // an idle connection dropped by the server; the next check reconnects
     pool.on('connect', () => this.#countConnections(+1));
@@ -523,8 +527,14 @@ export class WalMonitor {
       open === 0
         ? Promise.resolve()
         : new Promise<void>((resolve) => {
-            slot.pool.on('remove', () => --open <= 0 && resolve());
-            setTimeout(resolve, 5000).unref(); // never hang a check on a socket that will not close
+            // Never hang on a socket that will not close; the timer is cleared as soon as it is not needed.
+            const timer = setTimeout(resolve, 5000);
+            slot.pool.on('remove', () => {
+              if (--open <= 0) {
+                clearTimeout(timer);
+                resolve();
+              }
+            });
           });
     await Promise.all([slot.pool.end().catch(() => undefined), closed]);
   }
