@@ -183,12 +183,13 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   registerUrlSecrets(opts.source);
   registerUrlSecrets(opts.state);
   registerUrlSecrets(opts.destination);
-  const log = createLogger({ level: opts.logLevel, format: opts.logFormat });
+  const name = opts.pipelineName ?? opts.slot;
+  // Every line of this process is about one pipeline: bind its name once.
+  const log = createLogger({ level: opts.logLevel, format: opts.logFormat }).child({ pipeline: name });
   const alertPolicy = alertPolicyFromEnv();
   const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
   const store: StateStore =
     opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
-  const name = opts.pipelineName ?? opts.slot;
   const metrics = new FloeMetrics();
   const pipelineReadiness = new PipelineReadiness();
   const readiness = new ReadinessChecks().addCheck('pipeline', pipelineReadiness.check);
