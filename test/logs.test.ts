@@ -157,6 +157,14 @@ describe('secrets in a real run', () => {
     );
     expect(failed.code).toBe(1);
     expect(failed.stderr).toContain(`postgres://${role}:***@127.0.0.1:1/`);
+    // Every log line is JSON and names its pipeline; monitor and heartbeat lines name their source.
+    const records = stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(records.length).toBeGreaterThan(5);
+    expect(records.every((r) => r.pipeline === 'sslot')).toBe(true);
+    expect(records.some((r) => typeof r.alert === 'string' && r.source === `127.0.0.1:${cluster.port}/${db.name}`)).toBe(true);
     const everything = stderr + failed.stdout + failed.stderr;
     expect(everything).toContain('alert'); // alerts were raised and their delivery failed: those lines were written too
     expect(everything).not.toContain('row-value-'); // and no row values at any level
