@@ -104,8 +104,10 @@ export function scrubLine(line: string): string {
 
 function censor(value: unknown, path: string[]): unknown {
   const key = path[path.length - 1] ?? '';
-  if (typeof value === 'string' && URL_KEYS.includes(key)) {
-    // A URL keeps its host and database (useful) but loses the password; anything else is hidden.
+  if (URL_KEYS.includes(key)) {
+    // A URL keeps its host and database (useful) but loses the password; a name (or an object, whose
+    // secret fields have their own paths and whose strings the line scrubber sees) stays as it is.
+    if (typeof value !== 'string') return value;
     return /^[a-z][a-z0-9+.-]*:/i.test(value) ? redactUrl(value) : value.includes('@') ? '[redacted]' : value;
   }
   if (value === undefined || value === null) return value;
