@@ -130,6 +130,8 @@ interface SourceEntry {
   slots: Map<string, SlotTrack>;
   privilegeWarned: boolean;
   unreachableLogged: boolean;
+  /** Slots whose loss was logged (once per loss; the alert repeats on its own schedule). */
+  lostLogged: Set<string>;
   health: SourceHealth;
 }
 
@@ -188,6 +190,7 @@ export class WalMonitor {
       slots: new Map(),
       privilegeWarned: false,
       unreachableLogged: false,
+      lostLogged: new Set(),
       health: {
         id: source.id,
         name: source.name,
@@ -367,7 +370,9 @@ export class WalMonitor {
     this.#metrics?.setSourceWal(source.name, walDirBytes, walGrowth);
     for (const s of slots) {
       this.#metrics?.setSlot(source.name, s.slot, { ...s, stalled: s.stalledSeconds !== null });
-      if (s.walStatus === 'lost') {
+      if (s.walStatus !== 'lost') entry.lostLogged.delete(s.slot);
+      else if (!entry.lostLogged.has(s.slot)) {
+        entry.lostLogged.add(s.slot);
         this.#log.error({ source: source.name, sourceId: source.id, slot: s.slot }, slotLostError(source.name, s.slot).oneLine());
       }
       if (s.walStatus === 'missing') continue; // the pipeline creates it; nothing to alert on
