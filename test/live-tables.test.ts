@@ -154,10 +154,10 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await hold.holding;
       // The new table's snapshot is held open: a change to the other table still reaches its target.
       expect(r.states.get(`public.${late}`)?.at(-1)).toBe('snapshotting');
-      await db.sql(`UPDATE ${a} SET v = 'during' WHERE id = 1`);
+      await db.sql(`INSERT INTO ${a} (id, v) VALUES (900000, 'during')`);
       await waitFor(
         'change visible during the snapshot',
-        async () => (await r.q(`SELECT v FROM public.${a} WHERE id = 1`))[0]?.[0] === 'during',
+        async () => (await r.q(`SELECT v FROM public.${a} WHERE id = 900000`))[0]?.[0] === 'during',
       );
       expect(r.states.get(`public.${late}`)?.at(-1)).toBe('snapshotting');
       hold.release();
@@ -219,10 +219,10 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       const journalBefore = Number((await r.q(`SELECT count(*) FROM _floe_journal."public.${b}"`))[0]![0]);
       r.control.requestResync(`public.${b}`);
       await resyncHold.holding;
-      await db.sql(`UPDATE ${a} SET v = 'during' WHERE id = 1`);
+      await db.sql(`INSERT INTO ${a} (id, v) VALUES (900000, 'during')`);
       await waitFor(
         'change visible during the resync',
-        async () => (await r.q(`SELECT v FROM public.${a} WHERE id = 1`))[0]?.[0] === 'during',
+        async () => (await r.q(`SELECT v FROM public.${a} WHERE id = 900000`))[0]?.[0] === 'during',
       );
       resyncHold.release();
       await r.state(`public.${b}`, 'streaming');
