@@ -141,16 +141,22 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
 
   it('snapshots a table added while streaming; the other tables keep streaming meanwhile', async () => {
     const n = ++seq;
-    const [a, late] = [`a${n}`, `late${n}`];
+    const [a, late, hist] = [`a${n}`, `late${n}`, `hist${n}`];
     await tables(n, [a, late]);
+    // A keyless table (append-only history) joins too.
+    await db.sql(`CREATE TABLE ${hist} (at int, what text); ALTER TABLE ${hist} REPLICA IDENTITY FULL;
+      INSERT INTO ${hist} SELECT g % 50, 'e' || g FROM generate_series(1, 500) g`);
     await db.sql(`CREATE PUBLICATION pub${n} FOR TABLE ${a}`);
     const hold = holdRange(late, 2);
     const r = run(n, { failpoints: hold.failpoints });
     try {
       await r.state(`public.${a}`, 'streaming');
       const w = writer([a, late]);
-      await db.sql(`ALTER PUBLICATION pub${n} ADD TABLE ${late}`);
+      await db.sql(`ALTER PUBLICATION pub${n} ADD TABLE ${late}, ${hist}`);
       r.control.refreshPublication();
+      await db.sql(
+        `UPDATE ${hist} SET what = 'changed' WHERE at = 1; DELETE FROM ${hist} WHERE at = 2; INSERT INTO ${hist} VALUES (99, 'new')`,
+      );
       await hold.holding;
       // The new table's snapshot is held open: a change to the other table still reaches its target.
       expect(r.states.get(`public.${late}`)?.at(-1)).toBe('snapshotting');
@@ -162,10 +168,16 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       expect(r.states.get(`public.${late}`)?.at(-1)).toBe('snapshotting');
       hold.release();
       await r.state(`public.${late}`, 'streaming');
+      await r.state(`public.${hist}`, 'streaming');
+      await db.sql(`UPDATE ${hist} SET what = 'later' WHERE at = 3; DELETE FROM ${hist} WHERE at = 4`);
       await w.stop();
       await settle(r, [a, late]);
+      await waitFor(
+        'history caught up',
+        async () => (await r.q(`SELECT count(*) FROM public.${hist} WHERE what = 'later'`))[0]![0] === 10n,
+      );
       await r.p.stop();
-      await expectEqual(r, n, [a, late]);
+      await expectEqual(r, n, [a, late, hist]);
       expect(r.states.get(`public.${late}`)).toEqual(['snapshotting', 'streaming']);
       // Existing rows arrived through the snapshot, later ones through the stream.
       const ops = await r.q(`SELECT _floe_op, count(*) > 0 FROM _floe_journal."public.${late}" GROUP BY 1 ORDER BY 1`);

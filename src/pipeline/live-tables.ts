@@ -260,6 +260,8 @@ export class LiveTables {
       // The stream may know a newer column list than the catalog read (a Relation message since).
       const streamed = stream.relation(table.relationId);
       if (streamed) await destination.prepare(streamed);
+      // A skip or removal since the job started decides: it must not be undone here.
+      if (signal.aborted) return;
       // From here on every change of the table is journaled: all of those above the snapshot LSN are.
       stream.setDropped(table.relationId, false);
       await store.removeTable(options.name, incarnation, name);
@@ -301,6 +303,8 @@ export class LiveTables {
       if (signal.aborted) return;
       await destination.completeSnapshot(table);
       await store.setTable(options.name, incarnation, name, { phase: 'streaming', snapshotLsn, ...plan });
+      // Superseded meanwhile (a resync, skip or removal): the job that replaced this one reports.
+      if (signal.aborted) return;
       e.state = 'streaming';
       log.info({ table: name, rows: e.rows }, 'live snapshot complete; the table streams');
       this.#emit(name, 'streaming', { rows: e.rows });

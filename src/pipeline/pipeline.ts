@@ -259,6 +259,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
         } else if (!tables.some((t) => qualifiedName(t) === name)) {
           log.info({ table: name }, 'table left the publication; it is no longer replicated');
           await store.removeTable(options.name, incarnation, name);
+          options.events?.table?.(name, 'removed');
         }
       }
       if (needSnapshot.length > 0) {
