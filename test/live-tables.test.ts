@@ -11,7 +11,8 @@ import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.
 import { MemoryStateStore } from '../src/store/memory-store.js';
 import { PipelineControl, type TableState } from '../src/pipeline/controls.js';
 import type { Failpoints, PipelineOptions } from '../src/pipeline/pipeline.js';
-import type { TableSchema } from '../src/model.js';
+import type { Cell, TableSchema } from '../src/model.js';
+import { mapColumnType } from '../src/schema/type-map.js';
 import { verifyDuckDb } from '../src/pipeline/verify.js';
 
 /** A failpoint that holds one table's snapshot at a range until released. */
@@ -316,6 +317,56 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await second?.p.stop();
       await destination.close();
       await db.dropSlot(`live${n}`);
+    }
+  });
+});
+
+describe('DuckDB destination during a long snapshot range', () => {
+  const table = (name: string, relationId: number): TableSchema => ({
+    relationId,
+    schema: 'public',
+    name,
+    replicaIdentity: 'd',
+    hasKey: true,
+    columns: [
+      { name: 'id', typeOid: 23, typeMod: -1, type: mapColumnType(23, -1, () => undefined), isKey: true },
+      { name: 'v', typeOid: 25, typeMod: -1, type: mapColumnType(25, -1, () => undefined), isKey: false },
+    ],
+  });
+
+  it('commits stream batches of other tables while a range is still being read, and the range stays atomic', async () => {
+    const d = new DuckDbDestination({ path: ':memory:' });
+    try {
+      await d.open('p', 'inc');
+      const [big, other] = [table('big', 1), table('other', 2)];
+      await d.prepare(big);
+      await d.prepare(other);
+      let finishRange!: () => void;
+      const rangeMayEnd = new Promise<void>((r) => (finishRange = r));
+      let chunksSent = 0;
+      async function* rows(): AsyncIterable<Cell[][]> {
+        for (let c = 0; c < 3; c++) {
+          yield Array.from({ length: 30_000 }, (_, i): Cell[] => [String(c * 30_000 + i), 'snap']);
+          chunksSent++;
+        }
+        await rangeMayEnd; // the source is slow: the range is still open
+        yield [['-1', 'last']];
+      }
+      const range = d.writeSnapshotRange({ table: big, rangeIndex: 0, snapshotLsn: 100n }, rows());
+      await waitFor('range partly read', () => chunksSent === 3);
+      // A stream batch is written and durable while the range is open...
+      await d.writeChanges([{ table: other, op: 'i', position: { lsn: 200n, ordinal: 0 }, commitTimeMicros: 1n, cells: ['1', 'x'] }]);
+      expect(await d.durableThrough()).toEqual({ lsn: 200n, ordinal: 0 });
+      // ... and none of the range's rows are visible before it completes.
+      expect(await d.query(`SELECT count(*) FROM _floe_journal."public.big"`)).toEqual([[0n]]);
+      finishRange();
+      expect(await range).toBe(90_001);
+      expect(await d.query(`SELECT count(*), count(DISTINCT _floe_seq) FROM _floe_journal."public.big"`)).toEqual([[90_001n, 90_001n]]);
+      // Sequence numbers stay unique across the interleaved writes.
+      const seqs = await d.query(`SELECT _floe_seq FROM _floe_journal."public.other"`);
+      expect(await d.query(`SELECT count(*) FROM _floe_journal."public.big" WHERE _floe_seq = ${seqs[0]![0]}`)).toEqual([[0n]]);
+    } finally {
+      await d.close();
     }
   });
 });
