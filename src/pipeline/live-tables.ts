@@ -162,10 +162,25 @@ export class LiveTables {
   }
 
   async #reconcile(): Promise<void> {
-    const { options, cache } = this.#c;
-    const published = await cache.publishedTables(options.publication);
+    const { options, cache, meta } = this.#c;
     const skipped = options.control?.skipped ?? new Set<string>();
     const resync = new Set(options.control?.takeResyncRequests() ?? []);
+    if (resync.size === 0) {
+      // The poll's common case, nothing changed, costs one small catalog query; the table schemas are
+      // read only when the list or the controls changed.
+      const names = await meta.query<{ name: string }>(
+        `SELECT schemaname || '.' || tablename AS name FROM pg_publication_tables WHERE pubname = $1`,
+        [options.publication],
+      );
+      const unchanged =
+        names.rows.length === this.#tables.size &&
+        names.rows.every(({ name }) => {
+          const e = this.#tables.get(name);
+          return e !== undefined && (e.state === 'skipped') === skipped.has(name);
+        });
+      if (unchanged) return;
+    }
+    const published = await cache.publishedTables(options.publication);
     const current = new Map(published.map((t) => [qualifiedName(t), t] as const));
     for (const name of resync) {
       if (!current.has(name)) options.log.warn({ table: name }, 'resync requested for a table that is not in the publication; ignored');
