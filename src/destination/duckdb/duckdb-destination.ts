@@ -675,8 +675,8 @@ export class DuckDbDestination implements Destination {
 }
 
 /** A snapshot range is staged in steps of at most this many rows or bytes of text. */
-const STAGE_ROWS = 20_000;
-const STAGE_BYTES = 8 << 20;
+const STAGE_ROWS = 2048;
+const STAGE_BYTES = 1 << 20;
 
 const sqlList = (items: readonly string[]): string => `[${items.map(quoteLiteral).join(', ')}]::VARCHAR[]`;
 
