@@ -15,17 +15,15 @@ import type { Cell, TableSchema } from '../src/model.js';
 import { mapColumnType } from '../src/schema/type-map.js';
 import { verifyDuckDb } from '../src/pipeline/verify.js';
 
-/** A failpoint that holds one table's snapshot at a range until released. */
+/** A failpoint that holds one table's snapshot ranges from `atRange` on, in every worker, until released. */
 function holdRange(table: string, atRange = 0) {
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));
   let reached!: () => void;
   const holding = new Promise<void>((r) => (reached = r));
-  let held = false;
   const failpoints: Failpoints = {
     async beforeRecordRange(t: TableSchema, rangeIndex: number) {
-      if (t.name !== table || held || rangeIndex < atRange) return;
-      held = true;
+      if (t.name !== table || rangeIndex < atRange) return;
       reached();
       await released;
     },
@@ -105,6 +103,8 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
   }
 
   async function finish(r: Run, n: number): Promise<void> {
+    // A failed test leaves its writer running: stop it before the database goes.
+    for (const w of writers.splice(0)) await w.stop().catch(() => undefined);
     await r.p.stop();
     await r.destination.close();
     await db.dropSlot(`live${n}`);
@@ -124,13 +124,16 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
         }
       }
     })();
-    return {
+    const w = {
       async stop() {
         stop = true;
         await done;
       },
     };
+    writers.push(w);
+    return w;
   }
+  const writers: { stop(): Promise<void> }[] = [];
 
   async function tables(n: number, names: string[], rows = 2000): Promise<void> {
     for (const t of names) {
