@@ -203,18 +203,26 @@ export async function connectRedis(client: RedisClient, where: string): Promise<
       hint: 'check that Redis is running and reachable; floe retries with backoff',
     });
   }
+  // connect() itself rejects with a bare "Connection is closed"; the socket's error says why.
+  let socketError: unknown;
+  const onError = (err: unknown): void => {
+    socketError ??= err;
+  };
+  client.on('error', onError);
   try {
     await client.connect();
   } catch (err) {
     // Stop the background reconnects of a client that never connected: the next attempt connects anew.
     client.disconnect();
-    const e = err as { code?: string };
+    const e = (socketError ?? err) as { code?: string };
     if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN' || e.code === 'ETIMEDOUT') {
       throw new FloeError('connection', `cannot connect to Redis at ${where}: ${e.code}`, {
         cause: err,
         hint: 'check FLOE_REDIS_URL and that Redis is running',
       });
     }
-    throw redisError(err, where, 'connecting');
+    throw redisError(socketError ?? err, where, 'connecting');
+  } finally {
+    client.off('error', onError);
   }
 }
