@@ -108,6 +108,9 @@ export function redisTarget(options: RedisConnectionOptions): RedisTarget {
     const clusterOptions: ClusterOptions = {
       lazyConnect: true,
       enableOfflineQueue: false,
+      // The Cluster client's ready check is itself a command, which it refuses to send before it is ready
+      // when the offline queue is off; the slot map it fetches first is check enough.
+      enableReadyCheck: false,
       maxRedirections: 16,
       clusterRetryStrategy: (times: number) => Math.min(100 * times, 2_000),
       redisOptions: { ...BOUNDED, ...auth },

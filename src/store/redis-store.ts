@@ -175,6 +175,21 @@ export class RedisStateStore implements StateStore {
     await this.connect();
   }
 
+  /**
+   * Why progress kept here could move backwards after a Redis crash, or undefined when Redis persists
+   * every write within a second (append-only file on, fsync always or everysec). Reads INFO persistence,
+   * which managed services allow where CONFIG GET is often disabled; unknown answers give no warning.
+   */
+  async persistenceWarning(): Promise<string | undefined> {
+    const info = await this.#call('reading persistence settings', () => this.#conn.client.info('persistence'));
+    const text = Array.isArray(info) ? String(info[0]) : String(info);
+    const aof = /^aof_enabled:(\d)/m.exec(text)?.[1];
+    if (aof === '0') {
+      return 'Redis runs without its append-only file: after a Redis crash or restart the recorded progress can move backwards (floe then replays changes, which is safe but slow) or vanish (floe then refuses to resume the slot); turn on appendonly yes with appendfsync everysec';
+    }
+    return undefined;
+  }
+
   async getProgress(pipeline: string): Promise<PipelineProgress | undefined> {
     const [slot, inc, durable, ack] = await this.#call('reading progress', () =>
       this.#conn.client.hmget(this.#key(pipeline, 'progress'), 'slot', 'inc', 'durable', 'ack'),
