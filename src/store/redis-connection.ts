@@ -100,6 +100,9 @@ export function redisTarget(options: RedisConnectionOptions): RedisTarget {
           db,
           sentinels,
           name,
+          // Give up after a few rounds over the Sentinels (the connect fails, with the reason, instead of
+          // hanging); the next use connects anew.
+          sentinelRetryStrategy: (times: number) => (times > 5 ? null : Math.min(200 * times, 1_000)),
           ...(env.FLOE_REDIS_SENTINEL_PASSWORD ? { sentinelPassword: env.FLOE_REDIS_SENTINEL_PASSWORD } : {}),
         }),
     };
