@@ -1,12 +1,10 @@
 import { Command, Option } from 'commander';
 import { nonNegativeInt, nonNegativeNumber, positiveInt } from './arguments.js';
-import { FloeError } from '../errors.js';
+import { FloeError, coerceError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/pipeline.js';
-import { MemoryStateStore } from '../store/memory-store.js';
-import { PostgresStateStore } from '../store/postgres-store.js';
-import type { StateStore } from '../store/state-store.js';
+import { openStateStore, stateStoreConfig } from '../store/open-store.js';
 import { parseDestination } from './destination-url.js';
 import { onShutdownSignal } from './signals.js';
 import { FloeMetrics, combineEvents } from '../telemetry/metrics.js';
@@ -27,7 +25,11 @@ export function replicateCommand(): Command {
     .requiredOption('--publication <name>', 'publication whose tables are replicated')
     .requiredOption('--slot <name>', 'logical replication slot (created if missing)')
     .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb')
-    .option('--state <url>', "state store: a PostgreSQL URL (tables in schema floe), 'source' or 'memory'", 'source')
+    .option(
+      '--state <url>',
+      "state store: a PostgreSQL URL (tables in schema floe), a Redis URL, 'source' or 'memory' (env FLOE_STATE_STORE=redis with FLOE_REDIS_URL)",
+      'source',
+    )
     .option('--pipeline-name <name>', 'name of this pipeline in the state store (default: the slot name)')
     .addOption(
       new Option('--delete-mode <mode>', 'hard: deleted rows leave the target; soft: they stay with _floe_deleted = true')
@@ -187,9 +189,12 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   // Every line of this process is about one pipeline: bind its name once.
   const log = createLogger({ level: opts.logLevel, format: opts.logFormat }).child({ pipeline: name });
   const alertPolicy = alertPolicyFromEnv();
+  const storeConfig = stateStoreConfig(opts.state, opts.source);
   const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
-  const store: StateStore =
-    opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
+  const store = await openStateStore(storeConfig, log).catch(async (err: unknown) => {
+    await destination.close().catch(() => undefined);
+    throw err;
+  });
   const metrics = new FloeMetrics();
   const pipelineReadiness = new PipelineReadiness();
   const readiness = new ReadinessChecks().addCheck('pipeline', pipelineReadiness.check);
@@ -215,8 +220,20 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   });
   monitor.addSource({ id: sourceName, name: sourceName, config: { url: opts.source }, slots: [opts.slot] });
   readiness.addCheck('source', () => monitor.probe(sourceName));
-  const storeProbe = opts.state !== 'memory' && opts.state !== 'source' ? postgresReachable(opts.state) : undefined;
+  // A state store apart from the source is probed on its own (the source check covers `--state source`).
+  const storeProbe =
+    storeConfig.kind === 'postgres' && storeConfig.postgresUrl !== opts.source ? postgresReachable(storeConfig.postgresUrl!) : undefined;
   if (storeProbe) readiness.addCheck('state store', storeProbe.check);
+  else if (storeConfig.kind === 'redis') {
+    readiness.addCheck('state store', async () => {
+      try {
+        await store.getProgress(name);
+        return undefined;
+      } catch (err) {
+        return coerceError(err).message;
+      }
+    });
+  }
   const heartbeat =
     opts.heartbeatInterval > 0
       ? new Heartbeat({ source: { url: opts.source }, sourceName, pipeline: name, intervalMs: opts.heartbeatInterval * 1000, log, metrics })
