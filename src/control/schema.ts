@@ -198,6 +198,13 @@ CREATE TRIGGER pipeline_table_notify_delete AFTER DELETE ON floe.pipeline_table 
   EXECUTE FUNCTION floe.notify_config();
 `,
   },
+  {
+    version: 2,
+    description: 'fencing tokens of Postgres pipeline leases',
+    // Incremented by the worker that just took a pipeline's advisory lock (control/pg-lease.ts). Not a
+    // user-controlled column: it neither bumps config_version nor notifies.
+    sql: `ALTER TABLE floe.pipeline ADD COLUMN lease_token bigint NOT NULL DEFAULT 0;`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
