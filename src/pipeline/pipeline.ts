@@ -39,6 +39,7 @@ import { decodeReplicationFrame, encodeStandbyStatus } from '../postgres/replica
 import { decodePgOutput } from '../postgres/pgoutput.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { copySnapshot, planRanges, type SnapshotTask } from './snapshot.js';
+import type { PipelineControl, TableState } from './controls.js';
 
 export interface PipelineOptions {
   /** Pipeline identity in the state store and destination bookkeeping. */
@@ -67,6 +68,10 @@ export interface PipelineOptions {
   /** When slot creation waits this long for running transactions, they are logged. (Default: 5000 ms) */
   readonly slotWaitReportMs?: number;
   readonly events?: PipelineEvents;
+  /** Skip and resync commands from the control plane, read at start and followed while streaming. */
+  readonly control?: PipelineControl;
+  /** How often the publication's table list is re-read while streaming. (Default: 10000 ms) */
+  readonly publicationPollMs?: number;
   /** Test hooks at risky steps. */
   readonly failpoints?: Failpoints;
 }
@@ -80,6 +85,8 @@ export interface PipelineEvents {
   acknowledged?(lsn: bigint, serverWalEnd: bigint): void;
   merged?(journalRows: number): void;
   retrying?(error: FloeError, delayMs: number): void;
+  /** A table's replication state changed (rows: snapshot rows copied so far, when known). */
+  table?(table: string, state: TableState, detail?: { rows?: number; error?: string }): void;
 }
 
 export interface BatchDetails {
