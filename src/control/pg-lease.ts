@@ -133,7 +133,9 @@ export class PgLeaseProvider implements LeaseProvider {
          JOIN pg_stat_activity a ON a.pid = l.pid`,
       [],
     );
-    return new Map(rows.filter((r) => r.app.startsWith(APPLICATION_PREFIX)).map((r) => [r.pipeline, r.app.slice(APPLICATION_PREFIX.length)]));
+    return new Map(
+      rows.filter((r) => r.app.startsWith(APPLICATION_PREFIX)).map((r) => [r.pipeline, r.app.slice(APPLICATION_PREFIX.length)]),
+    );
   }
 
   async close(): Promise<void> {
@@ -171,23 +173,25 @@ export class PgLeaseProvider implements LeaseProvider {
       keepAliveInitialDelayMillis: 10_000,
     });
     const dead = new AbortController();
+    const timers: { ping?: NodeJS.Timeout } = {};
     const die = (reason: string) => {
       if (dead.signal.aborted) return;
-      dead.abort(new FloeError('state', `lost every pipeline lease: ${reason}`, { hint: 'the lock connection to the control plane ended' }));
+      dead.abort(
+        new FloeError('state', `lost every pipeline lease: ${reason}`, { hint: 'the lock connection to the control plane ended' }),
+      );
       if (this.#current === session) {
         this.#current = undefined;
         this.#session = undefined;
       }
       for (const [pipeline, held] of this.#held) if (held.session === session) this.#held.delete(pipeline);
       if (!this.#closed) log.warn({ reason }, 'pipeline lease connection lost; every lease of this worker is given up');
-      clearInterval(ping);
+      clearInterval(timers.ping);
       // A connection that stopped answering may never emit 'end': drop its socket.
       client.end().catch(() => undefined);
     };
     const session: Session = { client, dead, end: die };
     client.on('error', (err) => die(coerceError(err).message));
     client.on('end', () => die('connection closed'));
-    let ping: NodeJS.Timeout | undefined;
     try {
       await client.connect();
       // Locks must outlive idle periods: no server-side idle timeouts on this session, and the server
@@ -201,7 +205,7 @@ export class PgLeaseProvider implements LeaseProvider {
       throw coerceError(err, `cannot open the lease connection to ${redactUrl(url)}`);
     }
     let pinging = false;
-    ping = setInterval(() => {
+    const ping = setInterval(() => {
       if (pinging) return;
       pinging = true;
       const timeout = setTimeout(() => die(`no answer to a ping within ${this.#options.checkTimeoutMs} ms`), this.#options.checkTimeoutMs);
@@ -214,6 +218,7 @@ export class PgLeaseProvider implements LeaseProvider {
         });
     }, this.#options.checkIntervalMs);
     ping.unref();
+    timers.ping = ping;
     this.#current = session;
     return session;
   }
