@@ -17,8 +17,10 @@
  * divided by live workers, from `floe.worker` heartbeats) unless a pipeline has had no owner for
  * `orphanGraceMs` (its owner died and the heartbeat has not expired yet). Candidates are ranked by
  * rendezvous hashing of (worker, pipeline), so workers starting together prefer different pipelines. A
- * worker above its share while another live worker is below it hands one pipeline over per round (a
- * graceful stop; it does not take that pipeline back for a while).
+ * worker above its share while another live worker is below it hands one pipeline over (a graceful
+ * stop; it does not take that pipeline back for a while), and the next one only once another worker
+ * holds it. When a worker above its share ends up taking it (the "underloaded" worker is dead but its
+ * heartbeat has not expired yet), handovers pause for ten poll intervals instead of bouncing pipelines.
  *
  * Isolation. Each pipeline runs in its own task: configuration resolution, source connections and the
  * runtime of one pipeline never wait for another's. The reconciliation only starts and stops tasks; it
@@ -112,6 +114,9 @@ export class PipelineManager {
   #dirty = true;
   #lastReconcileOk = 0;
   #workersSeen: { count: number; since: number } = { count: 0, since: 0 };
+  /** The pipeline last handed over, until another worker holds it (one handover at a time). */
+  #handover: { id: string; at: number } | undefined;
+  #handoverPausedUntil = 0;
 
   constructor(options: ManagerOptions) {
     this.#o = options;
@@ -242,7 +247,7 @@ export class PipelineManager {
     const share = Math.ceil(started.length / workers.length);
     const limit = Math.min(this.#s.maxPipelines, share);
     const active = () => [...this.#tasks.values()].filter((t) => !t.stopping && t.mode === 'run').length;
-    if (candidates.length === 0 && active() <= share) {
+    if (candidates.length === 0 && active() <= share && !this.#handover) {
       this.#orphanSince.clear();
       return;
     }
@@ -268,16 +273,30 @@ export class PipelineManager {
     }
 
     // ---- hand one pipeline over when above the share and another worker is below it -------
+    const counts = new Map<string, number>(workers.map((w) => [w, 0]));
+    for (const owner of holders.values()) counts.set(owner, (counts.get(owner) ?? 0) + 1);
+    const pending = this.#handover;
+    if (pending) {
+      const holder = holders.get(pending.id);
+      if (holder && holder !== this.#o.worker) {
+        // Taken by a worker that is now above its share: the worker that looked underloaded is not
+        // claiming (it died and its heartbeat has not expired, or it is at its maximum). Stop handing over.
+        if (counts.get(holder)! > share) this.#handoverPausedUntil = now + 10 * this.#s.pollIntervalMs;
+        this.#handover = undefined;
+      } else if (now - pending.at > this.#s.orphanGraceMs + 4 * this.#s.pollIntervalMs) {
+        this.#handoverPausedUntil = now + 10 * this.#s.pollIntervalMs;
+        this.#handover = undefined;
+      }
+    }
     const mine = [...this.#tasks.values()].filter((t) => !t.stopping && t.mode === 'run');
     const settled = now - this.#workersSeen.since >= 2 * this.#s.pollIntervalMs;
-    if (mine.length > share && settled && workers.length > 1) {
-      const counts = new Map<string, number>(workers.map((w) => [w, 0]));
-      for (const owner of holders.values()) if (counts.has(owner)) counts.set(owner, counts.get(owner)! + 1);
+    if (mine.length > share && settled && !this.#handover && now >= this.#handoverPausedUntil) {
       const underloaded = [...counts].some(([w, n]) => w !== this.#o.worker && n < share && n < this.#s.maxPipelines);
       if (underloaded) {
         const victim = mine.sort((a, b) => rank(this.#o.worker, a.id).localeCompare(rank(this.#o.worker, b.id)))[0]!;
         this.#log.info({ pipeline: victim.name, share, running: mine.length }, 'handing a pipeline over to a less loaded worker');
         this.#cooldown.set(victim.id, now + 6 * this.#s.pollIntervalMs);
+        this.#handover = { id: victim.id, at: now };
         victim.stop('rebalance');
       }
     }
@@ -486,6 +505,12 @@ class PipelineTask {
     const { manager } = this.#ctx;
     let destination: Destination | undefined;
     try {
+      const store = manager.store.fenced(this.#lease.token);
+      // Records this lease's token in the store at once (a write of the recorded position, which
+      // changes nothing else): from here on a previous owner that still believes it holds the lease
+      // has every progress write refused, even before this owner's first batch.
+      const progress = await store.getProgress(config.id);
+      if (progress) await store.recordDurable(config.id, progress.incarnation, progress.durableLsn, progress.ackLsn);
       // The runtime reads the controls at start: a skipped table is never snapshotted.
       await this.applyTableControls(await listPipelineTables(manager.db, this.id));
       destination = (manager.openDestination ?? defaultDestination)(config.destination);
@@ -504,7 +529,7 @@ class PipelineTask {
           publication: config.publication,
           slotName: config.slotName,
           destination,
-          store: manager.store.fenced(this.#lease.token),
+          store,
           log: this.log,
           control: this.control,
           events,
