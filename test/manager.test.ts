@@ -260,6 +260,19 @@ describe(`PipelineManager on PostgreSQL ${cluster.major}`, () => {
     await countIs('crashy', 11);
     await s.sql(`INSERT INTO items VALUES (12, 'y')`);
     await countIs('crashy', 12);
+
+    // The lease connection dies (as in a network failure): the lease is lost, the pipeline stops, and the
+    // worker takes the lease again with a higher fencing token and resumes.
+    const token = BigInt((await row('crashy'))!.lease_token);
+    const killed = await sql<{ ok: boolean }>(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()`,
+      [`floe-lease ${WORKER}`],
+    );
+    expect(killed).toEqual([{ ok: true }]);
+    await waitFor('lease taken again', async () => BigInt((await row('crashy'))!.lease_token) > token);
+    await stateIs('crashy', 'streaming');
+    await s.sql(`INSERT INTO items VALUES (13, 'z')`);
+    await countIs('crashy', 13);
     await sql(`UPDATE floe.pipeline SET delete_requested_at = now(), drop_slot = true WHERE name = 'crashy'`);
     await waitFor('crashy deleted', async () => (await row('crashy')) === undefined);
   });

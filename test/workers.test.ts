@@ -11,7 +11,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
 import { tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
-import { startFloe, type FloeProcess } from './helpers/cli.js';
+import { runFloe, startFloe, type FloeProcess } from './helpers/cli.js';
 import { migrate } from '../src/control/schema.js';
 import { PostgresStateStore } from '../src/store/postgres-store.js';
 import { parseLsn } from '../src/postgres/lsn.js';
@@ -109,6 +109,21 @@ describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
       }),
     );
   }
+
+  it('refuses to start on a database without the control-plane schema, and with a bad worker id', async () => {
+    const empty = await createTestDatabase(cluster, 'empty');
+    try {
+      const r = await runFloe(['run', '--metrics-port', '0'], { FLOE_DATABASE_URL: empty.url });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/control-plane schema is missing \(run floe migrate\)/);
+      const bad = await runFloe(['run', '--metrics-port', '0', '--worker-id', 'a b'], { FLOE_DATABASE_URL: control.url });
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/invalid worker id/);
+      expect((await db.query(`SELECT id FROM floe.worker`)).rows).toEqual([]);
+    } finally {
+      await empty.drop();
+    }
+  });
 
   it('runs each pipeline on exactly one worker, survives kill -9 of a worker, and drains on SIGTERM', async () => {
     for (const id of WORKERS) startWorker(id);

@@ -509,6 +509,7 @@ class PipelineTask {
       // Records this lease's token in the store at once (a write of the recorded position, which
       // changes nothing else): from here on a previous owner that still believes it holds the lease
       // has every progress write refused, even before this owner's first batch.
+      await store.init();
       const progress = await store.getProgress(config.id);
       if (progress) await store.recordDurable(config.id, progress.incarnation, progress.durableLsn, progress.ackLsn);
       // The runtime reads the controls at start: a skipped table is never snapshotted.
