@@ -265,7 +265,15 @@ export function checkDestinationSecrets(type: DestinationType, secrets: unknown)
   return out;
 }
 
-const destinationOptionsSchema = z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), z.union([z.string(), z.number(), z.boolean()]));
+// DuckDB's settings live in its URL (memory_limit); Snowflake's options are the Snowflake destination's to define.
+const destinationOptionsSchemas = {
+  duckdb: z.strictObject({}),
+  snowflake: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), z.union([z.string(), z.number(), z.boolean()])),
+} as const;
+
+export function checkDestinationOptions(type: DestinationType, options: unknown): Record<string, string | number | boolean> {
+  return parseWith<Record<string, string | number | boolean>>(destinationOptionsSchemas[type], options ?? {}, `${type} destination option`);
+}
 
 // ---- pipeline options -------------------------------------------------------------------------
 
@@ -301,12 +309,12 @@ export function parseSourceOptions(options: unknown): SourceOptions {
  * numbers stay strings here and are converted by the schema, so a row written by the CLI holds
  * numbers like one written by hand.
  */
-export function optionsFromFlags(flags: readonly string[]): Record<string, string> {
+export function optionsFromFlags(flags: readonly string[], flagName = '--option'): Record<string, string> {
   const out: Record<string, string> = {};
   for (const flag of flags) {
     const eq = flag.indexOf('=');
-    if (eq <= 0)
-      throw new FloeError('config', `--option "${printable(flag)}" is not key=value`, { hint: 'e.g. --option batch_max_ms=500' });
+    // The value is not echoed: for --secret it could be a pasted secret.
+    if (eq <= 0) throw new FloeError('config', `a ${flagName} value is not key=value`, { hint: `e.g. ${flagName} name=value` });
     out[flag.slice(0, eq).trim().replaceAll('-', '_')] = flag.slice(eq + 1).trim();
   }
   return out;
@@ -398,19 +406,9 @@ function resolve(pipeline: PipelineRow, source: SourceRow | undefined, destinati
   const secretValues: string[] = [];
 
   const sourceConfig = within(`source ${source.name}`, () => {
-    checkSourceUrl(source.url);
-    const sourceOptions = parseSourceOptions(source.options);
-    let url = source.url;
-    if (source.password !== null) {
-      const password = resolveSecret(source.password, 'password', env);
-      secretValues.push(password);
-      const u = new URL(source.url);
-      // The URL setter leaves '%' alone; encoding first keeps any password intact through pg's decoding.
-      u.password = encodeURIComponent(password);
-      url = u.toString();
-    }
-    const config: SourceConfig = { url, connectTimeoutMs: sourceOptions.connect_timeout_ms };
-    return config;
+    const resolved = resolveSource(source, env);
+    secretValues.push(...resolved.secretValues);
+    return resolved.config;
   });
 
   const resolvedDestination = within(`destination ${destination.name}`, (): ResolvedDestination => {
@@ -421,7 +419,7 @@ function resolve(pipeline: PipelineRow, source: SourceRow | undefined, destinati
       secrets[name] = resolveSecret(ref, `secret ${name}`, env);
       secretValues.push(secrets[name]);
     }
-    const destOptions = parseWith(destinationOptionsSchema, destination.options ?? {}, 'destination option');
+    const destOptions = checkDestinationOptions(type, destination.options);
     return {
       name: destination.name,
       type,
@@ -456,6 +454,21 @@ function resolve(pipeline: PipelineRow, source: SourceRow | undefined, destinati
     secretValues,
   };
   return config;
+}
+
+/**
+ * A source row as a connection config, its password reference resolved into the URL. Throws a
+ * FloeError (config) naming what is wrong; `secretValues` is for `redactSecrets`.
+ */
+export function resolveSource(source: SourceRow, env: Environment = process.env): { config: SourceConfig; secretValues: string[] } {
+  checkSourceUrl(source.url);
+  const options = parseSourceOptions(source.options);
+  if (source.password === null) return { config: { url: source.url, connectTimeoutMs: options.connect_timeout_ms }, secretValues: [] };
+  const password = resolveSecret(source.password, 'password', env);
+  const u = new URL(source.url);
+  // The URL setter leaves '%' alone; encoding first keeps any password intact through pg's decoding.
+  u.password = encodeURIComponent(password);
+  return { config: { url: u.toString(), connectTimeoutMs: options.connect_timeout_ms }, secretValues: [password] };
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -501,7 +514,6 @@ function within<T>(where: string, fn: () => T): T {
 
 /** User text inside an error message: bounded and without control characters. */
 function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
   const clean = text.replace(/[\x00-\x1f\x7f]/g, '?');
   return clean.length > 80 ? `${clean.slice(0, 77)}...` : clean;
 }

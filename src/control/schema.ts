@@ -45,7 +45,7 @@ CREATE TABLE floe.source (
   id          bigserial PRIMARY KEY,
   name        text NOT NULL UNIQUE CHECK (name ${NAME_CHECK}),
   url         text NOT NULL CHECK (url ~ '^postgres(ql)?://'),
-  password    text CHECK (password ~ '^(env:|file:/|enc:v1:)'),
+  password    text CONSTRAINT source_password_is_reference CHECK (password ~ '^(env:|file:/|enc:v1:)'),
   options     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
   created_at  timestamptz NOT NULL DEFAULT now(),
   updated_at  timestamptz NOT NULL DEFAULT now()
@@ -58,7 +58,8 @@ CREATE TABLE floe.destination (
   name        text NOT NULL UNIQUE CHECK (name ${NAME_CHECK}),
   type        text NOT NULL CHECK (type IN ('duckdb', 'snowflake')),
   url         text NOT NULL,
-  secrets     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(secrets) = 'object'),
+  secrets     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(secrets) = 'object')
+                CONSTRAINT destination_secrets_are_references CHECK (NOT jsonb_path_exists(secrets, '$.* ? (@.type() != "string" || !(@ like_regex "^(env:|file:/|enc:v1:)"))')),
   options     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
   created_at  timestamptz NOT NULL DEFAULT now(),
   updated_at  timestamptz NOT NULL DEFAULT now()
@@ -249,11 +250,12 @@ export async function migrate(client: Queryable): Promise<MigrationResult> {
 
 /** Refuses to work on a control-plane database that `floe migrate` has not brought to this version. */
 export async function checkSchemaVersion(client: Queryable): Promise<void> {
-  const r = await client.query<{ version: number | null }>(
-    `SELECT CASE WHEN to_regclass('floe.schema_migrations') IS NULL THEN NULL
-                 ELSE (SELECT coalesce(max(version), 0) FROM floe.schema_migrations) END AS version`,
-  );
-  const version = r.rows[0]?.version ?? null;
+  // Two statements: a query naming floe.schema_migrations fails to plan when it does not exist.
+  const exists = await client.query<{ t: string | null }>(`SELECT to_regclass('floe.schema_migrations')::text AS t`);
+  const version =
+    exists.rows[0]?.t == null
+      ? null
+      : Number((await client.query<{ v: number }>(`SELECT coalesce(max(version), 0) AS v FROM floe.schema_migrations`)).rows[0]!.v);
   if (version === null || version < LATEST_SCHEMA_VERSION) {
     throw new FloeError('config', `the control-plane schema is ${version === null ? 'missing' : `at version ${version}`}`, {
       hint: 'run floe migrate',
