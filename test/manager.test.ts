@@ -162,7 +162,7 @@ describe(`PipelineManager on PostgreSQL ${cluster.major}`, () => {
     await countIs('life', 50);
     const first = await row('life');
     expect(first?.owner_worker).toBe(WORKER);
-    expect((await leases.holders()).get(id)).toBe(WORKER);
+    expect((await leases.holders()).get('life')).toBe(WORKER);
     await s.sql(`INSERT INTO items SELECT g, 'v' || g FROM generate_series(51, 60) g`);
     await countIs('life', 60);
     await waitFor('durable_lsn reported', async () => (await row('life'))?.durable_lsn != null);
@@ -172,7 +172,7 @@ describe(`PipelineManager on PostgreSQL ${cluster.major}`, () => {
     await stateIs('life', 'paused');
     expect((await row('life'))?.owner_worker).toBeNull();
     await waitFor('slot released', async () => (await slot(s, 'floe_life'))?.active === false);
-    expect((await leases.holders()).has(id)).toBe(false);
+    expect((await leases.holders()).has('life')).toBe(false);
     await s.sql(`INSERT INTO items SELECT g, 'v' || g FROM generate_series(61, 70) g`);
 
     // Resume: changes made while paused arrive; a new lease means a higher fencing token.
@@ -195,7 +195,7 @@ describe(`PipelineManager on PostgreSQL ${cluster.major}`, () => {
     await sql(`UPDATE floe.pipeline SET delete_requested_at = now(), drop_slot = true WHERE id = $1`, [id]);
     await waitFor('row deleted', async () => (await row('life')) === undefined);
     expect(await slot(s, 'floe_life')).toBeUndefined();
-    expect((await leases.holders()).has(id)).toBe(false);
+    expect((await leases.holders()).has('life')).toBe(false);
     await destinations.get('life')!.close();
     expect(await duck(join(dir.path, 'life.duckdb'), `SELECT count(*)::INTEGER FROM public.items`)).toEqual([[70]]);
   });
@@ -226,7 +226,7 @@ describe(`PipelineManager on PostgreSQL ${cluster.major}`, () => {
     // A row deleted by hand: stopped and released, its slot kept (nothing said to drop it).
     await sql(`DELETE FROM floe.pipeline WHERE name = 'badopts'`);
     await waitFor('slot released', async () => (await slot(other, 'floe_badopts'))?.active === false);
-    await waitFor('lease released', async () => !(await leases.holders()).has(badId));
+    await waitFor('lease released', async () => !(await leases.holders()).has('badopts'));
     await other.dropSlot('floe_badopts');
 
     await sql(`UPDATE floe.pipeline SET delete_requested_at = now(), drop_slot = true WHERE name IN ('healthy', 'unreachable')`);

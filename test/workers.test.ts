@@ -200,10 +200,10 @@ describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
       const o = orphaned[0]!;
       const now = (await pipelines()).find((r) => r.id === o.id)!;
       expect(BigInt(now.lease_token)).toBeGreaterThan(BigInt(o.lease_token));
-      const progress = await store.getProgress(o.id);
+      const progress = await store.getProgress(o.name);
       expect(progress).toBeDefined();
       await expect(
-        store.fenced(BigInt(o.lease_token)).recordDurable(o.id, progress!.incarnation, progress!.durableLsn, progress!.ackLsn),
+        store.fenced(BigInt(o.lease_token)).recordDurable(o.name, progress!.incarnation, progress!.durableLsn, progress!.ackLsn),
       ).rejects.toThrow(/lease|fenc/i);
     } finally {
       await store.close();

@@ -115,7 +115,7 @@ export class PipelineManager {
   #lastReconcileOk = 0;
   #workersSeen: { count: number; since: number } = { count: 0, since: 0 };
   /** The pipeline last handed over, until another worker holds it (one handover at a time). */
-  #handover: { id: string; at: number } | undefined;
+  #handover: { name: string; at: number } | undefined;
   #handoverPausedUntil = 0;
 
   constructor(options: ManagerOptions) {
@@ -252,23 +252,24 @@ export class PipelineManager {
       return;
     }
     const holders = await this.#o.leases.holders();
-    for (const id of this.#orphanSince.keys()) if (!byId.has(id) || holders.has(id)) this.#orphanSince.delete(id);
+    const names = new Set(rows.map((r) => r.pipeline.name));
+    for (const name of this.#orphanSince.keys()) if (!names.has(name) || holders.has(name)) this.#orphanSince.delete(name);
     const ranked = candidates.sort((a, b) => rank(this.#o.worker, b.pipeline.id).localeCompare(rank(this.#o.worker, a.pipeline.id)));
     for (const r of ranked) {
       if (signal.aborted) return;
-      const id = r.pipeline.id;
-      if (holders.has(id)) continue;
-      const orphanSince = this.#orphanSince.get(id) ?? now;
-      this.#orphanSince.set(id, orphanSince);
+      const { name } = r.pipeline;
+      if (holders.has(name)) continue;
+      const orphanSince = this.#orphanSince.get(name) ?? now;
+      this.#orphanSince.set(name, orphanSince);
       const deleting = r.pipeline.deleteRequestedAt !== null;
       if (!deleting) {
         const n = active();
         if (n >= this.#s.maxPipelines) continue;
         if (n >= limit && now - orphanSince < this.#s.orphanGraceMs) continue;
       }
-      const lease = await this.#o.leases.tryAcquire(id, this.#o.worker);
+      const lease = await this.#o.leases.tryAcquire(name, this.#o.worker);
       if (!lease) continue;
-      this.#orphanSince.delete(id);
+      this.#orphanSince.delete(name);
       this.#start(r, lease, deleting ? 'delete' : 'run');
     }
 
@@ -277,7 +278,7 @@ export class PipelineManager {
     for (const owner of holders.values()) counts.set(owner, (counts.get(owner) ?? 0) + 1);
     const pending = this.#handover;
     if (pending) {
-      const holder = holders.get(pending.id);
+      const holder = holders.get(pending.name);
       if (holder && holder !== this.#o.worker) {
         // Taken by a worker that is now above its share: the worker that looked underloaded is not
         // claiming (it died and its heartbeat has not expired, or it is at its maximum). Stop handing over.
@@ -296,7 +297,7 @@ export class PipelineManager {
         const victim = mine.sort((a, b) => rank(this.#o.worker, a.id).localeCompare(rank(this.#o.worker, b.id)))[0]!;
         this.#log.info({ pipeline: victim.name, share, running: mine.length }, 'handing a pipeline over to a less loaded worker');
         this.#cooldown.set(victim.id, now + 6 * this.#s.pollIntervalMs);
-        this.#handover = { id: victim.id, at: now };
+        this.#handover = { name: victim.name, at: now };
         victim.stop('rebalance');
       }
     }
@@ -510,8 +511,8 @@ class PipelineTask {
       // changes nothing else): from here on a previous owner that still believes it holds the lease
       // has every progress write refused, even before this owner's first batch.
       await store.init();
-      const progress = await store.getProgress(config.id);
-      if (progress) await store.recordDurable(config.id, progress.incarnation, progress.durableLsn, progress.ackLsn);
+      const progress = await store.getProgress(config.name);
+      if (progress) await store.recordDurable(config.name, progress.incarnation, progress.durableLsn, progress.ackLsn);
       // The runtime reads the controls at start: a skipped table is never snapshotted.
       await this.applyTableControls(await listPipelineTables(manager.db, this.id));
       destination = (manager.openDestination ?? defaultDestination)(config.destination);
@@ -524,8 +525,9 @@ class PipelineTask {
         {
           ...stripUndefined(manager.runtimeDefaults ?? {}),
           ...stripUndefined(config.runtime),
-          // The id, not the name, keys the state store and the destination's bookkeeping: it never changes.
-          name: config.id,
+          // The name keys the state store, the lease and the destination's bookkeeping: it cannot change
+          // (schema.ts), and a pipeline deleted without dropping its slot resumes when added again.
+          name: config.name,
           source: { ...config.source, applicationName: `floe-${config.name}` },
           publication: config.publication,
           slotName: config.slotName,

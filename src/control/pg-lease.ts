@@ -11,9 +11,11 @@
  *   `checkIntervalMs` and gives every lease up (its `lost` signal aborts) when a ping fails or takes
  *   longer than `checkTimeoutMs`, well before another worker can take over.
  *
- * Fencing tokens come from `floe.pipeline.lease_token`, incremented in the statement that runs right
- * after the lock was granted, on the same connection: only the lock holder ever gets a token, and each
- * token is greater than every token handed out before for that pipeline (ids are never reused).
+ * Leases are keyed by pipeline name (unique, and immutable while the row exists). Fencing tokens come
+ * from the sequence `floe.lease_token`, drawn in the statement that runs right after the lock was granted,
+ * on the same connection, and recorded in `floe.pipeline.lease_token`: only the lock holder ever gets a
+ * token, and each token is greater than every token handed out before, for every pipeline, including
+ * an earlier pipeline of the same name (the state store keys progress by name).
  */
 import pg from 'pg';
 import { FloeError, coerceError } from '../errors.js';
@@ -81,7 +83,7 @@ export class PgLeaseProvider implements LeaseProvider {
     try {
       const r = await query<{ token: string }>(
         client,
-        `UPDATE floe.pipeline SET lease_token = lease_token + 1 WHERE id::text = $1 RETURNING lease_token::text AS token`,
+        `UPDATE floe.pipeline SET lease_token = nextval('floe.lease_token') WHERE name = $1 RETURNING lease_token::text AS token`,
         [pipeline],
       );
       if (r.length === 0) {
@@ -126,10 +128,10 @@ export class PgLeaseProvider implements LeaseProvider {
     // A 64-bit advisory lock shows in pg_locks as classid (high half) and objid (low half), objsubid 1.
     const rows = await query<{ pipeline: string; app: string }>(
       session.client,
-      `SELECT p.id::text AS pipeline, a.application_name AS app
+      `SELECT p.name AS pipeline, a.application_name AS app
          FROM floe.pipeline p
          JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('floe.pipeline/' || p.id::text, 0)
+          AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('floe.pipeline/' || p.name, 0)
          JOIN pg_stat_activity a ON a.pid = l.pid`,
       [],
     );

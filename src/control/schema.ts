@@ -202,9 +202,11 @@ CREATE TRIGGER pipeline_table_notify_delete AFTER DELETE ON floe.pipeline_table 
   {
     version: 2,
     description: 'fencing tokens of Postgres pipeline leases',
-    // Incremented by the worker that just took a pipeline's advisory lock (control/pg-lease.ts). Not a
-    // user-controlled column: it neither bumps config_version nor notifies.
-    sql: `ALTER TABLE floe.pipeline ADD COLUMN lease_token bigint NOT NULL DEFAULT 0;`,
+    // Drawn by the worker that just took a pipeline's advisory lock (control/pg-lease.ts): one sequence
+    // for all pipelines, so a pipeline deleted and added again under its name never reuses a token. Not
+    // a user-controlled column: it neither bumps config_version nor notifies.
+    sql: `CREATE SEQUENCE floe.lease_token;
+ALTER TABLE floe.pipeline ADD COLUMN lease_token bigint NOT NULL DEFAULT 0;`,
   },
 ];
 
