@@ -4,9 +4,7 @@ import { FloeError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/pipeline.js';
-import { MemoryStateStore } from '../store/memory-store.js';
-import { PostgresStateStore } from '../store/postgres-store.js';
-import type { StateStore } from '../store/state-store.js';
+import { openStateStore, stateStoreConfig } from '../store/open-store.js';
 import { parseDestination } from './destination-url.js';
 import { onShutdownSignal } from './signals.js';
 import { FloeMetrics, combineEvents } from '../telemetry/metrics.js';
@@ -21,7 +19,11 @@ export function replicateCommand(): Command {
     .requiredOption('--publication <name>', 'publication whose tables are replicated')
     .requiredOption('--slot <name>', 'logical replication slot (created if missing)')
     .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb')
-    .option('--state <url>', "state store: a PostgreSQL URL (tables in schema floe), 'source' or 'memory'", 'source')
+    .option(
+      '--state <url>',
+      "state store: a PostgreSQL URL (tables in schema floe), a Redis URL, 'source' or 'memory' (env FLOE_STATE_STORE=redis with FLOE_REDIS_URL)",
+      'source',
+    )
     .option('--pipeline-name <name>', 'name of this pipeline in the state store (default: the slot name)')
     .addOption(
       new Option('--delete-mode <mode>', 'hard: deleted rows leave the target; soft: they stay with _floe_deleted = true')
@@ -144,9 +146,12 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
     throw new FloeError('config', 'the --source URL must start with postgres:// or postgresql://');
   }
   const log = createLogger({ level: opts.logLevel });
+  const storeConfig = stateStoreConfig(opts.state, opts.source);
   const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
-  const store: StateStore =
-    opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
+  const store = await openStateStore(storeConfig).catch(async (err: unknown) => {
+    await destination.close().catch(() => undefined);
+    throw err;
+  });
   const name = opts.pipelineName ?? opts.slot;
   const metrics = new FloeMetrics();
   const readiness = new PipelineReadiness();
