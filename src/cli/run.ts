@@ -10,7 +10,8 @@ import { connectControlPlane, DATABASE_URL_ENV } from '../control/repository.js'
 import { PipelineManager } from '../control/manager.js';
 import { PgLeaseProvider } from '../control/pg-lease.js';
 import { WorkerRegistration, defaultWorkerId } from '../control/worker.js';
-import { PostgresStateStore } from '../store/postgres-store.js';
+import { openStateStore, stateStoreConfig } from '../store/open-store.js';
+import { RedisLeaseProvider } from '../control/redis-lease.js';
 import type { StateStore } from '../store/state-store.js';
 import type { LeaseProvider } from '../control/lease.js';
 import { redactUrl } from '../postgres/source.js';
@@ -69,16 +70,19 @@ async function run(opts: RunOptions): Promise<void> {
   const url = opts.databaseUrl!;
 
   const log = createLogger({ level: opts.logLevel }).child({ worker });
-  const stateStore = process.env.FLOE_STATE_STORE ?? 'postgres';
-  if (stateStore !== 'postgres') {
-    throw new FloeError('config', `FLOE_STATE_STORE=${stateStore} is not supported by floe run in this build`, {
-      hint: 'unset FLOE_STATE_STORE (the state then lives in the control-plane database)',
-    });
-  }
+  // FLOE_STATE_STORE=postgres (default: progress in the control-plane database, leases on its advisory
+  // locks) or redis (FLOE_REDIS_URL: progress and leases in Redis).
+  const storeConfig = stateStoreConfig('source', url);
+  const store: StateStore = await openStateStore(storeConfig);
+  const leases: LeaseProvider =
+    storeConfig.kind === 'redis'
+      ? new RedisLeaseProvider({
+          url: storeConfig.redisUrl!,
+          ...(storeConfig.redisKeyPrefix ? { keyPrefix: storeConfig.redisKeyPrefix } : {}),
+        })
+      : new PgLeaseProvider({ url, worker, log });
   const db = new pg.Pool({ connectionString: url, max: 4, application_name: 'floe-worker', idleTimeoutMillis: 30_000 });
   db.on('error', () => undefined); // an idle connection that died is replaced at the next query
-  const store: StateStore = new PostgresStateStore(url);
-  const leases: LeaseProvider = new PgLeaseProvider({ url, worker, log });
   const registration = new WorkerRegistration(db, { id: worker, maxPipelines: opts.maxPipelines, log });
   const metrics = new FloeMetrics();
   const controller = new AbortController();
@@ -95,11 +99,13 @@ async function run(opts: RunOptions): Promise<void> {
     pollIntervalMs: opts.pollIntervalMs,
   });
   let telemetry: Awaited<ReturnType<typeof startTelemetryServer>> | undefined;
+  let registered = false;
   try {
     await store.init();
     telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness: manager }) : undefined;
     await registration.register();
-    log.info({ controlPlane: redactUrl(url), maxPipelines: opts.maxPipelines }, 'worker started');
+    registered = true;
+    log.info({ controlPlane: redactUrl(url), maxPipelines: opts.maxPipelines, stateStore: storeConfig.kind }, 'worker started');
     await manager.run(controller.signal);
     log.info('worker stopped: every pipeline drained and its lease released');
   } catch (err) {
@@ -107,7 +113,8 @@ async function run(opts: RunOptions): Promise<void> {
     throw coerceError(err);
   } finally {
     release();
-    await registration.unregister();
+    // Only our own row: a refused registration means the row is another live worker's.
+    if (registered) await registration.unregister();
     await leases.close().catch(() => undefined);
     await telemetry?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
