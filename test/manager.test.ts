@@ -277,3 +277,51 @@ describe(`PipelineManager on PostgreSQL ${cluster.major}`, () => {
     await waitFor('crashy deleted', async () => (await row('crashy')) === undefined);
   });
 });
+
+describe.each(testClusters())('PostgreSQL pipeline leases on PostgreSQL $major', (cluster) => {
+  it('grants a lease to one worker at a time, with increasing tokens, and loses it with the connection', async () => {
+    const control = await createTestDatabase(cluster, 'ctl');
+    const c = new pg.Client({ connectionString: control.url });
+    await c.connect();
+    const a = new PgLeaseProvider({ url: control.url, worker: 'wa', checkIntervalMs: 200 });
+    const b = new PgLeaseProvider({ url: control.url, worker: 'wb', checkIntervalMs: 200 });
+    try {
+      await migrate(c);
+      await c.query(`INSERT INTO floe.source (name, url) VALUES ('s', 'postgres://u@h/d');
+        INSERT INTO floe.destination (name, type, url) VALUES ('d', 'duckdb', 'duckdb:/tmp/x.duckdb');
+        INSERT INTO floe.pipeline (name, source_id, destination_id, publication, slot_name)
+        SELECT n, 1, 1, 'pub', 'floe_' || n FROM unnest(ARRAY['one', 'two']) n`);
+
+      const one = await a.tryAcquire('one', 'wa');
+      expect(one).toBeDefined();
+      expect(await b.tryAcquire('one', 'wb')).toBeUndefined();
+      expect(await a.tryAcquire('one', 'wa')).toBeUndefined(); // not re-entrant
+      const two = await b.tryAcquire('two', 'wb');
+      expect(two!.token).toBeGreaterThan(one!.token);
+      expect(await a.holders()).toEqual(
+        new Map([
+          ['one', 'wa'],
+          ['two', 'wb'],
+        ]),
+      );
+      expect(await a.tryAcquire('missing', 'wa')).toBeUndefined(); // no such pipeline: no token, no lock
+
+      await one!.release();
+      await one!.release();
+      const again = await b.tryAcquire('one', 'wb');
+      expect(again!.token).toBeGreaterThan(two!.token);
+
+      // The lock session of worker b dies: both its leases are lost, and a's next acquire gets a higher token.
+      await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'floe-lease wb'`);
+      await waitFor('leases lost', () => again!.lost.aborted && two!.lost.aborted);
+      const taken = await waitFor('lock free', () => a.tryAcquire('two', 'wa'));
+      expect(taken.token).toBeGreaterThan(again!.token);
+      expect((await a.holders()).get('two')).toBe('wa');
+    } finally {
+      await a.close();
+      await b.close();
+      await c.end();
+      await control.drop();
+    }
+  });
+});
