@@ -1,10 +1,11 @@
 /**
- * Three `floe run` workers (the real CLI) share one control plane and six pipelines under continuous
- * writes. Each pipeline runs on exactly one worker at all times (never two walsenders for its slot); a
+ * `floe run` workers (the real CLI: three with PostgreSQL leases, two with Redis leases) share one
+ * control plane and its pipelines under continuous writes. Each pipeline runs on exactly one worker at all times (never two walsenders for its slot); a
  * worker killed with SIGKILL loses its pipelines to the others within the lease takeover time; a stale
  * fencing token is refused; SIGTERM drains every worker (exit 0) and every destination equals its source.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, inject } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -13,12 +14,25 @@ import { tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { runFloe, startFloe, type FloeProcess } from './helpers/cli.js';
 import { migrate } from '../src/control/schema.js';
-import { PostgresStateStore } from '../src/store/postgres-store.js';
+import { openStateStore, stateStoreConfig } from '../src/store/open-store.js';
 import { parseLsn } from '../src/postgres/lsn.js';
 
 const cluster = testClusters().at(-1)!;
-const PIPELINES = 6;
-const WORKERS = ['w1', 'w2', 'w3'];
+
+interface Setup {
+  readonly store: 'postgres' | 'redis';
+  readonly workers: readonly string[];
+  readonly pipelines: number;
+}
+
+/**
+ * PostgreSQL leases and store (the default) with three workers and six pipelines; Redis leases and store
+ * (FLOE_STATE_STORE=redis, a short lease TTL) with two workers and two pipelines.
+ */
+const SETUPS: Setup[] = [
+  { store: 'postgres', workers: ['w1', 'w2', 'w3'], pipelines: 6 },
+  { store: 'redis', workers: ['r1', 'r2'], pipelines: 2 },
+];
 
 async function duck(path: string, sql: string): Promise<unknown[][]> {
   const inst = await DuckDBInstance.create(path);
@@ -31,7 +45,18 @@ async function duck(path: string, sql: string): Promise<unknown[][]> {
   }
 }
 
-describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
+describe.each(SETUPS)(`floe run workers ($workers) with the $store store on PostgreSQL ${cluster.major}`, (setup) => {
+  const PIPELINES = setup.pipelines;
+  const WORKERS = setup.workers;
+  // The shared Redis serves other test files too: keys under a prefix of our own.
+  const redisEnv: Record<string, string> =
+    setup.store === 'redis'
+      ? {
+          FLOE_STATE_STORE: 'redis',
+          FLOE_REDIS_URL: inject('redisUrl'),
+          FLOE_REDIS_KEY_PREFIX: `floe-workers-${randomBytes(4).toString('hex')}`,
+        }
+      : {};
   let control: TestDatabase;
   let db: pg.Pool;
   let dir: ReturnType<typeof tempDir>;
@@ -75,7 +100,8 @@ describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
   });
 
   function startWorker(id: string): FloeProcess {
-    const w = startFloe(['run', '--worker-id', id, '--poll-interval-ms', '500', '--metrics-port', '0'], {
+    const w = startFloe(['run', '--worker-id', id, '--poll-interval-ms', '500', '--lease-ttl-ms', '3000', '--metrics-port', '0'], {
+      ...redisEnv,
       FLOE_DATABASE_URL: control.url,
       FLOE_LOG_LEVEL: process.env.FLOE_TEST_LOG ?? 'info',
     });
@@ -110,20 +136,23 @@ describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
     );
   }
 
-  it('refuses to start on a database without the control-plane schema, and with a bad worker id', async () => {
-    const empty = await createTestDatabase(cluster, 'empty');
-    try {
-      const r = await runFloe(['run', '--metrics-port', '0'], { FLOE_DATABASE_URL: empty.url });
-      expect(r.code, r.stderr).toBe(2);
-      expect(r.stderr).toMatch(/control-plane schema is missing \(run floe migrate\)/);
-      const bad = await runFloe(['run', '--metrics-port', '0', '--worker-id', 'a b'], { FLOE_DATABASE_URL: control.url });
-      expect(bad.code).toBe(2);
-      expect(bad.stderr).toMatch(/invalid worker id/);
-      expect((await db.query(`SELECT id FROM floe.worker`)).rows).toEqual([]);
-    } finally {
-      await empty.drop();
-    }
-  });
+  it.runIf(setup.store === 'postgres')(
+    'refuses to start on a database without the control-plane schema, and with a bad worker id',
+    async () => {
+      const empty = await createTestDatabase(cluster, 'empty');
+      try {
+        const r = await runFloe(['run', '--metrics-port', '0'], { FLOE_DATABASE_URL: empty.url });
+        expect(r.code, r.stderr).toBe(2);
+        expect(r.stderr).toMatch(/control-plane schema is missing \(run floe migrate\)/);
+        const bad = await runFloe(['run', '--metrics-port', '0', '--worker-id', 'a b'], { FLOE_DATABASE_URL: control.url });
+        expect(bad.code).toBe(2);
+        expect(bad.stderr).toMatch(/invalid worker id/);
+        expect((await db.query(`SELECT id FROM floe.worker`)).rows).toEqual([]);
+      } finally {
+        await empty.drop();
+      }
+    },
+  );
 
   it('runs each pipeline on exactly one worker, survives kill -9 of a worker, and drains on SIGTERM', async () => {
     for (const id of WORKERS) startWorker(id);
@@ -163,7 +192,7 @@ describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
 
     // Every pipeline streams, spread over the three workers.
     await waitFor(
-      'six pipelines streaming on three workers',
+      'every pipeline streaming, on every worker',
       async () => {
         const rows = await pipelines();
         const owners = new Set(rows.map((r) => r.owner_worker));
@@ -174,7 +203,7 @@ describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
 
     // kill -9 one worker: its pipelines resume on the others.
     const before = await pipelines();
-    const victim = before.find((r) => r.owner_worker === 'w1') ? 'w1' : before[0]!.owner_worker!;
+    const victim = before.find((r) => r.owner_worker === WORKERS[0]) ? WORKERS[0]! : before[0]!.owner_worker!;
     const orphaned = before.filter((r) => r.owner_worker === victim);
     const killedAt = Date.now();
     workers.get(victim)!.kill('SIGKILL');
@@ -195,7 +224,11 @@ describe(`three floe run workers on PostgreSQL ${cluster.major}`, () => {
     console.log(`takeover after kill -9: ${takeoverMs} ms for ${orphaned.length} pipelines`);
 
     // The killed worker's fencing token is stale now: a progress write with it is refused.
-    const store = new PostgresStateStore(control.url);
+    const store = await openStateStore(
+      setup.store === 'redis'
+        ? stateStoreConfig('source', control.url, { ...process.env, ...redisEnv })
+        : { kind: 'postgres', postgresUrl: control.url },
+    );
     try {
       const o = orphaned[0]!;
       const now = (await pipelines()).find((r) => r.id === o.id)!;

@@ -33,6 +33,12 @@ export function runCommand(): Command {
       positiveInt('--poll-interval-ms'),
       5000,
     )
+    .option(
+      '--lease-ttl-ms <n>',
+      'Redis leases (FLOE_STATE_STORE=redis): how long a lease outlives a worker that stopped renewing it',
+      positiveInt('--lease-ttl-ms'),
+      15_000,
+    )
     .addOption(
       new Option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz (0: off)')
         .env('FLOE_METRICS_PORT')
@@ -50,6 +56,7 @@ interface RunOptions {
   workerId?: string;
   maxPipelines: number;
   pollIntervalMs: number;
+  leaseTtlMs: number;
   metricsPort: number;
   logLevel: string;
 }
@@ -78,6 +85,7 @@ async function run(opts: RunOptions): Promise<void> {
     storeConfig.kind === 'redis'
       ? new RedisLeaseProvider({
           url: storeConfig.redisUrl!,
+          ttlMs: opts.leaseTtlMs,
           ...(storeConfig.redisKeyPrefix ? { keyPrefix: storeConfig.redisKeyPrefix } : {}),
         })
       : new PgLeaseProvider({ url, worker, log });

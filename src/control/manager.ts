@@ -463,7 +463,9 @@ class PipelineTask {
     const stop = this.#stop.signal;
     let attempt = 0;
     let config: ResolvedPipeline | undefined;
-    await this.#status.report({ state: 'starting', ownerWorker: manager.worker }, true);
+    // Claims the row; the token shows which lease the current owner holds (the PostgreSQL provider has
+    // recorded it already, the Redis one keeps its counter in Redis).
+    await this.#status.report({ state: 'starting', ownerWorker: manager.worker, leaseToken: this.#lease.token }, true);
     while (!stop.aborted) {
       if (this.#restart.signal.aborted) this.#restart = new AbortController();
       const attemptSignal = linked([stop, this.#restart.signal]);
@@ -619,6 +621,7 @@ interface StatusFields {
   lagBytes?: number;
   durableLsn?: string;
   ownerWorker?: string | null;
+  leaseToken?: bigint;
 }
 
 /**
@@ -697,6 +700,7 @@ class StatusReporter {
     if (f.lagBytes !== undefined) set('lag_bytes', f.lagBytes, '::bigint');
     if (f.durableLsn !== undefined) set('durable_lsn', f.durableLsn, '::pg_lsn');
     if (f.ownerWorker !== undefined) set('owner_worker', f.ownerWorker);
+    if (f.leaseToken !== undefined) set('lease_token', f.leaseToken.toString(), '::bigint');
     // Claiming the row (owner_worker := me) is unconditional: the caller holds the lease. Every other
     // write only lands while this worker is still the recorded owner.
     const guard = f.ownerWorker === this.#worker ? '' : ' AND owner_worker = $2';
