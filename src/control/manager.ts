@@ -136,11 +136,6 @@ export class PipelineManager {
     this.#log = options.log;
   }
 
-  /** Pipelines running on this worker (id → name). */
-  running(): Map<string, string> {
-    return new Map([...this.#tasks.values()].filter((t) => !t.stopping).map((t) => [t.id, t.name]));
-  }
-
   /** Ready when the control plane answered within the last three poll intervals. */
   ready(): { ok: true } | { ok: false; reason: string } {
     if (Date.now() - this.#lastReconcileOk <= 3 * this.#s.pollIntervalMs) return { ok: true };
@@ -374,6 +369,8 @@ class PipelineTask {
   /** config_version of the rows the current attempt was built from. */
   #configVersion: number;
   #status: StatusReporter;
+  readonly #tablePending = new Map<string, { state: TableState; rows: number | undefined; error: string | null }>();
+  #tableWriting: Promise<void> | undefined;
 
   constructor(rows: PipelineRows, lease: Lease, mode: 'run' | 'delete', ctx: TaskContext) {
     this.id = rows.pipeline.id;
@@ -438,6 +435,7 @@ class PipelineTask {
         return;
       }
       await this.#status.flush();
+      await this.#tableWriting;
       if (this.#stopReason === 'row-deleted') {
         if (config) {
           log.warn(
@@ -551,11 +549,25 @@ class PipelineTask {
     }
   }
 
+  /**
+   * Table states go to floe.pipeline_table one write at a time per pipeline, the latest per table: a
+   * snapshot reporting progress per range never queues up statements.
+   */
   #reportTable(table: string, state: TableState, detail: { rows?: number; error?: string } | undefined, config: ResolvedPipeline): void {
     const error = detail?.error === undefined ? null : redactSecrets(detail.error, config.secretValues);
-    reportTableState(this.#ctx.manager.db, this.id, table, state, { rows: detail?.rows, error }).catch((err) =>
-      this.log.warn({ err: coerceError(err).message, table }, 'could not report a table state'),
-    );
+    this.#tablePending.set(table, { state, rows: detail?.rows, error });
+    if (this.#tableWriting) return;
+    this.#tableWriting = (async () => {
+      while (this.#tablePending.size > 0) {
+        const [name, report] = this.#tablePending.entries().next().value!;
+        this.#tablePending.delete(name);
+        await reportTableState(this.#ctx.manager.db, this.id, name, report.state, { rows: report.rows, error: report.error }).catch((err) =>
+          this.log.warn({ err: coerceError(err).message, table: name }, 'could not report a table state'),
+        );
+      }
+    })().finally(() => {
+      this.#tableWriting = undefined;
+    });
   }
 
   /** Carries out a delete request: the pipeline is stopped; drop its slot if asked, then its row. */
