@@ -200,6 +200,42 @@ describe(`PipelineManager on PostgreSQL ${cluster.major}`, () => {
     expect(await duck(join(dir.path, 'life.duckdb'), `SELECT count(*)::INTEGER FROM public.items`)).toEqual([[70]]);
   });
 
+  it('follows skip and resync set in floe.pipeline_table and reports each table state there', async () => {
+    const s = await newSource(10);
+    await s.sql(`CREATE TABLE other (k int PRIMARY KEY); INSERT INTO other SELECT generate_series(1, 5);
+      ALTER PUBLICATION pub ADD TABLE other;`);
+    const id = await addPipeline('tables', s.url, {}, 'PAUSE');
+    await sql(`INSERT INTO floe.pipeline_table (pipeline_id, table_name, skip) VALUES ($1, 'public.other', true)`, [id]);
+    await sql(`UPDATE floe.pipeline SET status = 'START' WHERE id = $1`, [id]);
+    const tableState = async (table: string) =>
+      (
+        await sql<{ state: string | null }>(`SELECT state FROM floe.pipeline_table WHERE pipeline_id = $1 AND table_name = $2`, [id, table])
+      )[0]?.state;
+    await waitFor('items streaming', async () => (await tableState('public.items')) === 'streaming');
+    await waitFor('other skipped', async () => (await tableState('public.other')) === 'skipped');
+    await countIs('tables', 10);
+    expect(await targetCount('tables', 'other').catch(() => 0)).toBeLessThanOrEqual(0); // never snapshotted
+
+    // Unskipped: snapshotted and streamed, without a restart.
+    const openedBefore = opened.get('tables');
+    await sql(`UPDATE floe.pipeline_table SET skip = false WHERE pipeline_id = $1`, [id]);
+    await countIs('tables', 5, 'other');
+    await waitFor('other streaming', async () => (await tableState('public.other')) === 'streaming');
+
+    // Resync repairs a damaged target: the table is snapshotted again, the request cleared.
+    await destinations.get('tables')!.query(`DELETE FROM public.items WHERE id <= 4`);
+    await countIs('tables', 6);
+    await sql(`UPDATE floe.pipeline_table SET resync_requested_at = now() WHERE pipeline_id = $1 AND table_name = 'public.items'`, [id]);
+    await countIs('tables', 10);
+    const [req] = await sql(`SELECT resync_requested_at FROM floe.pipeline_table WHERE pipeline_id = $1 AND table_name = 'public.items'`, [
+      id,
+    ]);
+    expect(req).toEqual({ resync_requested_at: null });
+    expect(opened.get('tables')).toBe(openedBefore);
+    await sql(`UPDATE floe.pipeline SET delete_requested_at = now(), drop_slot = true WHERE id = $1`, [id]);
+    await waitFor('row deleted', async () => (await row('tables')) === undefined);
+  });
+
   it('puts an invalid row and an unreachable source in failed with last_error, while another pipeline keeps streaming', async () => {
     const good = await newSource(20);
     const other = await newSource(5);
