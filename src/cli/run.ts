@@ -89,7 +89,15 @@ async function run(opts: RunOptions): Promise<void> {
           ...(storeConfig.redisKeyPrefix ? { keyPrefix: storeConfig.redisKeyPrefix } : {}),
         })
       : new PgLeaseProvider({ url, worker, log });
-  const db = new pg.Pool({ connectionString: url, max: 4, application_name: 'floe-worker', idleTimeoutMillis: 30_000 });
+  // Bounded waits: a control plane that stops answering must not hang reconciliation or state reports.
+  const db = new pg.Pool({
+    connectionString: url,
+    max: 4,
+    application_name: 'floe-worker',
+    idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: 10_000,
+    query_timeout: 30_000,
+  });
   db.on('error', () => undefined); // an idle connection that died is replaced at the next query
   const registration = new WorkerRegistration(db, { id: worker, maxPipelines: opts.maxPipelines, log });
   const metrics = new FloeMetrics();
