@@ -103,8 +103,6 @@ export class LiveTables {
     this.#stream = stream;
     const controller = this.#controller;
     const onAbort = () => controller.abort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    if (signal.aborted) controller.abort();
     const control = this.#c.options.control;
     const onControl = () => this.refresh();
     control?.addEventListener('changed', onControl);
@@ -122,6 +120,8 @@ export class LiveTables {
       },
       { once: true },
     );
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) controller.abort();
     // Controls changed and tables added since the start-up read of the publication are handled at once.
     this.#dirty = true;
     this.#running = Promise.all([this.#reconcileLoop(), this.#taskLoop()]);
@@ -235,8 +235,12 @@ export class LiveTables {
       const task = this.#queue.shift();
       if (!task) {
         await new Promise<void>((resolve) => {
-          this.#taskWake = resolve;
-          signal.addEventListener('abort', () => resolve(), { once: true });
+          const wake = () => {
+            signal.removeEventListener('abort', wake);
+            resolve();
+          };
+          this.#taskWake = wake;
+          signal.addEventListener('abort', wake, { once: true });
         });
         this.#taskWake = undefined;
         continue;
