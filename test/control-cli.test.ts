@@ -329,8 +329,12 @@ describe('control-plane commands', () => {
       await db.sql(`SELECT status, drop_slot, delete_requested_at IS NOT NULL AS requested FROM floe.pipeline WHERE name = 'orders'`),
     ).toEqual([{ status: 'PAUSE', drop_slot: true, requested: true }]);
     expect(JSON.parse(await floe('status', '--json')).pipelines.find((p: { name: string }) => p.name === 'orders').status).toBe('DELETE');
-    // ... the manager finishes the deletion; here, by hand:
-    await db.sql(`DELETE FROM floe.pipeline WHERE name = 'orders'`);
+    expect(await runInProcess(['pipeline', 'start', 'orders'], env)).toMatchObject({
+      code: 2,
+      stderr: 'floe: error: pipeline "orders" is being deleted\n',
+    });
+    // A worker would finish the deletion; without one, a plain delete removes the row at once.
+    expect(await floe('pipeline', 'delete', 'orders')).toContain(`SELECT pg_drop_replication_slot('floe_orders');`);
     expect(await db.sql(`SELECT count(*)::int AS n FROM floe.pipeline_table`)).toEqual([{ n: 0 }]);
     expect(await floe('pipeline', 'delete', 'copy2')).toContain(`SELECT pg_drop_replication_slot('custom_slot');`);
     expect(await floe('source', 'remove', 'app')).toBe('source app removed\n');
@@ -354,28 +358,34 @@ describe('control-plane commands', () => {
     await listener.query(`LISTEN ${CONFIG_CHANNEL}`);
     try {
       const [{ id }] = (await db.sql(`SELECT id::text FROM floe.pipeline WHERE name = 'n_pipe'`)) as [{ id: string }];
-      // A worker's report and table-state write first: if they notified, those notifications would arrive first.
-      await reportPipelineState(ctl, id, { state: 'streaming', lagBytes: 1 });
-      await db.sql(`INSERT INTO floe.pipeline_table (pipeline_id, table_name, state) VALUES ($1, 'public.orders', 'streaming')`, [id]);
+      // What a worker writes (pipeline state, table states) comes first, then a marker change: if the
+      // worker's writes notified, their notifications would arrive before the marker's.
+      await reportPipelineState(ctl, id, { state: 'streaming', lagBytes: 1, durableLsn: '0/10', ownerWorker: 'w9', lastError: 'x' });
+      await db.sql(`INSERT INTO floe.pipeline_table (pipeline_id, table_name, state) VALUES ($1, 'public.orders', 'snapshotting')`, [id]);
+      await db.sql(`UPDATE floe.pipeline_table SET state = 'streaming', rows_snapshotted = 5 WHERE pipeline_id = $1`, [id]);
+      await floe('source', 'add', 'n_marker', '--url', sourceUrl());
+      await waitFor('the marker notification', () => notes.length >= 1);
+      expect(notes[0]).toMatchObject({ table: 'source', op: 'INSERT', name: 'n_marker' });
+
       await floe('pipeline', 'start', 'n_pipe');
-      await waitFor('the start notification', () => notes.length >= 1);
-      expect(notes[0]).toEqual({ table: 'pipeline', op: 'UPDATE', id, name: 'n_pipe' });
+      await waitFor('the start notification', () => notes.length >= 2);
+      expect(notes[1]).toEqual({ table: 'pipeline', op: 'UPDATE', id, name: 'n_pipe' });
 
       // A changed source restarts its pipelines: their config_version moves and they are notified.
       const before = Number((await db.sql(`SELECT config_version FROM floe.pipeline WHERE id = $1`, [id]))[0]!.config_version);
       await db.sql(`UPDATE floe.source SET options = '{"connect_timeout_ms": 2000}' WHERE name = 'n_src'`);
-      await waitFor('the source change notifications', () => notes.length >= 3);
+      await waitFor('the source change notifications', () => notes.length >= 4);
       expect(Number((await db.sql(`SELECT config_version FROM floe.pipeline WHERE id = $1`, [id]))[0]!.config_version)).toBe(before + 1);
       expect(
         notes
-          .slice(1)
+          .slice(2)
           .map((n) => `${n.table}:${n.name}`)
           .sort(),
       ).toEqual(['pipeline:n_pipe', 'source:n_src']);
 
       await floe('pipeline', 'skip', 'n_pipe', '--table', 'public.orders');
-      await waitFor('the skip notification', () => notes.length >= 4);
-      expect(notes[3]).toEqual({ table: 'pipeline_table', op: 'UPDATE', id, name: 'public.orders' });
+      await waitFor('the skip notification', () => notes.length >= 5);
+      expect(notes[4]).toEqual({ table: 'pipeline_table', op: 'UPDATE', id, name: 'public.orders' });
 
       // Name and slot are the pipeline's identity: changing them by SQL is refused.
       await expect(db.sql(`UPDATE floe.pipeline SET slot_name = 'other_slot' WHERE id = $1`, [id])).rejects.toThrow(/cannot change/);

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { inspect } from 'node:util';
 import {
   checkDestination,
   checkSourceUrl,
@@ -99,6 +100,12 @@ describe('resolvePipelineConfig', () => {
     expect(u.username).toBe('floe');
     expect(u.host).toBe('db.example:5432');
     expect(c.secretValues).toEqual([PASSWORD]);
+    // An accidental log line of the whole config leaks nothing.
+    for (const text of [JSON.stringify(c), inspect(c, { depth: 5 })]) {
+      expect(text).not.toContain(PASSWORD);
+      expect(text).not.toContain(encodeURIComponent(PASSWORD));
+      expect(text).toContain('postgres://floe:***@db.example:5432/app');
+    }
   });
 
   it('accepts a source without a password (trust, certificates, .pgpass)', () => {

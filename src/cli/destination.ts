@@ -9,7 +9,7 @@ interface AddOptions {
   type: string;
   path?: string;
   url?: string;
-  secret: string[];
+  secret?: string[];
   databaseUrl?: string;
 }
 
@@ -21,13 +21,13 @@ export function destinationCommand(): Command {
     .addOption(new Option('--type <type>', 'destination type').choices(DESTINATION_TYPES).makeOptionMandatory())
     .option('--path <file>', 'duckdb: the database file (made absolute, so every worker finds it)')
     .option('--url <url>', 'duckdb:/path/file.duckdb[?memory_limit=2GB] or snowflake://..., without secrets')
-    .option('--secret <name=reference>', 'secret as a reference (repeatable), e.g. private_key_passphrase=env:SF_PASSPHRASE', collect, [])
+    .option('--secret <name=reference>', 'secret as a reference (repeatable), e.g. private_key_passphrase=env:SF_PASSPHRASE', collect)
     .addOption(databaseUrlOption())
     .action(async (name: string, opts: AddOptions) => {
       checkName('destination', name);
       const url = destinationUrl(opts);
       const type = checkDestination(opts.type, url);
-      const secrets = checkDestinationSecrets(type, optionsFromFlags(opts.secret, '--secret'));
+      const secrets = checkDestinationSecrets(type, optionsFromFlags(opts.secret ?? [], '--secret'));
       await withControlPlane(opts.databaseUrl, async (db) => {
         if (await findDestination(db, name)) {
           throw new FloeError('config', `destination "${name}" already exists`, { hint: 'choose another name, or remove it first' });

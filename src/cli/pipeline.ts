@@ -35,17 +35,17 @@ export function pipelineCommand(): Command {
     .requiredOption('--destination <name>', 'destination name')
     .requiredOption('--publication <name>', 'publication whose tables are replicated')
     .option('--slot <name>', 'replication slot name (default: floe_<name>); fixed for the life of the pipeline')
-    .option('--option <key=value>', OPTION_HELP, collect, [])
+    .option('--option <key=value>', OPTION_HELP, collect)
     .addOption(databaseUrlOption())
     .action(
       async (
         name: string,
-        opts: { source: string; destination: string; publication: string; slot?: string; option: string[]; databaseUrl?: string },
+        opts: { source: string; destination: string; publication: string; slot?: string; option?: string[]; databaseUrl?: string },
       ) => {
         checkName('pipeline', name);
         checkPublication(opts.publication);
         const slot = checkSlotName(opts.slot ?? defaultSlotName(name));
-        const options = parsePipelineOptions(optionsFromFlags(opts.option));
+        const options = parsePipelineOptions(optionsFromFlags(opts.option ?? []));
         await withControlPlane(opts.databaseUrl, async (db) => {
           const source = await findSource(db, opts.source);
           if (!source) throw notFound('source', opts.source);
@@ -154,11 +154,13 @@ export function pipelineCommand(): Command {
   cmd
     .command('delete <name>')
     .description('delete a pipeline; its slot is kept unless --drop-slot')
-    .option('--drop-slot', 'the worker drops the replication slot and the stored progress, then deletes the row')
+    .option('--drop-slot', 'a worker stops the pipeline, drops its replication slot, then deletes the row')
     .addOption(databaseUrlOption())
     .action(async (name: string, opts: { dropSlot?: boolean; databaseUrl?: string }) => {
       const p = await withControlPlane(opts.databaseUrl, async (db) => {
-        const p = await existingPipeline(db, name);
+        // A pipeline already being deleted may be deleted again: at once, if no worker finishes the job.
+        const p = await findPipeline(db, name);
+        if (!p) throw notFound('pipeline', name);
         if (opts.dropSlot) {
           await db.query(`UPDATE floe.pipeline SET delete_requested_at = now(), drop_slot = true, status = 'PAUSE' WHERE id = $1`, [p.id]);
         } else {
@@ -218,17 +220,19 @@ export function pipelineCommand(): Command {
   cmd
     .command('set <name>')
     .description('change a pipeline (a running pipeline restarts with the new configuration)')
-    .option('--option <key=value>', OPTION_HELP, collect, [])
-    .option('--reset <key>', 'back to the default (repeatable)', collect, [])
+    .option('--option <key=value>', OPTION_HELP, collect)
+    .option('--reset <key>', 'back to the default (repeatable)', collect)
     .option('--publication <name>', 'replicate another publication')
     .addOption(databaseUrlOption())
-    .action(async (name: string, opts: { option: string[]; reset: string[]; publication?: string; databaseUrl?: string }) => {
-      if (opts.option.length === 0 && opts.reset.length === 0 && opts.publication === undefined) {
+    .action(async (name: string, opts: { option?: string[]; reset?: string[]; publication?: string; databaseUrl?: string }) => {
+      const flags = opts.option ?? [];
+      const resetFlags = opts.reset ?? [];
+      if (flags.length === 0 && resetFlags.length === 0 && opts.publication === undefined) {
         throw new FloeError('config', 'nothing to change', { hint: 'pass --option key=value, --reset key or --publication name' });
       }
       if (opts.publication !== undefined) checkPublication(opts.publication);
-      const changes = parsePipelineOptions(optionsFromFlags(opts.option));
-      const resets = opts.reset.map((k) => k.replaceAll('-', '_'));
+      const changes = parsePipelineOptions(optionsFromFlags(flags));
+      const resets = resetFlags.map((k) => k.replaceAll('-', '_'));
       for (const key of resets) {
         if (!(PIPELINE_OPTION_NAMES as string[]).includes(key)) {
           throw new FloeError('config', `unknown pipeline option "${key}"`, { hint: `known: ${PIPELINE_OPTION_NAMES.join(', ')}` });

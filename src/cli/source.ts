@@ -13,9 +13,9 @@ export function sourceCommand(): Command {
     .description('register a source database')
     .requiredOption('--url <url>', 'postgres://user@host:5432/database, without a password')
     .option('--password <reference>', 'env:NAME, file:/path or enc:v1:... (floe secret encrypt); never the password itself')
-    .option('--option <key=value>', 'source option (repeatable): connect_timeout_ms', collect, [])
+    .option('--option <key=value>', 'source option (repeatable): connect_timeout_ms', collect)
     .addOption(databaseUrlOption())
-    .action(async (name: string, opts: { url: string; password?: string; option: string[]; databaseUrl?: string }) => {
+    .action(async (name: string, opts: { url: string; password?: string; option?: string[]; databaseUrl?: string }) => {
       checkName('source', name);
       checkSourceUrl(opts.url);
       if (opts.password !== undefined) {
@@ -23,7 +23,7 @@ export function sourceCommand(): Command {
         // An enc: value must decrypt under the key this machine has, if it has one: catches a wrong key now.
         if (ref.kind === 'enc' && process.env.FLOE_SECRET_KEY) resolveSecret(opts.password, '--password');
       }
-      const options = parseSourceOptions(optionsFromFlags(opts.option));
+      const options = parseSourceOptions(optionsFromFlags(opts.option ?? []));
       await withControlPlane(opts.databaseUrl, async (db) => {
         if (await findSource(db, name))
           throw new FloeError('config', `source "${name}" already exists`, { hint: 'choose another name, or remove it first' });

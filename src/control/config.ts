@@ -7,10 +7,11 @@
  * (re)start, so a hand-inserted row that is invalid puts only that pipeline in `failed`, with a
  * `last_error` that says what to fix.
  */
+import { inspect } from 'node:util';
 import { z } from 'zod';
 import { FloeError } from '../errors.js';
 import type { DeleteMode } from '../destination/destination.js';
-import type { SourceConfig } from '../postgres/source.js';
+import { redactUrl, type SourceConfig } from '../postgres/source.js';
 import { checkSecretRef, resolveSecret, type Environment } from './secrets.js';
 
 // ---- rows --------------------------------------------------------------------------------------
@@ -453,7 +454,24 @@ function resolve(pipeline: PipelineRow, source: SourceRow | undefined, destinati
     },
     secretValues,
   };
-  return config;
+  return withSafeSerialization(config);
+}
+
+/**
+ * Serializing a resolved pipeline (JSON.stringify, pino, console.log, util.inspect) shows the source URL
+ * without its password and secret names without values, so an accidental log line leaks nothing.
+ * Non-enumerable, so the object's own fields are unchanged.
+ */
+function withSafeSerialization(config: ResolvedPipeline): ResolvedPipeline {
+  const safe = () => ({
+    ...config,
+    source: { ...config.source, url: redactUrl(config.source.url) },
+    destination: { ...config.destination, secrets: Object.fromEntries(Object.keys(config.destination.secrets).map((k) => [k, '***'])) },
+    secretValues: config.secretValues.map(() => '***'),
+  });
+  Object.defineProperty(config, 'toJSON', { value: safe, enumerable: false });
+  Object.defineProperty(config, inspect.custom, { value: () => safe(), enumerable: false });
+  return Object.freeze(config);
 }
 
 /**
