@@ -11,6 +11,7 @@ import { RedisLeaseProvider } from '../src/control/redis-lease.js';
 import { RedisStateStore, pipelineKey } from '../src/store/redis-store.js';
 import { FloeError } from '../src/errors.js';
 import { waitFor } from './helpers/wait.js';
+import { startRedis } from './harness/redis.js';
 
 const keyPrefix = `floe-lease-${randomBytes(4).toString('hex')}`;
 const closers: (() => Promise<unknown>)[] = [];
@@ -128,5 +129,23 @@ describe('Redis leases', () => {
     expect(fresh.lost.aborted).toBe(false);
     await stale.release(); // must not delete the new holder's lease
     expect((await b.holders()).get(pipe)).toBe('worker-b');
+  });
+
+  it('work through a Redis Cluster (keys of one pipeline in one slot; holders from every primary)', async () => {
+    const cluster = await startRedis({ cluster: true });
+    closers.push(() => cluster.stop());
+    const a = new RedisLeaseProvider({ url: cluster.url, ttlMs: 5_000 });
+    const b = new RedisLeaseProvider({ url: cluster.url, ttlMs: 5_000 });
+    closers.unshift(
+      () => a.close(),
+      () => b.close(),
+    );
+    const pipes = ['one', 'two', 'three'];
+    const leases = await Promise.all(pipes.map((p) => a.tryAcquire(p, 'worker-a')));
+    expect(leases.every((l) => l !== undefined)).toBe(true);
+    expect(await b.tryAcquire('two', 'worker-b')).toBeUndefined();
+    expect(await b.holders()).toEqual(new Map(pipes.map((p) => [p, 'worker-a'])));
+    await leases[1]!.release();
+    expect((await b.tryAcquire('two', 'worker-b'))!.token).toBeGreaterThan(leases[1]!.token);
   });
 });

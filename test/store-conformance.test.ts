@@ -1,6 +1,7 @@
 /**
  * One behaviour for every StateStore (design.md invariants 3 and 6): the memory store, the Postgres store
- * on each PostgreSQL major, and the Redis store against the harness's real redis-server.
+ * on each PostgreSQL major, and the Redis store against real redis-servers: the harness's shared one,
+ * one behind a Sentinel, and a one-node Cluster (where a script touching keys of two slots would fail).
  */
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { inject } from 'vitest';
@@ -11,6 +12,7 @@ import { PostgresStateStore } from '../src/store/postgres-store.js';
 import { RedisStateStore } from '../src/store/redis-store.js';
 import type { StateStore, TablePlan } from '../src/store/state-store.js';
 import { FloeError } from '../src/errors.js';
+import { startRedis, startSentinel } from './harness/redis.js';
 
 interface Backend {
   readonly name: string;
@@ -63,7 +65,37 @@ function redisBackend(): Backend {
   };
 }
 
-const backends: Backend[] = [memoryBackend(), ...testClusters().map(postgresBackend), redisBackend()];
+/** The same store through Sentinel (redis+sentinel://) and through the Cluster client against a one-node Cluster. */
+function privateRedisBackend(mode: 'sentinel' | 'cluster'): Backend {
+  let stop: (() => Promise<void>)[] = [];
+  let url = '';
+  return {
+    name: `redis ${mode}`,
+    persistent: true,
+    async setup() {
+      const server = await startRedis({ cluster: mode === 'cluster' });
+      stop = [() => server.stop()];
+      url = server.url;
+      if (mode === 'sentinel') {
+        const sentinel = await startSentinel(server);
+        stop.unshift(() => sentinel.stop());
+        url = sentinel.url;
+      }
+    },
+    open: () => new RedisStateStore({ url }),
+    async teardown() {
+      for (const s of stop) await s();
+    },
+  };
+}
+
+const backends: Backend[] = [
+  memoryBackend(),
+  ...testClusters().map(postgresBackend),
+  redisBackend(),
+  privateRedisBackend('sentinel'),
+  privateRedisBackend('cluster'),
+];
 
 const plan = (phase: TablePlan['phase'], snapshotLsn = 100n, rangeCount = 4): TablePlan => ({
   phase,

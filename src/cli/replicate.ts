@@ -148,7 +148,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   const log = createLogger({ level: opts.logLevel });
   const storeConfig = stateStoreConfig(opts.state, opts.source);
   const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
-  const store = await openStateStore(storeConfig).catch(async (err: unknown) => {
+  const store = await openStateStore(storeConfig, log).catch(async (err: unknown) => {
     await destination.close().catch(() => undefined);
     throw err;
   });

@@ -12,7 +12,7 @@
 import { Cluster } from 'ioredis';
 import type { Lease, LeaseProvider } from './lease.js';
 import { pipelineKey } from '../store/redis-store.js';
-import { connectRedis, redisError, RedisScript, redisTarget, type RedisClient, type RedisTarget } from '../store/redis-connection.js';
+import { RedisConnection, redisError, RedisScript, type RedisClient } from '../store/redis-connection.js';
 
 export interface RedisLeaseOptions {
   readonly url: string;
@@ -44,25 +44,21 @@ return 0
 `);
 
 export class RedisLeaseProvider implements LeaseProvider {
-  readonly #client: RedisClient;
-  readonly #target: RedisTarget;
+  readonly #conn: RedisConnection;
   readonly #prefix: string;
   readonly #ttlMs: number;
   readonly #held = new Set<RedisLease>();
 
   constructor(options: RedisLeaseOptions) {
-    this.#target = redisTarget({ url: options.url, ...(options.env ? { env: options.env } : {}) });
-    this.#client = this.#target.create();
-    // Failures reach the callers (and the renewal loop); the event only keeps ioredis from logging them.
-    this.#client.on('error', () => undefined);
+    this.#conn = new RedisConnection({ url: options.url, ...(options.env ? { env: options.env } : {}) });
     this.#prefix = options.keyPrefix ?? 'floe';
     this.#ttlMs = options.ttlMs ?? 15_000;
   }
 
   async tryAcquire(pipeline: string, worker: string): Promise<Lease | undefined> {
     const leaseKey = pipelineKey(this.#prefix, pipeline, 'lease');
-    const reply = await this.#call('taking a lease', () =>
-      ACQUIRE.run(this.#client, [leaseKey, pipelineKey(this.#prefix, pipeline, 'fence')], [worker, this.#ttlMs]),
+    const reply = await this.#conn.run('taking a lease', (client) =>
+      ACQUIRE.run(client, [leaseKey, pipelineKey(this.#prefix, pipeline, 'fence')], [worker, this.#ttlMs]),
     );
     if (reply === null || reply === undefined) return undefined;
     const token = BigInt(reply as number);
@@ -72,8 +68,8 @@ export class RedisLeaseProvider implements LeaseProvider {
       value: `${worker}#${token}`,
       key: leaseKey,
       ttlMs: this.#ttlMs,
-      client: this.#client,
-      where: this.#target.where,
+      client: this.#conn.client,
+      where: this.#conn.where,
       forget: () => this.#held.delete(lease),
     });
     this.#held.add(lease);
@@ -82,9 +78,9 @@ export class RedisLeaseProvider implements LeaseProvider {
 
   async holders(): Promise<Map<string, string>> {
     const out = new Map<string, string>();
-    const nodes = this.#client instanceof Cluster ? this.#client.nodes('master') : [this.#client];
     const pattern = `${globEscape(this.#prefix)}:{*}:lease`;
-    await this.#call('listing leases', async () => {
+    await this.#conn.run('listing leases', async (client) => {
+      const nodes = client instanceof Cluster ? client.nodes('master') : [client];
       for (const node of nodes) {
         let cursor = '0';
         do {
@@ -104,17 +100,7 @@ export class RedisLeaseProvider implements LeaseProvider {
 
   async close(): Promise<void> {
     await Promise.all([...this.#held].map((l) => l.release().catch(() => undefined)));
-    if (this.#client.status === 'ready') await this.#client.quit().catch(() => this.#client.disconnect());
-    else this.#client.disconnect();
-  }
-
-  async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    if (this.#client.status === 'wait') await connectRedis(this.#client, this.#target.where);
-    try {
-      return await fn();
-    } catch (err) {
-      throw redisError(err, this.#target.where, what);
-    }
+    await this.#conn.close();
   }
 }
 

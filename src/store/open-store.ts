@@ -8,6 +8,7 @@ import { MemoryStateStore } from './memory-store.js';
 import { PostgresStateStore } from './postgres-store.js';
 import { RedisStateStore } from './redis-store.js';
 import type { StateStore } from './state-store.js';
+import type { Logger } from '../telemetry/logger.js';
 
 export type StateStoreKind = 'postgres' | 'redis' | 'memory';
 
@@ -57,7 +58,8 @@ export function stateStoreConfig(state: string, sourceUrl: string, env: NodeJS.P
   return { kind: 'postgres', postgresUrl: state === 'source' ? sourceUrl : state };
 }
 
-export async function openStateStore(config: StateStoreConfig): Promise<StateStore> {
+/** `log` hears warnings about the store's setup (e.g. a Redis without persistence). */
+export async function openStateStore(config: StateStoreConfig, log?: Logger): Promise<StateStore> {
   switch (config.kind) {
     case 'memory':
       return new MemoryStateStore();
@@ -76,6 +78,8 @@ export async function openStateStore(config: StateStoreConfig): Promise<StateSto
       });
       try {
         await store.connect();
+        const warning = await store.persistenceWarning();
+        if (warning) log?.warn({ store: store.where }, warning);
       } catch (err) {
         await store.close().catch(() => undefined);
         throw err;

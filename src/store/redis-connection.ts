@@ -108,6 +108,9 @@ export function redisTarget(options: RedisConnectionOptions): RedisTarget {
     const clusterOptions: ClusterOptions = {
       lazyConnect: true,
       enableOfflineQueue: false,
+      // The Cluster client's ready check is itself a command, which it refuses to send before it is ready
+      // when the offline queue is off; the slot map it fetches first is check enough.
+      enableReadyCheck: false,
       maxRedirections: 16,
       clusterRetryStrategy: (times: number) => Math.min(100 * times, 2_000),
       redisOptions: { ...BOUNDED, ...auth },
@@ -171,7 +174,7 @@ export function redisError(err: unknown, where: string, what: string): FloeError
   if (err instanceof FloeError) return err;
   const e = err as { code?: string; message?: string } | undefined;
   const base = (e?.message ?? String(err)).split('\n')[0]!;
-  const message = `Redis state store at ${where}: ${what}: ${base}`;
+  const message = `Redis at ${where}: ${what}: ${base}`;
   if (/^(WRONGPASS|NOAUTH|NOPERM)/.test(base)) {
     return new FloeError('state', message, {
       cause: err,
@@ -198,7 +201,7 @@ export async function connectRedis(client: RedisClient, where: string): Promise<
   if (client.status === 'ready') return;
   if (client.status !== 'wait' && client.status !== 'end') {
     // Reconnecting in the background (retryStrategy): fail this attempt; the caller's retry comes back.
-    throw new FloeError('state', `Redis state store at ${where}: not connected (${client.status})`, {
+    throw new FloeError('state', `Redis at ${where}: not connected (${client.status})`, {
       retry: 'timed',
       hint: 'check that Redis is running and reachable; floe retries with backoff',
     });
@@ -224,5 +227,48 @@ export async function connectRedis(client: RedisClient, where: string): Promise<
     throw redisError(socketError ?? err, where, 'connecting');
   } finally {
     client.off('error', onError);
+  }
+}
+
+/** One client with its target: connects on first use (concurrent first users share the attempt). */
+export class RedisConnection {
+  readonly client: RedisClient;
+  readonly target: RedisTarget;
+  #connecting: Promise<void> | undefined;
+
+  constructor(options: RedisConnectionOptions) {
+    this.target = redisTarget(options);
+    this.client = this.target.create();
+    // Failures reach the callers of each command; the event only keeps ioredis from logging them.
+    this.client.on('error', () => undefined);
+  }
+
+  get where(): string {
+    return this.target.where;
+  }
+
+  async ready(): Promise<void> {
+    if (this.client.status === 'ready') return;
+    if (!this.#connecting) {
+      this.#connecting = connectRedis(this.client, this.where).finally(() => {
+        this.#connecting = undefined;
+      });
+    }
+    await this.#connecting;
+  }
+
+  /** Runs commands, with failures as FloeError (kind 'state'; connection trouble retryable). */
+  async run<T>(what: string, fn: (client: RedisClient) => Promise<T>): Promise<T> {
+    if (this.client.status !== 'ready') await this.ready();
+    try {
+      return await fn(this.client);
+    } catch (err) {
+      throw redisError(err, this.where, what);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.client.status === 'ready') await this.client.quit().catch(() => this.client.disconnect());
+    else this.client.disconnect();
   }
 }

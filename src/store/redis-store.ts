@@ -15,7 +15,7 @@
 import type { PipelineProgress, StateStore, TablePhase, TablePlan, TableProgress } from './state-store.js';
 import { staleFence, staleIncarnation, unknownTable } from './state-store.js';
 import { FloeError } from '../errors.js';
-import { connectRedis, redisError, RedisScript, redisTarget, type RedisClient, type RedisTarget } from './redis-connection.js';
+import { RedisConnection, RedisScript } from './redis-connection.js';
 
 export interface RedisStateStoreOptions {
   /** redis://, rediss://, redis+sentinel:// or redis-cluster:// (see redis-connection.ts). */
@@ -125,13 +125,8 @@ interface StoredPlan {
   readonly pagesPerRange: number;
 }
 
-interface Connection {
-  readonly client: RedisClient;
-  readonly target: RedisTarget;
-}
-
 export class RedisStateStore implements StateStore {
-  readonly #conn: Connection;
+  readonly #conn: RedisConnection;
   readonly #prefix: string;
   readonly #token: bigint | undefined;
   readonly #view: boolean;
@@ -148,31 +143,44 @@ export class RedisStateStore implements StateStore {
     if (shared) {
       this.#conn = shared.store.#conn;
     } else {
-      const target = redisTarget({ url: options.url, ...(options.env ? { env: options.env } : {}) });
-      if (this.#waitReplicas > 0 && target.mode === 'cluster') {
+      const conn = new RedisConnection({ url: options.url, ...(options.env ? { env: options.env } : {}) });
+      if (this.#waitReplicas > 0 && conn.target.mode === 'cluster') {
+        conn.client.disconnect();
         throw new FloeError('config', 'waiting for Redis replicas (FLOE_REDIS_WAIT_REPLICAS) is not available with Cluster', {
           hint: 'unset FLOE_REDIS_WAIT_REPLICAS, or use a single Redis or Sentinel',
         });
       }
-      const client = target.create();
-      // Errors also reach the callers of each command; the event only keeps ioredis from logging them.
-      client.on('error', () => undefined);
-      this.#conn = { client, target };
+      this.#conn = conn;
     }
   }
 
   /** host:port (or Sentinel/Cluster nodes) of the store, without credentials. */
   get where(): string {
-    return this.#conn.target.where;
+    return this.#conn.where;
   }
 
   /** Connects (fails at once, with host:port, when Redis is unreachable). Called by init(). */
   async connect(): Promise<void> {
-    await connectRedis(this.#conn.client, this.where);
+    await this.#conn.ready();
   }
 
   async init(): Promise<void> {
     await this.connect();
+  }
+
+  /**
+   * Why progress kept here could move backwards after a Redis crash, or undefined when Redis persists
+   * every write within a second (append-only file on, fsync always or everysec). Reads INFO persistence,
+   * which managed services allow where CONFIG GET is often disabled; unknown answers give no warning.
+   */
+  async persistenceWarning(): Promise<string | undefined> {
+    const info = await this.#call('reading persistence settings', () => this.#conn.client.info('persistence'));
+    const text = Array.isArray(info) ? String(info[0]) : String(info);
+    const aof = /^aof_enabled:(\d)/m.exec(text)?.[1];
+    if (aof === '0') {
+      return 'Redis runs without its append-only file: after a Redis crash or restart the recorded progress can move backwards (floe then replays changes, which is safe but slow) or vanish (floe then refuses to resume the slot); turn on appendonly yes with appendfsync everysec';
+    }
+    return undefined;
   }
 
   async getProgress(pipeline: string): Promise<PipelineProgress | undefined> {
@@ -269,10 +277,7 @@ export class RedisStateStore implements StateStore {
   }
 
   async close(): Promise<void> {
-    if (this.#view) return;
-    const { client } = this.#conn;
-    if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
-    else client.disconnect();
+    if (!this.#view) await this.#conn.close();
   }
 
   #key(pipeline: string, suffix: string): string {
@@ -301,7 +306,7 @@ export class RedisStateStore implements StateStore {
       case 'table':
         throw unknownTable(pipeline, table ?? '');
       default:
-        throw new FloeError('state', `Redis state store at ${this.where}: ${what}: unexpected reply`, { retry: 'manual' });
+        throw new FloeError('state', `Redis at ${this.where}: ${what}: unexpected reply`, { retry: 'manual' });
     }
     if (this.#waitReplicas > 0) await this.#waitForReplicas(what);
   }
@@ -311,7 +316,7 @@ export class RedisStateStore implements StateStore {
     if (acked < this.#waitReplicas) {
       throw new FloeError(
         'state',
-        `Redis state store at ${this.where}: ${what}: only ${acked} of ${this.#waitReplicas} replicas acknowledged the write`,
+        `Redis at ${this.where}: ${what}: only ${acked} of ${this.#waitReplicas} replicas acknowledged the write`,
         {
           retry: 'timed',
           hint: 'check the Redis replicas (or lower FLOE_REDIS_WAIT_REPLICAS); floe retries the write',
@@ -321,11 +326,6 @@ export class RedisStateStore implements StateStore {
   }
 
   async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    if (this.#conn.client.status === 'wait') await this.connect();
-    try {
-      return await fn();
-    } catch (err) {
-      throw redisError(err, this.where, what);
-    }
+    return this.#conn.run(what, fn);
   }
 }
