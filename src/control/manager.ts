@@ -382,6 +382,7 @@ class PipelineTask {
     this.#configVersion = rows.pipeline.configVersion;
     this.#status = new StatusReporter(ctx.manager.db, this.id, ctx.manager.worker, ctx.settings.reportIntervalMs, ctx.log);
     lease.lost.addEventListener('abort', () => this.stop('lease-lost'), { once: true });
+    if (lease.lost.aborted) this.stop('lease-lost');
     this.done = this.#main().catch((err) => this.log.error({ err: coerceError(err).message }, 'pipeline task failed'));
   }
 
