@@ -199,6 +199,15 @@ CREATE TRIGGER pipeline_table_notify_delete AFTER DELETE ON floe.pipeline_table 
   EXECUTE FUNCTION floe.notify_config();
 `,
   },
+  {
+    version: 2,
+    description: 'fencing tokens of Postgres pipeline leases',
+    // Drawn by the worker that just took a pipeline's advisory lock (control/pg-lease.ts): one sequence
+    // for all pipelines, so a pipeline deleted and added again under its name never reuses a token. Not
+    // a user-controlled column: it neither bumps config_version nor notifies.
+    sql: `CREATE SEQUENCE floe.lease_token;
+ALTER TABLE floe.pipeline ADD COLUMN lease_token bigint NOT NULL DEFAULT 0;`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -1,0 +1,139 @@
+import { Command, Option } from 'commander';
+import pg from 'pg';
+import { nonNegativeInt, positiveInt } from './arguments.js';
+import { FloeError, coerceError } from '../errors.js';
+import { createLogger } from '../telemetry/logger.js';
+import { FloeMetrics } from '../telemetry/metrics.js';
+import { startTelemetryServer } from '../telemetry/http.js';
+import { onShutdownSignal } from './signals.js';
+import { connectControlPlane, DATABASE_URL_ENV } from '../control/repository.js';
+import { PipelineManager } from '../control/manager.js';
+import { PgLeaseProvider } from '../control/pg-lease.js';
+import { WorkerRegistration, defaultWorkerId } from '../control/worker.js';
+import { openStateStore, stateStoreConfig } from '../store/open-store.js';
+import { RedisLeaseProvider } from '../control/redis-lease.js';
+import type { StateStore } from '../store/state-store.js';
+import type { LeaseProvider } from '../control/lease.js';
+import { redactUrl } from '../postgres/source.js';
+
+export function runCommand(): Command {
+  return new Command('run')
+    .description('run as a worker: every started pipeline of the control plane, shared with the other workers, until SIGINT/SIGTERM')
+    .addOption(new Option('--database-url <url>', 'the control-plane database').env(DATABASE_URL_ENV))
+    .option('--worker-id <id>', 'this worker in floe.worker and pipeline.owner_worker (default: <host>-<pid>)')
+    .addOption(
+      new Option('--max-pipelines <n>', 'at most this many pipelines on this worker')
+        .env('FLOE_MAX_PIPELINES')
+        .argParser(positiveInt('--max-pipelines'))
+        .default(16),
+    )
+    .option(
+      '--poll-interval-ms <n>',
+      'how often the control plane is read without a notification (also the takeover delay of a dead worker)',
+      positiveInt('--poll-interval-ms'),
+      5000,
+    )
+    .option(
+      '--lease-ttl-ms <n>',
+      'Redis leases (FLOE_STATE_STORE=redis): how long a lease outlives a worker that stopped renewing it',
+      positiveInt('--lease-ttl-ms'),
+      15_000,
+    )
+    .addOption(
+      new Option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz (0: off)')
+        .env('FLOE_METRICS_PORT')
+        .argParser(nonNegativeInt('--metrics-port'))
+        .default(9000),
+    )
+    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
+    .action(async (opts: RunOptions) => {
+      await run(opts);
+    });
+}
+
+interface RunOptions {
+  databaseUrl?: string;
+  workerId?: string;
+  maxPipelines: number;
+  pollIntervalMs: number;
+  leaseTtlMs: number;
+  metricsPort: number;
+  logLevel: string;
+}
+
+/** Fits `floe-lease <id>` into application_name (63 bytes), where other workers read lease holders. */
+const WORKER_ID = /^[A-Za-z0-9._:@-]{1,52}$/;
+
+async function run(opts: RunOptions): Promise<void> {
+  const worker = opts.workerId ?? defaultWorkerId().slice(0, 52);
+  if (!WORKER_ID.test(worker)) {
+    throw new FloeError('config', `invalid worker id "${worker.slice(0, 60)}"`, {
+      hint: 'use at most 52 letters, digits and . _ : @ -',
+    });
+  }
+  // Refuses a missing or outdated schema ("run floe migrate") before anything starts.
+  const check = await connectControlPlane(opts.databaseUrl);
+  await check.end().catch(() => undefined);
+  const url = opts.databaseUrl!;
+
+  const log = createLogger({ level: opts.logLevel }).child({ worker });
+  // FLOE_STATE_STORE=postgres (default: progress in the control-plane database, leases on its advisory
+  // locks) or redis (FLOE_REDIS_URL: progress and leases in Redis).
+  const storeConfig = stateStoreConfig('source', url);
+  const store: StateStore = await openStateStore(storeConfig);
+  const leases: LeaseProvider =
+    storeConfig.kind === 'redis'
+      ? new RedisLeaseProvider({
+          url: storeConfig.redisUrl!,
+          ttlMs: opts.leaseTtlMs,
+          ...(storeConfig.redisKeyPrefix ? { keyPrefix: storeConfig.redisKeyPrefix } : {}),
+        })
+      : new PgLeaseProvider({ url, worker, log });
+  // Bounded waits: a control plane that stops answering must not hang reconciliation or state reports.
+  const db = new pg.Pool({
+    connectionString: url,
+    max: 4,
+    application_name: 'floe-worker',
+    idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: 10_000,
+    query_timeout: 30_000,
+  });
+  db.on('error', () => undefined); // an idle connection that died is replaced at the next query
+  const registration = new WorkerRegistration(db, { id: worker, maxPipelines: opts.maxPipelines, log });
+  const metrics = new FloeMetrics();
+  const controller = new AbortController();
+  const release = onShutdownSignal(() => controller.abort());
+  const manager = new PipelineManager({
+    url,
+    db,
+    worker,
+    leases,
+    store,
+    log,
+    metrics,
+    maxPipelines: opts.maxPipelines,
+    pollIntervalMs: opts.pollIntervalMs,
+  });
+  let telemetry: Awaited<ReturnType<typeof startTelemetryServer>> | undefined;
+  let registered = false;
+  try {
+    await store.init();
+    telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness: manager }) : undefined;
+    await registration.register();
+    registered = true;
+    log.info({ controlPlane: redactUrl(url), maxPipelines: opts.maxPipelines, stateStore: storeConfig.kind }, 'worker started');
+    await manager.run(controller.signal);
+    log.info('worker stopped: every pipeline drained and its lease released');
+  } catch (err) {
+    controller.abort();
+    throw coerceError(err);
+  } finally {
+    release();
+    // Only our own row: a refused registration means the row is another live worker's.
+    if (registered) await registration.unregister();
+    await leases.close().catch(() => undefined);
+    await telemetry?.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    await db.end().catch(() => undefined);
+  }
+}
