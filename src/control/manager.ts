@@ -53,7 +53,7 @@ import {
   type ResolvedPipeline,
   type RuntimeOptions,
 } from './config.js';
-import { listPipelineTables, loadPipelineRows, reportTableState, type PipelineRows } from './repository.js';
+import { clearResyncRequest, listPipelineTables, loadPipelineRows, reportTableState, type PipelineRows } from './repository.js';
 import type { PipelineTableRow } from './config.js';
 import { CONFIG_CHANNEL } from './schema.js';
 import { redactSecrets, type Environment } from './secrets.js';
@@ -412,13 +412,7 @@ class PipelineTask {
       this.control.requestResync(t.tableName);
       // Handed over: the request is cleared so it is not repeated at the next start. A pipeline that
       // stops mid-resync resumes the table's snapshot from the state store.
-      // Millisecond precision: the request time came back through a JavaScript Date (repository's
-      // clearResyncRequest compares microseconds, so it would never match).
-      await this.#ctx.manager.db.query(
-        `UPDATE floe.pipeline_table SET resync_requested_at = NULL, updated_at = now()
-          WHERE pipeline_id = $1 AND table_name = $2 AND date_trunc('milliseconds', resync_requested_at) <= $3`,
-        [this.id, t.tableName, t.resyncRequestedAt],
-      );
+      await clearResyncRequest(this.#ctx.manager.db, this.id, t.tableName, t.resyncRequestedAt);
       this.log.info({ table: t.tableName }, 'table resync requested');
     }
   }

@@ -240,11 +240,14 @@ export async function reportTableState(
   );
 }
 
-/** Marks resync requests up to `before` as handled (the pipeline took them). */
+/**
+ * Marks resync requests up to `before` as handled (the pipeline took them). `before` came back through a
+ * JavaScript Date (milliseconds) while the column holds microseconds, hence the truncation.
+ */
 export async function clearResyncRequest(db: Queryable, pipelineId: string, table: string, before: Date): Promise<void> {
   await db.query(
     `UPDATE floe.pipeline_table SET resync_requested_at = NULL, updated_at = now()
-      WHERE pipeline_id = $1 AND table_name = $2 AND resync_requested_at <= $3`,
+      WHERE pipeline_id = $1 AND table_name = $2 AND date_trunc('milliseconds', resync_requested_at) <= $3`,
     [pipelineId, table, before],
   );
 }
