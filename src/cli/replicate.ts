@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { nonNegativeInt, nonNegativeNumber, positiveInt } from './arguments.js';
+import { positiveInt } from './arguments.js';
 import { FloeError, coerceError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
@@ -7,9 +7,10 @@ import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/p
 import { openStateStore, stateStoreConfig } from '../store/open-store.js';
 import { parseDestination } from './destination-url.js';
 import { onShutdownSignal } from './signals.js';
+import { addHealthOptions, type HealthOptions } from './health-options.js';
 import { FloeMetrics, combineEvents } from '../telemetry/metrics.js';
 import { PipelineReadiness, ReadinessChecks, startTelemetryServer } from '../telemetry/http.js';
-import { registerUrlSecrets, type LogFormat } from '../telemetry/logger.js';
+import { registerUrlSecrets } from '../telemetry/logger.js';
 import { AlertManager, alertPolicyFromEnv } from '../monitor/alerts.js';
 import { WebhookNotifier, webhookOptionsFromEnv } from '../monitor/webhook.js';
 import { WalMonitor, sourceNameFromUrl } from '../monitor/wal-monitor.js';
@@ -17,7 +18,7 @@ import { Heartbeat } from '../monitor/heartbeat.js';
 import { postgresReachable } from '../telemetry/health.js';
 
 export function replicateCommand(): Command {
-  return new Command('replicate')
+  const command = new Command('replicate')
     .description('replicate one publication into a destination, in the foreground, until SIGINT/SIGTERM')
     .addOption(
       new Option('--source <url>', 'source PostgreSQL URL (postgres://user:pw@host:5432/db)').env('FLOE_SOURCE_URL').makeOptionMandatory(),
@@ -51,47 +52,13 @@ export function replicateCommand(): Command {
       'standby status update cadence (keep well under wal_sender_timeout)',
       positiveInt('--status-interval-ms'),
       10_000,
-    )
-    .addOption(
-      new Option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz (0: off)')
-        .env('FLOE_METRICS_PORT')
-        .argParser(nonNegativeInt('--metrics-port'))
-        .default(9000),
-    )
-    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
-    .addOption(
-      new Option('--log-format <format>', 'json lines, or pretty for humans')
-        .choices(['json', 'pretty'])
-        .env('FLOE_LOG_FORMAT')
-        .default('json'),
-    )
-    .addOption(
-      new Option(
-        '--heartbeat-interval <seconds>',
-        'write a logical message to the source this often so the slot advances while published tables are idle (0: off)',
-      )
-        .env('FLOE_HEARTBEAT_INTERVAL')
-        .argParser(nonNegativeNumber('--heartbeat-interval'))
-        .default(60),
-    )
-    .addOption(
-      new Option('--monitor-interval <seconds>', 'how often the WAL monitor checks the source and slot (0: off)')
-        .env('FLOE_MONITOR_INTERVAL')
-        .argParser(nonNegativeNumber('--monitor-interval'))
-        .default(60),
-    )
-    .addOption(
-      new Option('--stall-after <seconds>', 'alert when the slot confirms nothing while WAL grows for this long')
-        .env('FLOE_STALL_AFTER')
-        .argParser(nonNegativeNumber('--stall-after'))
-        .default(600),
-    )
-    .action(async (opts: ReplicateOptions) => {
-      await replicate(opts);
-    });
+    );
+  return addHealthOptions(command).action(async (opts: ReplicateOptions) => {
+    await replicate(opts);
+  });
 }
 
-interface ReplicateOptions {
+interface ReplicateOptions extends HealthOptions {
   source: string;
   publication: string;
   slot: string;
@@ -105,12 +72,6 @@ interface ReplicateOptions {
   batchMaxMs: number;
   mergeIntervalMs: number;
   statusIntervalMs: number;
-  metricsPort: number;
-  logLevel: string;
-  logFormat: LogFormat;
-  heartbeatInterval: number;
-  monitorInterval: number;
-  stallAfter: number;
 }
 
 /**

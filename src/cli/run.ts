@@ -99,6 +99,7 @@ async function run(opts: RunOptions): Promise<void> {
     query_timeout: 30_000,
   });
   db.on('error', () => undefined); // an idle connection that died is replaced at the next query
+  db.on('connect', (client) => client.on('error', () => undefined)); // checked-out clients: the statement fails instead
   const registration = new WorkerRegistration(db, { id: worker, maxPipelines: opts.maxPipelines, log });
   const metrics = new FloeMetrics();
   const controller = new AbortController();

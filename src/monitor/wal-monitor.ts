@@ -510,6 +510,8 @@ export class WalMonitor {
       idleTimeoutMillis: this.#o.idleTimeoutMs,
     });
     pool.on('error', () => undefined); // an idle connection dropped by the server; the next check reconnects
+    // A checked-out client is not watched by the pool; a reset between statements must fail the check, not the process.
+    pool.on('connect', (client) => client.on('error', () => undefined));
     pool.on('connect', () => this.#countConnections(+1));
     pool.on('remove', () => this.#countConnections(-1));
     return pool;

@@ -59,6 +59,9 @@ export class PostgresStateStore implements StateStore {
     } else {
       this.#pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'floe-state', idleTimeoutMillis: 10_000 });
       this.#pool.on('error', () => undefined);
+      // A checked-out client is no longer watched by the pool: without its own listener, a connection
+      // reset between two statements of a transaction would crash the process instead of failing the call.
+      this.#pool.on('connect', (client) => client.on('error', () => undefined));
     }
   }
 

@@ -1,0 +1,51 @@
+import { Option, type Command } from 'commander';
+import { nonNegativeInt, nonNegativeNumber } from './arguments.js';
+import type { LogFormat } from '../telemetry/logger.js';
+
+/** Telemetry and source-health flags shared by `floe replicate` and `floe run`. */
+export interface HealthOptions {
+  metricsPort: number;
+  logLevel: string;
+  logFormat: LogFormat;
+  heartbeatInterval: number;
+  monitorInterval: number;
+  stallAfter: number;
+}
+
+export function addHealthOptions(command: Command): Command {
+  return command
+    .addOption(
+      new Option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz (0: off)')
+        .env('FLOE_METRICS_PORT')
+        .argParser(nonNegativeInt('--metrics-port'))
+        .default(9000),
+    )
+    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
+    .addOption(
+      new Option('--log-format <format>', 'json lines, or pretty for humans')
+        .choices(['json', 'pretty'])
+        .env('FLOE_LOG_FORMAT')
+        .default('json'),
+    )
+    .addOption(
+      new Option(
+        '--heartbeat-interval <seconds>',
+        'write a logical message to the source this often so the slot advances while published tables are idle (0: off)',
+      )
+        .env('FLOE_HEARTBEAT_INTERVAL')
+        .argParser(nonNegativeNumber('--heartbeat-interval'))
+        .default(60),
+    )
+    .addOption(
+      new Option('--monitor-interval <seconds>', 'how often the WAL monitor checks the source and slot (0: off)')
+        .env('FLOE_MONITOR_INTERVAL')
+        .argParser(nonNegativeNumber('--monitor-interval'))
+        .default(60),
+    )
+    .addOption(
+      new Option('--stall-after <seconds>', 'alert when the slot confirms nothing while WAL grows for this long')
+        .env('FLOE_STALL_AFTER')
+        .argParser(nonNegativeNumber('--stall-after'))
+        .default(600),
+    );
+}
