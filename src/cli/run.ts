@@ -1,11 +1,17 @@
 import { Command, Option } from 'commander';
 import pg from 'pg';
-import { nonNegativeInt, positiveInt } from './arguments.js';
+import { positiveInt } from './arguments.js';
 import { FloeError, coerceError } from '../errors.js';
-import { createLogger } from '../telemetry/logger.js';
+import { createLogger, registerUrlSecrets } from '../telemetry/logger.js';
 import { FloeMetrics } from '../telemetry/metrics.js';
 import { startTelemetryServer } from '../telemetry/http.js';
 import { onShutdownSignal } from './signals.js';
+import { addHealthOptions, type HealthOptions } from './health-options.js';
+import { ReadinessChecks } from '../telemetry/http.js';
+import { AlertManager, alertPolicyFromEnv } from '../monitor/alerts.js';
+import { WebhookNotifier, webhookOptionsFromEnv } from '../monitor/webhook.js';
+import { WalMonitor } from '../monitor/wal-monitor.js';
+import { RunningSources } from '../monitor/running-sources.js';
 import { connectControlPlane, DATABASE_URL_ENV } from '../control/repository.js';
 import { PipelineManager } from '../control/manager.js';
 import { PgLeaseProvider } from '../control/pg-lease.js';
@@ -17,7 +23,7 @@ import type { LeaseProvider } from '../control/lease.js';
 import { redactUrl } from '../postgres/source.js';
 
 export function runCommand(): Command {
-  return new Command('run')
+  const command = new Command('run')
     .description('run as a worker: every started pipeline of the control plane, shared with the other workers, until SIGINT/SIGTERM')
     .addOption(new Option('--database-url <url>', 'the control-plane database').env(DATABASE_URL_ENV))
     .option('--worker-id <id>', 'this worker in floe.worker and pipeline.owner_worker (default: <host>-<pid>)')
@@ -38,27 +44,18 @@ export function runCommand(): Command {
       'Redis leases (FLOE_STATE_STORE=redis): how long a lease outlives a worker that stopped renewing it',
       positiveInt('--lease-ttl-ms'),
       15_000,
-    )
-    .addOption(
-      new Option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz (0: off)')
-        .env('FLOE_METRICS_PORT')
-        .argParser(nonNegativeInt('--metrics-port'))
-        .default(9000),
-    )
-    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
-    .action(async (opts: RunOptions) => {
-      await run(opts);
-    });
+    );
+  return addHealthOptions(command).action(async (opts: RunOptions) => {
+    await run(opts);
+  });
 }
 
-interface RunOptions {
+interface RunOptions extends HealthOptions {
   databaseUrl?: string;
   workerId?: string;
   maxPipelines: number;
   pollIntervalMs: number;
   leaseTtlMs: number;
-  metricsPort: number;
-  logLevel: string;
 }
 
 /** Fits `floe-lease <id>` into application_name (63 bytes), where other workers read lease holders. */
@@ -76,7 +73,9 @@ async function run(opts: RunOptions): Promise<void> {
   await check.end().catch(() => undefined);
   const url = opts.databaseUrl!;
 
-  const log = createLogger({ level: opts.logLevel }).child({ worker });
+  const log = createLogger({ level: opts.logLevel, format: opts.logFormat }).child({ worker });
+  registerUrlSecrets(url);
+  const alertPolicy = alertPolicyFromEnv();
   // FLOE_STATE_STORE=postgres (default: progress in the control-plane database, leases on its advisory
   // locks) or redis (FLOE_REDIS_URL: progress and leases in Redis).
   const storeConfig = stateStoreConfig('source', url);
@@ -103,6 +102,27 @@ async function run(opts: RunOptions): Promise<void> {
   const registration = new WorkerRegistration(db, { id: worker, maxPipelines: opts.maxPipelines, log });
   const metrics = new FloeMetrics();
   const controller = new AbortController();
+
+  // Source health of the pipelines running here: WAL monitor with alerts, heartbeats, readiness.
+  const webhookOptions = webhookOptionsFromEnv(process.env, { log, metrics });
+  const alerts = new AlertManager({
+    policy: alertPolicy,
+    sink: webhookOptions ? new WebhookNotifier(webhookOptions) : undefined,
+    log,
+    metrics,
+  });
+  const monitor =
+    opts.monitorInterval > 0
+      ? new WalMonitor({
+          intervalMs: opts.monitorInterval * 1000,
+          minIntervalPerSourceMs: Math.min(10_000, opts.monitorInterval * 1000),
+          stallAfterMs: opts.stallAfter * 1000,
+          log,
+          metrics,
+          alerts,
+        })
+      : undefined;
+  const sources = new RunningSources({ monitor, heartbeatIntervalMs: opts.heartbeatInterval * 1000, log, metrics });
   const release = onShutdownSignal(() => controller.abort());
   const manager = new PipelineManager({
     url,
@@ -114,16 +134,36 @@ async function run(opts: RunOptions): Promise<void> {
     metrics,
     maxPipelines: opts.maxPipelines,
     pollIntervalMs: opts.pollIntervalMs,
+    onPipelineRunning: (config, signal) =>
+      sources.attach({ pipeline: config.name, sourceName: config.sourceName, source: config.source, slot: config.slotName }, signal),
   });
+  const readiness = new ReadinessChecks()
+    .addCheck('control plane', () => {
+      const r = manager.ready();
+      return r.ok ? undefined : r.reason;
+    })
+    .addCheck('state store', async () => {
+      try {
+        await store.getProgress('floe-readiness-probe');
+        return undefined;
+      } catch (err) {
+        return coerceError(err).message;
+      }
+    })
+    .addCheck('sources', sources.check);
   let telemetry: Awaited<ReturnType<typeof startTelemetryServer>> | undefined;
   let registered = false;
   try {
     await store.init();
-    telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness: manager }) : undefined;
+    telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness }) : undefined;
     await registration.register();
     registered = true;
     log.info({ controlPlane: redactUrl(url), maxPipelines: opts.maxPipelines, stateStore: storeConfig.kind }, 'worker started');
+    const monitoring = monitor
+      ?.run(controller.signal)
+      .catch((err: unknown) => log.error({ err: coerceError(err).message }, 'WAL monitor stopped'));
     await manager.run(controller.signal);
+    await monitoring;
     log.info('worker stopped: every pipeline drained and its lease released');
   } catch (err) {
     controller.abort();

@@ -86,6 +86,11 @@ export interface ManagerOptions {
   readonly env?: Environment;
   /** Runtime settings under the rows' options (tests use short intervals). */
   readonly runtimeDefaults?: RuntimeOptions;
+  /**
+   * Called when an attempt to run a pipeline starts; `signal` aborts when that attempt ends (stop, restart,
+   * crash). `floe run` uses it to watch the pipeline's source and slot and to run its heartbeat.
+   */
+  readonly onPipelineRunning?: (config: ResolvedPipeline, signal: AbortSignal) => void;
   /** Opens a destination (Default: parseDestination, which knows DuckDB). */
   readonly openDestination?: (destination: ResolvedDestination) => Destination;
 }
@@ -506,6 +511,7 @@ class PipelineTask {
   async #attempt(config: ResolvedPipeline, signal: AbortSignal): Promise<FloeError | undefined> {
     const { manager } = this.#ctx;
     let destination: Destination | undefined;
+    const attempt = new AbortController();
     try {
       const store = manager.store.fenced(this.#lease.token);
       // Records this lease's token in the store at once (a write of the recorded position, which
@@ -522,6 +528,7 @@ class PipelineTask {
         ...combineEvents(metricsEvents, this.#status.events(config.secretValues)),
         table: (table, state, detail) => this.#reportTable(table, state, detail, config),
       };
+      manager.onPipelineRunning?.(config, AbortSignal.any([signal, attempt.signal]));
       await runPipeline(
         {
           ...stripUndefined(manager.runtimeDefaults ?? {}),
@@ -546,6 +553,7 @@ class PipelineTask {
       if (signal.aborted && e.retry === 'timed') return undefined;
       return e;
     } finally {
+      attempt.abort();
       await destination?.close().catch(() => undefined);
     }
   }
