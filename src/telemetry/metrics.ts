@@ -414,6 +414,8 @@ export class FloeMetrics {
   pipelineEvents(pipeline: string): PipelineEvents {
     const l = { pipeline };
     this.#active.set(l, 0);
+    const snapshotting = new Set<string>();
+    let tablesDone = 0;
     return {
       phase: (p) => this.#active.set(l, p === 'snapshotting' || p === 'streaming' ? 1 : 0),
       snapshotRange: (_table, rows) => {
@@ -436,6 +438,13 @@ export class FloeMetrics {
       acknowledged: (lsn, walEnd) => this.#lag.set(l, Number(walEnd - lsn)),
       merged: (rows) => this.#merged.inc(l, rows),
       retrying: () => this.#retries.inc(l),
+      table: (table, state) => {
+        // Tables snapshotted since this pipeline started here (initial, added, resynced) and how many finished.
+        if (state === 'snapshotting') snapshotting.add(table);
+        else if (snapshotting.delete(table) && state === 'streaming') tablesDone++;
+        this.#snapshotTables.set({ ...l, state: 'total' }, tablesDone + snapshotting.size);
+        this.#snapshotTables.set({ ...l, state: 'done' }, tablesDone);
+      },
     };
   }
 
@@ -470,5 +479,6 @@ export function combineEvents(...all: (PipelineEvents | undefined)[]): PipelineE
     acknowledged: fan('acknowledged'),
     merged: fan('merged'),
     retrying: fan('retrying'),
+    table: fan('table'),
   };
 }
