@@ -524,10 +524,9 @@ class PipelineTask {
       await this.applyTableControls(await listPipelineTables(manager.db, this.id));
       destination = (manager.openDestination ?? defaultDestination)(config.destination);
       const metricsEvents = manager.metrics?.pipelineEvents(config.name);
-      const events: PipelineEvents = {
-        ...combineEvents(metricsEvents, this.#status.events(config.secretValues)),
+      const events: PipelineEvents = combineEvents(metricsEvents, this.#status.events(config.secretValues), {
         table: (table, state, detail) => this.#reportTable(table, state, detail, config),
-      };
+      });
       manager.onPipelineRunning?.(config, AbortSignal.any([signal, attempt.signal]));
       await runPipeline(
         {
