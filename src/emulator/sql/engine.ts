@@ -20,7 +20,7 @@ import {
   DuckDBTimestampTZValue,
   DuckDBTimestampValue,
   type DuckDBConnection,
-  type DuckDBMaterializedResult,
+  type DuckDBResultReader,
 } from '@duckdb/node-api';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -101,7 +101,10 @@ export class SqlEngine {
   readonly writeLock = new Mutex();
   readonly warehouses = new Set<string>();
   /** Default pipes that have been instantiated (by a channel open), key DB.S.PIPE upper-cased → created ms. */
-  readonly instantiatedDefaultPipes = new Map<string, { database: string; schema: string; name: string; table: string; createdOnMs: number }>();
+  readonly instantiatedDefaultPipes = new Map<
+    string,
+    { database: string; schema: string; name: string; table: string; createdOnMs: number }
+  >();
 
   private constructor(
     readonly instance: DuckDBInstance,
@@ -142,7 +145,9 @@ export class SqlEngine {
   // --- catalog --------------------------------------------------------------
 
   async schemaExists(conn: DuckDBConnection, name: string): Promise<boolean> {
-    const r = await conn.runAndReadAll(`SELECT 1 FROM duckdb_schemas() WHERE database_name = current_database() AND schema_name = $1`, [name]);
+    const r = await conn.runAndReadAll(`SELECT 1 FROM duckdb_schemas() WHERE database_name = current_database() AND schema_name = $1`, [
+      name,
+    ]);
     return r.currentRowCount > 0;
   }
 
@@ -279,7 +284,11 @@ export class SqlEngine {
             // Snowflake refuses NOT NULL without a default on a table that has rows; it accepts it on an empty one.
             const n = await conn.runAndReadAll(`SELECT count(*) FROM ${duckTable(c.table)}`);
             if (Number(n.getRowsJS()[0]![0]) > 0) {
-              throw SqlFailure.compilation(`Non-nullable column '${col.name}' cannot be added to non-empty table '${c.table.name}' unless it has a non-null default value.`, '002025', '42601');
+              throw SqlFailure.compilation(
+                `Non-nullable column '${col.name}' cannot be added to non-empty table '${c.table.name}' unless it has a non-null default value.`,
+                '002025',
+                '42601',
+              );
             }
           }
           await conn.run(
@@ -366,7 +375,8 @@ export class SqlEngine {
   }
 
   async requireDatabase(conn: DuckDBConnection, name: string): Promise<void> {
-    if (!(await this.schemaExists(conn, name))) throw SqlFailure.compilation(`Database '${name}' does not exist or not authorized.`, '002003', '02000');
+    if (!(await this.schemaExists(conn, name)))
+      throw SqlFailure.compilation(`Database '${name}' does not exist or not authorized.`, '002003', '02000');
   }
 
   async requireSchema(conn: DuckDBConnection, database: string, schema: string): Promise<void> {
@@ -393,7 +403,8 @@ export class SqlEngine {
     const fixed: SfType = { base: 'NUMBER', size: 38, scale: 0 };
     const col = (name: string) => ({ name, type: fixed, nullable: false });
     const stats = { numRowsInserted: 0, numRowsUpdated: 0, numRowsDeleted: 0, numDuplicateRowsUpdated: 0 };
-    if (verb === 'insert') return { columns: [col('number of rows inserted')], rows: [[String(n)]], stats: { ...stats, numRowsInserted: n } };
+    if (verb === 'insert')
+      return { columns: [col('number of rows inserted')], rows: [[String(n)]], stats: { ...stats, numRowsInserted: n } };
     if (verb === 'update') {
       return {
         columns: [col('number of rows updated'), col('number of multi-joined rows updated')],
@@ -499,16 +510,50 @@ export class SqlEngine {
         owner: null,
       })),
     ];
-    const like = c.like === null ? null : new RegExp(`^${c.like.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replaceAll('%', '.*').replaceAll('_', '.')}$`, 'i');
+    const like =
+      c.like === null
+        ? null
+        : new RegExp(
+            `^${c.like
+              .replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+              .replaceAll('%', '.*')
+              .replaceAll('_', '.')}$`,
+            'i',
+          );
     const rows = all
       .filter((p) => (c.database === null || p.database === c.database) && (c.schema === null || p.schema === c.schema))
       .filter((p) => like === null || like.test(p.name))
-      .map((p) => [String(p.createdOnMs / 1000), p.name, p.database, p.schema, p.definition, p.owner, null, null, null, null, 'false', null]);
+      .map((p) => [
+        String(p.createdOnMs / 1000),
+        p.name,
+        p.database,
+        p.schema,
+        p.definition,
+        p.owner,
+        null,
+        null,
+        null,
+        null,
+        'false',
+        null,
+      ]);
     const text = (name: string): ResultColumn => ({ name, type: { base: 'VARCHAR', size: 16_777_216, scale: 0 }, nullable: true });
     return {
       columns: [
         { name: 'created_on', type: { base: 'TIMESTAMP_LTZ', size: 3, scale: 0 }, nullable: true },
-        ...['name', 'database_name', 'schema_name', 'definition', 'owner', 'notification_channel', 'comment', 'integration', 'pattern', 'invalid', 'invalid_reason'].map(text),
+        ...[
+          'name',
+          'database_name',
+          'schema_name',
+          'definition',
+          'owner',
+          'notification_channel',
+          'comment',
+          'integration',
+          'pattern',
+          'invalid',
+          'invalid_reason',
+        ].map(text),
       ],
       rows: rows.map((r) => r.map((v) => (v === null ? null : String(v)))),
     };
@@ -516,7 +561,9 @@ export class SqlEngine {
 
   async showGrants(conn: DuckDBConnection, session: Session): Promise<StatementResult> {
     // The emulator has no access control: the session role owns everything.
-    const schemas = await conn.runAndReadAll(`SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() AND schema_name NOT IN ('main', 'pg_catalog', 'information_schema', '${META}') ORDER BY 1`);
+    const schemas = await conn.runAndReadAll(
+      `SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() AND schema_name NOT IN ('main', 'pg_catalog', 'information_schema', '${META}') ORDER BY 1`,
+    );
     const now = String(Date.now() / 1000);
     const rows: (string | null)[][] = [];
     for (const [s] of schemas.getRowsJS()) {
@@ -611,15 +658,39 @@ export function renderCell(v: unknown, type: SfType): string | null {
   return String(v);
 }
 
-export function renderResult(r: DuckDBMaterializedResult): StatementResult {
+export function renderResult(r: DuckDBResultReader): StatementResult {
   const names = r.columnNames();
   const types = r.columnTypes();
   const columns: ResultColumn[] = names.map((name, k) => {
     const t = types[k]!;
-    return { name: name.toUpperCase() === name ? name : name, type: t.alias === 'JSON' ? sfTypeOfDuck('JSON') : sfTypeOfDuck(t.toString()), nullable: true };
+    return {
+      name: name.toUpperCase() === name ? name : name,
+      type: t.alias === 'JSON' ? sfTypeOfDuck('JSON') : sfTypeOfDuck(t.toString()),
+      nullable: true,
+    };
   });
   const rows = r.getRows().map((row) => row.map((v, k) => renderCell(v, columns[k]!.type)));
   return { columns, rows };
 }
 
 export { apiTypeName };
+
+/** Finds a table by Snowflake path segments, which the streaming API treats case-insensitively. */
+export async function resolveTable(
+  conn: DuckDBConnection,
+  database: string,
+  schema: string,
+  table: string,
+): Promise<ObjectName | undefined> {
+  const r = await conn.runAndReadAll(
+    `SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database() AND upper(schema_name) = upper($1) AND upper(table_name) = upper($2)`,
+    [duckSchema(database, schema), table],
+  );
+  const rows = r.getRowsJS();
+  // Prefer the exact spelling when quoted names differ only in case.
+  const exact = rows.find(([s, t]) => s === duckSchema(database, schema) && t === table) ?? rows[0];
+  if (!exact) return undefined;
+  const s = String(exact[0]);
+  const dot = s.indexOf('.');
+  return { database: s.slice(0, dot), schema: s.slice(dot + 1), name: String(exact[1]) };
+}

@@ -293,7 +293,7 @@ class Translator {
       case 'START':
         this.next();
         if (first.value === 'START') this.expectWord('TRANSACTION');
-        else this.acceptWord('TRANSACTION') || this.acceptWord('WORK');
+        else if (!this.acceptWord('TRANSACTION')) this.acceptWord('WORK');
         this.expectEnd();
         return { kind: 'transaction', action: 'begin' };
       case 'COMMIT':
@@ -548,7 +548,8 @@ class Translator {
     this.expectWord('TYPE');
     this.expectOp('=>');
     const t = this.next();
-    if (t.kind !== 'string' || t.value.toUpperCase() !== 'STREAMING') throw SqlFailure.unsupported('DATA_SOURCE other than STREAMING', t.pos);
+    if (t.kind !== 'string' || t.value.toUpperCase() !== 'STREAMING')
+      throw SqlFailure.unsupported('DATA_SOURCE other than STREAMING', t.pos);
     this.expectOp(')');
     this.expectOp(')');
   }
@@ -642,7 +643,7 @@ class Translator {
     if (!this.acceptWord('TABLE')) throw SqlFailure.unsupported(`DROP ${this.peek().text}`, this.peek().pos);
     const ifExists = this.acceptWord('IF', 'EXISTS');
     const table = this.objectName(this.identifierChain());
-    this.acceptWord('CASCADE') || this.acceptWord('RESTRICT');
+    if (!this.acceptWord('CASCADE')) this.acceptWord('RESTRICT');
     this.expectEnd();
     return { kind: 'drop-table', table, ifExists };
   }
@@ -713,7 +714,10 @@ class Translator {
     this.next();
     this.expectWord('TABLE');
     const table = this.objectName(this.identifierChain());
-    this.acceptWord('TYPE') && this.acceptWord('=') && this.next();
+    if (this.acceptWord('TYPE')) {
+      this.expectOp('=');
+      this.next();
+    }
     this.expectEnd();
     return { kind: 'describe-table', table };
   }
@@ -749,7 +753,10 @@ class Translator {
           if (this.peek().kind === 'word' && !KEYWORDS.has(this.peek().value)) out.push(quoteId(this.identifier()));
           else if (this.acceptWord('AS')) out.push('AS', quoteId(this.identifier()));
           this.expectWord('SET');
-          out.push('SET', this.assignments((x) => x.kind === 'word' && (x.value === 'WHERE' || x.value === 'FROM')));
+          out.push(
+            'SET',
+            this.assignments((x) => x.kind === 'word' && (x.value === 'WHERE' || x.value === 'FROM')),
+          );
           continue;
         }
         if (this.peek().kind === 'word' || this.peek().kind === 'quoted') {
@@ -816,7 +823,9 @@ class Translator {
       const parts = ['CASE'];
       while (!this.isWord('END')) {
         if (this.peek().kind === 'eof') throw this.unexpected();
-        const inner = this.seq((x) => x.kind === 'word' && (x.value === 'WHEN' || x.value === 'THEN' || x.value === 'ELSE' || x.value === 'END'));
+        const inner = this.seq(
+          (x) => x.kind === 'word' && (x.value === 'WHEN' || x.value === 'THEN' || x.value === 'ELSE' || x.value === 'END'),
+        );
         parts.push(inner);
         if (!this.isWord('END')) parts.push(this.next().value);
       }
@@ -964,7 +973,10 @@ class Translator {
       this.expectWord('AS');
       const type = this.typeName();
       this.expectOp(')');
-      return { sql: castSql(value, type, name === 'TRY_CAST'), json: type.base === 'VARIANT' || type.base === 'ARRAY' || type.base === 'OBJECT' };
+      return {
+        sql: castSql(value, type, name === 'TRY_CAST'),
+        json: type.base === 'VARIANT' || type.base === 'ARRAY' || type.base === 'OBJECT',
+      };
     }
     const { sql: a, tokens: rawArgs } = this.args();
     const arity = (min: number, max = min) => {
