@@ -618,14 +618,7 @@ export function toSqlFailure(err: unknown): SqlFailure {
 function secs9(micros: bigint): string {
   const neg = micros < 0n;
   const abs = neg ? -micros : micros;
-  let s = abs / 1_000_000n;
-  let f = abs % 1_000_000n;
-  if (neg && f !== 0n) {
-    // floor toward -inf: -1.5 s is "-2.500000000"
-    s += 1n;
-    f = 1_000_000n - f;
-  }
-  return `${neg ? '-' : ''}${s}.${f.toString().padStart(6, '0')}000`;
+  return `${neg ? '-' : ''}${abs / 1_000_000n}.${(abs % 1_000_000n).toString().padStart(6, '0')}000`;
 }
 
 /** One cell as the SQL API renders it by default (§3.3). */

@@ -902,7 +902,7 @@ class Translator {
         this.next();
         const k = this.next();
         if (k.kind === 'number') path.push(Number(k.value));
-        else if (k.kind === 'string') path.push(k.value);
+        else if (k.kind === 'string' || k.kind === 'quoted') path.push(k.value);
         else throw this.unexpected();
         this.expectOp(']');
       } else {
