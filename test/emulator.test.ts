@@ -552,3 +552,64 @@ describe('faults', () => {
     });
   });
 });
+
+describe('floe emulator command', () => {
+  it('prints its URL and account, authenticates a --user key, keeps data in the --data file across restarts, and stops on SIGTERM', async () => {
+    const { spawn } = await import('node:child_process');
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'floe-emulator-'));
+    const k = keyPair();
+    writeFileSync(join(dir, 'rsa_key.pub'), k.publicPem);
+    const start = async () => {
+      const child = spawn(
+        process.execPath,
+        [
+          'bin/floe.js',
+          'emulator',
+          '--port',
+          '0',
+          '--data',
+          join(dir, 'sf.duckdb'),
+          '--account',
+          'acme',
+          '--user',
+          `floe_user=${join(dir, 'rsa_key.pub')}`,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      const url = await waitFor('emulator start', () => /listening on (http:\/\/\S+)/.exec(out)?.[1], 60_000);
+      return { child, url, out: () => out, exited };
+    };
+    try {
+      const first = await start();
+      expect(first.out()).toContain('account:    ACME');
+      expect(first.out()).toContain('not Snowflake');
+      expect(first.out()).toContain(k.fingerprint);
+      const bearer = await jwt(k.privateKey, k.fingerprint, { account: 'ACME' });
+      const post = (url: string, statement: string, count = '0') =>
+        fetch(`${url}/api/v2/statements`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${bearer}`, 'Content-Type': 'application/json', Accept: 'application/json' },
+          body: JSON.stringify({ statement, parameters: { MULTI_STATEMENT_COUNT: count } }),
+        });
+      expect((await post(first.url, `CREATE DATABASE D; CREATE TABLE D.PUBLIC.T (A INT); INSERT INTO D.PUBLIC.T VALUES (7)`)).status).toBe(
+        200,
+      );
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+
+      const second = await start();
+      const r = (await (await post(second.url, 'SELECT A FROM D.PUBLIC.T', '1')).json()) as SqlBody;
+      expect(r.data).toEqual([['7']]);
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
