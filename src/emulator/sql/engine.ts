@@ -99,6 +99,8 @@ export class Mutex {
 
 export class SqlEngine {
   readonly writeLock = new Mutex();
+  /** Bumped by every DDL statement, so catalog caches (streaming targets) know when to re-read. */
+  catalogVersion = 0;
   readonly warehouses = new Set<string>();
   /** Default pipes that have been instantiated (by a channel open), key DB.S.PIPE upper-cased → created ms. */
   readonly instantiatedDefaultPipes = new Map<
@@ -213,6 +215,17 @@ export class SqlEngine {
   }
 
   async run(conn: DuckDBConnection, session: Session, c: Command): Promise<StatementResult> {
+    if (
+      c.kind !== 'query' &&
+      c.kind !== 'merge' &&
+      c.kind !== 'transaction' &&
+      c.kind !== 'use' &&
+      !c.kind.startsWith('show') &&
+      c.kind !== 'describe-table'
+    ) {
+      this.catalogVersion++;
+    }
+    if (c.kind === 'transaction' && c.action === 'rollback') this.catalogVersion++;
     switch (c.kind) {
       case 'query':
         return this.query(conn, c.sql, c.verb);
