@@ -413,6 +413,31 @@ describe('SQL API', () => {
     expect((await sql(`SELECT COUNT(*) FROM APP.RAW.CTL WHERE K = 'c'`)).body.data).toEqual([['1']]);
   });
 
+  it('answers 202 for a statement outlasting the sync wait, cancels a running statement, and times out with 408', async () => {
+    // sqlSyncWaitMs is 2000 in this file: a 3 s statement comes back as 202 without async=true.
+    const slow = await sql(`CALL SYSTEM$WAIT(3)`);
+    expect(slow.status).toBe(202);
+    const done = await waitFor('slow statement', async () => {
+      const p = await call('GET', `/api/v2/statements/${slow.body.statementHandle}`);
+      return p.status === 200 ? (p.json() as SqlBody) : undefined;
+    });
+    expect(done.data).toEqual([['waited 3 seconds']]);
+
+    const long = await sql(`SELECT SYSTEM$WAIT(60)`, {}, '?async=true');
+    expect(long.status).toBe(202);
+    const cancel = await call('POST', `/api/v2/statements/${long.body.statementHandle}/cancel`, {});
+    expect(cancel.status).toBe(200);
+    expect(cancel.json()).toMatchObject({ code: '000604', sqlState: '57014' });
+    const after = await call('GET', `/api/v2/statements/${long.body.statementHandle}`);
+    expect(after.status).toBe(422);
+    expect(after.json()).toMatchObject({ code: '000604' });
+    expect((await call('POST', '/api/v2/statements/nope/cancel', {})).json()).toMatchObject({ code: '000709' });
+
+    const timed = await sql(`SELECT SYSTEM$WAIT(60)`, { timeout: 1 });
+    expect(timed.status).toBe(408);
+    expect(timed.body).toMatchObject({ code: '000630' });
+  });
+
   it('runs the CDC MERGE with QUALIFY and Snowflake semantics, including the duplicate-row error 100090', async () => {
     const setup = await sql(
       `CREATE TABLE IF NOT EXISTS APP.RAW.J (PK VARIANT, OP STRING, LSN NUMBER(20,0), AFTER VARIANT, UNCHANGED ARRAY);

@@ -398,7 +398,20 @@ export class StreamingService {
         for (const ch of due) {
           const batch = ch.pending[0];
           if (!batch) continue;
-          await this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+          try {
+            await this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+          } catch (err) {
+            // An unexpected engine failure must not spin the loop: the channel fails and must be reopened.
+            ch.statusCode = 'ERR_CHANNEL_MUST_BE_REOPENED';
+            ch.pending = [];
+            ch.lastError = {
+              offsetUpperBound: batch.endOffset,
+              message: `Commit failed: ${(err as Error).message.split('\n')[0]}`,
+              timestampMs: Date.now(),
+            };
+            this.#commitConn?.closeSync();
+            this.#commitConn = undefined;
+          }
           // A reopen or drop while the batch was being written has already discarded the queue.
           if (ch.pending[0] === batch) ch.pending.shift();
         }

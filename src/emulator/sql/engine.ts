@@ -23,6 +23,7 @@ import {
   type DuckDBResultReader,
 } from '@duckdb/node-api';
 import { mkdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname } from 'node:path';
 import { SqlFailure } from './failure.js';
 import { ENGINE_MACROS, translateStatement, type Command, type ObjectName, type PipeColumn, type TranslateContext } from './translate.js';
@@ -204,18 +205,20 @@ export class SqlEngine {
     session: Session,
     stmt: StatementText,
     bindings?: TranslateContext['bindings'],
+    signal?: AbortSignal,
   ): Promise<StatementResult> {
     const ctx: TranslateContext = { ...session, account: this.account, bindings };
     const command = translateStatement(stmt, ctx);
     try {
-      return await this.run(conn, session, command);
+      return await this.run(conn, session, command, signal);
     } catch (err) {
       throw toSqlFailure(err);
     }
   }
 
-  async run(conn: DuckDBConnection, session: Session, c: Command): Promise<StatementResult> {
+  async run(conn: DuckDBConnection, session: Session, c: Command, signal?: AbortSignal): Promise<StatementResult> {
     if (
+      c.kind !== 'wait' &&
       c.kind !== 'query' &&
       c.kind !== 'merge' &&
       c.kind !== 'transaction' &&
@@ -227,6 +230,16 @@ export class SqlEngine {
     }
     if (c.kind === 'transaction' && c.action === 'rollback') this.catalogVersion++;
     switch (c.kind) {
+      case 'wait':
+        try {
+          await sleep(c.ms, undefined, { signal });
+        } catch {
+          throw new SqlFailure('000604', '57014', 'SQL execution canceled');
+        }
+        return {
+          columns: [{ name: c.label, type: { base: 'VARCHAR', size: 16_777_216, scale: 0 }, nullable: true }],
+          rows: [[`waited ${c.ms / 1000} seconds`]],
+        };
       case 'query':
         return this.query(conn, c.sql, c.verb);
       case 'merge':
