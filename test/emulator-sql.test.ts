@@ -12,10 +12,11 @@ import { sfType } from '../src/emulator/sql/types.js';
 
 const ctx: TranslateContext = { database: 'DB', schema: 'S', user: 'U', role: 'R', warehouse: 'WH', account: 'ACC' };
 
-function sqlOf(text: string): string {
-  const c = translateOne(text, ctx);
-  if (c.kind !== 'query' && c.kind !== 'merge') throw new Error(`not a query: ${c.kind}`);
-  return c.sql;
+/** The DuckDB SQL of a statement, without the result-column names the translator adds (tested on their own). */
+function sqlOf(text: string, c: TranslateContext = ctx): string {
+  const cmd = translateOne(text, c);
+  if (cmd.kind !== 'query' && cmd.kind !== 'merge') throw new Error(`not a query: ${cmd.kind}`);
+  return cmd.sql.replace(/ AS "((?:[^"]|"")*)"/g, (all, name: string) => (/^[A-Za-z_][A-Za-z0-9_$]*$/.test(name) ? all : ''));
 }
 
 function failure(text: string, c: TranslateContext = ctx): SqlFailure {
@@ -134,6 +135,13 @@ describe('translation', () => {
     );
   });
 
+  it('names unaliased result columns after their expression text, as Snowflake does', () => {
+    const c = translateOne(`SELECT current_user(), t.id, x AS y, COUNT(*) n, v:k::string, * FROM t`, ctx);
+    expect(c).toMatchObject({
+      sql: `SELECT 'U' AS "CURRENT_USER()" , "T"."ID" , "X" AS "Y" , count(*) "N" , sf_str(json_extract("V", '$."k"')) AS "V:K::STRING" , * FROM "DB.S"."T"`,
+    });
+  });
+
   it('strips target qualifiers in UPDATE SET and MERGE UPDATE SET', () => {
     expect(sqlOf(`UPDATE t x SET x.a = 1, b = 'q' WHERE x.id = 2`)).toBe(`UPDATE "DB.S"."T" "X" SET "A" = 1, "B" = 'q' WHERE "X"."ID" = 2`);
     const m = translateOne(
@@ -199,8 +207,7 @@ describe('translation', () => {
 
   it('binds ? placeholders from SQL API bindings', () => {
     const b: TranslateContext = { ...ctx, bindings: { '1': { type: 'FIXED', value: '12' }, '2': { type: 'TEXT', value: "o'k" } } };
-    const c = translateOne('SELECT ? + 1, ?', b);
-    expect(c).toMatchObject({ kind: 'query', sql: `SELECT 12 + 1 , 'o''k'` });
+    expect(sqlOf('SELECT ? + 1 AS a, ? AS b', b)).toBe(`SELECT 12 + 1 AS "A" , 'o''k' AS "B"`);
   });
 });
 

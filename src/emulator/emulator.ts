@@ -493,7 +493,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     flush,
     async close() {
       if (refuseTimer) clearTimeout(refuseTimer);
-      streaming.close();
+      await streaming.close();
       if (!listening) {
         listening = true;
         await new Promise<void>((r) => app.server.listen(port, host, () => r()));

@@ -504,9 +504,11 @@ export class StreamingService {
     ch.batchesCommitted++;
   }
 
-  close(): void {
+  /** Stops the commit loop (pending batches are dropped, like a server restart) once a running commit is done. */
+  async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
+    while (this.#committing) await new Promise((r) => setTimeout(r, 5));
     this.#commitConn?.closeSync();
     this.#commitConn = undefined;
   }

@@ -156,6 +156,8 @@ export function translateStatement(stmt: StatementText, ctx: TranslateContext): 
 class Translator {
   #i = 0;
   readonly #cteNames = new Set<string>();
+  /** Token index → alias to emit after it (unaliased select items, see nameSelectItems). */
+  readonly #aliasAfter = new Map<number, string>();
 
   constructor(
     readonly tokens: readonly Token[],
@@ -341,9 +343,47 @@ class Translator {
         }
       }
     }
+    if (this.isWord('SELECT')) this.nameSelectItems();
     const sql = this.seq(() => false);
     this.expectEnd();
     return sql;
+  }
+
+  /**
+   * Snowflake names an unaliased result column after its expression text,
+   * upper-cased (`SELECT current_user()` → `CURRENT_USER()`); DuckDB would
+   * name it differently. Records, for each such item of the top-level select
+   * list, the alias to emit after its last token.
+   */
+  nameSelectItems(): void {
+    const toks = this.tokens;
+    let k = 1;
+    while (toks[k]?.kind === 'word' && (toks[k]!.value === 'DISTINCT' || toks[k]!.value === 'ALL')) k++;
+    const ENDS = new Set(['FROM', 'WHERE', 'GROUP', 'HAVING', 'QUALIFY', 'ORDER', 'LIMIT', 'UNION', 'EXCEPT', 'INTERSECT', 'MINUS']);
+    const items: [number, number][] = [];
+    let depth = 0;
+    let start = k;
+    for (; k < toks.length; k++) {
+      const t = toks[k]!;
+      if (t.kind === 'eof' || (depth === 0 && t.kind === 'word' && ENDS.has(t.value))) break;
+      if (t.kind === 'op' && (t.value === '(' || t.value === '[')) depth++;
+      else if (t.kind === 'op' && (t.value === ')' || t.value === ']')) depth--;
+      else if (depth === 0 && t.kind === 'op' && t.value === ',') {
+        items.push([start, k - 1]);
+        start = k + 1;
+      }
+    }
+    if (k > start) items.push([start, k - 1]);
+    for (const [a, b] of items) {
+      const last = toks[b]!;
+      const prev = toks[b - 1];
+      const isIdent = (t: Token | undefined) => t !== undefined && (t.kind === 'quoted' || (t.kind === 'word' && !KEYWORDS.has(t.value)));
+      if (b - a >= 1 && isIdent(last) && prev && (prev.value === 'AS' || prev.kind !== 'op')) continue; // aliased
+      if (b - a >= 1 && isIdent(last) && prev?.kind === 'op' && prev.value === ')') continue; // `f(x) alias`
+      const plainColumn = toks.slice(a, b + 1).every((t, j) => (j % 2 === 0 ? isIdent(t) || t.value === '*' : t.value === '.'));
+      if (plainColumn) continue;
+      this.#aliasAfter.set(b, this.text.slice(toks[a]!.pos - toks[0]!.pos, last.pos - toks[0]!.pos + last.text.length).toUpperCase());
+    }
   }
 
   merge(): Command {
@@ -802,6 +842,11 @@ class Translator {
         continue;
       }
       out.push(this.term());
+      const alias = this.#aliasAfter.get(this.#i - 1);
+      if (alias !== undefined) {
+        this.#aliasAfter.delete(this.#i - 1);
+        out.push(`AS ${quoteId(alias)}`);
+      }
     }
     return out.join(' ');
   }
