@@ -438,6 +438,32 @@ describe('SQL API', () => {
     expect(timed.body).toMatchObject({ code: '000630' });
   });
 
+  it('pages large results into gzip partitions fetched with ?partition=n', async () => {
+    emu.faults.set({ compat: { partitionRows: 2 } });
+    try {
+      const res = await fetch(`${emu.url}/api/v2/statements`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({
+          statement: `SELECT ID FROM APP.RAW.EVENTS WHERE ID IN (1, 2, 10, 15, 33) ORDER BY ID`,
+          warehouse: 'COMPUTE_WH',
+        }),
+      });
+      const body = (await res.json()) as SqlBody & { resultSetMetaData: { partitionInfo: { rowCount: number }[] } };
+      expect(res.headers.get('link')).toContain('partition=1>; rel="next"');
+      expect(body.resultSetMetaData.numRows).toBe(5);
+      expect(body.resultSetMetaData.partitionInfo.map((p) => p.rowCount)).toEqual([2, 2, 1]);
+      expect(body.data).toEqual([['1'], ['2']]);
+      const p2 = await fetch(`${emu.url}/api/v2/statements/${body.statementHandle}?partition=2`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      expect(p2.headers.get('content-encoding')).toBe('gzip');
+      expect(await p2.json()).toEqual({ data: [['33']] });
+    } finally {
+      emu.faults.clear();
+    }
+  });
+
   it('runs the CDC MERGE with QUALIFY and Snowflake semantics, including the duplicate-row error 100090', async () => {
     const setup = await sql(
       `CREATE TABLE IF NOT EXISTS APP.RAW.J (PK VARIANT, OP STRING, LSN NUMBER(20,0), AFTER VARIANT, UNCHANGED ARRAY);
