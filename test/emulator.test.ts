@@ -664,3 +664,57 @@ describe('floe emulator command', () => {
     }
   });
 });
+
+describe('restart', () => {
+  it('keeps channels and their committed offset tokens in the data file; tokens from before the restart are stale', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'floe-emulator-restart-'));
+    const k = keyPair();
+    const begin = async () => {
+      const e = await startEmulator({ dataPath: join(dir, 'sf.duckdb'), account: ACCOUNT, commitDelayMs: 10 });
+      e.addUser(USER, k.publicPem);
+      return e;
+    };
+    const bearer = await jwt(k.privateKey, k.fingerprint);
+    const req = (e: RunningEmulator, method: string, path: string, body: string | undefined, type = 'application/json') =>
+      fetch(e.url + path, {
+        method,
+        headers: { Authorization: `Bearer ${bearer}`, Accept: 'application/json', 'Content-Type': type },
+        body,
+      });
+    try {
+      const a = await begin();
+      await a.query('CREATE DATABASE APP; CREATE SCHEMA APP.RAW; CREATE TABLE APP.RAW.EVENTS (ID NUMBER)');
+      const open = (await (await req(a, 'PUT', ch('EVENTS-STREAMING', 'R1'), '{}')).json()) as { next_continuation_token: string };
+      const path = rowsPath('EVENTS-STREAMING', 'R1', { continuationToken: open.next_continuation_token, offsetToken: '42' });
+      const appended = (await (await req(a, 'POST', path, ndjson([{ ID: 1 }]), 'application/x-ndjson')).json()) as {
+        next_continuation_token: string;
+      };
+      await a.flush();
+      await a.close();
+
+      const b = await begin();
+      try {
+        const stale = await req(
+          b,
+          'POST',
+          rowsPath('EVENTS-STREAMING', 'R1', { continuationToken: appended.next_continuation_token, offsetToken: '43' }),
+          ndjson([{ ID: 2 }]),
+          'application/x-ndjson',
+        );
+        expect(((await stale.json()) as { code: string }).code).toBe('STALE_CONTINUATION_TOKEN_SEQUENCER');
+        const reopened = (await (await req(b, 'PUT', ch('EVENTS-STREAMING', 'R1'), '{}')).json()) as {
+          channel_status: Record<string, unknown>;
+        };
+        expect(reopened.channel_status).toMatchObject({ last_committed_offset_token: '42', rows_inserted: 1 });
+        expect((await b.query('SELECT COUNT(*) FROM APP.RAW.EVENTS')).rows).toEqual([['1']]);
+      } finally {
+        await b.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

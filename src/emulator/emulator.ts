@@ -81,6 +81,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     channelRps: options.channelRps ?? 10,
     staleTokenStatus: options.staleTokenStatus ?? 400,
   });
+  await streaming.load();
   const sqlApi = new SqlApi(engine, { syncWaitMs: options.sqlSyncWaitMs ?? 45_000, partitionRows: options.sqlPartitionRows ?? 100_000 });
   let refuseTimer: NodeJS.Timeout | undefined;
   let listening = true;
@@ -268,7 +269,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     handle('drop', 'streaming', async (request, reply) => {
       const p = request.params as ChannelPath;
       const body = bodyJson(request);
-      streaming.drop(p.db, p.schema, p.pipe, p.channel, body.fail_on_uncommitted_rows === true);
+      await streaming.drop(p.db, p.schema, p.pipe, p.channel, body.fail_on_uncommitted_rows === true);
       return reply.send({});
     }),
   );
