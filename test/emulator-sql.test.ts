@@ -142,6 +142,15 @@ describe('translation', () => {
     });
   });
 
+  it('moves IGNORE NULLS into the window function call', () => {
+    expect(sqlOf('SELECT LAST_VALUE(v) IGNORE NULLS OVER (PARTITION BY k ORDER BY l) AS x FROM t')).toBe(
+      'SELECT last_value("V" IGNORE NULLS) OVER (PARTITION BY "K" ORDER BY "L") AS "X" FROM "DB.S"."T"',
+    );
+    expect(sqlOf('SELECT LAST_VALUE(v IGNORE NULLS) OVER (ORDER BY l) AS x FROM t')).toBe(
+      'SELECT last_value("V" IGNORE NULLS) OVER (ORDER BY "L") AS "X" FROM "DB.S"."T"',
+    );
+  });
+
   it('strips target qualifiers in UPDATE SET and MERGE UPDATE SET', () => {
     expect(sqlOf(`UPDATE t x SET x.a = 1, b = 'q' WHERE x.id = 2`)).toBe(`UPDATE "DB.S"."T" "X" SET "A" = 1, "B" = 'q' WHERE "X"."ID" = 2`);
     const m = translateOne(

@@ -44,7 +44,7 @@ export interface SqlApiReply {
   link?: string;
 }
 
-const READ_ONLY = new Set(['SELECT', 'WITH', 'SHOW', 'DESC', 'DESCRIBE', 'USE']);
+const READ_ONLY = new Set(['SELECT', 'WITH', 'SHOW', 'DESC', 'DESCRIBE', 'USE', 'CALL']);
 /** Statements that need a running warehouse in Snowflake. */
 const NEEDS_WAREHOUSE = new Set(['SELECT', 'WITH', 'INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 

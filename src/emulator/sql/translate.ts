@@ -102,7 +102,7 @@ const KEYWORDS = new Set(
     'SELECT FROM WHERE GROUP BY ORDER HAVING QUALIFY LIMIT OFFSET AS ON AND OR NOT IN IS NULL TRUE FALSE CASE WHEN ' +
     'THEN ELSE END DISTINCT ALL UNION EXCEPT INTERSECT MINUS JOIN INNER LEFT RIGHT FULL OUTER CROSS USING OVER ' +
     'PARTITION ROWS RANGE BETWEEN UNBOUNDED PRECEDING FOLLOWING CURRENT ROW ASC DESC NULLS FIRST LAST WITH VALUES ' +
-    'INTO SET EXISTS LIKE ILIKE INSERT UPDATE DELETE MERGE MATCHED ANY DEFAULT LATERAL NATURAL RECURSIVE TOP'
+    'INTO SET EXISTS LIKE ILIKE INSERT UPDATE DELETE MERGE MATCHED ANY DEFAULT LATERAL NATURAL RECURSIVE TOP IGNORE RESPECT'
   ).split(' '),
 );
 
@@ -1058,8 +1058,9 @@ class Translator {
     };
     const literal = (k: number): Token | undefined => (rawArgs[k]?.length === 1 ? rawArgs[k]![0] : undefined);
     if (PASSTHROUGH.has(name)) {
-      const over = this.isWord('OVER');
-      return { sql: `${name.toLowerCase()}(${a.join(', ')})${over ? '' : ''}`, json: false };
+      // Snowflake also writes `LAST_VALUE(x) IGNORE NULLS OVER (...)`; DuckDB only takes it inside the parens.
+      const nulls = this.acceptWord('IGNORE', 'NULLS') ? ' IGNORE NULLS' : this.acceptWord('RESPECT', 'NULLS') ? ' RESPECT NULLS' : '';
+      return { sql: `${name.toLowerCase()}(${a.join(', ')}${nulls})`, json: false };
     }
     switch (name) {
       case 'IFF':
