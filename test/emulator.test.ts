@@ -411,6 +411,13 @@ describe('SQL API', () => {
     expect(retried.status).toBe(200);
     expect(retried.body.statementHandle).toBe(r.body.statementHandle);
     expect((await sql(`SELECT COUNT(*) FROM APP.RAW.CTL WHERE K = 'c'`)).body.data).toEqual([['1']]);
+    // A failed statement is executed again on retry (here it fails again, with a new handle).
+    const failedOnce = await sql('SELECT * FROM APP.RAW.NOT_YET', {}, '?requestId=22222222-2222-2222-2222-222222222222');
+    expect(failedOnce.status).toBe(422);
+    await sql('CREATE TABLE APP.RAW.NOT_YET (A INT)');
+    const ok = await sql('SELECT * FROM APP.RAW.NOT_YET', {}, '?requestId=22222222-2222-2222-2222-222222222222&retry=true');
+    expect(ok.status).toBe(200);
+    expect(ok.body.statementHandle).not.toBe(failedOnce.body.statementHandle);
   });
 
   it('answers 202 for a statement outlasting the sync wait, cancels a running statement, and times out with 408', async () => {

@@ -91,8 +91,9 @@ export class SqlApi {
     if (requestId && query.retry === 'true') {
       const known = this.#byRequestId.get(requestId);
       const st = known ? this.#statements.get(known) : undefined;
-      // Retried with the same request id: never execute twice, answer with the original statement.
-      if (st) return this.#await(st, query.async === 'true');
+      // Retried with the same request id: a statement that succeeded (or still runs) is not executed again;
+      // one that failed or was cancelled is.
+      if (st && (st.state === 'running' || st.state === 'done')) return this.#await(st, query.async === 'true');
     }
     const st: Statement = {
       handle: newHandle(),
