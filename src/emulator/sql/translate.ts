@@ -56,7 +56,7 @@ export interface MergeClause {
 }
 
 export type Command =
-  | { kind: 'query'; sql: string; verb: 'select' | 'insert' | 'update' | 'delete' }
+  | { kind: 'query'; sql: string; verb: 'select' | 'insert' | 'update' | 'delete'; tables: ObjectName[] }
   | {
       kind: 'merge';
       sql: string;
@@ -156,6 +156,8 @@ export function translateStatement(stmt: StatementText, ctx: TranslateContext): 
 class Translator {
   #i = 0;
   readonly #cteNames = new Set<string>();
+  /** Tables the statement reads or writes (result columns take their Snowflake types from them). */
+  readonly #tables: ObjectName[] = [];
   /** Token index → alias to emit after it (unaliased select items, see nameSelectItems). */
   readonly #aliasAfter = new Map<number, string>();
 
@@ -269,13 +271,13 @@ class Translator {
     switch (first.value) {
       case 'SELECT':
       case 'WITH':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'select' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'select', tables: this.#tables };
       case 'INSERT':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'insert' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'insert', tables: this.#tables };
       case 'UPDATE':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'update' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'update', tables: this.#tables };
       case 'DELETE':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'delete' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'delete', tables: this.#tables };
       case 'MERGE':
         return this.merge();
       case 'CREATE':
@@ -857,6 +859,7 @@ class Translator {
     if (this.isOp('(') && !columnListMayFollow) throw SqlFailure.unsupported(`table function '${parts.join('.')}'`, start.pos);
     if (parts.length === 1 && this.#cteNames.has(parts[0]!)) return quoteId(parts[0]!);
     const o = this.objectName(parts);
+    this.#tables.push(o);
     return `${quoteId(`${o.database}.${o.schema}`)}.${quoteId(o.name)}`;
   }
 
