@@ -38,6 +38,8 @@ export interface EmulatorOptions {
   readonly maxAppendBytes?: number;
   /** HTTP status of STALE_CONTINUATION_TOKEN_SEQUENCER. (Default: 400) */
   readonly staleTokenStatus?: number;
+  /** Called once per answered request (method, path without query, status, milliseconds). */
+  readonly onRequest?: (line: { method: string; path: string; status: number; ms: number }) => void;
 }
 
 export interface EmulatorState {
@@ -87,6 +89,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   let listening = true;
 
   const app: FastifyInstance = Fastify({ logger: false, bodyLimit: 64 * MiB, forceCloseConnections: true });
+  const onRequest = options.onRequest;
+  if (onRequest) {
+    app.addHook('onResponse', async (request, reply) => {
+      // The path only: query strings carry continuation tokens and request ids, which are noise here.
+      onRequest({ method: request.method, path: request.url.split('?')[0]!, status: reply.statusCode, ms: Math.round(reply.elapsedTime) });
+    });
+  }
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
