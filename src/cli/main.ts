@@ -9,6 +9,7 @@ import { destinationCommand } from './destination.js';
 import { pipelineCommand } from './pipeline.js';
 import { statusCommand } from './status.js';
 import { secretCommand } from './secret.js';
+import { emulatorCommand } from './emulator.js';
 
 const program = new Command('floe').description('change data capture from PostgreSQL into DuckDB and Snowflake');
 program.addCommand(replicateCommand());
@@ -20,6 +21,7 @@ program.addCommand(destinationCommand());
 program.addCommand(pipelineCommand());
 program.addCommand(statusCommand());
 program.addCommand(secretCommand());
+program.addCommand(emulatorCommand());
 // Usage errors are one line, like every other error floe prints (subcommands of subcommands too).
 const allCommands = (cmd: Command): Command[] => [cmd, ...cmd.commands.flatMap(allCommands)];
 for (const cmd of allCommands(program)) {
