@@ -482,6 +482,8 @@ class StatusPoller {
 
   async #poll(): Promise<void> {
     const interval = this.#o.statusPollIntervalMs ?? 1000;
+    // Let the waiters registered in the same turn (one per channel of a batch) join the first request.
+    await new Promise((resolve) => setImmediate(resolve));
     let failures = 0;
     while (this.#waiting.size > 0) {
       for (const [channel, set] of this.#waiting) if (set.size === 0) this.#waiting.delete(channel);
@@ -877,9 +879,12 @@ class NamedChannel implements Channel {
     this.#needsReopen = false;
     const failure = this.#rowErrors(status);
     if (failure) throw failure;
+    // The first queued request may have been applied before its answer was lost, and even committed:
+    // settle over everything, then send again what the committed token does not cover, in order.
+    this.#kept = [...this.#kept, ...this.#queued];
+    this.#queued = [];
     this.#settle(status.committedOffsetToken);
-    // Everything the server held uncommitted is gone: send it again, before what was never sent.
-    this.#queued = [...this.#kept, ...this.#queued];
+    this.#queued = this.#kept;
     this.#kept = [];
   }
 
