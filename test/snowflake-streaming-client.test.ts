@@ -3,6 +3,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KeyPairAuth } from '../src/destination/snowflake/auth.js';
+import { BreakerOpenError, SnowflakeBreaker } from '../src/destination/snowflake/http.js';
 import { SNOWFLAKE_METRIC, SnowflakeMetrics } from '../src/destination/snowflake/metrics.js';
 import {
   parseIngestHost,
@@ -335,6 +336,33 @@ describe('reopen and replay', () => {
     const r = rows(0, 5);
     expect((await failure(ch.append(r.lines, r.tokens))).retry).toBe('timed');
     await appendInSteps(ch, 5, 10, 5);
+    stub.commitAll();
+    await ch.waitCommitted(rows(9, 10).tokens[0]!);
+    expect(ids(stub.committedLines.get('CH'))).toEqual(range(0, 10));
+  });
+});
+
+describe('outage', () => {
+  it('fails fast while the breaker is open, keeps the lines, and delivers them once after it closes', async () => {
+    const breaker = new SnowflakeBreaker({ consecutiveFailures: 2, halfOpenAfterMs: 200 });
+    await setup({ commit: 'manual' }, { breaker, retry: { maxAttempts: 2, baseDelayMs: 1, maxDelayMs: 2 } });
+    const ch = await client.openChannel(target, 'CH');
+    await ch.append(...(Object.values(rows(0, 5)) as [string[], string[]]));
+    stub.inject(
+      'append',
+      { kind: 'reply', status: 503, body: 'ERR_GENERAL_EXCEPTION_RETRY_REQUEST' },
+      { kind: 'reply', status: 503, body: 'ERR_GENERAL_EXCEPTION_RETRY_REQUEST' },
+    );
+    const r = rows(5, 10);
+    expect((await failure(ch.append(r.lines, r.tokens))).retry).toBe('timed');
+    expect(breaker.state).toBe('open');
+    const sent = stub.requests.length;
+    const fast = await failure(ch.flush());
+    expect(fast).toBeInstanceOf(BreakerOpenError);
+    expect(stub.requests.length).toBe(sent); // nothing sent while open
+    await waitFor('the breaker to allow a probe', () => breaker.state === 'half-open', 5000);
+    await ch.flush(); // reopens (the 5xx left the outcome unknown) and re-sends what is uncommitted
+    expect(breaker.state).toBe('closed');
     stub.commitAll();
     await ch.waitCommitted(rows(9, 10).tokens[0]!);
     expect(ids(stub.committedLines.get('CH'))).toEqual(range(0, 10));
