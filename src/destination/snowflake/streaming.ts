@@ -150,6 +150,11 @@ export interface StreamingClientOptions {
   readonly maxRequestBytes?: number;
   /** Uncompressed bytes per append request (Default: 16 MiB). */
   readonly maxUncompressedRequestBytes?: number;
+  /**
+   * gzip level of append bodies (Default: 1). NDJSON still shrinks about 13x at level 1, so the 4 MB wire
+   * limit is never what bounds a request, and level 1 costs a third of the CPU of level 6.
+   */
+  readonly gzipLevel?: number;
   /** Interval between bulk status polls while someone waits for a commit (Default: 1000 ms). */
   readonly statusPollIntervalMs?: number;
   readonly retry?: Partial<RetryPolicy>;
@@ -563,6 +568,7 @@ class NamedChannel implements Channel {
   readonly #maxRps: number;
   readonly #maxWire: number;
   readonly #maxRaw: number;
+  readonly #level: number;
   #openStatus: ChannelStatus | undefined;
   #continuation = '';
   #committed: string | null = null;
@@ -600,6 +606,7 @@ class NamedChannel implements Channel {
     this.#maxRps = Math.max(1, o.maxRequestsPerSecond ?? 10);
     this.#maxWire = o.maxRequestBytes ?? MAX_WIRE_BYTES;
     this.#maxRaw = o.maxUncompressedRequestBytes ?? MAX_UNCOMPRESSED_BYTES;
+    this.#level = o.gzipLevel ?? 1;
   }
 
   get committedOffsetToken(): string | null {
@@ -743,7 +750,7 @@ class NamedChannel implements Channel {
           .join(''),
         'utf8',
       );
-      const body = await gzip(raw);
+      const body = await gzip(raw, { level: this.#level });
       if (body.length > this.#maxWire) {
         if (to - from === 1) {
           throw new FloeError(
