@@ -369,6 +369,24 @@ describe('outage', () => {
   });
 });
 
+describe('outage with an expired token', () => {
+  it('the half-open probe can exchange a new scoped token first (no self-wait)', async () => {
+    let now = Date.now();
+    const breaker = new SnowflakeBreaker({ consecutiveFailures: 2, halfOpenAfterMs: 150 });
+    await setup({ tokenTtlSeconds: 600 }, { breaker, now: () => now, retry: { maxAttempts: 2, baseDelayMs: 1, maxDelayMs: 2 } });
+    const ch = await client.openChannel(target, 'CH');
+    stub.inject('status', { kind: 'reply', status: 503, body: '' }, { kind: 'reply', status: 503, body: '' });
+    await failure(ch.status());
+    expect(breaker.state).toBe('open');
+    now += 3_600_000; // the outage outlived the scoped token
+    await waitFor('the breaker to allow a probe', () => breaker.state === 'half-open', 5000);
+    const status = await ch.status();
+    expect(status.statusCode).toBe('SUCCESS');
+    expect(stub.count('token')).toBe(2);
+    expect(breaker.state).toBe('closed');
+  });
+});
+
 describe('commits and status', () => {
   it('one bulk status request per round serves every waiting channel of a pipe', async () => {
     await setup({ commit: 'manual' });

@@ -309,8 +309,11 @@ export class SnowflakeHttp {
     let refreshed = false;
     for (let attempt = 0; ; attempt++) {
       let res: SnowflakeResponse;
+      // The token is fetched outside the breaker: a scoped-token exchange is itself a request through the
+      // breaker (with its own retries), and nesting it inside a half-open probe would wait on itself.
+      const token = await req.auth.token(req.signal);
       try {
-        res = await this.breaker.execute(() => this.#attempt(req, url), req.signal);
+        res = await this.breaker.execute(() => this.#attempt(req, url, token), req.signal);
       } catch (err) {
         if (!(err instanceof SnowflakeHttpError) || !err.transient) throw err;
         const retryable = err.status !== undefined || req.retryNetworkErrors !== false || !err.details.ambiguous;
@@ -383,8 +386,11 @@ export class SnowflakeHttp {
     return pool;
   }
 
-  async #attempt(req: SnowflakeRequest, url: URL): Promise<SnowflakeResponse> {
-    const token = await req.auth.token(req.signal);
+  async #attempt(
+    req: SnowflakeRequest,
+    url: URL,
+    token: { readonly value: string; readonly type: TokenType | undefined },
+  ): Promise<SnowflakeResponse> {
     const headers: Record<string, string> = {
       accept: 'application/json',
       'user-agent': USER_AGENT,
