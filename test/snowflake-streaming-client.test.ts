@@ -218,8 +218,8 @@ describe('appends', () => {
     await ch.append(r.lines, r.tokens);
     const times = stub.of('append').map((a) => a.at);
     expect(times.length).toBeGreaterThanOrEqual(7);
-    // At most 3 in any window of (a little under) one second.
-    for (let i = 0; i < times.length; i++) expect(times.filter((t) => t >= times[i]! && t < times[i]! + 950).length).toBeLessThanOrEqual(3);
+    // At most 3 in any window of (a little under, for scheduling noise on a loaded machine) one second.
+    for (let i = 0; i < times.length; i++) expect(times.filter((t) => t >= times[i]! && t < times[i]! + 900).length).toBeLessThanOrEqual(3);
   });
 
   it('rejects tokens that go backwards and rows too large for one request', async () => {
@@ -327,6 +327,14 @@ describe('reopen and replay', () => {
     expect(appends).toHaveLength(3);
     expect(new Set(appends.map((a) => a.query.get('continuationToken'))).size).toBe(1);
     expect(stub.count('open')).toBe(1);
+  });
+
+  it('retries a 408 on open like any transient answer', async () => {
+    await setup();
+    stub.inject('open', { kind: 'reply', status: 408, body: { code: '408', message: 'request timeout' } });
+    const ch = await client.openChannel(target, 'CH');
+    expect(ch.committedOffsetToken).toBeNull();
+    expect(stub.count('open')).toBe(2);
   });
 
   it('keeps unsent lines after a failed append and sends them first on the next call', async () => {

@@ -4,7 +4,7 @@
  * - One keep-alive undici `Pool` per origin.
  * - Every request carries `Authorization: Bearer`, the token-type header, `Accept: application/json` and
  *   `User-Agent: floe/<version>`.
- * - 429, 5xx and network errors are retried with exponential backoff and full jitter (honouring
+ * - 408, 429, 5xx and network errors are retried with exponential backoff and full jitter (honouring
  *   `Retry-After`); a 401 refreshes the token once and retries once; a second 401 or a 403 is terminal
  *   (`auth`, retry `manual`): a wrong key never turns into a retry loop.
  * - Each attempt runs through a circuit breaker shared per Snowflake account. Only outages count as
@@ -118,7 +118,7 @@ export class SnowflakeHttpError extends FloeError {
   /** An outage-type failure: throttling, server error or no answer. These trip the breaker. */
   get transient(): boolean {
     const s = this.details.status;
-    return s === undefined || s === 429 || s >= 500;
+    return s === undefined || s === 408 || s === 429 || s >= 500;
   }
 }
 
@@ -236,6 +236,8 @@ export interface SnowflakeRequest {
    * and resending a consumed continuation token is undefined, so the channel reopens instead.
    */
   readonly retryNetworkErrors?: boolean;
+  /** A 408 answer means "statement timeout" (SQL API) and goes to the caller instead of being retried. */
+  readonly statementTimeout?: boolean;
   /** Rewrites the URL for retries (SQL API: `retry=true`). */
   readonly retryUrl?: (url: URL) => URL;
 }
@@ -365,7 +367,7 @@ export class SnowflakeHttp {
       'destination',
       message,
       { route, status: res.status, ...body },
-      { retry: options.retry ?? (res.status === 429 || res.status >= 500 ? 'timed' : 'none'), hint: options.hint },
+      { retry: options.retry ?? (res.status === 408 || res.status === 429 || res.status >= 500 ? 'timed' : 'none'), hint: options.hint },
     );
   }
 
@@ -418,7 +420,7 @@ export class SnowflakeHttp {
       if (encoding && /gzip/i.test(encoding) && raw.length > 0) raw = gunzipSync(raw);
       const res: SnowflakeResponse = { status: r.statusCode, headers: r.headers, text: raw.toString('utf8') };
       this.#log.debug({ route: req.route, status, ms: Math.round(performance.now() - started) }, 'snowflake request');
-      if (status === 429 || status >= 500) {
+      if (status === 429 || status >= 500 || (status === 408 && req.statementTimeout !== true)) {
         const e = SnowflakeHttp.error(req.route, res, { retry: 'timed' });
         const retryAfterMs = parseRetryAfter(header(r.headers, 'retry-after'));
         throw new SnowflakeHttpError(

@@ -214,6 +214,7 @@ export class SqlApiClient {
         method: 'POST',
         url,
         auth: this.#tokens,
+        statementTimeout: true,
         headers: { 'content-type': 'application/json' },
         body: payload,
         signal: o.signal,
@@ -254,6 +255,7 @@ export class SqlApiClient {
             method: 'GET',
             url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}`),
             auth: this.#tokens,
+            statementTimeout: true,
             signal,
           });
         } catch (err) {
@@ -275,6 +277,7 @@ export class SqlApiClient {
       method: 'GET',
       url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}`),
       auth: this.#tokens,
+      statementTimeout: true,
       signal,
     });
     return this.#finish(res, signal);
@@ -287,6 +290,7 @@ export class SqlApiClient {
         method: 'POST',
         url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}/cancel`),
         auth: this.#tokens,
+        statementTimeout: true,
         headers: { 'content-type': 'application/json' },
         body: '{}',
         timeoutMs: 10_000,
@@ -344,6 +348,7 @@ export class SqlApiClient {
           method: 'GET',
           url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}`, { partition: String(i) }),
           auth: this.#tokens,
+          statementTimeout: true,
           signal,
         });
         if (res.status !== 200) throw this.#failure(res);
