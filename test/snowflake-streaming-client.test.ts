@@ -337,6 +337,16 @@ describe('reopen and replay', () => {
     expect(stub.count('open')).toBe(2);
   });
 
+  it('a waiter gets the lines of a failed append delivered without another call', async () => {
+    await setup({}, { retry: { maxAttempts: 1 } });
+    const ch = await client.openChannel(target, 'CH');
+    stub.inject('append', { kind: 'reply', status: 503, body: 'ERR_GENERAL_EXCEPTION_RETRY_REQUEST' });
+    const r = rows(0, 5);
+    expect((await failure(ch.append(r.lines, r.tokens))).retry).toBe('timed');
+    await ch.waitCommitted(r.tokens.at(-1)!);
+    expect(ids(stub.committedLines.get('CH'))).toEqual(range(0, 5));
+  });
+
   it('keeps unsent lines after a failed append and sends them first on the next call', async () => {
     await setup({ commit: 'manual' }, { retry: { maxAttempts: 1 } });
     const ch = await client.openChannel(target, 'CH');

@@ -117,7 +117,8 @@ export interface Channel {
    * server accepted the data (not yet committed).
    *
    * If it rejects (breaker open, retries exhausted, abort), the lines not yet accepted stay queued in
-   * order and go out first on the next `append` or `flush`; do not append them again. Terminal errors
+   * order and go out first on the next `append` or `flush` (or in the background while `waitCommitted`
+   * polls); do not append them again. Terminal errors
    * (auth, missing pipe, row errors) make every later call reject with the same error.
    */
   append(lines: readonly string[], tokens: readonly string[], signal?: AbortSignal): Promise<void>;
@@ -959,21 +960,35 @@ class NamedChannel implements Channel {
       return undefined;
     }
     this.#settle(status.committedOffsetToken);
+    this.#kick();
     return undefined;
   }
 
-  /** Reopens in the background (under the channel's lock) so that a waiter's commit can arrive. */
+  /** Marks the channel for a reopen and starts one in the background. */
   #recover(reason: ReopenReason): void {
-    if (this.#recovering || this.#dropped) return;
-    this.#recovering = true;
+    if (this.#needsReopen || this.#dropped) {
+      this.#kick();
+      return;
+    }
     this.#needsReopen = true;
     this.#o.metrics?.reopened(reason);
     this.#o.log.warn({ channel: this.name, reason }, 'snowpipe streaming channel unhealthy in status, reopening');
+    this.#kick();
+  }
+
+  /**
+   * Sends, in the background and under the channel's lock, what a failed append left queued and does a
+   * pending reopen, so that a waiter's commit arrives even when the caller does not append again.
+   */
+  #kick(): void {
+    if (this.#recovering || this.#dropped || this.#failure) return;
+    if (this.#queued.length === 0 && !this.#needsReopen) return;
+    this.#recovering = true;
     this.#serial(() => (this.#failure || this.#dropped ? Promise.resolve() : this.#drain(this.#closing)))
       .catch((err: unknown) =>
         this.#o.log.warn(
           { channel: this.name, err: (err as Error).message },
-          'snowpipe streaming channel reopen failed; retried on the next status or append',
+          'snowpipe streaming channel catch-up failed; retried on the next status or append',
         ),
       )
       .finally(() => (this.#recovering = false));
