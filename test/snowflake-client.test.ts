@@ -224,6 +224,19 @@ describe('retries', () => {
     expect(stub.count('submit')).toBe(2);
   });
 
+  it('times out a request that gets no answer and resubmits it', async () => {
+    await client.close();
+    client = newClient({ requestTimeoutMs: 100 });
+    stub.inject('submit', { kind: 'delay', ms: 400 });
+    stub.onSubmit = () => ({ status: 200, body: result(['X'], [['1']]) });
+    await client.query('select 1');
+    expect(stub.of('submit').map((s) => s.query.get('retry'))).toEqual([null, 'true']);
+    stub.inject('submit', { kind: 'delay', ms: 400 }, { kind: 'delay', ms: 400 }, { kind: 'delay', ms: 400 });
+    const e = await failure(client.query('select 1'));
+    expect(e.message).toMatch(/no answer within 100 ms/);
+    expect(e.retry).toBe('timed');
+  });
+
   it('gives up after the retry budget with a timed destination error', async () => {
     stub.onSubmit = () => ({ status: 500, body: { code: '000603', message: 'internal error' } });
     const e = await failure(client.query('select 1'));

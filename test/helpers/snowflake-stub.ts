@@ -27,7 +27,9 @@ export type Fault =
   | { readonly kind: 'reply'; readonly status: number; readonly body?: unknown; readonly headers?: Record<string, string> }
   /** Apply the request (and optionally commit everything), then cut the connection without answering. */
   | { readonly kind: 'drop-after-apply'; readonly commit?: boolean }
-  | { readonly kind: 'drop-before-apply' };
+  | { readonly kind: 'drop-before-apply' }
+  /** Answer normally, but only after this long. */
+  | { readonly kind: 'delay'; readonly ms: number };
 
 interface Batch {
   readonly lines: string[];
@@ -201,6 +203,7 @@ export class SnowflakeStub {
         .send(typeof fault.body === 'string' ? fault.body : JSON.stringify(fault.body ?? {}));
     }
     if (fault?.kind === 'drop-before-apply') return this.#cut(reply);
+    if (fault?.kind === 'delay') await new Promise((resolve) => setTimeout(resolve, fault.ms));
     const answer = this.#answer(found.route, found.m, rec);
     if (fault?.kind === 'drop-after-apply') {
       if (fault.commit) this.commitAll();

@@ -442,7 +442,9 @@ export class SnowflakeHttp {
           cause: req.signal.reason,
         });
       }
-      const code = (err as { code?: string }).code ?? (err as { name?: string }).name ?? 'error';
+      // DOMExceptions (AbortSignal.timeout) carry a numeric `code`; their name says what happened.
+      const e = err as { code?: unknown; name?: unknown };
+      const code = typeof e.code === 'string' ? e.code : typeof e.name === 'string' ? e.name : 'error';
       const timedOut = code === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
       const ambiguous = !NOT_SENT.has(code);
       throw new SnowflakeHttpError(
