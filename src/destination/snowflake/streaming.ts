@@ -197,7 +197,8 @@ export function parseScopedToken(text: string, now: number): { token: string; ex
   if (parts.length === 3) {
     try {
       const exp = (JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as { exp?: unknown }).exp;
-      if (typeof exp === 'number') expiresAt = exp > 1e12 ? exp : exp * 1000;
+      // An `exp` already past means our clock is off: keep the fallback rather than re-exchanging per request.
+      if (typeof exp === 'number' && (exp > 1e12 ? exp : exp * 1000) > now) expiresAt = exp > 1e12 ? exp : exp * 1000;
     } catch {
       // not a JWT we can read: keep the fallback lifetime
     }
