@@ -745,13 +745,11 @@ class NamedChannel implements Channel {
     ranges.push([start, lines.length]);
     const out: Request[] = [];
     const encode = async (from: number, to: number): Promise<void> => {
-      const raw = Buffer.from(
-        lines
-          .slice(from, to)
-          .map((l) => (l.endsWith('\n') ? l : l + '\n'))
-          .join(''),
-        'utf8',
-      );
+      const part = lines.slice(from, to);
+      const text = part.some((l) => l.endsWith('\n'))
+        ? part.map((l) => (l.endsWith('\n') ? l : l + '\n')).join('')
+        : part.join('\n') + '\n';
+      const raw = Buffer.from(text, 'utf8');
       const body = await gzip(raw, { level: this.#level });
       if (body.length > this.#maxWire) {
         if (to - from === 1) {
