@@ -111,8 +111,14 @@ async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: numb
   const cols = table.columns.map((c) => quoteIdent(c.name)).join(', ');
   const sql = `COPY (SELECT ${cols} FROM ${quoteIdent(table.schema)}.${quoteIdent(table.name)} WHERE ${where}) TO STDOUT`;
   const stream = client.query(copyTo(sql));
+  // pg-copy-streams emits 'error' without destroying the stream. An abort ends the connection, which can
+  // happen before the destination starts reading the rows: without a listener of our own that error would
+  // be uncaught. Once reading, the iterator sees it too.
+  let failed: unknown;
+  stream.on('error', (err) => (failed ??= err));
   const parser = new CopyTextParser(table.columns.length);
   async function* rows(): AsyncIterable<Cell[][]> {
+    if (failed !== undefined) throw failed;
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       const parsed = parser.push(chunk);
       if (parsed.length > 0) yield parsed;
