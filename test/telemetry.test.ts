@@ -117,6 +117,9 @@ describe('telemetry endpoints of floe replicate', () => {
       expect(sample(text, 'floe_durable_lsn', l)).toBeGreaterThan(0);
       expect(sample(text, 'floe_replication_lag_bytes', l)).toBeGreaterThanOrEqual(0);
       expect(text).toMatch(/floe_destination_flush_seconds_count\{pipeline="mslot"\} [1-9]/);
+      // Progress writes go through the timed store: their latency is visible.
+      expect(text).toMatch(/floe_state_store_operation_seconds_count\{kind="postgres",op="recordDurable"\} [1-9]/);
+      expect(text).toMatch(/floe_snapshot_tables\{pipeline="mslot",state="done"\} [1-9]/);
       expect(text).toContain('floe_process_resident_memory_bytes');
       expect(text).toContain('floe_nodejs_eventloop_lag_seconds');
 

@@ -5,6 +5,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/pipeline.js';
 import { openStateStore, stateStoreConfig } from '../store/open-store.js';
+import { TimedStateStore } from '../store/timed-store.js';
 import { parseDestination } from './destination-url.js';
 import { onShutdownSignal } from './signals.js';
 import { addHealthOptions, type HealthOptions } from './health-options.js';
@@ -220,7 +221,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         publication: opts.publication,
         slotName: opts.slot,
         destination,
-        store,
+        store: new TimedStateStore(store, storeConfig.kind, metrics),
         log,
         snapshotParallelism: opts.snapshotParallelism,
         snapshotRangePages: opts.snapshotRangePages,

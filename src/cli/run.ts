@@ -17,6 +17,7 @@ import { PipelineManager } from '../control/manager.js';
 import { PgLeaseProvider } from '../control/pg-lease.js';
 import { WorkerRegistration, defaultWorkerId } from '../control/worker.js';
 import { openStateStore, stateStoreConfig } from '../store/open-store.js';
+import { TimedStateStore } from '../store/timed-store.js';
 import { RedisLeaseProvider } from '../control/redis-lease.js';
 import type { StateStore } from '../store/state-store.js';
 import type { LeaseProvider } from '../control/lease.js';
@@ -129,7 +130,7 @@ async function run(opts: RunOptions): Promise<void> {
     db,
     worker,
     leases,
-    store,
+    store: new TimedStateStore(store, storeConfig.kind, metrics),
     log,
     metrics,
     maxPipelines: opts.maxPipelines,
