@@ -20,7 +20,7 @@ export function replicateCommand(): Command {
     )
     .requiredOption('--publication <name>', 'publication whose tables are replicated')
     .requiredOption('--slot <name>', 'logical replication slot (created if missing)')
-    .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb')
+    .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb or snowflake://USER@ACCOUNT/DB/SCHEMA?...')
     .option('--state <url>', "state store: a PostgreSQL URL (tables in schema floe), 'source' or 'memory'", 'source')
     .option('--pipeline-name <name>', 'name of this pipeline in the state store (default: the slot name)')
     .addOption(
@@ -144,11 +144,11 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
     throw new FloeError('config', 'the --source URL must start with postgres:// or postgresql://');
   }
   const log = createLogger({ level: opts.logLevel });
-  const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
+  const metrics = new FloeMetrics();
+  const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode, log, registry: metrics.registry });
   const store: StateStore =
     opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
   const name = opts.pipelineName ?? opts.slot;
-  const metrics = new FloeMetrics();
   const readiness = new PipelineReadiness();
   const telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness }) : undefined;
   const controller = new AbortController();

@@ -9,9 +9,11 @@
  * parameter and never echo a secret (the passphrase, the key).
  */
 import { readFileSync } from 'node:fs';
+import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { FloeError } from '../../errors.js';
 import type { DeleteMode } from '../destination.js';
+import { loadPrivateKey } from './auth.js';
 
 export interface SnowflakeConfig {
   /** Account identifier as used in JWTs and host names, upper case (ORG-ACCOUNT or a locator). */
@@ -22,9 +24,8 @@ export interface SnowflakeConfig {
   readonly landingSchema: string;
   readonly warehouse: string | undefined;
   readonly role: string | undefined;
-  /** PEM text of the private key, read once; held only in memory. */
-  readonly privateKeyPem: string;
-  readonly privateKeyPassphrase: string | undefined;
+  /** The private key, read once and held only in memory (never written, logged or shown). */
+  readonly privateKey: KeyObject;
   readonly mergeIntervalMs: number;
   /** Merge a table before the interval once this many journal rows wait (undefined: time only). */
   readonly mergeRows: number | undefined;
@@ -155,17 +156,8 @@ export function parseSnowflakeUrl(url: string, env: NodeJS.ProcessEnv = process.
       hint: 'give the path of the PKCS#8 PEM private key registered for the Snowflake user',
     });
   }
-  if (!/-----BEGIN (ENCRYPTED )?PRIVATE KEY-----/.test(privateKeyPem)) {
-    throw new FloeError('config', `private_key_file ${p.private_key_file} is not a PKCS#8 PEM private key`, {
-      hint: 'convert it with: openssl pkcs8 -topk8 -in key.pem -out rsa_key.p8 (add -nocrypt for an unencrypted key)',
-    });
-  }
   const passphrase = p.private_key_passphrase ?? env.FLOE_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE;
-  if (privateKeyPem.includes('ENCRYPTED') && !passphrase) {
-    throw new FloeError('config', `private_key_file ${p.private_key_file} is encrypted and no passphrase was given`, {
-      hint: 'set FLOE_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE (or private_key_passphrase in the URL)',
-    });
-  }
+  const privateKey = loadPrivateKey(privateKeyPem, passphrase || undefined, `private_key_file ${p.private_key_file}`);
   // JWT claims use the account without region/cloud and with '.' → '-' (snowflake-api.md §2.3).
   const account = accountText.split('.')[0]!.toUpperCase();
   const baseUrl = p.base_url?.replace(/\/$/, '');
@@ -178,8 +170,7 @@ export function parseSnowflakeUrl(url: string, env: NodeJS.ProcessEnv = process.
     landingSchema: p.landing_schema ? up(p.landing_schema) : `${up(schema)}_FLOE_LANDING`,
     warehouse: p.warehouse ? up(p.warehouse) : undefined,
     role: p.role ? up(p.role) : undefined,
-    privateKeyPem,
-    privateKeyPassphrase: passphrase,
+    privateKey,
     mergeIntervalMs: p.merge_interval ?? 30_000,
     mergeRows: p.merge_rows,
     journalRetentionMs: p.journal_retention,

@@ -42,6 +42,12 @@ import { FloeError, coerceError } from '../../errors.js';
 import type { Logger } from '../../telemetry/logger.js';
 import { NdjsonEncoder } from '../encoding/ndjson.js';
 import { snowflakeCast } from './casts.js';
+import { KeyPairAuth } from './auth.js';
+import type { SnowflakeConfig } from './config.js';
+import { SnowflakeBreaker } from './http.js';
+import { SnowflakeMetrics } from './metrics.js';
+import { SqlApiClient } from './sql-api.js';
+import { StreamingClient } from './streaming.js';
 import {
   addColumn,
   appendHistoryStatements,
@@ -51,7 +57,6 @@ import {
   literal,
   mergeStatements,
   qualified,
-  quoteSf,
   retentionStatements,
   retypeColumn,
   setupStatements,
@@ -77,6 +82,8 @@ export interface ChannelLike {
   readonly name: string;
   readonly committedOffsetToken: string | null;
   append(lines: string[], tokens: string[], signal?: AbortSignal): Promise<void>;
+  /** Sends what failed appends left queued. */
+  flush(signal?: AbortSignal): Promise<void>;
   waitCommitted(token: string, signal?: AbortSignal): Promise<void>;
   drop(signal?: AbortSignal): Promise<void>;
 }
@@ -105,6 +112,56 @@ export interface SnowflakeDestinationOptions {
   readonly registry?: Registry;
   /** Called when something is about to be retried, for tests and logs. */
   readonly onRetry?: (what: string, error: FloeError, delayMs: number) => void;
+  /** Closed with the destination (the wire clients). */
+  readonly resources?: readonly { close(): Promise<void> }[];
+}
+
+/** The destination over the real wire clients, from a parsed URL (config.ts). */
+export function createSnowflakeDestination(
+  config: SnowflakeConfig,
+  options: { log: Logger; deleteMode?: DeleteMode; registry?: Registry },
+): SnowflakeDestination {
+  const { log, registry } = options;
+  const auth = new KeyPairAuth({ account: config.account, user: config.user, privateKey: config.privateKey });
+  const metrics = registry ? new SnowflakeMetrics(registry) : undefined;
+  const breaker = new SnowflakeBreaker({ log, metrics });
+  const sql = new SqlApiClient({
+    baseUrl: config.accountUrl,
+    auth,
+    warehouse: config.warehouse,
+    role: config.role,
+    database: config.database,
+    schema: config.schema,
+    // Timestamps without an offset (TIMESTAMP_NTZ casts, SYSDATE) are UTC, like the source session.
+    parameters: { TIMEZONE: 'UTC', QUERY_TAG: 'floe' },
+    breaker,
+    log,
+    metrics,
+  });
+  const streaming = new StreamingClient({
+    accountUrl: config.accountUrl,
+    auth,
+    baseUrlOverride: config.baseUrl !== undefined,
+    role: config.role,
+    breaker,
+    log,
+    metrics,
+  });
+  return new SnowflakeDestination({
+    database: config.database,
+    schema: config.schema,
+    landingSchema: config.landingSchema,
+    sql,
+    streaming,
+    log,
+    deleteMode: config.deleteMode ?? options.deleteMode,
+    channelsPerTable: config.channelsPerTable,
+    mergeIntervalMs: config.mergeIntervalMs,
+    mergeRows: config.mergeRows,
+    journalRetentionMs: config.journalRetentionMs,
+    registry,
+    resources: [streaming, sql],
+  });
 }
 
 /** What the merge and the DDL know about one journal column. */
@@ -415,7 +472,7 @@ export class SnowflakeDestination implements Destination {
         state.rowsSinceMerge++;
       }
       for (const out of perChannel.values()) splitLines(out.encoder, out.lines);
-      await Promise.all([...perChannel].map(([channel, out]) => this.#deliver(out.state, channel, out.lines, out.tokens)));
+      await Promise.all([...perChannel].map(([channel, out]) => this.#deliver(channel, out.lines, out.tokens)));
     } finally {
       for (const w of writes) this.#endWrite(w.state, w.id);
     }
@@ -471,6 +528,12 @@ export class SnowflakeDestination implements Destination {
   async close(): Promise<void> {
     this.#closing.abort();
     this.#tables.clear();
+    for (const r of this.#o.resources ?? []) await r.close().catch(() => undefined);
+  }
+
+  /** Runs one statement through the SQL API: for tests, `--verify` and `floe doctor`. */
+  async query(sql: string): Promise<(string | null)[][]> {
+    return (await this.#o.sql.query(sql, { signal: this.#signal })).rows.map((r) => [...r]);
   }
 
   // ---- internals -------------------------------------------------------------------------
@@ -609,24 +672,24 @@ export class SnowflakeDestination implements Destination {
 
   /**
    * Appends lines to a channel and waits until it committed them. Transient failures are waited out
-   * (honouring the breaker's retry-after); each retry reopens the channel and skips what it committed.
+   * (honouring the breaker's retry-after): the channel keeps what it did not get accepted and sends it
+   * on `flush`, and replays what it had accepted but not committed when it reopens itself.
    */
-  async #deliver(state: TableState, cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
+  async #deliver(cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
     if (lines.length === 0) return;
     const last = tokens[tokens.length - 1]!;
-    const pipe = { database: this.#names.database, schema: this.#names.landing, pipe: state.pipe };
-    let reopen = false;
+    let next = 0;
+    let appending = false;
     await this.#retrying(`writing to channel ${cs.name}`, async () => {
-      if (reopen) cs.channel = await this.#o.streaming.openChannel(pipe, cs.name, this.#signal);
-      reopen = true;
-      const committed = cs.channel.committedOffsetToken;
-      let first = 0;
-      if (committed !== null) while (first < tokens.length && tokens[first]! <= committed) first++;
-      if (first < lines.length) {
-        for (let i = first; i < lines.length; i += APPEND_LINES) {
-          const end = Math.min(lines.length, i + APPEND_LINES);
-          await cs.channel.append(lines.slice(i, end), tokens.slice(i, end), this.#signal);
-        }
+      if (appending) await cs.channel.flush(this.#signal);
+      while (next < lines.length) {
+        const end = Math.min(lines.length, next + APPEND_LINES);
+        const [l, t] = [lines.slice(next, end), tokens.slice(next, end)];
+        // Once handed over, a slice is the channel's to deliver (flush), never appended again.
+        next = end;
+        appending = true;
+        await cs.channel.append(l, t, this.#signal);
+        appending = false;
       }
       await cs.channel.waitCommitted(last, this.#signal);
     });
