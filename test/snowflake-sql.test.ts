@@ -126,10 +126,12 @@ describe('Snowflake MERGE', () => {
   });
 
   it('per column (unchanged TOAST, soft deletes) with a truncate: latest known image per column, else the target value', () => {
+    const known = (c: string) =>
+      `j."_FLOE_OP" <> 'd' AND NOT ARRAY_CONTAINS('${c}'::VARIANT, COALESCE(j."_FLOE_UNCHANGED", ARRAY_CONSTRUCT()))`;
     const img = (c: string) =>
-      `LAST_VALUE(IFF(j."_FLOE_OP" <> 'd' AND NOT ARRAY_CONTAINS('${c}'::VARIANT, COALESCE(j."_FLOE_UNCHANGED", ARRAY_CONSTRUCT())),
-                      OBJECT_CONSTRUCT('v', j."${c}"), NULL)) IGNORE NULLS
-       OVER (PARTITION BY j."ID" ORDER BY j."_FLOE_LSN", j."_FLOE_ORDINAL" ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS "_FLOE_IMG_${c}"`;
+      `LAST_VALUE(IFF(${known(c)}, OBJECT_CONSTRUCT('v', j."${c}"), NULL))
+       OVER (PARTITION BY j."ID" ORDER BY IFF(${known(c)}, 1, 0), j."_FLOE_LSN", j."_FLOE_ORDINAL"
+             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS "_FLOE_IMG_${c}"`;
     const set = (
       deleted: boolean,
     ) => `"NAME" = IFF(s."_FLOE_HAS_NAME", s."NAME", t."NAME"), "DOC" = IFF(s."_FLOE_HAS_DOC", s."DOC", t."DOC"),
@@ -199,10 +201,10 @@ describe('casts from journal text', () => {
     expect(cast(1700)).toBe('x'); // unconstrained numeric: exact text
     expect(cast(701)).toBe(`IFF(x = 'Infinity', 'inf', IFF(x = '-Infinity', '-inf', x))::FLOAT`);
     expect(cast(17)).toBe(`TO_BINARY(SUBSTR(x, 3), 'HEX')`);
-    expect(cast(1082)).toBe('TRY_TO_DATE(x)');
+    expect(cast(1082)).toBe(`IFF(x = 'infinity' OR x = '-infinity', NULL, TRY_TO_DATE(x))`);
     expect(cast(1083)).toBe(`IFF(x = '24:00:00', NULL, x::TIME(6))`);
-    expect(cast(1184)).toBe(`TRY_TO_TIMESTAMP_TZ(x || ':00')::TIMESTAMP_TZ(6)`);
-    expect(cast(1114)).toBe('TRY_TO_TIMESTAMP_NTZ(x)::TIMESTAMP_NTZ(6)');
+    expect(cast(1184)).toBe(`IFF(x = 'infinity' OR x = '-infinity', NULL, TRY_TO_TIMESTAMP_TZ(x || ':00')::TIMESTAMP_TZ(6))`);
+    expect(cast(1114)).toBe(`IFF(x = 'infinity' OR x = '-infinity', NULL, TRY_TO_TIMESTAMP_NTZ(x)::TIMESTAMP_NTZ(6))`);
     expect(cast(3802)).toBe('TRY_PARSE_JSON(x)');
     expect(cast(1007)).toBe('TRY_PARSE_JSON(x)::ARRAY');
     expect(cast(2950)).toBe('x');

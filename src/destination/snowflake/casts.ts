@@ -33,12 +33,12 @@ export function snowflakeCast(type: MappedType, x: string): string {
   if (sf === 'FLOAT') return `IFF(${x} = 'Infinity', 'inf', IFF(${x} = '-Infinity', '-inf', ${x}))::FLOAT`;
   if (sf === 'VARIANT') return `TRY_PARSE_JSON(${x})`;
   if (sf === 'BINARY') return `TO_BINARY(SUBSTR(${x}, 3), 'HEX')`;
-  if (sf === 'DATE') return `TRY_TO_DATE(${x})`;
+  if (sf === 'DATE') return `IFF(${x} = 'infinity' OR ${x} = '-infinity', NULL, TRY_TO_DATE(${x}))`;
   if (sf.startsWith('TIME(')) return `IFF(${x} = '24:00:00', NULL, ${x}::${sf})`;
   // PostgreSQL prints timestamptz under TimeZone=UTC with the offset '+00', which Snowflake's
   // automatic format detection reads only as '+00:00'.
-  if (sf.startsWith('TIMESTAMP_TZ')) return `TRY_TO_TIMESTAMP_TZ(${x} || ':00')::${sf}`;
-  if (sf.startsWith('TIMESTAMP_NTZ')) return `TRY_TO_TIMESTAMP_NTZ(${x})::${sf}`;
+  if (sf.startsWith('TIMESTAMP_TZ')) return `IFF(${x} = 'infinity' OR ${x} = '-infinity', NULL, TRY_TO_TIMESTAMP_TZ(${x} || ':00')::${sf})`;
+  if (sf.startsWith('TIMESTAMP_NTZ')) return `IFF(${x} = 'infinity' OR ${x} = '-infinity', NULL, TRY_TO_TIMESTAMP_NTZ(${x})::${sf})`;
   const num = /^NUMBER\((\d+),(\d+)\)$/.exec(sf);
   if (num) return `TRY_TO_NUMBER(${x}, ${num[1]}, ${num[2]})`;
   return `${x}::${sf}`;

@@ -13,8 +13,8 @@
  *   INSERT; SHOW PIPES; DESCRIBE TABLE; SHOW GRANTS; SELECT CURRENT_USER(),
  *   CURRENT_ROLE(), CURRENT_WAREHOUSE().
  *   functions: ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..), LAST_VALUE(..)
- *   IGNORE NULLS OVER (PARTITION BY .. ORDER BY .. ROWS BETWEEN UNBOUNDED
- *   PRECEDING AND UNBOUNDED FOLLOWING), IFF, COALESCE, OBJECT_CONSTRUCT, GET,
+ *   OVER (PARTITION BY .. ORDER BY .. ROWS BETWEEN UNBOUNDED PRECEDING AND
+ *   UNBOUNDED FOLLOWING), IFF, COALESCE, OBJECT_CONSTRUCT, GET,
  *   ARRAY_CONTAINS, ARRAY_CONSTRUCT, TRY_PARSE_JSON, TO_BINARY(.., 'HEX'),
  *   TRY_TO_NUMBER(x, p, s), TRY_TO_DATE, TRY_TO_TIMESTAMP_TZ, SYSDATE(),
  *   COUNT, SUM, MAX, `::` casts, `||`.
@@ -190,9 +190,10 @@ export function mergeStatements(m: MergeSpec): string[] {
     const img = (c: SfColumn) => quoteSf(`_FLOE_IMG_${c.name}`);
     const images = data.map((c) => {
       const known = `j."_FLOE_OP" <> 'd' AND NOT ARRAY_CONTAINS(${literal(c.name)}::VARIANT, COALESCE(j."_FLOE_UNCHANGED", ARRAY_CONSTRUCT()))`;
+      // Ordered known-last: the partition's last row is its latest row with the value, if it has one.
       return (
-        `LAST_VALUE(IFF(${known}, OBJECT_CONSTRUCT('v', j.${quoteSf(c.name)}), NULL)) IGNORE NULLS ` +
-        `OVER (${partition} ORDER BY j."_FLOE_LSN", j."_FLOE_ORDINAL" ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS ${img(c)}`
+        `LAST_VALUE(IFF(${known}, OBJECT_CONSTRUCT('v', j.${quoteSf(c.name)}), NULL)) ` +
+        `OVER (${partition} ORDER BY IFF(${known}, 1, 0), j."_FLOE_LSN", j."_FLOE_ORDINAL" ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS ${img(c)}`
       );
     });
     const cols = [
