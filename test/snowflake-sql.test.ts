@@ -15,6 +15,7 @@ import {
   createJournal,
   createTarget,
   mergeStatements,
+  moveSeedStatement,
   snowflakeName,
   tableNameFor,
   windowStatsStatements,
@@ -184,6 +185,30 @@ describe('Snowflake MERGE', () => {
         'COMMIT',
       ].map(norm),
     );
+  });
+
+  it("key move: the new key gets the old key's target values of the columns its insert lacked, at the delete's position", () => {
+    const seed = moveSeedStatement({
+      target: SPEC.target,
+      columns: COLUMNS,
+      oldKey: ['1'],
+      newKey: ['5'],
+      unchanged: ['DOC'],
+      position: { lsn: 20n, ordinal: 0 },
+    });
+    expect(norm(seed)).toBe(
+      norm(`MERGE INTO "DB"."S"."PUBLIC_ORDERS" t USING (
+          SELECT TRY_TO_NUMBER('5', 10, 0) AS "ID", o."DOC", 20 AS "_FLOE_LSN", 0 AS "_FLOE_ORDINAL"
+          FROM "DB"."S"."PUBLIC_ORDERS" o WHERE o."ID" = TRY_TO_NUMBER('1', 10, 0)
+        ) s ON t."ID" = s."ID"
+        WHEN MATCHED AND ${NEWER} THEN UPDATE SET "DOC" = s."DOC", "_FLOE_LSN" = s."_FLOE_LSN", "_FLOE_ORDINAL" = s."_FLOE_ORDINAL"
+        WHEN NOT MATCHED THEN INSERT ("ID", "DOC", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED")
+          VALUES (s."ID", s."DOC", s."_FLOE_LSN", s."_FLOE_ORDINAL", FALSE)`),
+    );
+    // Seeds run inside the merge transaction, before the MERGE that deletes the old key.
+    const statements = mergeStatements({ ...SPEC, perColumn: true, seeds: [seed] });
+    expect(statements.slice(0, 2)).toEqual(['BEGIN', seed]);
+    expect(statements[2]).toMatch(/^MERGE INTO/);
   });
 
   it('never uses RANK', () => {

@@ -56,7 +56,9 @@ import {
   createTarget,
   literal,
   mergeStatements,
+  moveSeedStatement,
   qualified,
+  quoteSf,
   retentionStatements,
   retypeColumn,
   setupStatements,
@@ -735,18 +737,22 @@ export class SnowflakeDestination implements Destination {
     const unchanged = Number(stats?.rows[0]?.[1] ?? 0);
     const deletes = Number(stats?.rows[0]?.[2] ?? 0);
     const t = trunc?.rows[0];
+    const truncate = t ? { lsn: BigInt(t[0]!), ordinal: Number(t[1]) } : undefined;
+    const columns = this.#sfColumns(state.schema, state.journalColumns, state.targetTypes);
+    const seeds = unchanged > 0 && state.schema.hasKey ? await this.#resolveMoves(state, columns, fromSeq, toSeq, truncate) : [];
     const spec = {
       sourceTable: state.sourceTable,
       journal: state.journal,
       target: state.target,
       tables: tablesTable,
       merges: bookkeeping(this.#names, '_FLOE_MERGES'),
-      columns: this.#sfColumns(state.schema, state.journalColumns, state.targetTypes),
+      columns,
       deleteMode: this.#deleteMode,
       fromSeq,
       toSeq,
       journalRows,
-      truncate: t ? { lsn: BigInt(t[0]!), ordinal: Number(t[1]) } : undefined,
+      truncate,
+      seeds,
       perColumn: unchanged > 0 || (this.#deleteMode === 'soft' && deletes > 0),
     };
     const statements = state.schema.hasKey ? mergeStatements(spec) : appendHistoryStatements(spec);
@@ -759,6 +765,70 @@ export class SnowflakeDestination implements Destination {
     this.#metrics?.seconds.observe((performance.now() - started) / 1000);
     this.#o.log.debug({ table: state.sourceTable, journalRows, fromSeq: String(fromSeq), toSeq: String(toSeq) }, 'merged');
     return journalRows;
+  }
+
+  /**
+   * Key moves (a primary-key change: delete of the old key, insert of the new key at the next ordinal)
+   * whose insert lacks unchanged TOAST values. Resolved move by move in position order, like the DuckDB
+   * destination: the old key's latest image in the window fills the journal row of the insert (so a
+   * chain of moves follows), else a seed statement copies the old key's target values (run in the
+   * merge transaction, before the MERGE). Rare, so a few statements per move are fine.
+   */
+  async #resolveMoves(
+    state: TableState,
+    columns: readonly SfColumn[],
+    fromSeq: bigint,
+    toSeq: bigint,
+    truncate: Position | undefined,
+  ): Promise<string[]> {
+    const sql = this.#o.sql;
+    const keys = columns.filter((c) => c.isKey);
+    const keyList = keys.map((k) => quoteSf(k.name)).join(', ');
+    const win = `"_FLOE_SEQ" > ${fromSeq} AND "_FLOE_SEQ" <= ${toSeq}`;
+    const q = (text: string) => sql.query(text, { signal: this.#signal });
+    const moves = (
+      await q(
+        `SELECT "_FLOE_SEQ", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_UNCHANGED", ${keyList} FROM ${state.journal} WHERE ${win} AND "_FLOE_OP" = 'i' AND "_FLOE_UNCHANGED" IS NOT NULL ORDER BY "_FLOE_LSN", "_FLOE_ORDINAL"`,
+      )
+    ).rows;
+    const seeds: string[] = [];
+    for (const [seq, lsnText, ordText, unchangedJson, ...newKey] of moves) {
+      const position: Position = { lsn: BigInt(lsnText!), ordinal: Number(ordText) - 1 };
+      if (truncate && (position.lsn < truncate.lsn || (position.lsn === truncate.lsn && position.ordinal < truncate.ordinal))) continue;
+      const [oldKey] = (
+        await q(
+          `SELECT ${keyList} FROM ${state.journal} WHERE ${win} AND "_FLOE_LSN" = ${position.lsn} AND "_FLOE_ORDINAL" = ${position.ordinal} AND "_FLOE_OP" = 'd' LIMIT 1`,
+        )
+      ).rows;
+      if (!oldKey) continue;
+      const unchanged = JSON.parse(unchangedJson ?? '[]') as string[];
+      const oldMatch = keys.map((k, i) =>
+        oldKey[i] === null ? `${quoteSf(k.name)} IS NULL` : `${quoteSf(k.name)} = ${literal(oldKey[i]!)}`,
+      );
+      const before = `("_FLOE_LSN" < ${position.lsn} OR ("_FLOE_LSN" = ${position.lsn} AND "_FLOE_ORDINAL" < ${position.ordinal}))`;
+      const fills: string[] = [];
+      const remaining: string[] = [];
+      for (const c of unchanged) {
+        const [image] = (
+          await q(
+            `SELECT ${quoteSf(c)} FROM ${state.journal} WHERE ${win} AND ${oldMatch.join(' AND ')} AND ${before} AND "_FLOE_OP" <> 'd' AND NOT ARRAY_CONTAINS(${literal(c)}::VARIANT, COALESCE("_FLOE_UNCHANGED", ARRAY_CONSTRUCT())) ORDER BY "_FLOE_LSN" DESC, "_FLOE_ORDINAL" DESC LIMIT 1`,
+          )
+        ).rows;
+        if (image) fills.push(`${quoteSf(c)} = ${image[0] === null ? 'NULL' : literal(image[0]!)}`);
+        else remaining.push(c);
+      }
+      if (fills.length > 0) {
+        const rest = remaining.length > 0 ? `ARRAY_CONSTRUCT(${remaining.map(literal).join(', ')})` : 'NULL';
+        await sql.query(`UPDATE ${state.journal} SET ${fills.join(', ')}, "_FLOE_UNCHANGED" = ${rest} WHERE "_FLOE_SEQ" = ${seq}`, {
+          signal: this.#signal,
+          requestId: randomUUID(),
+        });
+      }
+      if (remaining.length > 0) {
+        seeds.push(moveSeedStatement({ target: state.target, columns, oldKey, newKey, unchanged: remaining, position }));
+      }
+    }
+    return seeds;
   }
 
   /** Deletes journal rows merged more than `journal_retention` ago. */

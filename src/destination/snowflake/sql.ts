@@ -155,6 +155,8 @@ export interface MergeSpec {
    * key's latest known image: values are taken column by column from the latest row that has them.
    */
   readonly perColumn: boolean;
+  /** Key moves whose unchanged values come from the old key's target row (see moveSeedStatement). */
+  readonly seeds?: readonly string[];
 }
 
 /**
@@ -175,6 +177,7 @@ export function mergeStatements(m: MergeSpec): string[] {
     );
     where += ` AND j."_FLOE_OP" <> 't' AND NOT ${olderThan('j', m.truncate)}`;
   }
+  out.push(...(m.seeds ?? []));
   const partition = `PARTITION BY ${keys.map((k) => `j.${quoteSf(k.name)}`).join(', ')}`;
   const latestFirst = `ROW_NUMBER() OVER (${partition} ORDER BY j."_FLOE_LSN" DESC, j."_FLOE_ORDINAL" DESC) = 1`;
   const meta = 'w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"';
@@ -232,6 +235,42 @@ export function mergeStatements(m: MergeSpec): string[] {
   out.push(...bookkeepingUpdate(m));
   out.push('COMMIT');
   return out;
+}
+
+export interface MoveSeed {
+  readonly target: string;
+  readonly columns: readonly SfColumn[];
+  /** Key texts of the old and the new key, parallel to the key columns. */
+  readonly oldKey: readonly (string | null)[];
+  readonly newKey: readonly (string | null)[];
+  /** Columns the new key's row did not receive (unchanged TOAST). */
+  readonly unchanged: readonly string[];
+  /** Position of the delete of the old key (just before the insert of the new one). */
+  readonly position: Position;
+}
+
+/**
+ * A primary-key change arrives as a delete of the old key and an insert of the new key; PostgreSQL does
+ * not resend unchanged TOAST values, so the insert lacks them. When the old key's value is not in the
+ * merge window it is the old key's target row's: this statement copies those columns to the new key's
+ * row (created at the delete's position if missing) before the MERGE deletes the old row, so the
+ * MERGE keeps them like any unchanged value.
+ */
+export function moveSeedStatement(m: MoveSeed): string {
+  const keys = m.columns.filter((c) => c.isKey);
+  const moved = m.columns.filter((c) => !c.isKey && m.unchanged.includes(c.name));
+  const lit = (v: string | null) => (v === null ? 'NULL' : literal(v));
+  const newKey = keys.map((k, i) => `${k.cast(lit(m.newKey[i] ?? null))} AS ${quoteSf(k.name)}`);
+  const oldMatch = keys.map((k, i) => `o.${quoteSf(k.name)} = ${k.cast(lit(m.oldKey[i] ?? null))}`).join(' AND ');
+  const on = keys.map((k) => `t.${quoteSf(k.name)} = s.${quoteSf(k.name)}`).join(' AND ');
+  const cols = [...keys, ...moved].map((c) => quoteSf(c.name));
+  return (
+    `MERGE INTO ${m.target} t USING (SELECT ${[...newKey, ...moved.map((c) => `o.${quoteSf(c.name)}`)].join(', ')}, ` +
+    `${m.position.lsn} AS "_FLOE_LSN", ${m.position.ordinal} AS "_FLOE_ORDINAL" FROM ${m.target} o WHERE ${oldMatch}) s ON ${on} ` +
+    `WHEN MATCHED AND ${newer('s', 't')} THEN UPDATE SET ${[...moved.map((c) => `${quoteSf(c.name)} = s.${quoteSf(c.name)}`), '"_FLOE_LSN" = s."_FLOE_LSN"', '"_FLOE_ORDINAL" = s."_FLOE_ORDINAL"'].join(', ')} ` +
+    `WHEN NOT MATCHED THEN INSERT (${[...cols, '"_FLOE_LSN"', '"_FLOE_ORDINAL"', '"_FLOE_DELETED"'].join(', ')}) ` +
+    `VALUES (${[...cols.map((c) => `s.${c}`), 's."_FLOE_LSN"', 's."_FLOE_ORDINAL"', 'FALSE'].join(', ')})`
+  );
 }
 
 /** Keyless tables: the target is typed append-only history, so a merge copies the window. */
