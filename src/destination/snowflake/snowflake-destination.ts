@@ -118,11 +118,14 @@ export interface SnowflakeDestinationOptions {
   readonly resources?: readonly { close(): Promise<void> }[];
 }
 
-/** The destination over the real wire clients, from a parsed URL (config.ts). */
-export function createSnowflakeDestination(
-  config: SnowflakeConfig,
-  options: { log: Logger; deleteMode?: DeleteMode; registry?: Registry },
-): SnowflakeDestination {
+export interface SnowflakeClients {
+  readonly auth: KeyPairAuth;
+  readonly sql: SqlApiClient;
+  readonly streaming: StreamingClient;
+}
+
+/** The wire clients of one account, sharing one circuit breaker. */
+export function createSnowflakeClients(config: SnowflakeConfig, options: { log: Logger; registry?: Registry }): SnowflakeClients {
   const { log, registry } = options;
   const auth = new KeyPairAuth({ account: config.account, user: config.user, privateKey: config.privateKey });
   const metrics = registry ? new SnowflakeMetrics(registry) : undefined;
@@ -149,6 +152,16 @@ export function createSnowflakeDestination(
     log,
     metrics,
   });
+  return { auth, sql, streaming };
+}
+
+/** The destination over the real wire clients, from a parsed URL (config.ts). */
+export function createSnowflakeDestination(
+  config: SnowflakeConfig,
+  options: { log: Logger; deleteMode?: DeleteMode; registry?: Registry },
+): SnowflakeDestination {
+  const { log, registry } = options;
+  const { sql, streaming } = createSnowflakeClients(config, options);
   return new SnowflakeDestination({
     database: config.database,
     schema: config.schema,
