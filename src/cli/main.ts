@@ -3,11 +3,13 @@ import { FloeError, coerceError } from '../errors.js';
 import { replicateCommand } from './replicate.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
+import { emulatorCommand } from './emulator.js';
 
 const program = new Command('floe').description('change data capture from PostgreSQL into DuckDB and Snowflake');
 program.addCommand(replicateCommand());
 program.addCommand(demoCommand());
 program.addCommand(doctorCommand());
+program.addCommand(emulatorCommand());
 // Usage errors are one line, like every other error floe prints.
 for (const cmd of [program, ...program.commands]) {
   cmd.exitOverride().configureOutput({ outputError: (str, write) => write(`floe: ${str.trim()} (see --help)\n`) });

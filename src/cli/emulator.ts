@@ -1,0 +1,104 @@
+/**
+ * `floe emulator`: runs the local Snowflake emulator (src/emulator) until
+ * SIGINT/SIGTERM. It is a development and test tool, and says so.
+ */
+import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { nonNegativeInt } from './arguments.js';
+import { FloeError } from '../errors.js';
+import { startEmulator } from '../emulator/emulator.js';
+import { onShutdownSignal } from './signals.js';
+
+interface EmulatorCliOptions {
+  port: number;
+  host: string;
+  data: string;
+  account: string;
+  user: string[];
+  warehouse: string[];
+  commitDelayMs: number;
+  channelRps: number;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function emulatorCommand(): Command {
+  return new Command('emulator')
+    .description(
+      'run a local Snowflake emulator (SQL API v2, Snowpipe Streaming, key-pair auth) backed by DuckDB, for development and tests',
+    )
+    .option('--port <port>', 'TCP port (0: a free one)', nonNegativeInt('--port'), 8080)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--data <path>', "DuckDB file holding the emulated databases (':memory:' for none)", './.floe/snowflake.duckdb')
+    .option('--account <name>', 'account identifier the JWTs must name', 'EMULATOR')
+    .option('--user <NAME=public-key.pem>', 'register a user and its RSA public key (repeatable)', collect, [])
+    .option('--warehouse <name>', 'a warehouse that exists (repeatable; default COMPUTE_WH)', collect, [])
+    .option('--commit-delay-ms <ms>', 'delay before appended rows are committed', nonNegativeInt('--commit-delay-ms'), 200)
+    .option('--channel-rps <n>', 'append requests per second per channel before 429 (0: unlimited)', nonNegativeInt('--channel-rps'), 10)
+    .action(async (opts: EmulatorCliOptions) => {
+      await runEmulator(opts);
+    });
+}
+
+async function runEmulator(opts: EmulatorCliOptions): Promise<void> {
+  const users = opts.user.map((spec) => {
+    const eq = spec.indexOf('=');
+    if (eq <= 0) throw new FloeError('config', `--user expects NAME=path/to/public-key.pem, got '${spec}'`);
+    const path = spec.slice(eq + 1);
+    let pem: string;
+    try {
+      pem = readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new FloeError('config', `cannot read the public key file ${path}`, {
+        cause: err,
+        hint: 'pass the .pub file, not the private key',
+      });
+    }
+    return { name: spec.slice(0, eq), pem };
+  });
+  const emulator = await startEmulator({
+    port: opts.port,
+    host: opts.host,
+    dataPath: opts.data,
+    account: opts.account,
+    commitDelayMs: opts.commitDelayMs,
+    channelRps: opts.channelRps,
+    warehouses: opts.warehouse.length > 0 ? opts.warehouse : undefined,
+  });
+  const registered = users.map((u) => {
+    try {
+      return `${u.name.toUpperCase()} (${emulator.addUser(u.name, u.pem)})`;
+    } catch (err) {
+      throw new FloeError('config', `the key for user ${u.name} is not a usable RSA public key: ${(err as Error).message}`);
+    }
+  });
+  const out = process.stdout;
+  out.write(
+    [
+      `floe Snowflake EMULATOR listening on ${emulator.url}`,
+      `  This is a local emulator for development and tests, not Snowflake.`,
+      `  account:    ${emulator.account}`,
+      `  data:       ${opts.data}`,
+      `  warehouses: ${(opts.warehouse.length > 0 ? opts.warehouse : ['COMPUTE_WH']).join(', ')}`,
+      `  users:      ${registered.length > 0 ? registered.join(', ') : '(none yet)'}`,
+      ``,
+      `Register a user's public key:`,
+      `  openssl genrsa 2048 | openssl pkcs8 -topk8 -inform PEM -out rsa_key.p8 -nocrypt`,
+      `  openssl rsa -in rsa_key.p8 -pubout -out rsa_key.pub`,
+      `  floe emulator --user FLOE_USER=rsa_key.pub ...      (at start), or while running:`,
+      `  curl -X POST ${emulator.url}/_emulator/users -H 'Content-Type: application/json' \\`,
+      `       -d "{\\"name\\": \\"FLOE_USER\\", \\"publicKeyPem\\": $(jq -Rs . < rsa_key.pub)}"`,
+      ``,
+      `Use it from floe: snowflake://FLOE_USER@${emulator.account}/DB/SCHEMA?private_key_file=./rsa_key.p8&base_url=${emulator.url}`,
+      `Admin routes (faults, state): see docs/emulator.md. Ctrl-C stops.`,
+      ``,
+    ].join('\n'),
+  );
+  await new Promise<void>((resolve) => {
+    const off = onShutdownSignal(() => {
+      off();
+      resolve();
+    });
+  });
+  await emulator.close();
+}

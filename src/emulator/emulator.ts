@@ -1,0 +1,507 @@
+/**
+ * `floe emulator`: a local Snowflake speaking the account-host and ingest-host
+ * HTTP APIs on one port — key-pair JWT auth, Snowpipe Streaming named
+ * channels, SQL API v2 — backed by DuckDB, with fault injection for tests.
+ * docs/emulator.md is the user guide and lists the wire-level decisions.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { gunzipSync } from 'node:zlib';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { AddressInfo } from 'node:net';
+import { AuthFailure, Authenticator, type Principal } from './auth.js';
+import { Faults, faultConfigSchema, type FaultConfig, type RouteName } from './faults.js';
+import { SqlEngine, renderResult, type StatementResult } from './sql/engine.js';
+import { StreamingFailure, StreamingService, type StreamingState } from './streaming.js';
+import { SqlApi, type StatementRequest } from './sql-api.js';
+import { SqlFailure } from './sql/failure.js';
+
+export interface EmulatorOptions {
+  /** TCP port; 0 picks a free one. (Default: 0) */
+  readonly port?: number;
+  /** (Default: '127.0.0.1') */
+  readonly host?: string;
+  /** DuckDB file, or ':memory:'. (Default: ':memory:') */
+  readonly dataPath?: string;
+  /** Account identifier tokens must name, upper-case. (Default: 'EMULATOR') */
+  readonly account?: string;
+  /** Delay between an append and its rows becoming visible. (Default: 200) */
+  readonly commitDelayMs?: number;
+  /** Append requests per second per channel before 429; 0 disables. (Default: 10) */
+  readonly channelRps?: number;
+  /** Warehouses that exist. (Default: ['COMPUTE_WH']) */
+  readonly warehouses?: readonly string[];
+  /** How long a SQL API POST waits before answering 202. (Default: 45000) */
+  readonly sqlSyncWaitMs?: number;
+  /** Largest append body on the wire, bytes. (Default: 4 MiB) */
+  readonly maxAppendBytes?: number;
+  /** HTTP status of STALE_CONTINUATION_TOKEN_SEQUENCER. (Default: 400) */
+  readonly staleTokenStatus?: number;
+}
+
+export interface EmulatorState {
+  account: string;
+  users: { name: string; fingerprint: string }[];
+  channels: StreamingState['channels'];
+  tables: { database: string; schema: string; name: string; rows: number }[];
+  faults: FaultConfig;
+}
+
+export interface RunningEmulator {
+  readonly url: string;
+  readonly port: number;
+  readonly account: string;
+  /** Registers a user's RSA public key (PEM); returns its fingerprint `SHA256:...`. */
+  addUser(name: string, publicKeyPem: string): string;
+  readonly faults: {
+    set(config: FaultConfig): void;
+    clear(): void;
+    get(): FaultConfig;
+  };
+  state(): Promise<EmulatorState>;
+  /** Runs SQL directly (no auth, no faults), for test assertions. */
+  query(sql: string, session?: { database?: string; schema?: string }): Promise<StatementResult>;
+  /** Commits every pending batch now, regardless of the commit delay (not while commits are stalled). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const MiB = 1024 * 1024;
+
+export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator> {
+  const account = (options.account ?? 'EMULATOR').toUpperCase();
+  const host = options.host ?? '127.0.0.1';
+  const maxAppendBytes = options.maxAppendBytes ?? 4 * MiB;
+  const engine = await SqlEngine.open(options.dataPath ?? ':memory:', account, options.warehouses ?? ['COMPUTE_WH']);
+  const auth = new Authenticator(account);
+  const faults = new Faults();
+  const streaming = new StreamingService(engine, {
+    commitDelayMs: options.commitDelayMs ?? 200,
+    channelRps: options.channelRps ?? 10,
+    staleTokenStatus: options.staleTokenStatus ?? 400,
+  });
+  const sqlApi = new SqlApi(engine, { syncWaitMs: options.sqlSyncWaitMs ?? 45_000 });
+  let refuseTimer: NodeJS.Timeout | undefined;
+  let listening = true;
+
+  const app: FastifyInstance = Fastify({ logger: false, bodyLimit: 64 * MiB, forceCloseConnections: true });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  const applyFaults = (config: FaultConfig) => {
+    faults.set(config);
+    if (config.stallCommits !== undefined) {
+      streaming.stalled = config.stallCommits;
+      if (!config.stallCommits) streaming.schedule();
+    }
+    if (config.compat?.oauthTtlSeconds !== undefined) auth.oauthTtlSeconds = config.compat.oauthTtlSeconds;
+    if (config.invalidateChannels) streaming.invalidate(config.invalidateChannels.channel, config.invalidateChannels.code);
+    if (config.outage?.mode === 'refuse') {
+      refuse(config.outage.durationMs);
+    }
+  };
+  const clearFaults = () => {
+    faults.clear();
+    streaming.stalled = false;
+    auth.oauthTtlSeconds = 3600;
+    streaming.schedule();
+    restoreListener();
+  };
+
+  // --- helpers -------------------------------------------------------------------
+
+  const healthy = (code: string) => (code === 'SUCCESS' && faults.config.compat?.healthyStatus === 'ACTIVE' ? 'ACTIVE' : code);
+
+  const streamingError = (reply: FastifyReply, status: number, code: string, message: string) => {
+    const shape = faults.config.compat?.errorShape ?? 'code';
+    const body =
+      shape === 'string'
+        ? JSON.stringify(code)
+        : shape === 'error'
+          ? { error: code }
+          : shape === 'error_code'
+            ? { error_code: code, message }
+            : { code, message };
+    return reply.code(status).type('application/json').send(body);
+  };
+
+  const drop = (request: FastifyRequest, reply: FastifyReply) => {
+    reply.hijack();
+    request.raw.socket.destroy();
+  };
+
+  /** Runs fault decisions, auth and the handler; maps errors to Snowflake bodies. */
+  const handle =
+    (
+      route: RouteName,
+      kind: 'streaming' | 'sql' | 'account',
+      fn: (request: FastifyRequest, reply: FastifyReply, who: Principal) => Promise<unknown>,
+    ) =>
+    async (request: FastifyRequest, reply: FastifyReply) => {
+      const decision = faults.decide(route);
+      if (decision.latencyMs > 0) await sleep(decision.latencyMs);
+      if (faults.config.outage?.mode === 'http503') {
+        return kind === 'sql'
+          ? reply.code(503).send({ code: '390503', message: 'Service temporarily unavailable (emulated outage).' })
+          : streamingError(reply, 503, 'ERR_GENERAL_EXCEPTION_RETRY_REQUEST', 'Service temporarily unavailable (emulated outage).');
+      }
+      if (decision.dropBefore) return drop(request, reply);
+      if (decision.error) {
+        const { status, code, message } = decision.error;
+        if (kind === 'sql') {
+          return reply.code(status).send({ code: code ?? (status === 429 ? '390505' : '390503'), message: message ?? 'Injected fault.' });
+        }
+        return streamingError(
+          reply,
+          status,
+          code ?? (status === 429 ? 'ERR_TOO_MANY_REQUESTS' : 'ERR_GENERAL_EXCEPTION_RETRY_REQUEST'),
+          message ?? 'Injected fault.',
+        );
+      }
+      const accept = request.headers.accept;
+      if (faults.config.compat?.requireAccept && !(accept && /application\/json|\*\/\*/.test(accept))) {
+        return reply.code(400).send({ code: '391902', message: `Unsupported Accept header ${accept ?? 'null'} is specified` });
+      }
+      let who: Principal;
+      try {
+        let authorization = request.headers.authorization;
+        if (!authorization && route === 'token') {
+          const assertion = new URLSearchParams(bodyText(request)).get('assertion');
+          if (assertion) authorization = `Bearer ${assertion}`;
+        }
+        const tokenType = request.headers['x-snowflake-authorization-token-type'];
+        who = await auth.verify(authorization, typeof tokenType === 'string' ? tokenType : undefined);
+        if ((route === 'hostname' || route === 'token') && who.kind !== 'keypair') {
+          throw new AuthFailure('390144', 'JWT token is invalid. This route needs a key-pair JWT.');
+        }
+      } catch (err) {
+        if (err instanceof AuthFailure) return reply.code(401).send({ code: err.code, message: err.message });
+        throw err;
+      }
+      if (decision.dropAfter) {
+        // The request takes full effect; instead of the response the client gets a dead connection (ambiguous outcome).
+        Object.assign(reply, {
+          send: () => {
+            drop(request, reply);
+            return reply;
+          },
+        });
+      }
+      try {
+        await fn(request, reply, who);
+      } catch (err) {
+        if (err instanceof StreamingFailure) return streamingError(reply, err.status, err.code, err.message);
+        if (err instanceof SqlFailure) return reply.code(422).send({ code: err.code, message: err.message, sqlState: err.sqlState });
+        throw err;
+      }
+      return reply;
+    };
+
+  const bodyText = (request: FastifyRequest) => (Buffer.isBuffer(request.body) ? request.body.toString('utf8') : '');
+  const bodyJson = (request: FastifyRequest): Record<string, unknown> => {
+    const text = bodyText(request).trim();
+    if (text === '') return {};
+    try {
+      const v: unknown = JSON.parse(text);
+      if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
+    } catch {
+      // fall through
+    }
+    throw new StreamingFailure(400, 'ERR_INVALID_REQUEST_BODY', 'The request body is not a JSON object.');
+  };
+
+  interface PipePath {
+    db: string;
+    schema: string;
+    pipe: string;
+  }
+  interface ChannelPath extends PipePath {
+    channel: string;
+  }
+
+  // --- account host -------------------------------------------------------------
+
+  app.get(
+    '/v2/streaming/hostname',
+    handle('hostname', 'account', async (request, reply) => {
+      let h = request.headers.host ?? `${host}:${port}`;
+      if (faults.config.compat?.hostnameUnderscores) h = h.replaceAll('-', '_');
+      const shape = faults.config.compat?.hostname ?? 'text';
+      if (shape === 'json') return reply.type('application/json').send({ hostname: h });
+      if (shape === 'quoted') return reply.type('application/json').send(JSON.stringify(h));
+      return reply.type('text/plain').send(h);
+    }),
+  );
+
+  app.post(
+    '/oauth/token',
+    handle('token', 'account', async (request, reply, who) => {
+      const form = new URLSearchParams(bodyText(request));
+      if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer') {
+        return reply.code(400).send({ code: 'invalid_grant', message: 'grant_type must be urn:ietf:params:oauth:grant-type:jwt-bearer' });
+      }
+      const role = /session:role:(\S+)/.exec(form.get('scope') ?? '')?.[1];
+      const { token } = await auth.issueScoped(who.user, role);
+      if (faults.config.compat?.token === 'json') return reply.type('application/json').send({ token });
+      return reply.type('text/plain').send(token);
+    }),
+  );
+
+  // --- streaming ------------------------------------------------------------------
+
+  const channelPath = '/v2/streaming/databases/:db/schemas/:schema/pipes/:pipe/channels/:channel';
+  app.put(
+    channelPath,
+    handle('open', 'streaming', async (request, reply) => {
+      const p = request.params as ChannelPath;
+      const body = bodyJson(request);
+      const r = await streaming.open(p.db, p.schema, p.pipe, p.channel, body);
+      r.channel_status.channel_status_code = healthy(r.channel_status.channel_status_code);
+      return reply.send(r);
+    }),
+  );
+  app.delete(
+    channelPath,
+    handle('drop', 'streaming', async (request, reply) => {
+      const p = request.params as ChannelPath;
+      const body = bodyJson(request);
+      streaming.drop(p.db, p.schema, p.pipe, p.channel, body.fail_on_uncommitted_rows === true);
+      return reply.send({});
+    }),
+  );
+  app.post(
+    '/v2/streaming/data/databases/:db/schemas/:schema/pipes/:pipe/channels/:channel/rows',
+    handle('append', 'streaming', async (request, reply) => {
+      const p = request.params as ChannelPath;
+      const q = request.query as Record<string, string | undefined>;
+      const ch = streaming.checkAppend(p.db, p.schema, p.pipe, p.channel, q.continuationToken);
+      const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+      if (raw.length > maxAppendBytes) {
+        throw new StreamingFailure(
+          413,
+          'ERR_REQUEST_TOO_LARGE',
+          `The request body is ${raw.length} bytes; the limit is ${maxAppendBytes} bytes.`,
+        );
+      }
+      let text: string;
+      const encoding = (request.headers['content-encoding'] ?? '').toLowerCase();
+      if (encoding === 'gzip') {
+        try {
+          text = gunzipSync(raw, { maxOutputLength: 64 * MiB }).toString('utf8');
+        } catch {
+          throw new StreamingFailure(400, 'ERR_INVALID_REQUEST_BODY', 'The gzip body could not be decompressed.');
+        }
+      } else if (encoding === '' || encoding === 'identity') {
+        text = raw.toString('utf8');
+      } else {
+        throw new StreamingFailure(
+          415,
+          'ERR_UNSUPPORTED_CONTENT_ENCODING',
+          `Content-Encoding ${encoding} is not supported by the emulator.`,
+        );
+      }
+      const rows: unknown[] = [];
+      for (const line of text.split('\n')) {
+        const l = line.replace(/\r$/, '');
+        if (l.trim() === '') continue;
+        let v: unknown;
+        try {
+          v = JSON.parse(l);
+        } catch {
+          v = undefined;
+        }
+        if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+          throw new StreamingFailure(400, 'ERR_INVALID_ROW_FORMAT', `Invalid row format: line ${rows.length + 1} is not a JSON object.`);
+        }
+        rows.push(v);
+      }
+      const end = q.endOffsetToken ?? q.offsetToken ?? null;
+      const start = q.startOffsetToken ?? null;
+      const next = streaming.append(ch, rows, start === '' ? null : start, end === '' ? null : end);
+      return reply.send({ next_continuation_token: next });
+    }),
+  );
+  app.post(
+    '/v2/streaming/databases/:db/schemas/:schema/pipes/:pipeAction',
+    handle('status', 'streaming', async (request, reply) => {
+      const p = request.params as { db: string; schema: string; pipeAction: string };
+      const i = p.pipeAction.lastIndexOf(':');
+      const action = i < 0 ? '' : p.pipeAction.slice(i + 1);
+      if (action !== 'bulk-channel-status') {
+        throw new StreamingFailure(404, 'ERR_NOT_FOUND', `Unknown pipe action '${action}' (the emulator implements :bulk-channel-status).`);
+      }
+      const body = bodyJson(request);
+      const names = Array.isArray(body.channel_names) ? body.channel_names.filter((x): x is string => typeof x === 'string') : [];
+      const statuses = await streaming.bulkStatus(p.db, p.schema, p.pipeAction.slice(0, i), names);
+      for (const s of Object.values(statuses)) s.channel_status_code = healthy(s.channel_status_code);
+      return reply.send({ channel_statuses: statuses });
+    }),
+  );
+
+  // --- SQL API ----------------------------------------------------------------------
+
+  app.post(
+    '/api/v2/statements',
+    handle('sql', 'sql', async (request, reply, who) => {
+      let body: StatementRequest;
+      try {
+        body = JSON.parse(bodyText(request)) as StatementRequest;
+      } catch {
+        return reply.code(400).send({ code: '390142', message: 'Incoming request does not contain a valid payload.' });
+      }
+      const r = await sqlApi.submit(body, request.query as Record<string, string>, who.user, who.role);
+      return reply.code(r.status).send(r.body);
+    }),
+  );
+  app.get(
+    '/api/v2/statements/:handle',
+    handle('sql-status', 'sql', async (request, reply) => {
+      const r = sqlApi.status((request.params as { handle: string }).handle);
+      return reply.code(r.status).send(r.body);
+    }),
+  );
+  app.post(
+    '/api/v2/statements/:handle/cancel',
+    handle('cancel', 'sql', async (request, reply) => {
+      const r = await sqlApi.cancel((request.params as { handle: string }).handle);
+      return reply.code(r.status).send(r.body);
+    }),
+  );
+
+  // --- admin (no auth, no faults) -----------------------------------------------------
+
+  app.post('/_emulator/users', async (request, reply) => {
+    const body = safeJson(request);
+    if (typeof body?.name !== 'string' || typeof body.publicKeyPem !== 'string') {
+      return reply.code(400).send({ message: 'expected {"name": "...", "publicKeyPem": "-----BEGIN PUBLIC KEY-----..."}' });
+    }
+    try {
+      const fingerprint = auth.addUser(body.name, body.publicKeyPem);
+      return reply.send({ name: body.name.toUpperCase(), fingerprint });
+    } catch (err) {
+      return reply.code(400).send({ message: `not a usable RSA public key: ${(err as Error).message}` });
+    }
+  });
+  app.post('/_emulator/warehouses', async (request, reply) => {
+    const body = safeJson(request);
+    if (typeof body?.name !== 'string') return reply.code(400).send({ message: 'expected {"name": "WH"}' });
+    engine.warehouses.add(body.name);
+    return reply.send({ warehouses: [...engine.warehouses] });
+  });
+  app.get('/_emulator/faults', async (_request, reply) => reply.send(faults.config));
+  app.post('/_emulator/faults', async (request, reply) => {
+    const parsed = faultConfigSchema.safeParse(safeJson(request));
+    if (!parsed.success) return reply.code(400).send({ message: parsed.error.message });
+    applyFaults(parsed.data);
+    return reply.send(faults.config);
+  });
+  app.delete('/_emulator/faults', async (_request, reply) => {
+    clearFaults();
+    return reply.send({});
+  });
+  app.get('/_emulator/state', async (_request, reply) => reply.send(await state()));
+  app.post('/_emulator/flush', async (_request, reply) => {
+    await flush();
+    return reply.send({});
+  });
+
+  const safeJson = (request: FastifyRequest): Record<string, unknown> | undefined => {
+    try {
+      return JSON.parse(bodyText(request)) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  };
+
+  async function state(): Promise<EmulatorState> {
+    const conn = await engine.connect();
+    try {
+      const t = await conn.runAndReadAll(
+        `SELECT schema_name, table_name, estimated_size FROM duckdb_tables() WHERE database_name = current_database() AND schema_name LIKE '%.%' ORDER BY 1, 2`,
+      );
+      const tables: EmulatorState['tables'] = [];
+      for (const [s, n] of t.getRowsJS()) {
+        const schemaName = String(s);
+        const c = await conn.runAndReadAll(
+          `SELECT count(*) FROM "${schemaName.replaceAll('"', '""')}"."${String(n).replaceAll('"', '""')}"`,
+        );
+        const dot = schemaName.indexOf('.');
+        tables.push({
+          database: schemaName.slice(0, dot),
+          schema: schemaName.slice(dot + 1),
+          name: String(n),
+          rows: Number(c.getRowsJS()[0]![0]),
+        });
+      }
+      return { account, users: auth.users(), channels: streaming.state().channels, tables, faults: faults.config };
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  async function flush(): Promise<void> {
+    await streaming.commitAll();
+  }
+
+  function refuse(durationMs: number | undefined): void {
+    if (listening) {
+      listening = false;
+      app.server.close();
+      app.server.closeAllConnections();
+    }
+    if (refuseTimer) clearTimeout(refuseTimer);
+    if (durationMs !== undefined) refuseTimer = setTimeout(restoreListener, durationMs);
+  }
+
+  function restoreListener(): void {
+    if (refuseTimer) clearTimeout(refuseTimer);
+    refuseTimer = undefined;
+    if (faults.config.outage?.mode === 'refuse') faults.set({ outage: undefined });
+    if (!listening) {
+      listening = true;
+      app.server.listen(port, host);
+    }
+  }
+
+  await app.listen({ port: options.port ?? 0, host });
+  const port = (app.server.address() as AddressInfo).port;
+  const url = `http://${host}:${port}`;
+
+  return {
+    url,
+    port,
+    account,
+    addUser: (name, pem) => auth.addUser(name, pem),
+    faults: { set: (c) => applyFaults(faultConfigSchema.parse(c)), clear: clearFaults, get: () => faults.config },
+    state,
+    async query(sql, session = {}) {
+      const conn = await engine.connect();
+      try {
+        const s = {
+          database: session.database ?? null,
+          schema: session.schema ?? null,
+          warehouse: null,
+          role: 'ACCOUNTADMIN',
+          user: 'EMULATOR',
+        };
+        let last: StatementResult = { columns: [], rows: [] };
+        for (const st of engine.split(sql)) last = await engine.execute(conn, s, st);
+        return last;
+      } finally {
+        conn.closeSync();
+      }
+    },
+    flush,
+    async close() {
+      if (refuseTimer) clearTimeout(refuseTimer);
+      streaming.close();
+      if (!listening) {
+        listening = true;
+        await new Promise<void>((r) => app.server.listen(port, host, () => r()));
+      }
+      await app.close();
+      await engine.writeLock.run(async () => engine.close());
+    },
+  };
+}
+
+export { renderResult };

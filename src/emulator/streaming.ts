@@ -1,0 +1,504 @@
+/**
+ * Snowpipe Streaming named channels (reference §1.6–§1.9, §1.14, §1.16).
+ *
+ * Channel state machine: open bumps the client sequencer (so every earlier
+ * continuation token is stale) and discards uncommitted batches; append
+ * checks the token, enqueues the batch and returns the next token; a commit
+ * loop moves each channel's batches into the table, in order, after the
+ * commit delay. Rows that do not fit their column are not committed and are
+ * counted in the channel status; the rest of the batch commits. Offset tokens
+ * are stored, never used to deduplicate (§1.14).
+ */
+import { SqlEngine, duckTable, resolveTable, type NamedPipe, type TableColumn } from './sql/engine.js';
+import type { ObjectName } from './sql/translate.js';
+import { coerceValue } from './rows.js';
+import { quoteId } from './sql/tokenizer.js';
+
+/** A streaming API error: HTTP status plus Snowflake's code. */
+export class StreamingFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StreamingFailure';
+  }
+}
+
+export interface ChannelStatus {
+  database_name: string;
+  schema_name: string;
+  pipe_name: string;
+  channel_name: string;
+  channel_status_code: string;
+  last_committed_offset_token: string | null;
+  created_on_ms: number;
+  rows_inserted: number;
+  rows_parsed: number;
+  rows_error_count: number;
+  rows_errors: number;
+  last_error_offset_upper_bound: string | null;
+  last_error_message: string | null;
+  last_error_timestamp: number | null;
+  snowflake_avg_processing_latency_ms: number;
+}
+
+interface Batch {
+  readonly rows: unknown[];
+  readonly startOffset: string | null;
+  readonly endOffset: string | null;
+  readonly dueAt: number;
+  readonly acceptedAt: number;
+}
+
+interface Channel {
+  readonly key: string;
+  readonly database: string;
+  readonly schema: string;
+  readonly pipe: string;
+  readonly name: string;
+  readonly createdOnMs: number;
+  clientSeq: number;
+  rowSeq: number;
+  committedOffset: string | null;
+  rowsInserted: number;
+  rowsParsed: number;
+  rowsErrorCount: number;
+  lastError: { offsetUpperBound: string | null; message: string; timestampMs: number } | null;
+  pending: Batch[];
+  statusCode: string;
+  latencyTotalMs: number;
+  batchesCommitted: number;
+  /** Token bucket for the per-channel request rate. */
+  bucket: { tokens: number; at: number };
+}
+
+interface PipeTarget {
+  readonly database: string;
+  readonly schema: string;
+  readonly pipe: string;
+  readonly table: ObjectName;
+  readonly named: NamedPipe | undefined;
+}
+
+export interface StreamingOptions {
+  commitDelayMs: number;
+  channelRps: number;
+  /** Status code for a stale continuation token (undocumented; default 400). */
+  staleTokenStatus: number;
+}
+
+export interface StreamingState {
+  channels: {
+    database: string;
+    schema: string;
+    pipe: string;
+    channel: string;
+    clientSequencer: number;
+    rowSequencer: number;
+    committedOffsetToken: string | null;
+    pendingBatches: number;
+    pendingRows: number;
+    rowsInserted: number;
+    rowsErrorCount: number;
+    statusCode: string;
+  }[];
+}
+
+const up = (s: string) => s.toUpperCase();
+
+export class StreamingService {
+  readonly #channels = new Map<string, Channel>();
+  #timer: NodeJS.Timeout | undefined;
+  #committing = false;
+  #closed = false;
+  /** While true no batch commits (fault: stalled commits). */
+  stalled = false;
+
+  constructor(
+    readonly engine: SqlEngine,
+    readonly options: StreamingOptions,
+  ) {}
+
+  channelKey(database: string, schema: string, pipe: string, channel: string): string {
+    return [database, schema, pipe, channel].map(up).join('/');
+  }
+
+  async resolvePipe(database: string, schema: string, pipe: string): Promise<PipeTarget> {
+    const conn = await this.engine.connect();
+    try {
+      const missing = () =>
+        new StreamingFailure(
+          404,
+          'ERR_PIPE_DOES_NOT_EXIST_OR_NOT_AUTHORIZED',
+          `Pipe ${database}.${schema}.${pipe} does not exist or not authorized.`,
+        );
+      const m = /^(.*)-STREAMING$/i.exec(pipe);
+      if (m) {
+        const table = await resolveTable(conn, database, schema, m[1]!);
+        if (!table) throw missing();
+        return { database: table.database, schema: table.schema, pipe: `${table.name}-STREAMING`, table, named: undefined };
+      }
+      const named = await this.engine.namedPipe(conn, database, schema, pipe);
+      if (!named) throw missing();
+      const table = await resolveTable(conn, named.database, named.schema, named.table);
+      if (!table)
+        throw new StreamingFailure(
+          404,
+          'ERR_TABLE_DOES_NOT_EXIST_NOT_AUTHORIZED',
+          `Table ${named.table} of pipe ${named.name} does not exist.`,
+        );
+      return { database: named.database, schema: named.schema, pipe: named.name, table, named };
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  token(ch: Channel): string {
+    return Buffer.from(JSON.stringify({ c: ch.key, cs: ch.clientSeq, rs: ch.rowSeq, t: ch.createdOnMs })).toString('base64url');
+  }
+
+  status(ch: Channel): ChannelStatus {
+    return {
+      database_name: ch.database,
+      schema_name: ch.schema,
+      pipe_name: ch.pipe,
+      channel_name: ch.name,
+      channel_status_code: ch.statusCode,
+      last_committed_offset_token: ch.committedOffset,
+      created_on_ms: ch.createdOnMs,
+      rows_inserted: ch.rowsInserted,
+      rows_parsed: ch.rowsParsed,
+      rows_error_count: ch.rowsErrorCount,
+      rows_errors: ch.rowsErrorCount,
+      last_error_offset_upper_bound: ch.lastError?.offsetUpperBound ?? null,
+      last_error_message: ch.lastError?.message ?? null,
+      last_error_timestamp: ch.lastError?.timestampMs ?? null,
+      snowflake_avg_processing_latency_ms: ch.batchesCommitted === 0 ? 0 : Math.round(ch.latencyTotalMs / ch.batchesCommitted),
+    };
+  }
+
+  async open(
+    database: string,
+    schema: string,
+    pipe: string,
+    channel: string,
+    body: { offset_token?: unknown; fail_on_uncommitted_rows?: unknown },
+  ): Promise<{ next_continuation_token: string; channel_status: ChannelStatus }> {
+    const target = await this.resolvePipe(database, schema, pipe);
+    if (!target.named) {
+      // Opening a channel on the default pipe instantiates it (§1.12).
+      const k = [target.database, target.schema, target.pipe].map(up).join('.');
+      if (!this.engine.instantiatedDefaultPipes.has(k)) {
+        this.engine.instantiatedDefaultPipes.set(k, {
+          database: target.database,
+          schema: target.schema,
+          name: target.pipe,
+          table: target.table.name,
+          createdOnMs: Date.now(),
+        });
+      }
+    }
+    const key = this.channelKey(target.database, target.schema, target.pipe, channel);
+    let ch = this.#channels.get(key);
+    if (ch) {
+      if (ch.pending.length > 0 && body.fail_on_uncommitted_rows === true) {
+        throw new StreamingFailure(409, 'ERR_CHANNEL_HAS_UNCOMMITTED_DATA', `Channel ${channel} has uncommitted data.`);
+      }
+      ch.pending = [];
+      ch.clientSeq++;
+      ch.statusCode = 'SUCCESS';
+    } else {
+      ch = {
+        key,
+        database: target.database,
+        schema: target.schema,
+        pipe: target.pipe,
+        name: channel,
+        createdOnMs: Date.now(),
+        clientSeq: 1,
+        rowSeq: 0,
+        committedOffset: null,
+        rowsInserted: 0,
+        rowsParsed: 0,
+        rowsErrorCount: 0,
+        lastError: null,
+        pending: [],
+        statusCode: 'SUCCESS',
+        latencyTotalMs: 0,
+        batchesCommitted: 0,
+        bucket: { tokens: this.options.channelRps, at: Date.now() },
+      };
+      this.#channels.set(key, ch);
+    }
+    if (typeof body.offset_token === 'string') ch.committedOffset = body.offset_token;
+    return { next_continuation_token: this.token(ch), channel_status: this.status(ch) };
+  }
+
+  /** Finds the channel named by a path; 404 if it does not exist. */
+  lookup(database: string, schema: string, pipe: string, channel: string): Channel {
+    const direct = this.#channels.get(this.channelKey(database, schema, pipe, channel));
+    if (direct) return direct;
+    throw new StreamingFailure(
+      404,
+      'ERR_CHANNEL_DOES_NOT_EXIST_OR_IS_NOT_AUTHORIZED',
+      `Channel ${channel} does not exist or is not authorized.`,
+    );
+  }
+
+  /** Per-channel token bucket; false when the request must be throttled. */
+  admit(ch: Channel): boolean {
+    const rps = this.options.channelRps;
+    if (rps <= 0) return true;
+    const now = Date.now();
+    ch.bucket.tokens = Math.min(rps, ch.bucket.tokens + ((now - ch.bucket.at) / 1000) * rps);
+    ch.bucket.at = now;
+    if (ch.bucket.tokens < 1) return false;
+    ch.bucket.tokens -= 1;
+    return true;
+  }
+
+  /** Validates the continuation token and rate; call before reading the body's rows. */
+  checkAppend(database: string, schema: string, pipe: string, channel: string, continuationToken: string | undefined): Channel {
+    const ch = this.lookup(database, schema, pipe, channel);
+    if (!continuationToken) {
+      throw new StreamingFailure(400, 'ERR_CONTINUATION_TOKEN_REQUIRED', 'The continuationToken query parameter is required.');
+    }
+    let tok: { c?: unknown; cs?: unknown; rs?: unknown; t?: unknown };
+    try {
+      tok = JSON.parse(Buffer.from(continuationToken, 'base64url').toString('utf8')) as typeof tok;
+    } catch {
+      throw new StreamingFailure(400, 'ERR_CHANNEL_HAS_INVALID_CLIENT_SEQUENCER', 'The continuation token is not valid.');
+    }
+    if (tok.c !== ch.key || tok.t !== ch.createdOnMs) {
+      throw new StreamingFailure(400, 'ERR_CHANNEL_HAS_INVALID_CLIENT_SEQUENCER', 'The continuation token belongs to another channel.');
+    }
+    if (typeof tok.cs !== 'number' || tok.cs < ch.clientSeq) {
+      throw new StreamingFailure(
+        this.options.staleTokenStatus,
+        'STALE_CONTINUATION_TOKEN_SEQUENCER',
+        'Channel sequencer in the continuation token is stale. Please reopen the channel',
+      );
+    }
+    if (tok.cs !== ch.clientSeq || tok.rs !== ch.rowSeq) {
+      throw new StreamingFailure(
+        400,
+        'ERR_CHANNEL_HAS_INVALID_ROW_SEQUENCER',
+        'Row sequencer in the continuation token is invalid. Please reopen the channel',
+      );
+    }
+    if (ch.statusCode !== 'SUCCESS') throw new StreamingFailure(400, ch.statusCode, `Channel ${ch.name} must be reopened.`);
+    if (!this.admit(ch)) throw new StreamingFailure(429, 'ERR_TOO_MANY_REQUESTS', `Too many requests on channel ${ch.name}.`);
+    return ch;
+  }
+
+  /** Enqueues a checked append. Returns the next continuation token. */
+  append(ch: Channel, rows: unknown[], startOffset: string | null, endOffset: string | null): string {
+    ch.rowSeq++;
+    const now = Date.now();
+    ch.pending.push({ rows, startOffset, endOffset, dueAt: now + this.options.commitDelayMs, acceptedAt: now });
+    this.schedule();
+    return this.token(ch);
+  }
+
+  drop(database: string, schema: string, pipe: string, channel: string, failOnUncommitted: boolean): void {
+    const ch = this.lookup(database, schema, pipe, channel);
+    if (failOnUncommitted && ch.pending.length > 0) {
+      throw new StreamingFailure(409, 'ERR_CHANNEL_HAS_UNCOMMITTED_DATA', `Channel ${channel} has uncommitted data.`);
+    }
+    this.#channels.delete(ch.key);
+  }
+
+  async bulkStatus(database: string, schema: string, pipe: string, names: string[]): Promise<Record<string, ChannelStatus>> {
+    const target = await this.resolvePipe(database, schema, pipe);
+    const out: Record<string, ChannelStatus> = {};
+    for (const name of names) {
+      const ch = this.#channels.get(this.channelKey(target.database, target.schema, target.pipe, name));
+      if (ch) out[name] = this.status(ch);
+    }
+    return out;
+  }
+
+  /** Fault: make a channel unusable until reopened. */
+  invalidate(channelName: string | undefined, code = 'ERR_CHANNEL_MUST_BE_REOPENED'): number {
+    let n = 0;
+    for (const ch of this.#channels.values()) {
+      if (channelName === undefined || ch.name === channelName) {
+        ch.statusCode = code;
+        ch.pending = [];
+        n++;
+      }
+    }
+    return n;
+  }
+
+  state(): StreamingState {
+    return {
+      channels: [...this.#channels.values()].map((ch) => ({
+        database: ch.database,
+        schema: ch.schema,
+        pipe: ch.pipe,
+        channel: ch.name,
+        clientSequencer: ch.clientSeq,
+        rowSequencer: ch.rowSeq,
+        committedOffsetToken: ch.committedOffset,
+        pendingBatches: ch.pending.length,
+        pendingRows: ch.pending.reduce((n, b) => n + b.rows.length, 0),
+        rowsInserted: ch.rowsInserted,
+        rowsErrorCount: ch.rowsErrorCount,
+        statusCode: ch.statusCode,
+      })),
+    };
+  }
+
+  // --- commit loop ------------------------------------------------------------
+
+  /** Arms the timer for the earliest due batch. */
+  schedule(): void {
+    if (this.#closed || this.#committing || this.stalled) return;
+    let earliest = Infinity;
+    for (const ch of this.#channels.values()) if (ch.pending[0]) earliest = Math.min(earliest, ch.pending[0].dueAt);
+    if (earliest === Infinity) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.commitDue(), Math.max(0, earliest - Date.now()));
+  }
+
+  async commitDue(): Promise<void> {
+    this.#timer = undefined;
+    if (this.#committing || this.#closed || this.stalled) return;
+    this.#committing = true;
+    try {
+      for (;;) {
+        const now = Date.now();
+        const due = [...this.#channels.values()].filter((ch) => ch.pending[0] && ch.pending[0].dueAt <= now);
+        if (due.length === 0 || this.stalled || this.#closed) break;
+        for (const ch of due) {
+          const batch = ch.pending[0];
+          if (!batch) continue;
+          await this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+          // A reopen or drop while the batch was being written has already discarded the queue.
+          if (ch.pending[0] === batch) ch.pending.shift();
+        }
+      }
+    } finally {
+      this.#committing = false;
+      this.schedule();
+    }
+  }
+
+  /** Commits every pending batch now, ignoring the delay (tests, `POST /_emulator/flush`). */
+  async commitAll(): Promise<void> {
+    if (this.stalled) return;
+    for (const ch of this.#channels.values()) {
+      for (const b of ch.pending) (b as { dueAt: number }).dueAt = 0;
+    }
+    while (this.#committing) await new Promise((r) => setTimeout(r, 5));
+    await this.commitDue();
+  }
+
+  async commitBatch(ch: Channel, batch: Batch): Promise<void> {
+    const conn = await this.engine.connect();
+    try {
+      let target: PipeTarget;
+      try {
+        target = await this.resolvePipe(ch.database, ch.schema, ch.pipe);
+      } catch (err) {
+        ch.statusCode = err instanceof StreamingFailure ? err.code : 'ERR_CHANNEL_MUST_BE_REOPENED';
+        ch.pending = [];
+        return;
+      }
+      const columns = (await this.engine.tableColumns(conn, target.table)) ?? [];
+      const mapped = batch.rows.map((row) => mapRow(row, columns, target.named));
+      const good: { index: number; values: string[] }[] = [];
+      const errors: string[] = [];
+      mapped.forEach((m, index) => {
+        if ('error' in m) errors.push(m.error);
+        else good.push({ index, values: m.values });
+      });
+      const colList = columns.map((c) => quoteId(c.name)).join(', ');
+      const table = duckTable(target.table);
+      let inserted = 0;
+      const insert = async (rows: { values: string[] }[]) => {
+        if (rows.length === 0) return;
+        await conn.run(`INSERT INTO ${table} (${colList}) VALUES ${rows.map((r) => `(${r.values.join(', ')})`).join(', ')}`);
+      };
+      try {
+        await insert(good);
+        inserted = good.length;
+      } catch {
+        // Some row DuckDB itself refuses (e.g. a value the regexes let through): isolate it row by row.
+        for (const row of good) {
+          try {
+            await insert([row]);
+            inserted++;
+          } catch (err) {
+            errors.push(`Row could not be loaded: ${(err as Error).message.split('\n')[0]!.replace(/'[^']*'/g, "'…'")}`);
+          }
+        }
+      }
+      ch.rowsParsed += batch.rows.length;
+      ch.rowsInserted += inserted;
+      if (errors.length > 0) {
+        ch.rowsErrorCount += errors.length;
+        ch.lastError = {
+          offsetUpperBound: batch.endOffset ?? ch.committedOffset,
+          message: errors[errors.length - 1]!,
+          timestampMs: Date.now(),
+        };
+      }
+      if (batch.endOffset !== null) ch.committedOffset = batch.endOffset;
+      ch.latencyTotalMs += Date.now() - batch.acceptedAt;
+      ch.batchesCommitted++;
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+  }
+}
+
+function getPath(row: unknown, path: readonly (string | number)[]): unknown {
+  let v: unknown = row;
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string | number, unknown>)[p];
+  }
+  return v;
+}
+
+/** Maps one NDJSON object to SQL literals for every table column, or the first error. */
+function mapRow(row: unknown, columns: TableColumn[], named: NamedPipe | undefined): { values: string[] } | { error: string } {
+  if (row === null || typeof row !== 'object' || Array.isArray(row)) return { error: 'Row is not a JSON object' };
+  const obj = row as Record<string, unknown>;
+  const byColumn = new Map<string, unknown>();
+  if (named?.columns) {
+    const targets = named.targetColumns ?? columns.slice(0, named.columns.length).map((c) => c.name);
+    named.columns.forEach((pc, k) => byColumn.set(targets[k]!, getPath(obj, pc.path)));
+  } else {
+    const keys = Object.keys(obj);
+    const sensitive = named?.matchCase === 'sensitive';
+    for (const c of columns) {
+      // Exact key first; otherwise a case-insensitive match (the default pipe loads MATCH_BY_COLUMN_NAME).
+      if (c.name in obj) byColumn.set(c.name, obj[c.name]);
+      else if (!sensitive) {
+        const k = keys.find((x) => x.toUpperCase() === c.name.toUpperCase());
+        if (k !== undefined) byColumn.set(c.name, obj[k]);
+      }
+    }
+  }
+  const values: string[] = [];
+  for (const c of columns) {
+    if (!byColumn.has(c.name) && c.hasDefault) {
+      values.push('DEFAULT');
+      continue;
+    }
+    const r = coerceValue(byColumn.get(c.name), c.name, c.type, c.nullable, named ? 'HEX' : 'BASE64');
+    if (!r.ok) return { error: r.message };
+    values.push(r.sql);
+  }
+  return { values };
+}
