@@ -135,8 +135,8 @@ export function createSnowflakeClients(config: SnowflakeConfig, options: { log: 
     auth,
     warehouse: config.warehouse,
     role: config.role,
-    database: config.database,
-    schema: config.schema,
+    // No session database or schema: every statement names its objects fully, and a session database
+    // that does not exist yet would make CREATE DATABASE fail.
     // Timestamps without an offset (TIMESTAMP_NTZ casts, SYSDATE) are UTC, like the source session.
     parameters: { TIMEZONE: 'UTC', QUERY_TAG: 'floe' },
     breaker,

@@ -1,0 +1,237 @@
+/**
+ * PostgreSQL → Snowflake emulator, end to end through the real wire clients (JWT, Snowpipe Streaming,
+ * SQL API): snapshot and stream, targets equal the source (merge semantics: updates, deletes, unchanged
+ * TOAST across a primary-key change, truncate, keyless history), the journal holds every change, and
+ * every value of the type table arrives through snapshot and stream alike.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import pg from 'pg';
+import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
+import { startPipeline, tempDir, type RunningPipeline } from './helpers/pipeline.js';
+import { waitFor } from './helpers/wait.js';
+import { CASES, SETUP_SQL, valueText } from './helpers/type-cases.js';
+import { startEmulator, type RunningEmulator } from '../src/emulator/emulator.js';
+import { parseSnowflakeUrl } from '../src/destination/snowflake/config.js';
+import { createSnowflakeDestination, type SnowflakeDestination } from '../src/destination/snowflake/snowflake-destination.js';
+import { snowflakeCast } from '../src/destination/snowflake/casts.js';
+import { literal } from '../src/destination/snowflake/sql.js';
+import { SchemaCache, SESSION_OPTIONS } from '../src/postgres/source.js';
+import { pgArrayToJson } from '../src/schema/pg-array.js';
+import { silentLogger } from '../src/telemetry/logger.js';
+
+export interface SnowflakeFixture {
+  readonly emulator: RunningEmulator;
+  readonly dir: { path: string; remove(): void };
+  /** A destination URL for the emulator with extra parameters. */
+  url(params?: string): string;
+  destination(params?: string): SnowflakeDestination;
+  /** Rows of a query on the emulator (no auth, no faults). */
+  rows(sql: string): Promise<(string | null)[][]>;
+}
+
+export async function snowflakeFixture(options: Parameters<typeof startEmulator>[0] = {}): Promise<SnowflakeFixture> {
+  const emulator = await startEmulator({ commitDelayMs: 20, ...options });
+  const dir = tempDir('floe-sf-');
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const keyFile = join(dir.path, 'rsa_key.p8');
+  writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  emulator.addUser('FLOE', publicKey.export({ type: 'spki', format: 'pem' }).toString());
+  const url = (params = '') =>
+    `snowflake://floe@${emulator.account}/ANALYTICS/PUBLIC?private_key_file=${keyFile}&warehouse=COMPUTE_WH&merge_interval=0s&base_url=${emulator.url}${params}`;
+  return {
+    emulator,
+    dir,
+    url,
+    destination: (params = '') => createSnowflakeDestination(parseSnowflakeUrl(url(params)), { log: silentLogger }),
+    rows: async (sql) => (await emulator.query(sql)).rows,
+  };
+}
+
+const cluster = testClusters()[0]!;
+
+describe('PostgreSQL → Snowflake emulator', () => {
+  let db: TestDatabase;
+  let sf: SnowflakeFixture;
+  let p: RunningPipeline | undefined;
+  let dest: SnowflakeDestination;
+  const T = (name: string) => `"ANALYTICS"."PUBLIC"."PUBLIC_${name}"`;
+  const J = (name: string) => `"ANALYTICS"."PUBLIC_FLOE_LANDING"."PUBLIC_${name}"`;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(cluster, 'sfe2e');
+    sf = await snowflakeFixture();
+  });
+  afterAll(async () => {
+    await p?.stop();
+    await dest?.close();
+    await db?.dropSlot('sf_e2e');
+    await db?.drop();
+    await sf?.emulator.close();
+    sf?.dir.remove();
+  });
+
+  it('snapshot + stream: targets equal the source and the journal holds every change', async () => {
+    await db.sql(`
+      CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric(10,2), doc jsonb, tags text[], data bytea, at timestamptz);
+      INSERT INTO orders SELECT g, 'new', g * 1.5, jsonb_build_object('n', g), ARRAY['a', 'b'], '\\xdead', '2024-01-02 03:04:05+00'
+        FROM generate_series(1, 50) g;
+      CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+      ALTER TABLE docs ALTER body SET STORAGE EXTERNAL;
+      INSERT INTO docs VALUES (1, 'a', repeat('snapshot body ', 2000)), (2, 'b', 'short');
+      CREATE TABLE trunc (id int PRIMARY KEY, v text);
+      INSERT INTO trunc VALUES (1, 'x'), (2, 'y');
+      CREATE TABLE hist (a int, b text);
+      ALTER TABLE hist REPLICA IDENTITY FULL;
+      INSERT INTO hist VALUES (1, 'one');
+      CREATE PUBLICATION sf_pub FOR TABLE orders, docs, trunc, hist;`);
+    dest = sf.destination();
+    p = startPipeline({ source: { url: db.url }, publication: 'sf_pub', slotName: 'sf_e2e', destination: dest });
+    const count = async (t: string) => Number((await sf.rows(`SELECT COUNT(*) FROM ${T(t)}`))[0]![0]);
+    await waitFor('snapshot merged', async () => (await count('ORDERS')) === 50 && (await count('DOCS')) === 2, 60_000);
+
+    await db.sql(`
+      UPDATE orders SET status = 'paid', doc = '{"n": 1, "paid": true}' WHERE id <= 10;
+      DELETE FROM orders WHERE id > 45;
+      INSERT INTO orders VALUES (100, 'late', 9.99, NULL, '{}', NULL, 'infinity');
+      BEGIN; UPDATE docs SET title = 'a2' WHERE id = 1; UPDATE docs SET id = 10 WHERE id = 1; COMMIT;
+      TRUNCATE trunc; INSERT INTO trunc VALUES (3, 'z');
+      UPDATE hist SET b = 'uno' WHERE a = 1; INSERT INTO hist VALUES (2, 'two');`);
+    await waitFor(
+      'stream merged',
+      async () =>
+        (await count('ORDERS')) === 46 &&
+        (await sf.rows(`SELECT "ID" FROM ${T('DOCS')} ORDER BY "ID"`)).map((r) => r[0]).join() === '2,10' &&
+        (await count('TRUNC')) === 1,
+      60_000,
+    );
+    expect(await sf.rows(`SELECT "STATUS", COUNT(*) FROM ${T('ORDERS')} GROUP BY "STATUS" ORDER BY "STATUS"`)).toEqual([
+      ['late', '1'],
+      ['new', '35'],
+      ['paid', '10'],
+    ]);
+    const [first] = await sf.rows(`SELECT "ID", "TOTAL", "DOC", "TAGS", "DATA", "AT" FROM ${T('ORDERS')} WHERE "ID" = 1`);
+    expect([first![0], first![1], JSON.parse(first![2]!), JSON.parse(first![3]!), first![4]]).toEqual([
+      '1',
+      '1.50',
+      { n: 1, paid: true },
+      ['a', 'b'],
+      'DEAD',
+    ]);
+    expect(first![5]).toMatch(/^1704164645\.0+ 1440$/); // 2024-01-02 03:04:05 UTC
+    // infinity has no TIMESTAMP_TZ value: NULL in the target, exact text in the journal.
+    expect(await sf.rows(`SELECT "AT" FROM ${T('ORDERS')} WHERE "ID" = 100`)).toEqual([[null]]);
+    expect(await sf.rows(`SELECT "AT" FROM ${J('ORDERS')} WHERE "ID" = '100'`)).toEqual([['infinity']]);
+    // The key move kept the TOAST value it did not resend, and the title of the same transaction.
+    expect(
+      await sf.rows(`SELECT "ID", "TITLE", "BODY" = ${literal('snapshot body '.repeat(2000))} FROM ${T('DOCS')} ORDER BY "ID"`),
+    ).toEqual([
+      ['2', 'b', 'false'],
+      ['10', 'a2', 'true'],
+    ]);
+    expect(await sf.rows(`SELECT "ID", "V" FROM ${T('TRUNC')}`)).toEqual([['3', 'z']]);
+    // Keyless: typed history, in load order (after the marker of the snapshot's start).
+    expect(await sf.rows(`SELECT "_FLOE_OP", "A", "B" FROM ${T('HIST')} ORDER BY "_FLOE_SEQ"`)).toEqual([
+      ['t', null, null],
+      ['r', '1', 'one'],
+      ['d', '1', 'one'],
+      ['u', '1', 'uno'],
+      ['i', '2', 'two'],
+    ]);
+    // No key twice; the journal holds the snapshot and every streamed change exactly once.
+    expect(await sf.rows(`SELECT "ID" FROM ${T('ORDERS')} GROUP BY "ID" HAVING COUNT(*) > 1`)).toEqual([]);
+    expect(await sf.rows(`SELECT "_FLOE_OP", COUNT(*) FROM ${J('ORDERS')} GROUP BY "_FLOE_OP" ORDER BY "_FLOE_OP"`)).toEqual([
+      ['d', '5'],
+      ['i', '1'],
+      ['r', '50'],
+      ['t', '1'], // the marker of the snapshot's start
+      ['u', '10'],
+    ]);
+    expect(
+      await sf.rows(
+        `SELECT "_FLOE_LSN", "_FLOE_ORDINAL" FROM ${J('ORDERS')} GROUP BY "_FLOE_LSN", "_FLOE_ORDINAL", "ID" HAVING COUNT(*) > 1`,
+      ),
+    ).toEqual([]);
+    await p.stop();
+    p = undefined;
+  }, 120_000);
+});
+
+describe('every type through snapshot and stream into Snowflake', () => {
+  let db: TestDatabase;
+  let client: pg.Client;
+  let sf: SnowflakeFixture;
+  let p: RunningPipeline | undefined;
+  let dest: SnowflakeDestination;
+  const STREAM_OFFSET = 1000;
+  const cases = CASES.filter((c) => cluster.major >= (c.minMajor ?? 0)).map((c, index) => ({
+    ...c,
+    index,
+    values: c.values.filter((v) => v === null || typeof v === 'string' || cluster.major >= v.minMajor).map(valueText),
+  }));
+
+  beforeAll(async () => {
+    db = await createTestDatabase(cluster, 'sftypes');
+    sf = await snowflakeFixture();
+    client = new pg.Client({ connectionString: db.url, options: SESSION_OPTIONS, types: { getTypeParser: () => (v: string) => v } });
+    await client.connect();
+    await client.query(SETUP_SQL);
+    // One table holds every case as a column, so the test stays fast against one warehouse.
+    await client.query(`CREATE TABLE types (id int PRIMARY KEY, ${cases.map((c) => `c${c.index} ${c.decl}`).join(', ')})`);
+    const rows = Math.max(...cases.map((c) => c.values.length));
+    const insert = async (offset: number) => {
+      for (let r = 0; r < rows; r++) {
+        const cols = cases.filter((c) => r < c.values.length);
+        await client.query(
+          `INSERT INTO types (id, ${cols.map((c) => `c${c.index}`).join(', ')}) VALUES (${offset + r}, ${cols.map((_, i) => `$${i + 1}`).join(', ')})`,
+          cols.map((c) => c.values[r]),
+        );
+      }
+    };
+    await insert(0);
+    await client.query(`CREATE PUBLICATION types_pub FOR TABLE types`);
+    dest = sf.destination();
+    p = startPipeline({ source: { url: db.url }, publication: 'types_pub', slotName: 'sf_types', destination: dest });
+    const count = async () => Number((await sf.rows(`SELECT COUNT(*) FROM "ANALYTICS"."PUBLIC"."PUBLIC_TYPES"`))[0]![0]);
+    await waitFor('snapshot', async () => (await count()) === rows, 60_000);
+    await insert(STREAM_OFFSET);
+    await waitFor('stream', async () => (await count()) === 2 * rows, 60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    await p?.stop();
+    await dest?.close();
+    await db?.dropSlot('sf_types');
+    await client?.end();
+    await db?.drop();
+    await sf?.emulator.close();
+    sf?.dir.remove();
+  });
+
+  it('snapshot rows, stream rows and the cast of the source text agree value by value', async () => {
+    const table = (await new SchemaCache(client).publishedTables('types_pub'))[0]!;
+    const failures: string[] = [];
+    const src = (await client.query<Record<string, string | null>>(`SELECT * FROM types WHERE id < ${STREAM_OFFSET} ORDER BY id`)).rows;
+    for (const c of cases) {
+      const col = table.columns.find((x) => x.name === `c${c.index}`)!;
+      const name = `"C${c.index}"`;
+      for (const row of src.slice(0, c.values.length)) {
+        const v = row[`c${c.index}`] ?? null;
+        const text = v === null ? null : col.type.isArray ? pgArrayToJson(v) : v;
+        const [expected] = text === null ? [[null]] : await sf.rows(`SELECT ${snowflakeCast(col.type, literal(text))}`);
+        const got = await sf.rows(
+          `SELECT "ID", ${name} FROM "ANALYTICS"."PUBLIC"."PUBLIC_TYPES" WHERE "ID" IN (${row.id}, ${Number(row.id) + STREAM_OFFSET}) ORDER BY "ID"`,
+        );
+        const want = [
+          [String(row.id), expected![0]],
+          [String(Number(row.id) + STREAM_OFFSET), expected![0]],
+        ];
+        if (JSON.stringify(got) !== JSON.stringify(want))
+          failures.push(`${c.decl} ${JSON.stringify(v)}: got ${JSON.stringify(got)} want ${JSON.stringify(want)}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  }, 120_000);
+});
