@@ -413,6 +413,31 @@ describe('SQL API', () => {
     expect((await sql(`SELECT COUNT(*) FROM APP.RAW.CTL WHERE K = 'c'`)).body.data).toEqual([['1']]);
   });
 
+  it('answers 202 for a statement outlasting the sync wait, cancels a running statement, and times out with 408', async () => {
+    // sqlSyncWaitMs is 2000 in this file: a 3 s statement comes back as 202 without async=true.
+    const slow = await sql(`CALL SYSTEM$WAIT(3)`);
+    expect(slow.status).toBe(202);
+    const done = await waitFor('slow statement', async () => {
+      const p = await call('GET', `/api/v2/statements/${slow.body.statementHandle}`);
+      return p.status === 200 ? (p.json() as SqlBody) : undefined;
+    });
+    expect(done.data).toEqual([['waited 3 seconds']]);
+
+    const long = await sql(`SELECT SYSTEM$WAIT(60)`, {}, '?async=true');
+    expect(long.status).toBe(202);
+    const cancel = await call('POST', `/api/v2/statements/${long.body.statementHandle}/cancel`, {});
+    expect(cancel.status).toBe(200);
+    expect(cancel.json()).toMatchObject({ code: '000604', sqlState: '57014' });
+    const after = await call('GET', `/api/v2/statements/${long.body.statementHandle}`);
+    expect(after.status).toBe(422);
+    expect(after.json()).toMatchObject({ code: '000604' });
+    expect((await call('POST', '/api/v2/statements/nope/cancel', {})).json()).toMatchObject({ code: '000709' });
+
+    const timed = await sql(`SELECT SYSTEM$WAIT(60)`, { timeout: 1 });
+    expect(timed.status).toBe(408);
+    expect(timed.body).toMatchObject({ code: '000630' });
+  });
+
   it('runs the CDC MERGE with QUALIFY and Snowflake semantics, including the duplicate-row error 100090', async () => {
     const setup = await sql(
       `CREATE TABLE IF NOT EXISTS APP.RAW.J (PK VARIANT, OP STRING, LSN NUMBER(20,0), AFTER VARIANT, UNCHANGED ARRAY);
@@ -550,5 +575,66 @@ describe('faults', () => {
         return false;
       }
     });
+  });
+});
+
+describe('floe emulator command', () => {
+  it('prints its URL and account, authenticates a --user key, keeps data in the --data file across restarts, and stops on SIGTERM', async () => {
+    const { spawn } = await import('node:child_process');
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'floe-emulator-'));
+    const k = keyPair();
+    writeFileSync(join(dir, 'rsa_key.pub'), k.publicPem);
+    const start = async () => {
+      const child = spawn(
+        process.execPath,
+        [
+          'bin/floe.js',
+          'emulator',
+          '--port',
+          '0',
+          '--data',
+          join(dir, 'sf.duckdb'),
+          '--account',
+          'acme',
+          '--user',
+          `floe_user=${join(dir, 'rsa_key.pub')}`,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      const url = await waitFor('emulator start', () => /listening on (http:\/\/\S+)/.exec(out)?.[1], 60_000);
+      return { child, url, out: () => out, exited };
+    };
+    try {
+      const first = await start();
+      expect(first.out()).toContain('account:    ACME');
+      expect(first.out()).toContain('not Snowflake');
+      expect(first.out()).toContain(k.fingerprint);
+      const bearer = await jwt(k.privateKey, k.fingerprint, { account: 'ACME' });
+      const post = (url: string, statement: string, count = '0') =>
+        fetch(`${url}/api/v2/statements`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${bearer}`, 'Content-Type': 'application/json', Accept: 'application/json' },
+          body: JSON.stringify({ statement, parameters: { MULTI_STATEMENT_COUNT: count } }),
+        });
+      expect((await post(first.url, `CREATE DATABASE D; CREATE TABLE D.PUBLIC.T (A INT); INSERT INTO D.PUBLIC.T VALUES (7)`)).status).toBe(
+        200,
+      );
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+
+      const second = await start();
+      const r = (await (await post(second.url, 'SELECT A FROM D.PUBLIC.T', '1')).json()) as SqlBody;
+      expect(r.data).toEqual([['7']]);
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

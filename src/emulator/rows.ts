@@ -1,13 +1,34 @@
 /**
  * Coercion of one NDJSON value into a Snowflake column, the way Snowpipe
  * Streaming (high-performance) loads it (reference §1.15): the value becomes
- * a DuckDB SQL literal, or the row fails with a message saying which column
- * and why. Messages never contain the value itself (floe logs them).
+ * a normalized text that `columnExpr` converts to the column's DuckDB type,
+ * or the row fails with a message saying which column and why. Messages never
+ * contain the value itself (floe logs them).
+ *
+ * Rows travel to DuckDB as one JSON parameter per batch (a list of lists of
+ * texts), which is far cheaper to parse than a VALUES list of literals.
  */
-import { quoteStr } from './sql/tokenizer.js';
 import { duckType, renderSfType, type SfType } from './sql/types.js';
 
-export type Coerced = { ok: true; sql: string } | { ok: false; message: string };
+export type Coerced = { ok: true; text: string | null } | { ok: false; message: string };
+
+/** SQL turning the normalized text `ref` (a VARCHAR expression) into the column's DuckDB value. */
+export function columnExpr(type: SfType, ref: string, binaryFormat: 'BASE64' | 'HEX'): string {
+  switch (type.base) {
+    case 'VARCHAR':
+      return ref;
+    case 'BINARY':
+      return binaryFormat === 'BASE64' ? `from_base64(${ref})` : `unhex(${ref})`;
+    case 'VARIANT':
+    case 'ARRAY':
+    case 'OBJECT':
+      return `CAST(${ref} AS JSON)`;
+    default:
+      return `CAST(${ref} AS ${duckType(type)})`;
+  }
+}
+
+const ok = (text: string | null): Coerced => ({ ok: true, text });
 
 const NUMERIC = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 const TIME = /^(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?$/;
@@ -57,9 +78,19 @@ function toDecimal(text: string, scale: number): { digits: string; intDigits: nu
   return { digits: `${neg && scaled !== 0n ? '-' : ''}${ip}${scale > 0 ? `.${fp}` : ''}`, intDigits };
 }
 
+/** Epoch seconds (Snowflake's integer form) as an ISO text. */
+function epoch(seconds: number, as: 'date' | 'tz' | 'ntz'): Coerced | undefined {
+  const d = new Date(seconds * 1000);
+  if (Number.isNaN(d.getTime())) return undefined;
+  const iso = d.toISOString(); // 2024-01-02T03:04:05.678Z
+  if (as === 'date') return ok(iso.slice(0, 10));
+  const base = `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+  return ok(as === 'tz' ? `${base}+00:00` : base);
+}
+
 export function coerceValue(value: unknown, column: string, type: SfType, nullable: boolean, binaryFormat: 'BASE64' | 'HEX'): Coerced {
   if (value === null || value === undefined) {
-    return nullable ? { ok: true, sql: 'NULL' } : fail(column, type, 'NULL result in a non-nullable column');
+    return nullable ? ok(null) : fail(column, type, 'NULL result in a non-nullable column');
   }
   switch (type.base) {
     case 'NUMBER': {
@@ -68,15 +99,14 @@ export function coerceValue(value: unknown, column: string, type: SfType, nullab
       if (!NUMERIC.test(text)) return fail(column, type, 'Numeric value is not recognized');
       const d = toDecimal(text, type.scale);
       if (!d || d.intDigits > type.size - type.scale) return fail(column, type, 'Numeric value is out of range');
-      return { ok: true, sql: `CAST(${quoteStr(d.digits)} AS ${duckType(type)})` };
+      return ok(d.digits);
     }
     case 'FLOAT': {
-      if (typeof value === 'number') return { ok: true, sql: `CAST(${quoteStr(String(value))} AS DOUBLE)` };
+      if (typeof value === 'number') return ok(String(value));
       if (typeof value === 'string') {
         const t = value.trim();
-        if (NUMERIC.test(t)) return { ok: true, sql: `CAST(${quoteStr(t)} AS DOUBLE)` };
-        if (/^(nan|[-+]?inf(inity)?)$/i.test(t))
-          return { ok: true, sql: `CAST(${quoteStr(t.replace(/^([-+]?)inf$/i, '$1infinity'))} AS DOUBLE)` };
+        if (NUMERIC.test(t)) return ok(t);
+        if (/^(nan|[-+]?inf(inity)?)$/i.test(t)) return ok(t.replace(/^([-+]?)inf$/i, '$1infinity'));
       }
       return fail(column, type, 'Numeric value is not recognized');
     }
@@ -84,38 +114,37 @@ export function coerceValue(value: unknown, column: string, type: SfType, nullab
       const s = typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
       if ([...s].length > type.size)
         return fail(column, type, `String is too long and would be truncated (maximum ${type.size} characters)`);
-      return { ok: true, sql: quoteStr(s) };
+      return ok(s);
     }
     case 'BOOLEAN': {
-      if (typeof value === 'boolean') return { ok: true, sql: value ? 'TRUE' : 'FALSE' };
-      if (typeof value === 'number') return { ok: true, sql: value !== 0 ? 'TRUE' : 'FALSE' };
+      if (typeof value === 'boolean') return ok(value ? 'true' : 'false');
+      if (typeof value === 'number') return ok(value !== 0 ? 'true' : 'false');
       if (typeof value === 'string') {
         const t = value.trim().toLowerCase();
-        if (['true', 't', 'yes', 'y', 'on', '1'].includes(t)) return { ok: true, sql: 'TRUE' };
-        if (['false', 'f', 'no', 'n', 'off', '0'].includes(t)) return { ok: true, sql: 'FALSE' };
+        if (['true', 't', 'yes', 'y', 'on', '1'].includes(t)) return ok('true');
+        if (['false', 'f', 'no', 'n', 'off', '0'].includes(t)) return ok('false');
       }
       return fail(column, type, 'Boolean value is not recognized');
     }
     case 'DATE': {
-      if (typeof value === 'number' && Number.isInteger(value)) return { ok: true, sql: `CAST(to_timestamp(${value}) AS DATE)` };
+      if (typeof value === 'number' && Number.isInteger(value)) return epoch(value, 'date') ?? fail(column, type, 'Date is not recognized');
       if (typeof value !== 'string') return fail(column, type, 'Date is not recognized');
       const t = TIMESTAMP.exec(value.trim());
       if (!t || !validDate(t[1]!, t[2]!, t[3]!)) return fail(column, type, 'Date is not recognized');
-      return { ok: true, sql: `DATE ${quoteStr(`${t[1]}-${t[2]}-${t[3]}`)}` };
+      return ok(`${t[1]}-${t[2]}-${t[3]}`);
     }
     case 'TIME': {
       if (typeof value !== 'string') return fail(column, type, 'Time is not recognized');
       const t = TIME.exec(value.trim());
       if (!t || !validTime(t[1]!, t[2]!, t[3])) return fail(column, type, 'Time is not recognized');
-      return { ok: true, sql: `TIME ${quoteStr(`${t[1]}:${t[2]}:${t[3] ?? '00'}${t[4] ? `.${t[4].slice(0, 6)}` : ''}`)}` };
+      return ok(`${t[1]}:${t[2]}:${t[3] ?? '00'}${t[4] ? `.${t[4].slice(0, 6)}` : ''}`);
     }
     case 'TIMESTAMP_NTZ':
     case 'TIMESTAMP_TZ':
     case 'TIMESTAMP_LTZ': {
       const tz = type.base !== 'TIMESTAMP_NTZ';
       if (typeof value === 'number' && Number.isFinite(value)) {
-        const ts = `to_timestamp(${value})`;
-        return { ok: true, sql: tz ? ts : `(${ts} AT TIME ZONE 'UTC')` };
+        return epoch(value, tz ? 'tz' : 'ntz') ?? fail(column, type, 'Timestamp is not recognized');
       }
       if (typeof value !== 'string') return fail(column, type, 'Timestamp is not recognized');
       const t = TIMESTAMP.exec(value.trim());
@@ -128,21 +157,21 @@ export function coerceValue(value: unknown, column: string, type: SfType, nullab
       else if (/^[+-]\d{2}$/.test(offset)) offset += ':00';
       else if (/^[+-]\d{4}$/.test(offset)) offset = `${offset.slice(0, 3)}:${offset.slice(3)}`;
       // TIMESTAMP_NTZ keeps the wall-clock time and ignores an offset, as Snowflake does.
-      return tz ? { ok: true, sql: `CAST(${quoteStr(base + offset)} AS TIMESTAMPTZ)` } : { ok: true, sql: `TIMESTAMP ${quoteStr(base)}` };
+      return ok(tz ? base + offset : base);
     }
     case 'BINARY': {
       if (typeof value !== 'string') return fail(column, type, 'Binary value is not recognized');
-      const ok = binaryFormat === 'BASE64' ? BASE64.test(value) : HEX.test(value);
-      if (!ok) return fail(column, type, `Binary value is not valid ${binaryFormat}`);
+      const valid = binaryFormat === 'BASE64' ? BASE64.test(value) : HEX.test(value);
+      if (!valid) return fail(column, type, `Binary value is not valid ${binaryFormat}`);
       const bytes = binaryFormat === 'BASE64' ? Buffer.from(value, 'base64').length : value.length / 2;
       if (bytes > type.size) return fail(column, type, 'Binary value is too long');
-      return { ok: true, sql: binaryFormat === 'BASE64' ? `from_base64(${quoteStr(value)})` : `unhex(${quoteStr(value)})` };
+      return ok(value);
     }
     case 'VARIANT':
-      return { ok: true, sql: `CAST(${quoteStr(JSON.stringify(value))} AS JSON)` };
+      return ok(JSON.stringify(value));
     case 'ARRAY':
       // High-performance streaming is type-strict: a non-array value becomes a one-element array.
-      return { ok: true, sql: `CAST(${quoteStr(JSON.stringify(Array.isArray(value) ? value : [value]))} AS JSON)` };
+      return ok(JSON.stringify(Array.isArray(value) ? value : [value]));
     case 'OBJECT': {
       let v = value;
       if (typeof v === 'string') {
@@ -153,7 +182,7 @@ export function coerceValue(value: unknown, column: string, type: SfType, nullab
         }
       }
       if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(column, type, 'Failed to cast variant value to OBJECT');
-      return { ok: true, sql: `CAST(${quoteStr(JSON.stringify(v))} AS JSON)` };
+      return ok(JSON.stringify(v));
     }
   }
 }

@@ -24,7 +24,9 @@ interface Statement {
   readonly handle: string;
   readonly requestId: string | undefined;
   readonly createdOn: number;
-  state: 'running' | 'done' | 'failed' | 'canceled';
+  state: 'running' | 'done' | 'failed' | 'canceled' | 'timeout';
+  readonly abort: AbortController;
+  timeoutSeconds?: number;
   result?: StatementResult;
   failure?: SqlFailure;
   childHandles?: string[];
@@ -41,6 +43,9 @@ export interface SqlApiReply {
 const READ_ONLY = new Set(['SELECT', 'WITH', 'SHOW', 'DESC', 'DESCRIBE', 'USE']);
 /** Statements that need a running warehouse in Snowflake. */
 const NEEDS_WAREHOUSE = new Set(['SELECT', 'WITH', 'INSERT', 'UPDATE', 'DELETE', 'MERGE']);
+
+/** Statements kept for GET/retry; a long-running emulator forgets the oldest finished ones. */
+const MAX_KEPT_STATEMENTS = 10_000;
 
 let handleCounter = 0;
 function newHandle(): string {
@@ -89,17 +94,30 @@ export class SqlApi {
       state: 'running',
       done: Promise.resolve(),
       nullable: query.nullable !== 'false',
+      abort: new AbortController(),
     };
-    this.#statements.set(st.handle, st);
+    this.#remember(st);
     if (requestId) this.#byRequestId.set(requestId, st.handle);
+    let timer: NodeJS.Timeout | undefined;
+    if (typeof body.timeout === 'number' && body.timeout > 0) {
+      st.timeoutSeconds = body.timeout;
+      timer = setTimeout(() => {
+        if (st.state !== 'running') return;
+        st.state = 'timeout';
+        st.abort.abort();
+        st.conn?.interrupt();
+      }, body.timeout * 1000);
+    }
     st.done = this.#execute(st, body, user, defaultRole).then(
       (r) => {
+        clearTimeout(timer);
         if (st.state === 'running') {
           st.state = 'done';
           st.result = r;
         }
       },
       (err: unknown) => {
+        clearTimeout(timer);
         if (st.state === 'running') {
           st.state = 'failed';
           st.failure = err instanceof SqlFailure ? err : new SqlFailure('100000', 'XX000', (err as Error).message);
@@ -129,6 +147,7 @@ export class SqlApi {
     if (!st) return notFound(handle);
     if (st.state === 'running') {
       st.state = 'canceled';
+      st.abort.abort();
       st.conn?.interrupt();
     }
     return {
@@ -151,6 +170,17 @@ export class SqlApi {
           body: {
             code: '333334',
             message: 'Asynchronous execution in progress. Use provided query id to perform query monitoring and management.',
+            statementHandle: st.handle,
+            statementStatusUrl: statusUrl(st.handle),
+          },
+        };
+      case 'timeout':
+        return {
+          status: 408,
+          body: {
+            code: '000630',
+            sqlState: '57014',
+            message: `Statement reached its statement or warehouse timeout of ${st.timeoutSeconds} second(s) and was canceled.`,
             statementHandle: st.handle,
             statementStatusUrl: statusUrl(st.handle),
           },
@@ -226,11 +256,10 @@ export class SqlApi {
     try {
       if (session.database !== null) await this.engine.requireDatabase(conn, session.database);
       if (session.database !== null && session.schema !== null) await this.engine.requireSchema(conn, session.database, session.schema);
-      if (!multi) return await this.#one(conn, session, statements[0]!, bindings);
+      if (!multi) return await this.#one(conn, session, statements[0]!, bindings, st.abort.signal);
       const children: string[] = [];
       st.childHandles = children;
       for (const [k, stmt] of statements.entries()) {
-        if (st.state === 'canceled') throw new SqlFailure('000604', '57014', 'SQL execution canceled');
         const child: Statement = {
           handle: newHandle(),
           requestId: undefined,
@@ -238,10 +267,11 @@ export class SqlApi {
           state: 'running',
           done: Promise.resolve(),
           nullable: st.nullable,
+          abort: st.abort,
         };
-        this.#statements.set(child.handle, child);
+        this.#remember(child);
         try {
-          child.result = await this.#one(conn, session, stmt, undefined);
+          child.result = await this.#one(conn, session, stmt, undefined, st.abort.signal);
           child.state = 'done';
           children.push(child.handle);
         } catch (err) {
@@ -272,7 +302,9 @@ export class SqlApi {
     session: Session,
     stmt: StatementText,
     bindings: Record<string, { type: string; value: string | null }> | undefined,
+    signal: AbortSignal,
   ): Promise<StatementResult> {
+    if (signal.aborted) throw new SqlFailure('000604', '57014', 'SQL execution canceled');
     const verb = stmt.tokens[0]?.value ?? '';
     if (NEEDS_WAREHOUSE.has(verb) && (session.warehouse === null || !this.engine.warehouses.has(session.warehouse))) {
       throw new SqlFailure(
@@ -281,7 +313,19 @@ export class SqlApi {
         "No active warehouse selected in the current session.  Select an active warehouse with the 'use warehouse' command.",
       );
     }
-    return this.engine.execute(conn, session, stmt, bindings);
+    return this.engine.execute(conn, session, stmt, bindings, signal);
+  }
+
+  /** Keeps statements for polling and retries, forgetting the oldest finished ones beyond a bound. */
+  #remember(st: Statement): void {
+    this.#statements.set(st.handle, st);
+    if (this.#statements.size <= MAX_KEPT_STATEMENTS) return;
+    for (const [handle, old] of this.#statements) {
+      if (this.#statements.size <= MAX_KEPT_STATEMENTS) break;
+      if (old.state === 'running') continue;
+      this.#statements.delete(handle);
+      if (old.requestId && this.#byRequestId.get(old.requestId) === handle) this.#byRequestId.delete(old.requestId);
+    }
   }
 
   childOf(handle: string): string[] | undefined {

@@ -11,7 +11,8 @@
  */
 import { SqlEngine, duckTable, resolveTable, type NamedPipe, type TableColumn } from './sql/engine.js';
 import type { ObjectName } from './sql/translate.js';
-import { coerceValue } from './rows.js';
+import type { DuckDBConnection } from '@duckdb/node-api';
+import { coerceValue, columnExpr } from './rows.js';
 import { quoteId } from './sql/tokenizer.js';
 
 /** A streaming API error: HTTP status plus Snowflake's code. */
@@ -115,6 +116,9 @@ export class StreamingService {
   #closed = false;
   /** While true no batch commits (fault: stalled commits). */
   stalled = false;
+  /** Pipe targets and their columns, valid while the engine's catalog version is unchanged. */
+  readonly #targets = new Map<string, { version: number; target: PipeTarget; columns: TableColumn[] }>();
+  #commitConn: DuckDBConnection | undefined;
 
   constructor(
     readonly engine: SqlEngine,
@@ -123,6 +127,24 @@ export class StreamingService {
 
   channelKey(database: string, schema: string, pipe: string, channel: string): string {
     return [database, schema, pipe, channel].map(up).join('/');
+  }
+
+  /** Resolves a pipe and its table's columns through a cache invalidated by DDL. */
+  async resolve(database: string, schema: string, pipe: string): Promise<{ target: PipeTarget; columns: TableColumn[] }> {
+    const key = [database, schema, pipe].map(up).join('/');
+    const version = this.engine.catalogVersion;
+    const hit = this.#targets.get(key);
+    if (hit && hit.version === version) return hit;
+    const target = await this.resolvePipe(database, schema, pipe);
+    const conn = await this.engine.connect();
+    try {
+      const columns = (await this.engine.tableColumns(conn, target.table)) ?? [];
+      const entry = { version, target, columns };
+      this.#targets.set(key, entry);
+      return entry;
+    } finally {
+      conn.closeSync();
+    }
   }
 
   async resolvePipe(database: string, schema: string, pipe: string): Promise<PipeTarget> {
@@ -186,7 +208,7 @@ export class StreamingService {
     channel: string,
     body: { offset_token?: unknown; fail_on_uncommitted_rows?: unknown },
   ): Promise<{ next_continuation_token: string; channel_status: ChannelStatus }> {
-    const target = await this.resolvePipe(database, schema, pipe);
+    const { target } = await this.resolve(database, schema, pipe);
     if (!target.named) {
       // Opening a channel on the default pipe instantiates it (§1.12).
       const k = [target.database, target.schema, target.pipe].map(up).join('.');
@@ -311,7 +333,7 @@ export class StreamingService {
   }
 
   async bulkStatus(database: string, schema: string, pipe: string, names: string[]): Promise<Record<string, ChannelStatus>> {
-    const target = await this.resolvePipe(database, schema, pipe);
+    const { target } = await this.resolve(database, schema, pipe);
     const out: Record<string, ChannelStatus> = {};
     for (const name of names) {
       const ch = this.#channels.get(this.channelKey(target.database, target.schema, target.pipe, name));
@@ -376,7 +398,20 @@ export class StreamingService {
         for (const ch of due) {
           const batch = ch.pending[0];
           if (!batch) continue;
-          await this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+          try {
+            await this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+          } catch (err) {
+            // An unexpected engine failure must not spin the loop: the channel fails and must be reopened.
+            ch.statusCode = 'ERR_CHANNEL_MUST_BE_REOPENED';
+            ch.pending = [];
+            ch.lastError = {
+              offsetUpperBound: batch.endOffset,
+              message: `Commit failed: ${(err as Error).message.split('\n')[0]}`,
+              timestampMs: Date.now(),
+            };
+            this.#commitConn?.closeSync();
+            this.#commitConn = undefined;
+          }
           // A reopen or drop while the batch was being written has already discarded the queue.
           if (ch.pending[0] === batch) ch.pending.shift();
         }
@@ -398,66 +433,82 @@ export class StreamingService {
   }
 
   async commitBatch(ch: Channel, batch: Batch): Promise<void> {
-    const conn = await this.engine.connect();
+    this.#commitConn ??= await this.engine.connect();
+    const conn = this.#commitConn;
+    let target: PipeTarget;
+    let columns: TableColumn[];
     try {
-      let target: PipeTarget;
-      try {
-        target = await this.resolvePipe(ch.database, ch.schema, ch.pipe);
-      } catch (err) {
-        ch.statusCode = err instanceof StreamingFailure ? err.code : 'ERR_CHANNEL_MUST_BE_REOPENED';
-        ch.pending = [];
-        return;
+      ({ target, columns } = await this.resolve(ch.database, ch.schema, ch.pipe));
+    } catch (err) {
+      ch.statusCode = err instanceof StreamingFailure ? err.code : 'ERR_CHANNEL_MUST_BE_REOPENED';
+      ch.pending = [];
+      return;
+    }
+    const binaryFormat = target.named ? 'HEX' : 'BASE64';
+    const errors: string[] = [];
+    // Rows grouped by which columns they leave to the column DEFAULT (usually one group: none).
+    const groups = new Map<string, { present: TableColumn[]; rows: (string | null)[][] }>();
+    for (const row of batch.rows) {
+      const m = mapRow(row, columns, target.named, binaryFormat);
+      if ('error' in m) {
+        errors.push(m.error);
+        continue;
       }
-      const columns = (await this.engine.tableColumns(conn, target.table)) ?? [];
-      const mapped = batch.rows.map((row) => mapRow(row, columns, target.named));
-      const good: { index: number; values: string[] }[] = [];
-      const errors: string[] = [];
-      mapped.forEach((m, index) => {
-        if ('error' in m) errors.push(m.error);
-        else good.push({ index, values: m.values });
-      });
-      const colList = columns.map((c) => quoteId(c.name)).join(', ');
-      const table = duckTable(target.table);
-      let inserted = 0;
-      const insert = async (rows: { values: string[] }[]) => {
-        if (rows.length === 0) return;
-        await conn.run(`INSERT INTO ${table} (${colList}) VALUES ${rows.map((r) => `(${r.values.join(', ')})`).join(', ')}`);
-      };
+      const key = m.defaulted.join(',');
+      let g = groups.get(key);
+      if (!g) {
+        g = { present: columns.filter((_, k) => !m.defaulted.includes(k)), rows: [] };
+        groups.set(key, g);
+      }
+      g.rows.push(m.texts);
+    }
+    const table = duckTable(target.table);
+    let inserted = 0;
+    const insert = async (present: TableColumn[], rows: (string | null)[][]) => {
+      const select = present.map((c, k) => columnExpr(c.type, `__r[${k + 1}]`, binaryFormat)).join(', ');
+      await conn.run(
+        `INSERT INTO ${table} (${present.map((c) => quoteId(c.name)).join(', ')}) ` +
+          `SELECT ${select} FROM (SELECT unnest(from_json($1, '[["VARCHAR"]]')) AS __r)`,
+        [JSON.stringify(rows)],
+      );
+    };
+    for (const g of groups.values()) {
+      if (g.present.length === 0) continue;
       try {
-        await insert(good);
-        inserted = good.length;
+        await insert(g.present, g.rows);
+        inserted += g.rows.length;
       } catch {
-        // Some row DuckDB itself refuses (e.g. a value the regexes let through): isolate it row by row.
-        for (const row of good) {
+        // Some row DuckDB itself refuses (e.g. a value the checks let through): isolate it row by row.
+        for (const r of g.rows) {
           try {
-            await insert([row]);
+            await insert(g.present, [r]);
             inserted++;
           } catch (err) {
-            errors.push(`Row could not be loaded: ${(err as Error).message.split('\n')[0]!.replace(/'[^']*'/g, "'…'")}`);
+            errors.push(`Row could not be loaded: ${(err as Error).message.split('\n')[0]!.replace(/'[^']*'|"[^"]*"/g, "'…'")}`);
           }
         }
       }
-      ch.rowsParsed += batch.rows.length;
-      ch.rowsInserted += inserted;
-      if (errors.length > 0) {
-        ch.rowsErrorCount += errors.length;
-        ch.lastError = {
-          offsetUpperBound: batch.endOffset ?? ch.committedOffset,
-          message: errors[errors.length - 1]!,
-          timestampMs: Date.now(),
-        };
-      }
-      if (batch.endOffset !== null) ch.committedOffset = batch.endOffset;
-      ch.latencyTotalMs += Date.now() - batch.acceptedAt;
-      ch.batchesCommitted++;
-    } finally {
-      conn.closeSync();
     }
+    ch.rowsParsed += batch.rows.length;
+    ch.rowsInserted += inserted;
+    if (errors.length > 0) {
+      ch.rowsErrorCount += errors.length;
+      ch.lastError = {
+        offsetUpperBound: batch.endOffset ?? ch.committedOffset,
+        message: errors[errors.length - 1]!,
+        timestampMs: Date.now(),
+      };
+    }
+    if (batch.endOffset !== null) ch.committedOffset = batch.endOffset;
+    ch.latencyTotalMs += Date.now() - batch.acceptedAt;
+    ch.batchesCommitted++;
   }
 
   close(): void {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
+    this.#commitConn?.closeSync();
+    this.#commitConn = undefined;
   }
 }
 
@@ -470,8 +521,13 @@ function getPath(row: unknown, path: readonly (string | number)[]): unknown {
   return v;
 }
 
-/** Maps one NDJSON object to SQL literals for every table column, or the first error. */
-function mapRow(row: unknown, columns: TableColumn[], named: NamedPipe | undefined): { values: string[] } | { error: string } {
+/** Maps one NDJSON object to normalized texts for every column (indices of defaulted columns apart), or the first error. */
+function mapRow(
+  row: unknown,
+  columns: TableColumn[],
+  named: NamedPipe | undefined,
+  binaryFormat: 'BASE64' | 'HEX',
+): { texts: (string | null)[]; defaulted: number[] } | { error: string } {
   if (row === null || typeof row !== 'object' || Array.isArray(row)) return { error: 'Row is not a JSON object' };
   const obj = row as Record<string, unknown>;
   const byColumn = new Map<string, unknown>();
@@ -483,22 +539,23 @@ function mapRow(row: unknown, columns: TableColumn[], named: NamedPipe | undefin
     const sensitive = named?.matchCase === 'sensitive';
     for (const c of columns) {
       // Exact key first; otherwise a case-insensitive match (the default pipe loads MATCH_BY_COLUMN_NAME).
-      if (c.name in obj) byColumn.set(c.name, obj[c.name]);
+      if (Object.hasOwn(obj, c.name)) byColumn.set(c.name, obj[c.name]);
       else if (!sensitive) {
         const k = keys.find((x) => x.toUpperCase() === c.name.toUpperCase());
         if (k !== undefined) byColumn.set(c.name, obj[k]);
       }
     }
   }
-  const values: string[] = [];
-  for (const c of columns) {
+  const texts: (string | null)[] = [];
+  const defaulted: number[] = [];
+  for (const [k, c] of columns.entries()) {
     if (!byColumn.has(c.name) && c.hasDefault) {
-      values.push('DEFAULT');
+      defaulted.push(k);
       continue;
     }
-    const r = coerceValue(byColumn.get(c.name), c.name, c.type, c.nullable, named ? 'HEX' : 'BASE64');
+    const r = coerceValue(byColumn.get(c.name), c.name, c.type, c.nullable, binaryFormat);
     if (!r.ok) return { error: r.message };
-    values.push(r.sql);
+    texts.push(r.text);
   }
-  return { values };
+  return { texts, defaulted };
 }

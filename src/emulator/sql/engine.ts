@@ -23,6 +23,7 @@ import {
   type DuckDBResultReader,
 } from '@duckdb/node-api';
 import { mkdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname } from 'node:path';
 import { SqlFailure } from './failure.js';
 import { ENGINE_MACROS, translateStatement, type Command, type ObjectName, type PipeColumn, type TranslateContext } from './translate.js';
@@ -99,6 +100,8 @@ export class Mutex {
 
 export class SqlEngine {
   readonly writeLock = new Mutex();
+  /** Bumped by every DDL statement, so catalog caches (streaming targets) know when to re-read. */
+  catalogVersion = 0;
   readonly warehouses = new Set<string>();
   /** Default pipes that have been instantiated (by a channel open), key DB.S.PIPE upper-cased → created ms. */
   readonly instantiatedDefaultPipes = new Map<
@@ -202,18 +205,41 @@ export class SqlEngine {
     session: Session,
     stmt: StatementText,
     bindings?: TranslateContext['bindings'],
+    signal?: AbortSignal,
   ): Promise<StatementResult> {
     const ctx: TranslateContext = { ...session, account: this.account, bindings };
     const command = translateStatement(stmt, ctx);
     try {
-      return await this.run(conn, session, command);
+      return await this.run(conn, session, command, signal);
     } catch (err) {
       throw toSqlFailure(err);
     }
   }
 
-  async run(conn: DuckDBConnection, session: Session, c: Command): Promise<StatementResult> {
+  async run(conn: DuckDBConnection, session: Session, c: Command, signal?: AbortSignal): Promise<StatementResult> {
+    if (
+      c.kind !== 'wait' &&
+      c.kind !== 'query' &&
+      c.kind !== 'merge' &&
+      c.kind !== 'transaction' &&
+      c.kind !== 'use' &&
+      !c.kind.startsWith('show') &&
+      c.kind !== 'describe-table'
+    ) {
+      this.catalogVersion++;
+    }
+    if (c.kind === 'transaction' && c.action === 'rollback') this.catalogVersion++;
     switch (c.kind) {
+      case 'wait':
+        try {
+          await sleep(c.ms, undefined, { signal });
+        } catch {
+          throw new SqlFailure('000604', '57014', 'SQL execution canceled');
+        }
+        return {
+          columns: [{ name: c.label, type: { base: 'VARCHAR', size: 16_777_216, scale: 0 }, nullable: true }],
+          rows: [[`waited ${c.ms / 1000} seconds`]],
+        };
       case 'query':
         return this.query(conn, c.sql, c.verb);
       case 'merge':
@@ -618,14 +644,7 @@ export function toSqlFailure(err: unknown): SqlFailure {
 function secs9(micros: bigint): string {
   const neg = micros < 0n;
   const abs = neg ? -micros : micros;
-  let s = abs / 1_000_000n;
-  let f = abs % 1_000_000n;
-  if (neg && f !== 0n) {
-    // floor toward -inf: -1.5 s is "-2.500000000"
-    s += 1n;
-    f = 1_000_000n - f;
-  }
-  return `${neg ? '-' : ''}${s}.${f.toString().padStart(6, '0')}000`;
+  return `${neg ? '-' : ''}${abs / 1_000_000n}.${(abs % 1_000_000n).toString().padStart(6, '0')}000`;
 }
 
 /** One cell as the SQL API renders it by default (§3.3). */

@@ -89,7 +89,8 @@ export type Command =
   | { kind: 'show-pipes'; like: string | null; database: string | null; schema: string | null }
   | { kind: 'show-grants' }
   | { kind: 'describe-table'; table: ObjectName }
-  | { kind: 'transaction'; action: 'begin' | 'commit' | 'rollback' };
+  | { kind: 'transaction'; action: 'begin' | 'commit' | 'rollback' }
+  | { kind: 'wait'; ms: number; label: string };
 
 export interface TranslatedStatement {
   readonly text: string;
@@ -262,6 +263,7 @@ class Translator {
   statement(): Command {
     const first = this.peek();
     if (first.kind !== 'word') throw this.unexpected();
+    if ((first.value === 'SELECT' || first.value === 'CALL') && this.isWord('SYSTEM$WAIT', 1)) return this.wait();
     switch (first.value) {
       case 'SELECT':
       case 'WITH':
@@ -305,6 +307,27 @@ class Translator {
       default:
         throw SqlFailure.unsupported(`statement '${first.text}'`, first.pos);
     }
+  }
+
+  /** `SYSTEM$WAIT(n [, 'SECONDS'|'MILLISECONDS'|'MINUTES'])`: a statement that just takes time (tests of 202, cancel, timeout). */
+  wait(): Command {
+    this.next();
+    const name = this.next();
+    this.expectOp('(');
+    const n = this.next();
+    if (n.kind !== 'number') throw this.unexpected();
+    let unit = 'SECONDS';
+    if (this.isOp(',')) {
+      this.next();
+      const u = this.next();
+      if (u.kind !== 'string') throw this.unexpected();
+      unit = u.value.toUpperCase();
+    }
+    this.expectOp(')');
+    this.expectEnd();
+    const factor = { SECONDS: 1000, MILLISECONDS: 1, MINUTES: 60_000, HOURS: 3_600_000 }[unit];
+    if (factor === undefined) throw SqlFailure.compilation(`invalid time unit '${unit}' for ${name.text}`);
+    return { kind: 'wait', ms: Number(n.value) * factor, label: `${name.value}(${n.value})` };
   }
 
   renderQuery(): string {
@@ -902,7 +925,7 @@ class Translator {
         this.next();
         const k = this.next();
         if (k.kind === 'number') path.push(Number(k.value));
-        else if (k.kind === 'string') path.push(k.value);
+        else if (k.kind === 'string' || k.kind === 'quoted') path.push(k.value);
         else throw this.unexpected();
         this.expectOp(']');
       } else {
