@@ -6,49 +6,16 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import pg from 'pg';
-import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
-import { startPipeline, tempDir, type RunningPipeline } from './helpers/pipeline.js';
+import { startPipeline, type RunningPipeline } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { CASES, SETUP_SQL, valueText } from './helpers/type-cases.js';
-import { startEmulator, type RunningEmulator } from '../src/emulator/emulator.js';
-import { parseSnowflakeUrl } from '../src/destination/snowflake/config.js';
-import { createSnowflakeDestination, type SnowflakeDestination } from '../src/destination/snowflake/snowflake-destination.js';
+import type { SnowflakeDestination } from '../src/destination/snowflake/snowflake-destination.js';
+import { snowflakeFixture, type SnowflakeFixture } from './helpers/snowflake.js';
 import { snowflakeCast } from '../src/destination/snowflake/casts.js';
 import { literal } from '../src/destination/snowflake/sql.js';
 import { SchemaCache, SESSION_OPTIONS } from '../src/postgres/source.js';
 import { pgArrayToJson } from '../src/schema/pg-array.js';
-import { silentLogger } from '../src/telemetry/logger.js';
-
-export interface SnowflakeFixture {
-  readonly emulator: RunningEmulator;
-  readonly dir: { path: string; remove(): void };
-  /** A destination URL for the emulator with extra parameters. */
-  url(params?: string): string;
-  destination(params?: string): SnowflakeDestination;
-  /** Rows of a query on the emulator (no auth, no faults). */
-  rows(sql: string): Promise<(string | null)[][]>;
-}
-
-export async function snowflakeFixture(options: Parameters<typeof startEmulator>[0] = {}): Promise<SnowflakeFixture> {
-  const emulator = await startEmulator({ commitDelayMs: 20, ...options });
-  const dir = tempDir('floe-sf-');
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const keyFile = join(dir.path, 'rsa_key.p8');
-  writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
-  emulator.addUser('FLOE', publicKey.export({ type: 'spki', format: 'pem' }).toString());
-  const url = (params = '') =>
-    `snowflake://floe@${emulator.account}/ANALYTICS/PUBLIC?private_key_file=${keyFile}&warehouse=COMPUTE_WH&merge_interval=0s&base_url=${emulator.url}${params}`;
-  return {
-    emulator,
-    dir,
-    url,
-    destination: (params = '') => createSnowflakeDestination(parseSnowflakeUrl(url(params)), { log: silentLogger }),
-    rows: async (sql) => (await emulator.query(sql)).rows,
-  };
-}
 
 const cluster = testClusters()[0]!;
 

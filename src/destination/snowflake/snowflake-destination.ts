@@ -41,10 +41,11 @@ import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, Snaps
 import { FloeError, coerceError } from '../../errors.js';
 import type { Logger } from '../../telemetry/logger.js';
 import { NdjsonEncoder } from '../encoding/ndjson.js';
+import { formatLsn } from '../../postgres/lsn.js';
 import { snowflakeCast } from './casts.js';
 import { KeyPairAuth } from './auth.js';
 import type { SnowflakeConfig } from './config.js';
-import { SnowflakeBreaker } from './http.js';
+import { SnowflakeBreaker, type SnowflakeBreakerOptions } from './http.js';
 import { SnowflakeMetrics } from './metrics.js';
 import { SqlApiClient } from './sql-api.js';
 import { StreamingClient } from './streaming.js';
@@ -125,11 +126,14 @@ export interface SnowflakeClients {
 }
 
 /** The wire clients of one account, sharing one circuit breaker. */
-export function createSnowflakeClients(config: SnowflakeConfig, options: { log: Logger; registry?: Registry }): SnowflakeClients {
+export function createSnowflakeClients(
+  config: SnowflakeConfig,
+  options: { log: Logger; registry?: Registry; breaker?: SnowflakeBreakerOptions },
+): SnowflakeClients {
   const { log, registry } = options;
   const auth = new KeyPairAuth({ account: config.account, user: config.user, privateKey: config.privateKey });
   const metrics = registry ? new SnowflakeMetrics(registry) : undefined;
-  const breaker = new SnowflakeBreaker({ log, metrics });
+  const breaker = new SnowflakeBreaker({ log, metrics, ...options.breaker });
   const sql = new SqlApiClient({
     baseUrl: config.accountUrl,
     auth,
@@ -158,7 +162,7 @@ export function createSnowflakeClients(config: SnowflakeConfig, options: { log: 
 /** The destination over the real wire clients, from a parsed URL (config.ts). */
 export function createSnowflakeDestination(
   config: SnowflakeConfig,
-  options: { log: Logger; deleteMode?: DeleteMode; registry?: Registry },
+  options: { log: Logger; deleteMode?: DeleteMode; registry?: Registry; breaker?: SnowflakeBreakerOptions },
 ): SnowflakeDestination {
   const { log, registry } = options;
   const { sql, streaming } = createSnowflakeClients(config, options);
@@ -487,7 +491,7 @@ export class SnowflakeDestination implements Destination {
         state.rowsSinceMerge++;
       }
       for (const out of perChannel.values()) splitLines(out.encoder, out.lines);
-      await Promise.all([...perChannel].map(([channel, out]) => this.#deliver(channel, out.lines, out.tokens)));
+      await Promise.all([...perChannel].map(([channel, out]) => this.#deliver(out.state, channel, out.lines, out.tokens)));
     } finally {
       for (const w of writes) this.#endWrite(w.state, w.id);
     }
@@ -690,7 +694,7 @@ export class SnowflakeDestination implements Destination {
    * (honouring the breaker's retry-after): the channel keeps what it did not get accepted and sends it
    * on `flush`, and replays what it had accepted but not committed when it reopens itself.
    */
-  async #deliver(cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
+  async #deliver(state: TableState, cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
     if (lines.length === 0) return;
     const last = tokens[tokens.length - 1]!;
     let next = 0;
@@ -707,6 +711,14 @@ export class SnowflakeDestination implements Destination {
         appending = false;
       }
       await cs.channel.waitCommitted(last, this.#signal);
+    }).catch((err: unknown) => {
+      // Invariant 7: say which table and which positions were refused.
+      const e = coerceError(err);
+      throw new FloeError(
+        e.kind,
+        `Snowflake did not take changes of ${state.sourceTable} at positions ${tokenText(tokens[0]!)} to ${tokenText(last)}: ${e.message}`,
+        { cause: err, retry: e.retry, hint: e.hint },
+      );
     });
   }
 
@@ -899,6 +911,12 @@ export class SnowflakeDestination implements Destination {
     if (!state) throw new FloeError('internal', `table ${qualifiedName(table)} was not prepared in the destination`);
     return state;
   }
+}
+
+/** An offset token as a position `X/Y#ordinal`, for messages. */
+function tokenText(token: string): string {
+  const [lsn, ordinal] = token.split('-');
+  return `${formatLsn(BigInt(lsn ?? '0'))}#${Number(ordinal ?? 0)}`;
 }
 
 /** Moves the encoder's lines into `out` and resets it. */
