@@ -212,6 +212,18 @@ export async function checkSnowflake(config: SnowflakeConfig): Promise<Finding[]
       findings.push({ check: 'warehouse', severity: 'ok', detail: warehouse });
     }
     // Database and schemas.
+    try {
+      await sql.query(`CREATE DATABASE IF NOT EXISTS ${db}`);
+      findings.push({ check: `database ${config.database}`, severity: 'ok', detail: 'exists or was created' });
+    } catch (err) {
+      findings.push(
+        fromError(
+          `database ${config.database}`,
+          err,
+          `create it, or GRANT USAGE ON DATABASE ${config.database} TO ROLE ${config.role ?? '<role>'}`,
+        ),
+      );
+    }
     for (const schema of [config.schema, config.landingSchema]) {
       try {
         await sql.query(`CREATE SCHEMA IF NOT EXISTS ${db}.${quoteSf(schema)}`);

@@ -17,7 +17,8 @@ for (const cmd of [program, ...program.commands]) {
 
 try {
   await program.parseAsync(process.argv);
-  process.exit(0);
+  // A command may set a non-zero exit code without failing (floe doctor with error findings).
+  process.exit(process.exitCode ?? 0);
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exit(err.exitCode === 0 ? 0 : 2);
