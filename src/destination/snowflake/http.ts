@@ -4,7 +4,7 @@
  * - One keep-alive undici `Pool` per origin.
  * - Every request carries `Authorization: Bearer`, the token-type header, `Accept: application/json` and
  *   `User-Agent: floe/<version>`.
- * - 429, 5xx and network errors are retried with exponential backoff and full jitter (honouring
+ * - 408, 429, 5xx and network errors are retried with exponential backoff and full jitter (honouring
  *   `Retry-After`); a 401 refreshes the token once and retries once; a second 401 or a 403 is terminal
  *   (`auth`, retry `manual`): a wrong key never turns into a retry loop.
  * - Each attempt runs through a circuit breaker shared per Snowflake account. Only outages count as
@@ -118,7 +118,7 @@ export class SnowflakeHttpError extends FloeError {
   /** An outage-type failure: throttling, server error or no answer. These trip the breaker. */
   get transient(): boolean {
     const s = this.details.status;
-    return s === undefined || s === 429 || s >= 500;
+    return s === undefined || s === 408 || s === 429 || s >= 500;
   }
 }
 
@@ -236,6 +236,8 @@ export interface SnowflakeRequest {
    * and resending a consumed continuation token is undefined, so the channel reopens instead.
    */
   readonly retryNetworkErrors?: boolean;
+  /** A 408 answer means "statement timeout" (SQL API) and goes to the caller instead of being retried. */
+  readonly statementTimeout?: boolean;
   /** Rewrites the URL for retries (SQL API: `retry=true`). */
   readonly retryUrl?: (url: URL) => URL;
 }
@@ -309,8 +311,11 @@ export class SnowflakeHttp {
     let refreshed = false;
     for (let attempt = 0; ; attempt++) {
       let res: SnowflakeResponse;
+      // The token is fetched outside the breaker: a scoped-token exchange is itself a request through the
+      // breaker (with its own retries), and nesting it inside a half-open probe would wait on itself.
+      const token = await req.auth.token(req.signal);
       try {
-        res = await this.breaker.execute(() => this.#attempt(req, url), req.signal);
+        res = await this.breaker.execute(() => this.#attempt(req, url, token), req.signal);
       } catch (err) {
         if (!(err instanceof SnowflakeHttpError) || !err.transient) throw err;
         const retryable = err.status !== undefined || req.retryNetworkErrors !== false || !err.details.ambiguous;
@@ -362,7 +367,7 @@ export class SnowflakeHttp {
       'destination',
       message,
       { route, status: res.status, ...body },
-      { retry: options.retry ?? (res.status === 429 || res.status >= 500 ? 'timed' : 'none'), hint: options.hint },
+      { retry: options.retry ?? (res.status === 408 || res.status === 429 || res.status >= 500 ? 'timed' : 'none'), hint: options.hint },
     );
   }
 
@@ -383,8 +388,11 @@ export class SnowflakeHttp {
     return pool;
   }
 
-  async #attempt(req: SnowflakeRequest, url: URL): Promise<SnowflakeResponse> {
-    const token = await req.auth.token(req.signal);
+  async #attempt(
+    req: SnowflakeRequest,
+    url: URL,
+    token: { readonly value: string; readonly type: TokenType | undefined },
+  ): Promise<SnowflakeResponse> {
     const headers: Record<string, string> = {
       accept: 'application/json',
       'user-agent': USER_AGENT,
@@ -412,7 +420,7 @@ export class SnowflakeHttp {
       if (encoding && /gzip/i.test(encoding) && raw.length > 0) raw = gunzipSync(raw);
       const res: SnowflakeResponse = { status: r.statusCode, headers: r.headers, text: raw.toString('utf8') };
       this.#log.debug({ route: req.route, status, ms: Math.round(performance.now() - started) }, 'snowflake request');
-      if (status === 429 || status >= 500) {
+      if (status === 429 || status >= 500 || (status === 408 && req.statementTimeout !== true)) {
         const e = SnowflakeHttp.error(req.route, res, { retry: 'timed' });
         const retryAfterMs = parseRetryAfter(header(r.headers, 'retry-after'));
         throw new SnowflakeHttpError(
@@ -434,7 +442,9 @@ export class SnowflakeHttp {
           cause: req.signal.reason,
         });
       }
-      const code = (err as { code?: string }).code ?? (err as { name?: string }).name ?? 'error';
+      // DOMExceptions (AbortSignal.timeout) carry a numeric `code`; their name says what happened.
+      const e = err as { code?: unknown; name?: unknown };
+      const code = typeof e.code === 'string' ? e.code : typeof e.name === 'string' ? e.name : 'error';
       const timedOut = code === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
       const ambiguous = !NOT_SENT.has(code);
       throw new SnowflakeHttpError(

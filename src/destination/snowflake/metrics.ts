@@ -57,55 +57,41 @@ export class SnowflakeMetrics {
   readonly #breaker: Gauge;
   readonly #reopens: Counter<'reason'>;
 
+  /** Safe to construct more than once per registry (a destination re-created after a restart): metrics are reused. */
   constructor(registry: Registry) {
     const registers = [registry];
-    this.#requests = new Counter({
-      name: SNOWFLAKE_METRIC.requests,
-      help: 'HTTP requests to Snowflake, by route template and status class (network = no answer)',
-      labelNames: ['route', 'status_class'],
-      registers,
-    });
-    this.#seconds = new Histogram({
-      name: SNOWFLAKE_METRIC.requestSeconds,
-      help: 'latency of one HTTP request to Snowflake, by route template',
-      labelNames: ['route'],
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
-      registers,
-    });
-    this.#retries = new Counter({
-      name: SNOWFLAKE_METRIC.retries,
-      help: 'requests retried after 429, 5xx or a network error, by route template',
-      labelNames: ['route'],
-      registers,
-    });
-    this.#rows = new Counter({ name: SNOWFLAKE_METRIC.rowsAppended, help: 'rows accepted by Snowpipe Streaming appends', registers });
-    this.#bytes = new Counter({
-      name: SNOWFLAKE_METRIC.bytesAppended,
-      help: 'NDJSON bytes (uncompressed) accepted by Snowpipe Streaming appends',
-      registers,
-    });
-    this.#wireBytes = new Counter({
-      name: SNOWFLAKE_METRIC.wireBytesAppended,
-      help: 'compressed request bytes accepted by Snowpipe Streaming appends',
-      registers,
-    });
-    this.#commitLag = new Histogram({
-      name: SNOWFLAKE_METRIC.commitLagSeconds,
-      help: 'time from an append being accepted to its offset token being reported committed',
-      buckets: [0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
-      registers,
-    });
-    this.#breaker = new Gauge({
-      name: SNOWFLAKE_METRIC.breakerState,
-      help: 'Snowflake circuit breaker: 0 closed, 1 half-open, 2 open',
-      registers,
-    });
-    this.#reopens = new Counter({
-      name: SNOWFLAKE_METRIC.channelReopens,
-      help: 'Snowpipe Streaming channel reopens (error_code, conflict, ambiguous, channel_status)',
-      labelNames: ['reason'],
-      registers,
-    });
+    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []): Counter<L> =>
+      (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers });
+    const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: L[] = []): Histogram<L> =>
+      (registry.getSingleMetric(name) as Histogram<L> | undefined) ?? new Histogram({ name, help, labelNames, buckets, registers });
+    this.#requests = counter(
+      SNOWFLAKE_METRIC.requests,
+      'HTTP requests to Snowflake, by route template and status class (network = no answer)',
+      ['route', 'status_class'],
+    );
+    this.#seconds = histogram(
+      SNOWFLAKE_METRIC.requestSeconds,
+      'latency of one HTTP request to Snowflake, by route template',
+      [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      ['route'],
+    );
+    this.#retries = counter(SNOWFLAKE_METRIC.retries, 'requests retried after 429, 5xx or a network error, by route template', ['route']);
+    this.#rows = counter(SNOWFLAKE_METRIC.rowsAppended, 'rows accepted by Snowpipe Streaming appends');
+    this.#bytes = counter(SNOWFLAKE_METRIC.bytesAppended, 'NDJSON bytes (uncompressed) accepted by Snowpipe Streaming appends');
+    this.#wireBytes = counter(SNOWFLAKE_METRIC.wireBytesAppended, 'compressed request bytes accepted by Snowpipe Streaming appends');
+    this.#commitLag = histogram(
+      SNOWFLAKE_METRIC.commitLagSeconds,
+      'time from an append being accepted to its offset token being reported committed',
+      [0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
+    );
+    this.#breaker =
+      (registry.getSingleMetric(SNOWFLAKE_METRIC.breakerState) as Gauge | undefined) ??
+      new Gauge({ name: SNOWFLAKE_METRIC.breakerState, help: 'Snowflake circuit breaker: 0 closed, 1 half-open, 2 open', registers });
+    this.#reopens = counter(
+      SNOWFLAKE_METRIC.channelReopens,
+      'Snowpipe Streaming channel reopens (error_code, conflict, ambiguous, channel_status)',
+      ['reason'],
+    );
   }
 
   request(route: SnowflakeRoute, status: number | undefined, seconds: number): void {

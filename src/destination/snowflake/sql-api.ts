@@ -214,6 +214,7 @@ export class SqlApiClient {
         method: 'POST',
         url,
         auth: this.#tokens,
+        statementTimeout: true,
         headers: { 'content-type': 'application/json' },
         body: payload,
         signal: o.signal,
@@ -244,22 +245,25 @@ export class SqlApiClient {
         // 408 on submit can race the statement finishing: look once at the handle before giving up.
         const handle = body.statementHandle;
         if (!handle) throw new FloeError('destination', 'Snowflake answered 202 without a statement handle', { retry: 'timed' });
-        if (res.status === 202) {
-          try {
+        try {
+          if (res.status === 202) {
             await sleep(interval, undefined, { signal });
-          } catch {
-            await this.#cancel(handle);
-            throw new FloeError('destination', `Snowflake statement ${handle} was cancelled`, { retry: 'timed', cause: signal?.reason });
+            interval = Math.min(maxInterval, interval * 1.5);
           }
-          interval = Math.min(maxInterval, interval * 1.5);
+          res = await this.#http.send({
+            route: 'statement_poll',
+            method: 'GET',
+            url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}`),
+            auth: this.#tokens,
+            statementTimeout: true,
+            signal,
+          });
+        } catch (err) {
+          if (!signal?.aborted) throw err;
+          // The caller gave up: do not leave the statement running on the warehouse.
+          await this.#cancel(handle);
+          throw new FloeError('destination', `Snowflake statement ${handle} was cancelled`, { retry: 'timed', cause: signal.reason });
         }
-        res = await this.#http.send({
-          route: 'statement_poll',
-          method: 'GET',
-          url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}`),
-          auth: this.#tokens,
-          signal,
-        });
         if (res.status === 408) throw this.#failure(res);
         continue;
       }
@@ -273,6 +277,7 @@ export class SqlApiClient {
       method: 'GET',
       url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}`),
       auth: this.#tokens,
+      statementTimeout: true,
       signal,
     });
     return this.#finish(res, signal);
@@ -285,6 +290,7 @@ export class SqlApiClient {
         method: 'POST',
         url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}/cancel`),
         auth: this.#tokens,
+        statementTimeout: true,
         headers: { 'content-type': 'application/json' },
         body: '{}',
         timeoutMs: 10_000,
@@ -342,6 +348,7 @@ export class SqlApiClient {
           method: 'GET',
           url: this.#url(`/api/v2/statements/${encodeURIComponent(handle)}`, { partition: String(i) }),
           auth: this.#tokens,
+          statementTimeout: true,
           signal,
         });
         if (res.status !== 200) throw this.#failure(res);
