@@ -52,9 +52,10 @@ describe('Snowflake destination under faults', () => {
     const ack = await slotAck('sf_faults');
     for (const t of txns.filter((x) => x.after <= ack)) {
       const [[n]] = (await sf.rows(
-        `SELECT COUNT(*) FROM ${J} WHERE TRY_TO_NUMBER("ID") >= ${t.lo} AND TRY_TO_NUMBER("ID") <= ${t.hi} AND "_FLOE_OP" = 'i'`,
+        `SELECT COUNT(*) FROM ${J} WHERE TRY_TO_NUMBER("ID") >= ${t.lo} AND TRY_TO_NUMBER("ID") <= ${t.hi} AND "_FLOE_OP" IN ('r', 'i')`,
       )) as [[string]];
-      if (Number(n) < t.hi - t.lo + 1) violations.push(`slot confirmed ${ack} but ids ${t.lo}..${t.hi} are not all committed`);
+      if (Number(n) < t.hi - t.lo + 1 && !violations.length)
+        violations.push(`slot confirmed ${ack} but ids ${t.lo}..${t.hi} are not all committed`);
     }
   };
 
@@ -80,7 +81,9 @@ describe('Snowflake destination under faults', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase(cluster, 'sffaults');
-    sf = await snowflakeFixture({ commitDelayMs: 20 });
+    // Commits lag appends by 250 ms: reopens after an ambiguous append land before the commit (the emulator
+    // does not yet order a reopen after a commit in progress).
+    sf = await snowflakeFixture({ commitDelayMs: 250 });
     await db.sql(`CREATE TABLE f (id int PRIMARY KEY, v text); CREATE PUBLICATION f_pub FOR TABLE f`);
     await insert(20);
     // The breaker half-opens quickly so a short outage ends quickly; channels_per_table=2 spreads keys.
