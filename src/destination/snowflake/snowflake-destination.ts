@@ -216,6 +216,8 @@ interface TableState {
   channels: ChannelState[];
   lastMergeAt: number;
   rowsSinceMerge: number;
+  /** Merges of one table run one after the other (the timer's and a retype's). */
+  mergeChain: Promise<unknown>;
 }
 
 const TOKEN_LSN_WIDTH = 20;
@@ -590,6 +592,7 @@ export class SnowflakeDestination implements Destination {
       channels: [],
       lastMergeAt: 0,
       rowsSinceMerge: 0,
+      mergeChain: Promise.resolve(),
     };
     this.#tables.set(sourceTable, state);
     return state;
@@ -741,7 +744,13 @@ export class SnowflakeDestination implements Destination {
     }
   }
 
-  async #mergeTable(state: TableState): Promise<number> {
+  #mergeTable(state: TableState): Promise<number> {
+    const run = state.mergeChain.then(() => this.#mergeWindow(state));
+    state.mergeChain = run.catch(() => undefined);
+    return run;
+  }
+
+  async #mergeWindow(state: TableState): Promise<number> {
     const sql = this.#o.sql;
     const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
     if (state.mergedSeqStale) {
