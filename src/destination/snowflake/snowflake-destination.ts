@@ -152,6 +152,9 @@ export function createSnowflakeClients(
     auth,
     baseUrlOverride: config.baseUrl !== undefined,
     role: config.role,
+    // A batch is acknowledged only once committed, and the runtime keeps one batch in flight: the poll
+    // interval bounds throughput, so poll often while someone waits (one bulk request per pipe).
+    statusPollIntervalMs: 250,
     breaker,
     log,
     metrics,
