@@ -75,7 +75,10 @@ export function coerceError(err: unknown, context?: string): FloeError {
   if (code === '3D000') {
     return new FloeError('config', message, { cause: err, hint: 'check the database name in the connection URL' });
   }
-  if (code.startsWith('08') || code === '57P01' || code === '57P03') {
+  // 55000 is broad (object not in prerequisite state); only its "not accepting connections" form is
+  // an outage that passes (ALTER DATABASE ... ALLOW_CONNECTIONS false during maintenance).
+  const refusingConnections = code === '55000' && /not currently accepting connections/i.test(base);
+  if (code.startsWith('08') || code === '57P01' || code === '57P03' || refusingConnections) {
     return new FloeError('connection', message, { cause: err });
   }
   // node-postgres reports a dropped connection without a code.

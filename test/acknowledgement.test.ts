@@ -100,12 +100,17 @@ describe.each(testClusters())('acknowledgement on PostgreSQL $major', (cluster) 
     await db.sql(
       `CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE busy (id serial PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE quiet`,
     );
-    const p = startPipeline({ source: { url: db.url }, publication: 'p', slotName: 's_idle' });
+    // The slot is also active while its snapshot is exported (confirmed_flush_lsn still null then):
+    // wait for the pipeline's own streaming phase instead.
+    let streaming = false;
+    const p = startPipeline({
+      source: { url: db.url },
+      publication: 'p',
+      slotName: 's_idle',
+      events: { phase: (ph) => void (ph === 'streaming' && (streaming = true)) },
+    });
     try {
-      await waitFor(
-        'streaming',
-        async () => (await db.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 's_idle' AND active`)).length > 0,
-      );
+      await waitFor('streaming', () => streaming);
       const start = await confirmed('s_idle');
       for (let round = 0; round < 3; round++) {
         await db.sql(`INSERT INTO busy (v) SELECT repeat('x', 200) FROM generate_series(1, 5000)`);

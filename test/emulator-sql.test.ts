@@ -12,10 +12,11 @@ import { sfType } from '../src/emulator/sql/types.js';
 
 const ctx: TranslateContext = { database: 'DB', schema: 'S', user: 'U', role: 'R', warehouse: 'WH', account: 'ACC' };
 
-function sqlOf(text: string): string {
-  const c = translateOne(text, ctx);
-  if (c.kind !== 'query' && c.kind !== 'merge') throw new Error(`not a query: ${c.kind}`);
-  return c.sql;
+/** The DuckDB SQL of a statement, without the result-column names the translator adds (tested on their own). */
+function sqlOf(text: string, c: TranslateContext = ctx): string {
+  const cmd = translateOne(text, c);
+  if (cmd.kind !== 'query' && cmd.kind !== 'merge') throw new Error(`not a query: ${cmd.kind}`);
+  return cmd.sql.replace(/ AS "((?:[^"]|"")*)"/g, (all, name: string) => (/^[A-Za-z_][A-Za-z0-9_$]*$/.test(name) ? all : ''));
 }
 
 function failure(text: string, c: TranslateContext = ctx): SqlFailure {
@@ -134,6 +135,22 @@ describe('translation', () => {
     );
   });
 
+  it('names unaliased result columns after their expression text, as Snowflake does', () => {
+    const c = translateOne(`SELECT current_user(), t.id, x AS y, COUNT(*) n, v:k::string, * FROM t`, ctx);
+    expect(c).toMatchObject({
+      sql: `SELECT 'U' AS "CURRENT_USER()" , "T"."ID" , "X" AS "Y" , count(*) "N" , sf_str(json_extract("V", '$."k"')) AS "V:K::STRING" , * FROM "DB.S"."T"`,
+    });
+  });
+
+  it('moves IGNORE NULLS into the window function call', () => {
+    expect(sqlOf('SELECT LAST_VALUE(v) IGNORE NULLS OVER (PARTITION BY k ORDER BY l) AS x FROM t')).toBe(
+      'SELECT last_value("V" IGNORE NULLS) OVER (PARTITION BY "K" ORDER BY "L") AS "X" FROM "DB.S"."T"',
+    );
+    expect(sqlOf('SELECT LAST_VALUE(v IGNORE NULLS) OVER (ORDER BY l) AS x FROM t')).toBe(
+      'SELECT last_value("V" IGNORE NULLS) OVER (ORDER BY "L") AS "X" FROM "DB.S"."T"',
+    );
+  });
+
   it('strips target qualifiers in UPDATE SET and MERGE UPDATE SET', () => {
     expect(sqlOf(`UPDATE t x SET x.a = 1, b = 'q' WHERE x.id = 2`)).toBe(`UPDATE "DB.S"."T" "X" SET "A" = 1, "B" = 'q' WHERE "X"."ID" = 2`);
     const m = translateOne(
@@ -199,8 +216,7 @@ describe('translation', () => {
 
   it('binds ? placeholders from SQL API bindings', () => {
     const b: TranslateContext = { ...ctx, bindings: { '1': { type: 'FIXED', value: '12' }, '2': { type: 'TEXT', value: "o'k" } } };
-    const c = translateOne('SELECT ? + 1, ?', b);
-    expect(c).toMatchObject({ kind: 'query', sql: `SELECT 12 + 1 , 'o''k'` });
+    expect(sqlOf('SELECT ? + 1 AS a, ? AS b', b)).toBe(`SELECT 12 + 1 AS "A" , 'o''k' AS "B"`);
   });
 });
 
@@ -231,6 +247,27 @@ describe('engine', () => {
     expect(rows).toEqual([
       ['12.50', '1.5', 'true', '1', '1.500000000', '-0.500000000', '1616170019.000000000 1440', 'AB', '[\n  1\n]', null],
     ]);
+  });
+
+  it("types result columns from the referenced tables' Snowflake types", async () => {
+    await run(`CREATE TABLE IF NOT EXISTS R1 (A ARRAY, L TIMESTAMP_LTZ, Z TIMESTAMP_TZ, V VARCHAR(7), N NUMBER(5,1))`);
+    await run(`INSERT INTO R1 SELECT ARRAY_CONSTRUCT(1), '1970-01-01 00:00:01+00:00', '1970-01-01 00:00:01+00:00', 'x', 1.5`);
+    const conn = await engine.connect();
+    try {
+      const [stmt] = engine.split('SELECT A, L, Z, V, N, N + 1 AS M FROM R1');
+      const r = await engine.execute(conn, session, stmt!);
+      expect(r.columns.map((c) => [c.name, c.type.base, c.type.size])).toEqual([
+        ['A', 'ARRAY', 0],
+        ['L', 'TIMESTAMP_LTZ', 9],
+        ['Z', 'TIMESTAMP_TZ', 9],
+        ['V', 'VARCHAR', 7],
+        ['N', 'NUMBER', 5],
+        ['M', 'NUMBER', 12], // DuckDB's decimal arithmetic widens differently from Snowflake's
+      ]);
+      expect(r.rows).toEqual([['[\n  1\n]', '1.000000000', '1.000000000 1440', 'x', '1.5', '2.5']]);
+    } finally {
+      conn.closeSync();
+    }
   });
 
   it('casts a VARIANT string to VARCHAR without its quotes, and strings to VARIANT as JSON strings', async () => {

@@ -411,6 +411,13 @@ describe('SQL API', () => {
     expect(retried.status).toBe(200);
     expect(retried.body.statementHandle).toBe(r.body.statementHandle);
     expect((await sql(`SELECT COUNT(*) FROM APP.RAW.CTL WHERE K = 'c'`)).body.data).toEqual([['1']]);
+    // A failed statement is executed again on retry (here it fails again, with a new handle).
+    const failedOnce = await sql('SELECT * FROM APP.RAW.NOT_YET', {}, '?requestId=22222222-2222-2222-2222-222222222222');
+    expect(failedOnce.status).toBe(422);
+    await sql('CREATE TABLE APP.RAW.NOT_YET (A INT)');
+    const ok = await sql('SELECT * FROM APP.RAW.NOT_YET', {}, '?requestId=22222222-2222-2222-2222-222222222222&retry=true');
+    expect(ok.status).toBe(200);
+    expect(ok.body.statementHandle).not.toBe(failedOnce.body.statementHandle);
   });
 
   it('answers 202 for a statement outlasting the sync wait, cancels a running statement, and times out with 408', async () => {
@@ -436,6 +443,32 @@ describe('SQL API', () => {
     const timed = await sql(`SELECT SYSTEM$WAIT(60)`, { timeout: 1 });
     expect(timed.status).toBe(408);
     expect(timed.body).toMatchObject({ code: '000630' });
+  });
+
+  it('pages large results into gzip partitions fetched with ?partition=n', async () => {
+    emu.faults.set({ compat: { partitionRows: 2 } });
+    try {
+      const res = await fetch(`${emu.url}/api/v2/statements`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({
+          statement: `SELECT ID FROM APP.RAW.EVENTS WHERE ID IN (1, 2, 10, 15, 33) ORDER BY ID`,
+          warehouse: 'COMPUTE_WH',
+        }),
+      });
+      const body = (await res.json()) as SqlBody & { resultSetMetaData: { partitionInfo: { rowCount: number }[] } };
+      expect(res.headers.get('link')).toContain('partition=1>; rel="next"');
+      expect(body.resultSetMetaData.numRows).toBe(5);
+      expect(body.resultSetMetaData.partitionInfo.map((p) => p.rowCount)).toEqual([2, 2, 1]);
+      expect(body.data).toEqual([['1'], ['2']]);
+      const p2 = await fetch(`${emu.url}/api/v2/statements/${body.statementHandle}?partition=2`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      expect(p2.headers.get('content-encoding')).toBe('gzip');
+      expect(await p2.json()).toEqual({ data: [['33']] });
+    } finally {
+      emu.faults.clear();
+    }
   });
 
   it('runs the CDC MERGE with QUALIFY and Snowflake semantics, including the duplicate-row error 100090', async () => {
@@ -633,6 +666,60 @@ describe('floe emulator command', () => {
       expect(r.data).toEqual([['7']]);
       second.child.kill('SIGTERM');
       expect(await second.exited).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('restart', () => {
+  it('keeps channels and their committed offset tokens in the data file; tokens from before the restart are stale', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'floe-emulator-restart-'));
+    const k = keyPair();
+    const begin = async () => {
+      const e = await startEmulator({ dataPath: join(dir, 'sf.duckdb'), account: ACCOUNT, commitDelayMs: 10 });
+      e.addUser(USER, k.publicPem);
+      return e;
+    };
+    const bearer = await jwt(k.privateKey, k.fingerprint);
+    const req = (e: RunningEmulator, method: string, path: string, body: string | undefined, type = 'application/json') =>
+      fetch(e.url + path, {
+        method,
+        headers: { Authorization: `Bearer ${bearer}`, Accept: 'application/json', 'Content-Type': type },
+        body,
+      });
+    try {
+      const a = await begin();
+      await a.query('CREATE DATABASE APP; CREATE SCHEMA APP.RAW; CREATE TABLE APP.RAW.EVENTS (ID NUMBER)');
+      const open = (await (await req(a, 'PUT', ch('EVENTS-STREAMING', 'R1'), '{}')).json()) as { next_continuation_token: string };
+      const path = rowsPath('EVENTS-STREAMING', 'R1', { continuationToken: open.next_continuation_token, offsetToken: '42' });
+      const appended = (await (await req(a, 'POST', path, ndjson([{ ID: 1 }]), 'application/x-ndjson')).json()) as {
+        next_continuation_token: string;
+      };
+      await a.flush();
+      await a.close();
+
+      const b = await begin();
+      try {
+        const stale = await req(
+          b,
+          'POST',
+          rowsPath('EVENTS-STREAMING', 'R1', { continuationToken: appended.next_continuation_token, offsetToken: '43' }),
+          ndjson([{ ID: 2 }]),
+          'application/x-ndjson',
+        );
+        expect(((await stale.json()) as { code: string }).code).toBe('STALE_CONTINUATION_TOKEN_SEQUENCER');
+        const reopened = (await (await req(b, 'PUT', ch('EVENTS-STREAMING', 'R1'), '{}')).json()) as {
+          channel_status: Record<string, unknown>;
+        };
+        expect(reopened.channel_status).toMatchObject({ last_committed_offset_token: '42', rows_inserted: 1 });
+        expect((await b.query('SELECT COUNT(*) FROM APP.RAW.EVENTS')).rows).toEqual([['1']]);
+      } finally {
+        await b.close();
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -4,11 +4,12 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { testClusters, createTestDatabase, withAdmin, type TestDatabase } from './harness/database.js';
+import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
 import { startFloe } from './helpers/cli.js';
 import { tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { freePort } from '../src/postgres/local-cluster.js';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 
 /** The value of one sample of the Prometheus text, or undefined. */
 function sample(text: string, name: string, labels: string): number | undefined {
@@ -17,6 +18,40 @@ function sample(text: string, name: string, labels: string): number | undefined 
 }
 
 const cluster = testClusters()[0]!;
+
+/**
+ * A TCP proxy in front of the source that the test can take down (close the port, cut every
+ * connection) and bring back on the same port: the source "goes away" the way a network outage or a
+ * restarting server looks to floe.
+ */
+async function sourceProxy(target: number): Promise<{ port: number; down(): Promise<void>; up(): Promise<void> }> {
+  const port = await freePort();
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  const up = () =>
+    new Promise<void>((resolve, reject) => {
+      server = createServer((client) => {
+        const upstream = connect(target, '127.0.0.1');
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on('close', () => sockets.delete(s));
+          s.on('error', () => undefined);
+        }
+        client.pipe(upstream).pipe(client);
+        client.on('close', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+      });
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+  const down = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server!.close(() => resolve());
+    });
+  await up();
+  return { port, up, down };
+}
 
 describe('telemetry endpoints of floe replicate', () => {
   let db: TestDatabase;
@@ -28,7 +63,6 @@ describe('telemetry endpoints of floe replicate', () => {
     );
   });
   afterAll(async () => {
-    await withAdmin(cluster, (c) => c.query(`ALTER DATABASE ${db.name} ALLOW_CONNECTIONS true`));
     await db.dropSlot('mslot');
     await db.drop();
     dir.remove();
@@ -37,9 +71,13 @@ describe('telemetry endpoints of floe replicate', () => {
   it('exposes metrics and readiness that follow the source', async () => {
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
+    const proxy = await sourceProxy(cluster.port);
+    const sourceUrl = db.url.replace(`:${cluster.port}/`, `:${proxy.port}/`);
     const p = startFloe([
       'replicate',
       '--source',
+      sourceUrl,
+      '--state',
       db.url,
       '--publication',
       'mp',
@@ -53,6 +91,10 @@ describe('telemetry endpoints of floe replicate', () => {
       '50',
       '--status-interval-ms',
       '200',
+      '--monitor-interval',
+      '0.2',
+      '--heartbeat-interval',
+      '0.2',
     ]);
     try {
       await waitFor('healthz', async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.status === 200);
@@ -78,24 +120,62 @@ describe('telemetry endpoints of floe replicate', () => {
       expect(text).toContain('floe_process_resident_memory_bytes');
       expect(text).toContain('floe_nodejs_eventloop_lag_seconds');
 
-      // The source goes away: no new connections, floe's are cut. Then it returns.
-      await withAdmin(cluster, async (c) => {
-        await c.query(`ALTER DATABASE ${db.name} ALLOW_CONNECTIONS false`);
-        await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'floe%'`, [
-          db.name,
-        ]);
+      // Source and slot health from the WAL monitor, and the heartbeat, compared with the server.
+      const src = `source="127.0.0.1:${proxy.port}/${db.name}"`;
+      const health = await waitFor('monitor and heartbeat figures', async () => {
+        const t = await (await fetch(`${base}/metrics`)).text();
+        return sample(t, 'floe_heartbeats_total', `${src},outcome="ok"`) && sample(t, 'floe_replication_lag_seconds', l) !== undefined
+          ? t
+          : undefined;
       });
+      const [server] = await db.sql<{ retained: string; wal: string }>(
+        `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained,
+                (SELECT sum(size) FROM pg_ls_waldir())::bigint::text AS wal
+           FROM pg_replication_slots WHERE slot_name = 'mslot'`,
+      );
+      expect(sample(health, 'floe_source_up', src)).toBe(1);
+      const walMb = sample(health, 'pg_source_wal_size_mb', src)!;
+      expect(walMb).toBeGreaterThan(0);
+      expect(walMb).toBeLessThanOrEqual(Number(server!.wal) / 1024 / 1024 + 64); // one check ago; segments come and go
+      const retained = sample(health, 'floe_slot_retained_wal_bytes', `${src},slot="mslot"`)!;
+      expect(retained).toBeGreaterThanOrEqual(0);
+      expect(retained).toBeLessThan(64 * 1024 * 1024);
+      expect(sample(health, 'floe_slot_wal_status', `${src},slot="mslot",status="reserved"`)).toBe(1);
+      expect(sample(health, 'floe_slot_wal_status', `${src},slot="mslot",status="lost"`)).toBe(0);
+      expect(sample(health, 'floe_slot_active', `${src},slot="mslot"`)).toBe(1);
+      expect(sample(health, 'floe_slot_confirmed_flush_lag_bytes', `${src},slot="mslot"`)).toBeGreaterThanOrEqual(0);
+      expect(sample(health, 'floe_replication_lag_seconds', l)).toBeGreaterThanOrEqual(0);
+      expect(sample(health, 'floe_replication_lag_seconds', l)).toBeLessThan(60);
+      expect(sample(health, 'floe_slot_stalled', `${src},slot="mslot"`)).toBe(0);
+      expect(health).toMatch(/floe_slot_seconds_until_danger\{[^}]*slot="mslot"\} (\+Inf|\d)/);
+      expect(health).toMatch(/floe_snapshot_ranges\{pipeline="mslot",state="done"\} [1-9]/);
+      expect(health).toMatch(/floe_monitor_connections [01]/);
+      expect(Number(server!.retained)).toBeLessThan(64 * 1024 * 1024);
+      const ready = (await (await fetch(`${base}/readyz`)).json()) as { checks: Record<string, string> };
+      expect(ready.checks).toEqual({ pipeline: 'ok', source: 'ok', 'state store': 'ok' });
+
+      // The source goes away (its port closes, every connection is cut), then returns.
+      await proxy.down();
       const down = await waitFor('not ready', async () => {
         const r = await fetch(`${base}/readyz`);
-        return r.status === 503 ? ((await r.json()) as { reason: string }) : undefined;
+        const body = (await r.json()) as { reason: string; checks: Record<string, string> };
+        return r.status === 503 && body.checks.source !== 'ok' && body.checks.pipeline !== 'ok' ? body : undefined;
       });
-      expect(down.reason).toMatch(/pipeline is (retrying|connecting)/);
+      expect(down.reason).toMatch(/pipeline: pipeline is (retrying|connecting)/);
+      expect(down.checks.source).toMatch(/ECONNREFUSED|connect|terminated/i);
+      expect(down.checks['state store']).toBe('ok'); // the state store is not behind the proxy
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
-      await withAdmin(cluster, (c) => c.query(`ALTER DATABASE ${db.name} ALLOW_CONNECTIONS true`));
+      const outage = await waitFor('source down in metrics', async () => {
+        const t = await (await fetch(`${base}/metrics`)).text();
+        return sample(t, 'floe_source_up', src) === 0 ? t : undefined;
+      });
+      expect(outage).toMatch(/floe_monitor_checks_total\{outcome="error"\} [1-9]/);
+      await proxy.up();
       await waitFor('ready again', async () => (await fetch(`${base}/readyz`)).status === 200, 60_000);
     } finally {
       p.kill('SIGTERM');
       const exit = await p.exited;
+      await proxy.down();
       expect(exit.code, exit.stderr).toBe(0);
     }
   });

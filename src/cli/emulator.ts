@@ -18,6 +18,7 @@ interface EmulatorCliOptions {
   warehouse: string[];
   commitDelayMs: number;
   channelRps: number;
+  verbose?: boolean;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -35,6 +36,7 @@ export function emulatorCommand(): Command {
     .option('--warehouse <name>', 'a warehouse that exists (repeatable; default COMPUTE_WH)', collect, [])
     .option('--commit-delay-ms <ms>', 'delay before appended rows are committed', nonNegativeInt('--commit-delay-ms'), 200)
     .option('--channel-rps <n>', 'append requests per second per channel before 429 (0: unlimited)', nonNegativeInt('--channel-rps'), 10)
+    .option('--verbose', 'print one line per request on stderr (method, path, status, milliseconds)')
     .action(async (opts: EmulatorCliOptions) => {
       await runEmulator(opts);
     });
@@ -64,6 +66,7 @@ async function runEmulator(opts: EmulatorCliOptions): Promise<void> {
     commitDelayMs: opts.commitDelayMs,
     channelRps: opts.channelRps,
     warehouses: opts.warehouse.length > 0 ? opts.warehouse : undefined,
+    onRequest: opts.verbose ? (l) => process.stderr.write(`${l.method} ${l.path} ${l.status} ${l.ms}ms\n`) : undefined,
   });
   const registered = users.map((u) => {
     try {

@@ -3,16 +3,31 @@ import { FloeError, coerceError } from '../errors.js';
 import { replicateCommand } from './replicate.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
+import { migrateCommand } from './migrate.js';
+import { sourceCommand } from './source.js';
+import { destinationCommand } from './destination.js';
+import { pipelineCommand } from './pipeline.js';
+import { statusCommand } from './status.js';
+import { secretCommand } from './secret.js';
 import { emulatorCommand } from './emulator.js';
 
 const program = new Command('floe').description('change data capture from PostgreSQL into DuckDB and Snowflake');
 program.addCommand(replicateCommand());
 program.addCommand(demoCommand());
 program.addCommand(doctorCommand());
+program.addCommand(migrateCommand());
+program.addCommand(sourceCommand());
+program.addCommand(destinationCommand());
+program.addCommand(pipelineCommand());
+program.addCommand(statusCommand());
+program.addCommand(secretCommand());
 program.addCommand(emulatorCommand());
-// Usage errors are one line, like every other error floe prints.
-for (const cmd of [program, ...program.commands]) {
-  cmd.exitOverride().configureOutput({ outputError: (str, write) => write(`floe: ${str.trim()} (see --help)\n`) });
+// Usage errors are one line, like every other error floe prints (subcommands of subcommands too).
+const allCommands = (cmd: Command): Command[] => [cmd, ...cmd.commands.flatMap(allCommands)];
+for (const cmd of allCommands(program)) {
+  cmd
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(`floe: ${str.trim().replace(/\s*\n\s*/g, ' ')} (see --help)\n`) });
 }
 
 try {

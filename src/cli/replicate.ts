@@ -1,16 +1,20 @@
 import { Command, Option } from 'commander';
-import { nonNegativeInt, positiveInt } from './arguments.js';
-import { FloeError } from '../errors.js';
+import { nonNegativeInt, nonNegativeNumber, positiveInt } from './arguments.js';
+import { FloeError, coerceError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/pipeline.js';
-import { MemoryStateStore } from '../store/memory-store.js';
-import { PostgresStateStore } from '../store/postgres-store.js';
-import type { StateStore } from '../store/state-store.js';
+import { openStateStore, stateStoreConfig } from '../store/open-store.js';
 import { parseDestination } from './destination-url.js';
 import { onShutdownSignal } from './signals.js';
 import { FloeMetrics, combineEvents } from '../telemetry/metrics.js';
-import { PipelineReadiness, startTelemetryServer } from '../telemetry/http.js';
+import { PipelineReadiness, ReadinessChecks, startTelemetryServer } from '../telemetry/http.js';
+import { registerUrlSecrets, type LogFormat } from '../telemetry/logger.js';
+import { AlertManager, alertPolicyFromEnv } from '../monitor/alerts.js';
+import { WebhookNotifier, webhookOptionsFromEnv } from '../monitor/webhook.js';
+import { WalMonitor, sourceNameFromUrl } from '../monitor/wal-monitor.js';
+import { Heartbeat } from '../monitor/heartbeat.js';
+import { postgresReachable } from '../telemetry/health.js';
 
 export function replicateCommand(): Command {
   return new Command('replicate')
@@ -21,7 +25,11 @@ export function replicateCommand(): Command {
     .requiredOption('--publication <name>', 'publication whose tables are replicated')
     .requiredOption('--slot <name>', 'logical replication slot (created if missing)')
     .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb or snowflake://USER@ACCOUNT/DB/SCHEMA?...')
-    .option('--state <url>', "state store: a PostgreSQL URL (tables in schema floe), 'source' or 'memory'", 'source')
+    .option(
+      '--state <url>',
+      "state store: a PostgreSQL URL (tables in schema floe), a Redis URL, 'source' or 'memory' (env FLOE_STATE_STORE=redis with FLOE_REDIS_URL)",
+      'source',
+    )
     .option('--pipeline-name <name>', 'name of this pipeline in the state store (default: the slot name)')
     .addOption(
       new Option('--delete-mode <mode>', 'hard: deleted rows leave the target; soft: they stay with _floe_deleted = true')
@@ -51,6 +59,33 @@ export function replicateCommand(): Command {
         .default(9000),
     )
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
+    .addOption(
+      new Option('--log-format <format>', 'json lines, or pretty for humans')
+        .choices(['json', 'pretty'])
+        .env('FLOE_LOG_FORMAT')
+        .default('json'),
+    )
+    .addOption(
+      new Option(
+        '--heartbeat-interval <seconds>',
+        'write a logical message to the source this often so the slot advances while published tables are idle (0: off)',
+      )
+        .env('FLOE_HEARTBEAT_INTERVAL')
+        .argParser(nonNegativeNumber('--heartbeat-interval'))
+        .default(60),
+    )
+    .addOption(
+      new Option('--monitor-interval <seconds>', 'how often the WAL monitor checks the source and slot (0: off)')
+        .env('FLOE_MONITOR_INTERVAL')
+        .argParser(nonNegativeNumber('--monitor-interval'))
+        .default(60),
+    )
+    .addOption(
+      new Option('--stall-after <seconds>', 'alert when the slot confirms nothing while WAL grows for this long')
+        .env('FLOE_STALL_AFTER')
+        .argParser(nonNegativeNumber('--stall-after'))
+        .default(600),
+    )
     .action(async (opts: ReplicateOptions) => {
       await replicate(opts);
     });
@@ -72,6 +107,10 @@ interface ReplicateOptions {
   statusIntervalMs: number;
   metricsPort: number;
   logLevel: string;
+  logFormat: LogFormat;
+  heartbeatInterval: number;
+  monitorInterval: number;
+  stallAfter: number;
 }
 
 /**
@@ -143,17 +182,75 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   if (!/^postgres(ql)?:\/\//.test(opts.source)) {
     throw new FloeError('config', 'the --source URL must start with postgres:// or postgresql://');
   }
-  const log = createLogger({ level: opts.logLevel });
+  registerUrlSecrets(opts.source);
+  registerUrlSecrets(opts.state);
+  registerUrlSecrets(opts.destination);
+  const name = opts.pipelineName ?? opts.slot;
+  // Every line of this process is about one pipeline: bind its name once.
+  const log = createLogger({ level: opts.logLevel, format: opts.logFormat }).child({ pipeline: name });
+  const alertPolicy = alertPolicyFromEnv();
+  const storeConfig = stateStoreConfig(opts.state, opts.source);
   const metrics = new FloeMetrics();
   const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode, log, registry: metrics.registry });
-  const store: StateStore =
-    opts.state === 'memory' ? new MemoryStateStore() : new PostgresStateStore(opts.state === 'source' ? opts.source : opts.state);
-  const name = opts.pipelineName ?? opts.slot;
-  const readiness = new PipelineReadiness();
+  const store = await openStateStore(storeConfig, log).catch(async (err: unknown) => {
+    await destination.close().catch(() => undefined);
+    throw err;
+  });
+  const pipelineReadiness = new PipelineReadiness();
+  const readiness = new ReadinessChecks().addCheck('pipeline', pipelineReadiness.check);
+
+  // Source health beside the pipeline: the WAL monitor (alerts, metrics, /readyz) and the heartbeat.
+  const sourceName = sourceNameFromUrl(opts.source);
+  const webhookOptions = webhookOptionsFromEnv(process.env, { log, metrics });
+  const notifier = webhookOptions ? new WebhookNotifier(webhookOptions) : undefined;
+  const alerts = new AlertManager({ policy: alertPolicy, sink: notifier, log, metrics });
+  const monitor = new WalMonitor({
+    intervalMs: Math.max(1, opts.monitorInterval * 1000),
+    minIntervalPerSourceMs: Math.min(10_000, opts.monitorInterval * 1000),
+    concurrency: 1,
+    maxConnections: 1,
+    stallAfterMs: opts.stallAfter * 1000,
+    log,
+    metrics,
+    alerts,
+    onCheck: (health) => {
+      const slot = health.slots.find((s) => s.slot === opts.slot);
+      if (slot?.confirmedFlushLagSeconds != null) metrics.setReplicationLagSeconds(name, slot.confirmedFlushLagSeconds);
+    },
+  });
+  monitor.addSource({ id: sourceName, name: sourceName, config: { url: opts.source }, slots: [opts.slot] });
+  readiness.addCheck('source', () => monitor.probe(sourceName));
+  // A state store apart from the source is probed on its own (the source check covers `--state source`).
+  const storeProbe =
+    storeConfig.kind === 'postgres' && storeConfig.postgresUrl !== opts.source ? postgresReachable(storeConfig.postgresUrl!) : undefined;
+  if (storeProbe) readiness.addCheck('state store', storeProbe.check);
+  else if (storeConfig.kind === 'redis') {
+    readiness.addCheck('state store', async () => {
+      try {
+        await store.getProgress(name);
+        return undefined;
+      } catch (err) {
+        return coerceError(err).message;
+      }
+    });
+  }
+  const heartbeat =
+    opts.heartbeatInterval > 0
+      ? new Heartbeat({ source: { url: opts.source }, sourceName, pipeline: name, intervalMs: opts.heartbeatInterval * 1000, log, metrics })
+      : undefined;
+
   const telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness }) : undefined;
   const controller = new AbortController();
   const release = onShutdownSignal(() => controller.abort());
   const progress = progressReporter(log);
+  // The helpers stop with the pipeline, whether it was asked to stop or failed.
+  const helpers = new AbortController();
+  const stopHelpers = () => helpers.abort();
+  controller.signal.addEventListener('abort', stopHelpers, { once: true });
+  const running = [
+    opts.monitorInterval > 0 ? monitor.run(helpers.signal) : Promise.resolve(),
+    heartbeat ? heartbeat.run(helpers.signal) : Promise.resolve(),
+  ];
   try {
     await runPipeline(
       {
@@ -170,7 +267,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         batchMaxMs: opts.batchMaxMs,
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
-        events: combineEvents(progress.events, metrics.pipelineEvents(name), readiness.events),
+        events: combineEvents(progress.events, metrics.pipelineEvents(name), pipelineReadiness.events),
         failpoints: crashFailpoints(process.env.FLOE_TEST_CRASH_AT),
       },
       controller.signal,
@@ -178,6 +275,11 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   } finally {
     progress.stop();
     release();
+    stopHelpers();
+    await Promise.allSettled(running);
+    await monitor.close();
+    await storeProbe?.close();
+    await notifier?.close();
     await telemetry?.close().catch(() => undefined);
     await destination.close().catch(() => undefined);
     await store.close().catch(() => undefined);

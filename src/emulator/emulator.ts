@@ -5,7 +5,7 @@
  * docs/emulator.md is the user guide and lists the wire-level decisions.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
 import { AuthFailure, Authenticator, type Principal } from './auth.js';
@@ -32,10 +32,14 @@ export interface EmulatorOptions {
   readonly warehouses?: readonly string[];
   /** How long a SQL API POST waits before answering 202. (Default: 45000) */
   readonly sqlSyncWaitMs?: number;
+  /** Rows per SQL API result partition; bigger results are paged with `?partition=n`. (Default: 100000) */
+  readonly sqlPartitionRows?: number;
   /** Largest append body on the wire, bytes. (Default: 4 MiB) */
   readonly maxAppendBytes?: number;
   /** HTTP status of STALE_CONTINUATION_TOKEN_SEQUENCER. (Default: 400) */
   readonly staleTokenStatus?: number;
+  /** Called once per answered request (method, path without query, status, milliseconds). */
+  readonly onRequest?: (line: { method: string; path: string; status: number; ms: number }) => void;
 }
 
 export interface EmulatorState {
@@ -79,11 +83,19 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     channelRps: options.channelRps ?? 10,
     staleTokenStatus: options.staleTokenStatus ?? 400,
   });
-  const sqlApi = new SqlApi(engine, { syncWaitMs: options.sqlSyncWaitMs ?? 45_000 });
+  await streaming.load();
+  const sqlApi = new SqlApi(engine, { syncWaitMs: options.sqlSyncWaitMs ?? 45_000, partitionRows: options.sqlPartitionRows ?? 100_000 });
   let refuseTimer: NodeJS.Timeout | undefined;
   let listening = true;
 
   const app: FastifyInstance = Fastify({ logger: false, bodyLimit: 64 * MiB, forceCloseConnections: true });
+  const onRequest = options.onRequest;
+  if (onRequest) {
+    app.addHook('onResponse', async (request, reply) => {
+      // The path only: query strings carry continuation tokens and request ids, which are noise here.
+      onRequest({ method: request.method, path: request.url.split('?')[0]!, status: reply.statusCode, ms: Math.round(reply.elapsedTime) });
+    });
+  }
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
@@ -94,6 +106,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (!config.stallCommits) streaming.schedule();
     }
     if (config.compat?.oauthTtlSeconds !== undefined) auth.oauthTtlSeconds = config.compat.oauthTtlSeconds;
+    if (config.compat?.partitionRows !== undefined) sqlApi.partitionRows = config.compat.partitionRows;
     if (config.invalidateChannels) streaming.invalidate(config.invalidateChannels.channel, config.invalidateChannels.code);
     if (config.outage?.mode === 'refuse') {
       refuse(config.outage.durationMs);
@@ -103,6 +116,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     faults.clear();
     streaming.stalled = false;
     auth.oauthTtlSeconds = 3600;
+    sqlApi.partitionRows = options.sqlPartitionRows ?? 100_000;
     streaming.schedule();
     restoreListener();
   };
@@ -264,7 +278,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     handle('drop', 'streaming', async (request, reply) => {
       const p = request.params as ChannelPath;
       const body = bodyJson(request);
-      streaming.drop(p.db, p.schema, p.pipe, p.channel, body.fail_on_uncommitted_rows === true);
+      await streaming.drop(p.db, p.schema, p.pipe, p.channel, body.fail_on_uncommitted_rows === true);
       return reply.send({});
     }),
   );
@@ -349,13 +363,21 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         return reply.code(400).send({ code: '390142', message: 'Incoming request does not contain a valid payload.' });
       }
       const r = await sqlApi.submit(body, request.query as Record<string, string>, who.user, who.role);
+      if (r.link) reply.header('Link', r.link);
       return reply.code(r.status).send(r.body);
     }),
   );
   app.get(
     '/api/v2/statements/:handle',
     handle('sql-status', 'sql', async (request, reply) => {
-      const r = sqlApi.status((request.params as { handle: string }).handle);
+      const r = sqlApi.status((request.params as { handle: string }).handle, (request.query as { partition?: string }).partition);
+      if (r.link) reply.header('Link', r.link);
+      if (r.gzip)
+        return reply
+          .code(r.status)
+          .header('Content-Encoding', 'gzip')
+          .type('application/json')
+          .send(gzipSync(JSON.stringify(r.body)));
       return reply.code(r.status).send(r.body);
     }),
   );
@@ -493,7 +515,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     flush,
     async close() {
       if (refuseTimer) clearTimeout(refuseTimer);
-      streaming.close();
+      await streaming.close();
       if (!listening) {
         listening = true;
         await new Promise<void>((r) => app.server.listen(port, host, () => r()));

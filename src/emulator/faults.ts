@@ -54,6 +54,8 @@ export const faultConfigSchema = z
         healthyStatus: z.enum(['SUCCESS', 'ACTIVE']).optional(),
         /** Reject requests without `Accept: application/json` with 391902. */
         requireAccept: z.boolean().optional(),
+        /** Rows per SQL API result partition (small values exercise `?partition=n` paging). */
+        partitionRows: z.number().int().min(1).optional(),
         /** Lifetime of scoped tokens issued by /oauth/token, seconds. */
         oauthTtlSeconds: z.number().int().min(1).optional(),
       })

@@ -38,9 +38,13 @@ interface Statement {
 export interface SqlApiReply {
   status: number;
   body: unknown;
+  /** Result partitions after the first are sent gzip-compressed, as Snowflake does. */
+  gzip?: boolean;
+  /** `Link` header for partitioned results. */
+  link?: string;
 }
 
-const READ_ONLY = new Set(['SELECT', 'WITH', 'SHOW', 'DESC', 'DESCRIBE', 'USE']);
+const READ_ONLY = new Set(['SELECT', 'WITH', 'SHOW', 'DESC', 'DESCRIBE', 'USE', 'CALL']);
 /** Statements that need a running warehouse in Snowflake. */
 const NEEDS_WAREHOUSE = new Set(['SELECT', 'WITH', 'INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 
@@ -63,12 +67,15 @@ export class SqlApi {
   readonly #byRequestId = new Map<string, string>();
   /** How long POST waits before answering 202 (Snowflake: 45 s). */
   syncWaitMs: number;
+  /** Rows per result partition; larger results are paged (`partitionInfo`, `?partition=n`). */
+  partitionRows: number;
 
   constructor(
     readonly engine: SqlEngine,
-    options: { syncWaitMs: number },
+    options: { syncWaitMs: number; partitionRows: number },
   ) {
     this.syncWaitMs = options.syncWaitMs;
+    this.partitionRows = options.partitionRows;
   }
 
   async submit(
@@ -84,8 +91,9 @@ export class SqlApi {
     if (requestId && query.retry === 'true') {
       const known = this.#byRequestId.get(requestId);
       const st = known ? this.#statements.get(known) : undefined;
-      // Retried with the same request id: never execute twice, answer with the original statement.
-      if (st) return this.#await(st, query.async === 'true');
+      // Retried with the same request id: a statement that succeeded (or still runs) is not executed again;
+      // one that failed or was cancelled is.
+      if (st && (st.state === 'running' || st.state === 'done')) return this.#await(st, query.async === 'true');
     }
     const st: Statement = {
       handle: newHandle(),
@@ -136,10 +144,33 @@ export class SqlApi {
     return this.reply(st);
   }
 
-  status(handle: string): SqlApiReply {
+  status(handle: string, partition?: string): SqlApiReply {
     const st = this.#statements.get(handle);
     if (!st) return notFound(handle);
-    return this.reply(st);
+    if (partition === undefined || st.state !== 'done') return this.reply(st);
+    const parts = this.#partitions(st, st.result!);
+    const n = Number(partition);
+    if (!Number.isInteger(n) || n < 0 || n >= parts.length) {
+      return {
+        status: 422,
+        body: {
+          code: '000709',
+          message: `Partition ${partition} of statement ${handle} not found`,
+          sqlState: '02000',
+          statementHandle: handle,
+        },
+      };
+    }
+    // A partition carries only its data.
+    return { status: 200, body: { data: parts[n] }, gzip: true };
+  }
+
+  #partitions(st: Statement, r: StatementResult): (string | null)[][][] {
+    const data = st.nullable ? r.rows : r.rows.map((row) => row.map((v) => v ?? 'null'));
+    const size = Math.max(1, this.partitionRows);
+    const parts: (string | null)[][][] = [];
+    for (let i = 0; i < data.length; i += size) parts.push(data.slice(i, i + size));
+    return parts.length > 0 ? parts : [[]];
   }
 
   async cancel(handle: string): Promise<SqlApiReply> {
@@ -208,8 +239,14 @@ export class SqlApi {
             createdOn: st.createdOn,
           },
         };
-      case 'done':
-        return { status: 200, body: resultBody(st, st.result!) };
+      case 'done': {
+        const parts = this.#partitions(st, st.result!);
+        const body = resultBody(st, st.result!, parts);
+        if (parts.length === 1) return { status: 200, body };
+        const url = (n: number) => `<${statusUrl(st.handle)}?partition=${n}>`;
+        const link = [`${url(0)}; rel="first"`, `${url(1)}; rel="next"`, `${url(parts.length - 1)}; rel="last"`].join(', ');
+        return { status: 200, body, link };
+      }
     }
   }
 
@@ -378,16 +415,15 @@ function rowType(c: ResultColumn): Record<string, unknown> {
   }
 }
 
-function resultBody(st: Statement, r: StatementResult): Record<string, unknown> {
-  const data = st.nullable ? r.rows : r.rows.map((row) => row.map((v) => v ?? 'null'));
+function resultBody(st: Statement, r: StatementResult, parts: (string | null)[][][]): Record<string, unknown> {
   const body: Record<string, unknown> = {
     resultSetMetaData: {
       numRows: r.rows.length,
       format: 'jsonv2',
       rowType: r.columns.map(rowType),
-      partitionInfo: [{ rowCount: r.rows.length, uncompressedSize: Buffer.byteLength(JSON.stringify(data)) }],
+      partitionInfo: parts.map((p) => ({ rowCount: p.length, uncompressedSize: Buffer.byteLength(JSON.stringify(p)) })),
     },
-    data,
+    data: parts[0],
     code: '090001',
     statementStatusUrl: `${statusUrl(st.handle)}?requestId=${st.requestId ?? randomUUID()}&partition=0`,
     requestId: st.requestId,

@@ -75,6 +75,30 @@ interface Channel {
   bucket: { tokens: number; at: number };
 }
 
+/** What survives a restart: everything but the in-flight batches and the rate bucket. */
+type PersistedChannel = Omit<Channel, 'key' | 'pending' | 'bucket' | 'rowSeq'>;
+
+function persisted(ch: Channel): PersistedChannel {
+  return {
+    database: ch.database,
+    schema: ch.schema,
+    pipe: ch.pipe,
+    name: ch.name,
+    createdOnMs: ch.createdOnMs,
+    clientSeq: ch.clientSeq,
+    committedOffset: ch.committedOffset,
+    rowsInserted: ch.rowsInserted,
+    rowsParsed: ch.rowsParsed,
+    rowsErrorCount: ch.rowsErrorCount,
+    lastError: ch.lastError,
+    statusCode: ch.statusCode,
+    latencyTotalMs: ch.latencyTotalMs,
+    batchesCommitted: ch.batchesCommitted,
+  };
+}
+
+const CHANNELS = '_emulator.channels';
+
 interface PipeTarget {
   readonly database: string;
   readonly schema: string;
@@ -255,6 +279,7 @@ export class StreamingService {
       this.#channels.set(key, ch);
     }
     if (typeof body.offset_token === 'string') ch.committedOffset = body.offset_token;
+    await this.#save(ch);
     return { next_continuation_token: this.token(ch), channel_status: this.status(ch) };
   }
 
@@ -324,12 +349,13 @@ export class StreamingService {
     return this.token(ch);
   }
 
-  drop(database: string, schema: string, pipe: string, channel: string, failOnUncommitted: boolean): void {
+  async drop(database: string, schema: string, pipe: string, channel: string, failOnUncommitted: boolean): Promise<void> {
     const ch = this.lookup(database, schema, pipe, channel);
     if (failOnUncommitted && ch.pending.length > 0) {
       throw new StreamingFailure(409, 'ERR_CHANNEL_HAS_UNCOMMITTED_DATA', `Channel ${channel} has uncommitted data.`);
     }
     this.#channels.delete(ch.key);
+    await this.#save(undefined, ch.key);
   }
 
   async bulkStatus(database: string, schema: string, pipe: string, names: string[]): Promise<Record<string, ChannelStatus>> {
@@ -463,50 +489,129 @@ export class StreamingService {
       g.rows.push(m.texts);
     }
     const table = duckTable(target.table);
-    let inserted = 0;
-    const insert = async (present: TableColumn[], rows: (string | null)[][]) => {
-      const select = present.map((c, k) => columnExpr(c.type, `__r[${k + 1}]`, binaryFormat)).join(', ');
-      await conn.run(
-        `INSERT INTO ${table} (${present.map((c) => quoteId(c.name)).join(', ')}) ` +
-          `SELECT ${select} FROM (SELECT unnest(from_json($1, '[["VARCHAR"]]')) AS __r)`,
-        [JSON.stringify(rows)],
-      );
+    const rowsSql = (present: TableColumn[]) =>
+      `SELECT ${present.map((c, k) => columnExpr(c.type, `__r[${k + 1}]`, binaryFormat)).join(', ')} ` +
+      `FROM (SELECT unnest(from_json($1, '[["VARCHAR"]]')) AS __r)`;
+    const insertAll = async (list: { present: TableColumn[]; rows: (string | null)[][] }[]) => {
+      for (const g of list) {
+        if (g.rows.length === 0) continue;
+        if (g.present.length === 0) {
+          for (let k = 0; k < g.rows.length; k++) await conn.run(`INSERT INTO ${table} DEFAULT VALUES`);
+          continue;
+        }
+        await conn.run(`INSERT INTO ${table} (${g.present.map((c) => quoteId(c.name)).join(', ')}) ${rowsSql(g.present)}`, [
+          JSON.stringify(g.rows),
+        ]);
+      }
     };
-    for (const g of groups.values()) {
-      if (g.present.length === 0) continue;
+    // The rows and the channel's new committed state land in one transaction: after a crash or restart the
+    // committed offset token never disagrees with the table.
+    const commit = async (list: { present: TableColumn[]; rows: (string | null)[][] }[], rowErrors: string[]) => {
+      const inserted = list.reduce((n, g) => n + g.rows.length, 0);
+      const next: PersistedChannel = {
+        ...persisted(ch),
+        rowsParsed: ch.rowsParsed + batch.rows.length,
+        rowsInserted: ch.rowsInserted + inserted,
+        rowsErrorCount: ch.rowsErrorCount + rowErrors.length,
+        lastError:
+          rowErrors.length > 0
+            ? {
+                offsetUpperBound: batch.endOffset ?? ch.committedOffset,
+                message: rowErrors[rowErrors.length - 1]!,
+                timestampMs: Date.now(),
+              }
+            : ch.lastError,
+        committedOffset: batch.endOffset ?? ch.committedOffset,
+        latencyTotalMs: ch.latencyTotalMs + (Date.now() - batch.acceptedAt),
+        batchesCommitted: ch.batchesCommitted + 1,
+      };
+      await conn.run('BEGIN TRANSACTION');
       try {
-        await insert(g.present, g.rows);
-        inserted += g.rows.length;
-      } catch {
-        // Some row DuckDB itself refuses (e.g. a value the checks let through): isolate it row by row.
+        await insertAll(list);
+        await this.#persist(conn, next);
+        await conn.run('COMMIT');
+      } catch (err) {
+        await conn.run('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      Object.assign(ch, next);
+    };
+    const groupList = [...groups.values()];
+    try {
+      await commit(groupList, errors);
+    } catch {
+      // Some row DuckDB itself refuses (e.g. a value the checks let through): find it by converting row by
+      // row outside the transaction, then commit the rest.
+      const kept = [];
+      for (const g of groupList) {
+        const rows: (string | null)[][] = [];
         for (const r of g.rows) {
           try {
-            await insert(g.present, [r]);
-            inserted++;
+            if (g.present.length > 0) await conn.run(rowsSql(g.present), [JSON.stringify([r])]);
+            rows.push(r);
           } catch (err) {
             errors.push(`Row could not be loaded: ${(err as Error).message.split('\n')[0]!.replace(/'[^']*'|"[^"]*"/g, "'…'")}`);
           }
         }
+        kept.push({ present: g.present, rows });
       }
+      await commit(kept, errors);
     }
-    ch.rowsParsed += batch.rows.length;
-    ch.rowsInserted += inserted;
-    if (errors.length > 0) {
-      ch.rowsErrorCount += errors.length;
-      ch.lastError = {
-        offsetUpperBound: batch.endOffset ?? ch.committedOffset,
-        message: errors[errors.length - 1]!,
-        timestampMs: Date.now(),
-      };
-    }
-    if (batch.endOffset !== null) ch.committedOffset = batch.endOffset;
-    ch.latencyTotalMs += Date.now() - batch.acceptedAt;
-    ch.batchesCommitted++;
   }
 
-  close(): void {
+  async #persist(conn: DuckDBConnection, state: PersistedChannel): Promise<void> {
+    const key = this.channelKey(state.database, state.schema, state.pipe, state.name);
+    await conn.run(`DELETE FROM ${CHANNELS} WHERE key = $1`, [key]);
+    await conn.run(`INSERT INTO ${CHANNELS} VALUES ($1, $2)`, [key, JSON.stringify(state)]);
+  }
+
+  /** Saves a channel's state outside a batch commit (open, drop), serialised with the other writers. */
+  async #save(ch: Channel | undefined, dropKey?: string): Promise<void> {
+    await this.engine.writeLock.run(async () => {
+      this.#commitConn ??= await this.engine.connect();
+      if (ch) await this.#persist(this.#commitConn, persisted(ch));
+      else await this.#commitConn.run(`DELETE FROM ${CHANNELS} WHERE key = $1`, [dropKey!]);
+    });
+  }
+
+  /** Loads the channels saved in the data file. Their client sequencer is bumped: tokens from before a restart are stale. */
+  async load(): Promise<void> {
+    const conn = await this.engine.connect();
+    try {
+      await conn.run(`CREATE TABLE IF NOT EXISTS ${CHANNELS} (key VARCHAR, state JSON)`);
+      const r = await conn.runAndReadAll(`SELECT state FROM ${CHANNELS}`);
+      for (const [state] of r.getRowsJS()) {
+        const p = JSON.parse(String(state)) as PersistedChannel;
+        const key = this.channelKey(p.database, p.schema, p.pipe, p.name);
+        this.#channels.set(key, {
+          ...p,
+          key,
+          clientSeq: p.clientSeq + 1,
+          rowSeq: 0,
+          pending: [],
+          bucket: { tokens: this.options.channelRps, at: Date.now() },
+        });
+        if (/-STREAMING$/i.test(p.pipe)) {
+          const k = [p.database, p.schema, p.pipe].map(up).join('.');
+          this.engine.instantiatedDefaultPipes.set(k, {
+            database: p.database,
+            schema: p.schema,
+            name: p.pipe,
+            table: p.pipe.replace(/-STREAMING$/i, ''),
+            createdOnMs: p.createdOnMs,
+          });
+        }
+      }
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  /** Stops the commit loop (pending batches are dropped, like a server restart) once a running commit is done. */
+  async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
+    while (this.#committing) await new Promise((r) => setTimeout(r, 5));
     this.#commitConn?.closeSync();
     this.#commitConn = undefined;
   }

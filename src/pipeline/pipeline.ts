@@ -39,6 +39,8 @@ import { decodeReplicationFrame, encodeStandbyStatus } from '../postgres/replica
 import { decodePgOutput } from '../postgres/pgoutput.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { copySnapshot, planRanges, type SnapshotTask } from './snapshot.js';
+import type { PipelineControl, TableState } from './controls.js';
+import { LiveTables, type StreamSide } from './live-tables.js';
 
 export interface PipelineOptions {
   /** Pipeline identity in the state store and destination bookkeeping. */
@@ -67,6 +69,10 @@ export interface PipelineOptions {
   /** When slot creation waits this long for running transactions, they are logged. (Default: 5000 ms) */
   readonly slotWaitReportMs?: number;
   readonly events?: PipelineEvents;
+  /** Skip and resync commands from the control plane, read at start and followed while streaming. */
+  readonly control?: PipelineControl;
+  /** How often the publication's table list is re-read while streaming. (Default: 10000 ms) */
+  readonly publicationPollMs?: number;
   /** Test hooks at risky steps. */
   readonly failpoints?: Failpoints;
 }
@@ -80,6 +86,8 @@ export interface PipelineEvents {
   acknowledged?(lsn: bigint, serverWalEnd: bigint): void;
   merged?(journalRows: number): void;
   retrying?(error: FloeError, delayMs: number): void;
+  /** A table's replication state changed (rows: snapshot rows copied so far, when known). */
+  table?(table: string, state: TableState, detail?: { rows?: number; error?: string }): void;
 }
 
 export interface BatchDetails {
@@ -104,6 +112,7 @@ const DEFAULTS = {
   mergeIntervalMs: 5000,
   statusIntervalMs: 10_000,
   slotWaitReportMs: 5000,
+  publicationPollMs: 10_000,
 };
 
 /** Runs until `signal` aborts (then drains and resolves) or a non-retryable error (then rejects). */
@@ -186,7 +195,16 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
     }
 
     repl = await connectReplication({ ...options.source, applicationName: `floe-${options.name}` });
-    const tables = await cache.publishedTables(options.publication);
+    const published = await cache.publishedTables(options.publication);
+    // Skipped tables (the control's set at start) are neither prepared nor snapshotted, and the stream
+    // drops their changes; the store forgets them, so a table unskipped while floe is down is snapshotted
+    // afresh at the next start.
+    const skippedAtStart = new Set(options.control?.skipped ?? []);
+    const skippedTables = published.filter((t) => skippedAtStart.has(qualifiedName(t)));
+    const tables = published.filter((t) => !skippedAtStart.has(qualifiedName(t)));
+    const emitTable = (t: TableSchema, s: TableState, detail?: { rows?: number; error?: string }) =>
+      options.events?.table?.(qualifiedName(t), s, detail);
+    for (const t of skippedTables) emitTable(t, 'skipped');
     let incarnation: string;
     let startLsn: bigint;
     let snapshotTasks: SnapshotTask[] = [];
@@ -236,9 +254,12 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
         if (!k || k.phase === 'snapshot') needSnapshot.push(t);
       }
       for (const name of known.keys()) {
-        if (!tables.some((t) => qualifiedName(t) === name)) {
+        if (skippedAtStart.has(name)) {
+          await store.removeTable(options.name, incarnation, name);
+        } else if (!tables.some((t) => qualifiedName(t) === name)) {
           log.info({ table: name }, 'table left the publication; it is no longer replicated');
           await store.removeTable(options.name, incarnation, name);
+          options.events?.table?.(name, 'removed');
         }
       }
       if (needSnapshot.length > 0) {
@@ -281,6 +302,12 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
               const pending = range(k.rangeCount).filter((i) => !k.rangesDone.has(i));
               planned.push({ table: task.table, rangeCount: k.rangeCount, pagesPerRange: k.pagesPerRange, pending });
             } else {
+              if (!k) {
+                // Added while floe was down, or re-added, or no longer skipped: rows of an earlier time in
+                // the publication are stale. Nothing streams yet, so every journal row the reset excludes
+                // is older than this snapshot.
+                await destination.resetTable(task.table, snapshotLsn);
+              }
               const plan = await planRanges(meta, task.table, o.snapshotRangePages, o.snapshotParallelism);
               await store.setTable(options.name, incarnation, qualifiedName(task.table), { phase: 'snapshot', snapshotLsn, ...plan });
               planned.push({ table: task.table, ...plan, pending: range(plan.rangeCount) });
@@ -289,6 +316,8 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
           snapshotTasks = planned;
         }
         log.info({ tables: snapshotTasks.length, snapshotLsn: formatLsn(snapshotLsn) }, 'snapshot started');
+        const rowsCopied = new Map<string, number>();
+        for (const task of snapshotTasks) emitTable(task.table, 'snapshotting', { rows: 0 });
         await copySnapshot(snapshotTasks, {
           source: options.source,
           snapshotName,
@@ -301,7 +330,12 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
           incarnation,
           log,
           signal,
-          onRange: (t, rows) => options.events?.snapshotRange?.(qualifiedName(t), rows),
+          onRange: (t, rows) => {
+            const name = qualifiedName(t);
+            rowsCopied.set(name, (rowsCopied.get(name) ?? 0) + rows);
+            options.events?.snapshotRange?.(name, rows);
+            emitTable(t, 'snapshotting', { rows: rowsCopied.get(name) });
+          },
           beforeRecordRange: options.failpoints?.beforeRecordRange,
         });
         if (signal.aborted) return;
@@ -313,6 +347,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
             rangeCount: task.rangeCount,
             pagesPerRange: task.pagesPerRange,
           });
+          emitTable(task.table, 'streaming', { rows: rowsCopied.get(qualifiedName(task.table)) ?? 0 });
         }
         log.info({ tables: snapshotTasks.length }, 'snapshot complete');
       } finally {
@@ -325,9 +360,22 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
     // ---- stream -------------------------------------------------------------------------
     if (signal.aborted) return;
     options.events?.phase?.('streaming');
+    const snapshotted = new Set(snapshotTasks.map((t) => qualifiedName(t.table)));
+    for (const t of tables) if (!snapshotted.has(qualifiedName(t))) emitTable(t, 'streaming');
+    const live = new LiveTables({ options, meta, cache, major: info.major, incarnation, ...o }, [
+      ...tables.map((table) => ({ table, state: 'streaming' as const })),
+      ...skippedTables.map((table) => ({ table, state: 'skipped' as const })),
+    ]);
     const stream = startReplication(repl, { slotName: options.slotName, publication: options.publication, startLsn });
-    const streamer = new Streamer(options, o, stream, cache, tables, incarnation, startLsn);
-    await streamer.run(signal);
+    const streamer = new Streamer(options, o, stream, cache, published, incarnation, startLsn, live);
+    for (const t of skippedTables) streamer.setDropped(t.relationId, true);
+    live.start(streamer, signal);
+    try {
+      await streamer.run(signal);
+    } finally {
+      // Live snapshots stop with the stream; an interrupted one resumes at the next start.
+      await live.stop();
+    }
     if (streamer.ackLsn > streamer.sentLsn) {
       // Transactions made durable after CopyDone: the slot is released once the stream ended, so
       // confirm them with pg_replication_slot_advance rather than leaving WAL pinned until the next start.
@@ -354,8 +402,11 @@ interface Batch {
 
 const newBatch = (): Batch => ({ changes: [], bytes: 0, startedAt: 0, lastCommit: undefined, endsMidTransaction: false });
 
-class Streamer {
+class Streamer implements StreamSide {
   readonly #options: PipelineOptions;
+  readonly #live: LiveTables;
+  /** Relations whose changes are dropped (skipped tables). */
+  readonly #dropped = new Set<number>();
   readonly #o: typeof DEFAULTS;
   readonly #stream: Duplex;
   readonly #cache: SchemaCache;
@@ -380,8 +431,10 @@ class Streamer {
     tables: TableSchema[],
     incarnation: string,
     startLsn: bigint,
+    live: LiveTables,
   ) {
     this.#options = options;
+    this.#live = live;
     this.#o = o;
     this.#stream = stream;
     this.#cache = cache;
@@ -398,6 +451,24 @@ class Streamer {
   /** The last LSN sent in a status update. */
   get sentLsn(): bigint {
     return this.#sentLsn;
+  }
+
+  setDropped(relationId: number, dropped: boolean): void {
+    if (dropped) this.#dropped.add(relationId);
+    else this.#dropped.delete(relationId);
+  }
+
+  position(): bigint {
+    const txn = this.#txn?.lsn ?? 0n;
+    return txn > this.#lastWalEnd ? txn : this.#lastWalEnd;
+  }
+
+  relation(relationId: number): TableSchema | undefined {
+    return this.#relations.get(relationId);
+  }
+
+  fail(err: unknown): void {
+    this.#fail(err);
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -490,11 +561,19 @@ class Streamer {
         this.#cache.invalidate(msg.relationId);
         const table = await this.#cache.tableFromRelation(msg);
         const before = this.#relations.get(msg.relationId);
+        const name = qualifiedName(table);
+        if (!before && this.#live.drops(name)) this.#dropped.add(msg.relationId);
+        if (this.#dropped.has(msg.relationId)) {
+          // Skipped: not prepared either (a table is often skipped because it cannot be replicated). Its
+          // snapshot job prepares it with this schema when it is unskipped.
+          this.#relations.set(msg.relationId, table);
+          return;
+        }
+        // A table the pipeline does not replicate yet (new, or re-added): its changes are journaled from
+        // now on, and its live snapshot fills in what came before.
+        this.#live.noticeRelation(name);
         if (!before) {
-          this.#options.log.warn(
-            { table: qualifiedName(table) },
-            'table joined the publication while streaming; its changes are journaled and it is snapshotted at the next start',
-          );
+          this.#options.log.info({ table: name }, 'relation of a table not seen before');
         } else if (columnsSignature(before) !== columnsSignature(table)) {
           this.#options.log.info({ table: qualifiedName(table), columns: table.columns.length }, 'table columns changed');
           // Changes read under the old columns and types reach the destination before it evolves the table.
@@ -506,8 +585,10 @@ class Streamer {
         return;
       }
       case 'insert':
+        if (this.#dropped.size > 0 && this.#dropped.has(msg.relationId)) return;
         return this.#add(this.#table(msg.relationId), 'i', msg.newTuple);
       case 'update': {
+        if (this.#dropped.size > 0 && this.#dropped.has(msg.relationId)) return;
         const table = this.#table(msg.relationId);
         const cells = msg.newTuple.slice();
         if (msg.oldTuple) {
@@ -530,9 +611,11 @@ class Streamer {
         return this.#add(table, 'u', cells);
       }
       case 'delete':
+        if (this.#dropped.size > 0 && this.#dropped.has(msg.relationId)) return;
         return this.#add(this.#table(msg.relationId), 'd', msg.oldTuple);
       case 'truncate':
         for (const id of msg.relationIds) {
+          if (this.#dropped.has(id)) continue;
           const table = this.#table(id);
           await this.#add(
             table,

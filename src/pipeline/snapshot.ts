@@ -75,7 +75,12 @@ export async function copySnapshot(tasks: readonly SnapshotTask[], options: Snap
   const workers = Math.max(1, Math.min(options.parallelism, queue.length));
   let failure: unknown;
   const worker = async (id: number): Promise<void> => {
+    if (options.signal.aborted) return;
     const client = await connectSource({ ...options.source, applicationName: `floe-snapshot-${id}` });
+    // An abort stops a range in the middle (its transaction in the destination rolls back) rather than
+    // after it: a range can take long, and a stopping pipeline or a skipped table must not wait for it.
+    const onAbort = () => void client.end().catch(() => undefined);
+    options.signal.addEventListener('abort', onAbort, { once: true });
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await client.query(`SET TRANSACTION SNAPSHOT '${options.snapshotName.replaceAll("'", "''")}'`);
@@ -88,12 +93,14 @@ export async function copySnapshot(tasks: readonly SnapshotTask[], options: Snap
     } catch (err) {
       failure ??= err;
     } finally {
+      options.signal.removeEventListener('abort', onAbort);
       await client.query('ROLLBACK').catch(() => undefined);
       await client.end().catch(() => undefined);
     }
   };
   await Promise.all(Array.from({ length: workers }, (_, i) => worker(i)));
-  if (failure !== undefined) throw snapshotError(failure);
+  // After an abort the failure is the ended connection: unfinished ranges are simply not recorded.
+  if (failure !== undefined && !options.signal.aborted) throw snapshotError(failure);
 }
 
 async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: number, options: SnapshotOptions): Promise<void> {

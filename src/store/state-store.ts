@@ -6,8 +6,9 @@
  * - progress is recorded only after the destination made it durable;
  * - positions belong to one slot incarnation; a write for another incarnation
  *   is refused, and progress never moves backwards;
- * - every write carries the caller's fencing token when leases are in use; a
- *   stale token is refused (the control-plane issue adds the leases).
+ * - every write of a fenced view (`fenced(token)`) carries the caller's lease
+ *   token; a write with a token lower than one already recorded for the
+ *   pipeline is refused, atomically with the write itself.
  */
 export type TablePhase = 'snapshot' | 'streaming';
 
@@ -52,6 +53,13 @@ export interface StateStore {
   markRangeDone(pipeline: string, incarnation: string, table: string, rangeIndex: number): Promise<void>;
   /** Forgets a table (removed from the publication, or resync). */
   removeTable(pipeline: string, incarnation: string, table: string): Promise<void>;
+  /**
+   * A view of this store whose writes carry a fencing token: each write is applied atomically only if
+   * no higher token was ever recorded for that pipeline (and records this one); otherwise it fails with
+   * FloeError('state', ..., { retry: 'none', hint: 'this worker lost the lease ...' }).
+   * The view shares this store's connections: closing the view does nothing, close this store instead.
+   */
+  fenced(token: bigint): StateStore;
   close(): Promise<void>;
 }
 
@@ -66,4 +74,18 @@ export function staleIncarnation(pipeline: string, expected: string | undefined,
       hint: 'another process recreated the slot; restart this pipeline so it resyncs under the new incarnation',
     },
   );
+}
+
+export function staleFence(pipeline: string, token: bigint): FloeError {
+  return new FloeError('state', `refusing progress for pipeline ${pipeline}: fencing token ${token} is stale`, {
+    retry: 'none',
+    hint: 'this worker lost the lease of the pipeline to another worker; it stops and leaves the pipeline to the new holder',
+  });
+}
+
+export function unknownTable(pipeline: string, table: string): FloeError {
+  return new FloeError('state', `pipeline ${pipeline} has no snapshot plan for table ${table}`, {
+    retry: 'none',
+    hint: 'the table was removed from the state store while its snapshot ran; restart the pipeline',
+  });
 }

@@ -1,13 +1,80 @@
 /**
  * The operator endpoints: /metrics (Prometheus text), /healthz (the process is alive) and /readyz
- * (every pipeline is snapshotting or streaming; 503 with a JSON reason otherwise).
+ * (every readiness check passes: pipelines snapshotting or streaming, sources, state store and control
+ * plane reachable; 503 with a JSON reason naming the failed checks otherwise).
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { FloeError } from '../errors.js';
 import type { FloeMetrics } from './metrics.js';
 
+export type ReadinessResult = { ok: true } | { ok: false; reason: string };
+
 export interface Readiness {
-  ready(): { ok: true } | { ok: false; reason: string };
+  ready(): ReadinessResult | Promise<ReadinessResult>;
+}
+
+/** A readiness check: resolves undefined when ready, or the reason it is not (or throws). */
+export type ReadinessCheck = () => Promise<string | undefined> | string | undefined;
+
+/**
+ * Pluggable readiness: every named check must pass. Checks run in parallel, each bounded by
+ * `timeoutMs`, and results are reused for `cacheMs` so a busy prober does not hammer the sources.
+ * `floe replicate` adds the pipeline, source and state store; `floe run` adds the control plane.
+ */
+export class ReadinessChecks implements Readiness {
+  readonly #checks = new Map<string, ReadinessCheck>();
+  readonly #timeoutMs: number;
+  readonly #cacheMs: number;
+  #cached: { at: number; result: Promise<ReadinessResult & { checks: Record<string, string> }> } | undefined;
+
+  constructor(options: { timeoutMs?: number; cacheMs?: number } = {}) {
+    this.#timeoutMs = options.timeoutMs ?? 3000;
+    this.#cacheMs = options.cacheMs ?? 1000;
+  }
+
+  addCheck(name: string, check: ReadinessCheck): this {
+    this.#checks.set(name, check);
+    this.#cached = undefined;
+    return this;
+  }
+
+  removeCheck(name: string): void {
+    this.#checks.delete(name);
+    this.#cached = undefined;
+  }
+
+  ready(): Promise<ReadinessResult & { checks: Record<string, string> }> {
+    const now = Date.now();
+    if (!this.#cached || now - this.#cached.at > this.#cacheMs) this.#cached = { at: now, result: this.#run() };
+    return this.#cached.result;
+  }
+
+  async #run(): Promise<ReadinessResult & { checks: Record<string, string> }> {
+    const entries = [...this.#checks.entries()];
+    const outcomes = await Promise.all(
+      entries.map(async ([name, check]) => {
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<string>((resolve) => {
+          timer = setTimeout(() => resolve(`no answer within ${this.#timeoutMs} ms`), this.#timeoutMs);
+        });
+        try {
+          const reason = await Promise.race([Promise.resolve().then(check), timeout]);
+          return [name, reason] as const;
+        } catch (err) {
+          return [name, (err as Error).message ?? String(err)] as const;
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
+    );
+    const checks: Record<string, string> = {};
+    const failed: string[] = [];
+    for (const [name, reason] of outcomes) {
+      checks[name] = reason ?? 'ok';
+      if (reason !== undefined) failed.push(`${name}: ${reason}`);
+    }
+    return failed.length === 0 ? { ok: true, checks } : { ok: false, reason: failed.join('; '), checks };
+  }
 }
 
 export async function startTelemetryServer(options: {
@@ -23,10 +90,11 @@ export async function startTelemetryServer(options: {
   });
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
-    const r = options.readiness.ready();
-    if (r.ok) return { status: 'ready' };
+    const r = (await options.readiness.ready()) as ReadinessResult & { checks?: Record<string, string> };
+    const checks = r.checks ? { checks: r.checks } : {};
+    if (r.ok) return { status: 'ready', ...checks };
     reply.code(503);
-    return { status: 'not ready', reason: r.reason };
+    return { status: 'not ready', reason: r.reason, ...checks };
   });
   try {
     await app.listen({ port: options.port, host: options.host ?? '0.0.0.0' });
@@ -57,7 +125,13 @@ export class PipelineReadiness implements Readiness {
     },
   };
 
-  ready(): { ok: true } | { ok: false; reason: string } {
+  /** As a named check for ReadinessChecks. */
+  readonly check: ReadinessCheck = () => {
+    const r = this.ready();
+    return r.ok ? undefined : r.reason;
+  };
+
+  ready(): ReadinessResult {
     if (this.#phase === 'streaming' || this.#phase === 'snapshotting') return { ok: true };
     return { ok: false, reason: this.#lastError ? `pipeline is ${this.#phase}: ${this.#lastError}` : `pipeline is ${this.#phase}` };
   }

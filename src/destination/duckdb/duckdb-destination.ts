@@ -66,6 +66,8 @@ export class DuckDbDestination implements Destination {
   readonly #tables = new Map<string, KnownTable>();
   /** Serialises transactions on the single connection. */
   #chain: Promise<unknown> = Promise.resolve();
+  /** Names staging tables of snapshot ranges. */
+  #stages = 0;
 
   constructor(options: DuckDbDestinationOptions) {
     this.#options = { path: options.path, deleteMode: options.deleteMode ?? 'hard', memoryLimit: options.memoryLimit ?? '1GB' };
@@ -194,41 +196,67 @@ export class DuckDbDestination implements Destination {
   async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {
     const known = this.#known(range.table);
     const name = qualifiedName(range.table);
-    // One range is one transaction; rows are streamed into the appender so the
-    // process holds only one chunk of rows at a time.
-    return this.#serial(async () => {
-      const c = this.#c();
-      const done = await this.#rows(
-        `SELECT 1 FROM ${META}.snapshot_range WHERE pipeline = ${quoteLiteral(this.#pipeline)} AND incarnation = ${quoteLiteral(this.#incarnation)} AND source_table = ${quoteLiteral(name)} AND range_index = ${range.rangeIndex}`,
-      );
-      if (done.length > 0) {
-        for await (const chunk of rows) void chunk; // drain the producer
-        return 0;
-      }
-      await c.run('BEGIN');
+    const rangeLit = `pipeline = ${quoteLiteral(this.#pipeline)} AND incarnation = ${quoteLiteral(this.#incarnation)} AND source_table = ${quoteLiteral(name)} AND range_index = ${range.rangeIndex}`;
+    const done = await this.#serial(() => this.#rows(`SELECT 1 FROM ${META}.snapshot_range WHERE ${rangeLit}`));
+    if (done.length > 0) {
+      for await (const chunk of rows) void chunk; // drain the producer
+      return 0;
+    }
+    // The range is staged in a temporary table in short steps, then moved to the journal in one
+    // transaction with its marker. Holding the one connection for the whole copy would stall the
+    // stream's journal writes (and so the other tables) for as long as a range takes to read from the
+    // source, which matters for a table snapshotted while the pipeline streams. Memory stays bounded
+    // by one step's rows.
+    const stage = quoteIdent(`_floe_stage_${++this.#stages}`);
+    const positions = this.#columnPositions(known, range.table);
+    const position = { lsn: range.snapshotLsn, ordinal: -1 };
+    await this.#serial(() => this.#c().run(`CREATE OR REPLACE TEMP TABLE ${stage} AS SELECT * FROM ${this.#journal(range.table)} LIMIT 0`));
+    try {
       let count = 0;
+      let pending: (readonly Cell[])[] = [];
+      let pendingBytes = 0;
+      const stageRows = async () => {
+        const batch = pending;
+        pending = [];
+        pendingBytes = 0;
+        await this.#serial(async () => {
+          const appender = await this.#c().createAppender(stage.slice(1, -1), 'main', 'temp');
+          for (const cells of batch) this.#appendRow(appender, known, positions, range.table, 'r', position, 0n, cells);
+          appender.closeSync();
+        });
+      };
       try {
-        const appender = await c.createAppender(this.#journalName(range.table), JOURNAL);
-        const positions = this.#columnPositions(known, range.table);
         for await (const chunk of rows) {
           for (const cells of chunk) {
-            this.#appendRow(appender, known, positions, range.table, 'r', { lsn: range.snapshotLsn, ordinal: -1 }, 0n, cells);
-            count++;
+            pending.push(cells);
+            for (const c of cells) if (typeof c === 'string') pendingBytes += c.length;
           }
+          count += chunk.length;
+          if (pending.length >= STAGE_ROWS || pendingBytes >= STAGE_BYTES) await stageRows();
         }
-        appender.closeSync();
-        await c.run(
-          `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
-        );
-        await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
-        await c.run('COMMIT');
+        if (pending.length > 0) await stageRows();
       } catch (err) {
-        await c.run('ROLLBACK').catch(() => undefined);
-        await this.#reloadSeq();
         throw wrapDuckDb(err, `loading snapshot range ${range.rangeIndex} of ${name}`);
       }
+      await this.#serial(async () => {
+        const c = this.#c();
+        await c.run('BEGIN');
+        try {
+          await c.run(`INSERT INTO ${this.#journal(range.table)} BY NAME SELECT * FROM ${stage}`);
+          await c.run(
+            `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
+          );
+          await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
+          await c.run('COMMIT');
+        } catch (err) {
+          await c.run('ROLLBACK').catch(() => undefined);
+          throw wrapDuckDb(err, `loading snapshot range ${range.rangeIndex} of ${name}`);
+        }
+      });
       return count;
-    });
+    } finally {
+      await this.#serial(() => this.#c().run(`DROP TABLE IF EXISTS temp.main.${stage}`)).catch(() => undefined);
+    }
   }
 
   async completeSnapshot(table: TableSchema): Promise<void> {
@@ -527,6 +555,9 @@ export class DuckDbDestination implements Destination {
           SELECT ${colList}, _floe_lsn, _floe_ordinal, now() FROM _floe_apply WHERE _floe_op <> 'd'`);
       }
       await c.run(`UPDATE ${META}.source_table SET merged_seq = ${to} WHERE source_table = ${quoteLiteral(name)}`);
+      // Sequence numbers may be handed out to staged snapshot rows not yet in a journal: the stored
+      // counter must cover merged_seq, or a restart would reuse numbers this merge has passed.
+      await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
       await c.run('COMMIT');
       return windowRows;
     } catch (err) {
@@ -621,7 +652,9 @@ export class DuckDbDestination implements Destination {
 
   async #reloadSeq(): Promise<void> {
     const seq = await this.#rows(`SELECT next_seq FROM ${META}.seq`);
-    this.#nextSeq = BigInt((seq[0]?.[0] as bigint | undefined) ?? 1n);
+    const stored = BigInt((seq[0]?.[0] as bigint | undefined) ?? 1n);
+    // Never back: numbers handed out to staged snapshot rows (or passed by a merge) stay taken; a gap is harmless.
+    if (stored > this.#nextSeq) this.#nextSeq = stored;
   }
 
   #c(): DuckDBConnection {
@@ -640,6 +673,10 @@ export class DuckDbDestination implements Destination {
     return next;
   }
 }
+
+/** A snapshot range is staged in steps of at most this many rows or bytes of text. */
+const STAGE_ROWS = 2048;
+const STAGE_BYTES = 1 << 20;
 
 const sqlList = (items: readonly string[]): string => `[${items.map(quoteLiteral).join(', ')}]::VARCHAR[]`;
 

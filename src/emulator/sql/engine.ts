@@ -170,6 +170,19 @@ export class SqlEngine {
     }));
   }
 
+  readonly #columnCache = new Map<string, { version: number; columns: TableColumn[] | undefined }>();
+
+  /** tableColumns through a cache that DDL invalidates (duckdb_columns() is slow enough to matter per query). */
+  async cachedColumns(conn: DuckDBConnection, t: ObjectName): Promise<TableColumn[] | undefined> {
+    const key = `${t.database}\u0000${t.schema}\u0000${t.name}`;
+    const hit = this.#columnCache.get(key);
+    if (hit && hit.version === this.catalogVersion) return hit.columns;
+    const version = this.catalogVersion;
+    const columns = await this.tableColumns(conn, t);
+    this.#columnCache.set(key, { version, columns });
+    return columns;
+  }
+
   async namedPipe(conn: DuckDBConnection, database: string, schema: string, name: string): Promise<NamedPipe | undefined> {
     const r = await conn.runAndReadAll(
       `SELECT definition, created_on_ms FROM ${META}.pipes WHERE upper(database) = upper($1) AND upper(schema) = upper($2) AND upper(name) = upper($3)`,
@@ -241,7 +254,7 @@ export class SqlEngine {
           rows: [[`waited ${c.ms / 1000} seconds`]],
         };
       case 'query':
-        return this.query(conn, c.sql, c.verb);
+        return this.query(conn, c.sql, c.verb, c.tables);
       case 'merge':
         return this.merge(conn, c);
       case 'transaction':
@@ -422,9 +435,18 @@ export class SqlEngine {
     await conn.run(`COMMENT ON COLUMN ${duckTable(t)}.${quoteId(column)} IS ${quoteStr(renderSfType(type))}`);
   }
 
-  async query(conn: DuckDBConnection, sql: string, verb: 'select' | 'insert' | 'update' | 'delete'): Promise<StatementResult> {
+  async query(
+    conn: DuckDBConnection,
+    sql: string,
+    verb: 'select' | 'insert' | 'update' | 'delete',
+    tables: readonly ObjectName[] = [],
+  ): Promise<StatementResult> {
     const r = await conn.runAndReadAll(sql);
-    if (verb === 'select') return renderResult(r);
+    if (verb === 'select') {
+      const known: TableColumn[] = [];
+      for (const t of tables) known.push(...((await this.cachedColumns(conn, t)) ?? []));
+      return renderResult(r, known);
+    }
     const n = Number(r.getRowsJS()[0]?.[0] ?? 0);
     const fixed: SfType = { base: 'NUMBER', size: 38, scale: 0 };
     const col = (name: string) => ({ name, type: fixed, nullable: false });
@@ -653,7 +675,8 @@ export function renderCell(v: unknown, type: SfType): string | null {
   if (v instanceof DuckDBDecimalValue) return v.toString();
   if (v instanceof DuckDBDateValue) return String(v.days);
   if (v instanceof DuckDBTimeValue) return secs9(v.micros);
-  if (v instanceof DuckDBTimestampTZValue) return `${secs9(v.micros)} 1440`;
+  // TIMESTAMP_LTZ renders like NTZ (session time zone UTC); TIMESTAMP_TZ carries its offset (always UTC here).
+  if (v instanceof DuckDBTimestampTZValue) return type.base === 'TIMESTAMP_LTZ' ? secs9(v.micros) : `${secs9(v.micros)} 1440`;
   if (v instanceof DuckDBTimestampValue) return secs9(v.micros);
   if (v instanceof DuckDBBlobValue) return Buffer.from(v.bytes).toString('hex').toUpperCase();
   if (typeof v === 'boolean') return v ? 'true' : 'false';
@@ -677,16 +700,21 @@ export function renderCell(v: unknown, type: SfType): string | null {
   return String(v);
 }
 
-export function renderResult(r: DuckDBResultReader): StatementResult {
+/**
+ * A result with Snowflake column types. DuckDB cannot say where a result column came from, so a column whose
+ * name and storage type match a column of a table the statement referenced takes that column's Snowflake type
+ * (ARRAY vs VARIANT, TIMESTAMP_LTZ vs TIMESTAMP_TZ, VARCHAR length); others are typed from DuckDB's type.
+ */
+export function renderResult(r: DuckDBResultReader, known: readonly TableColumn[] = []): StatementResult {
   const names = r.columnNames();
   const types = r.columnTypes();
   const columns: ResultColumn[] = names.map((name, k) => {
     const t = types[k]!;
-    return {
-      name: name.toUpperCase() === name ? name : name,
-      type: t.alias === 'JSON' ? sfTypeOfDuck('JSON') : sfTypeOfDuck(t.toString()),
-      nullable: true,
-    };
+    const duck = t.alias === 'JSON' ? 'JSON' : t.toString().replace('TIMESTAMP WITH TIME ZONE', 'TIMESTAMPTZ');
+    const fromTable =
+      known.find((c) => c.name === name && duckType(c.type) === duck) ??
+      known.find((c) => c.name.toUpperCase() === name.toUpperCase() && duckType(c.type) === duck);
+    return { name, type: fromTable?.type ?? sfTypeOfDuck(duck), nullable: fromTable?.nullable ?? true };
   });
   const rows = r.getRows().map((row) => row.map((v, k) => renderCell(v, columns[k]!.type)));
   return { columns, rows };

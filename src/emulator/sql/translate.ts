@@ -56,7 +56,7 @@ export interface MergeClause {
 }
 
 export type Command =
-  | { kind: 'query'; sql: string; verb: 'select' | 'insert' | 'update' | 'delete' }
+  | { kind: 'query'; sql: string; verb: 'select' | 'insert' | 'update' | 'delete'; tables: ObjectName[] }
   | {
       kind: 'merge';
       sql: string;
@@ -102,7 +102,7 @@ const KEYWORDS = new Set(
     'SELECT FROM WHERE GROUP BY ORDER HAVING QUALIFY LIMIT OFFSET AS ON AND OR NOT IN IS NULL TRUE FALSE CASE WHEN ' +
     'THEN ELSE END DISTINCT ALL UNION EXCEPT INTERSECT MINUS JOIN INNER LEFT RIGHT FULL OUTER CROSS USING OVER ' +
     'PARTITION ROWS RANGE BETWEEN UNBOUNDED PRECEDING FOLLOWING CURRENT ROW ASC DESC NULLS FIRST LAST WITH VALUES ' +
-    'INTO SET EXISTS LIKE ILIKE INSERT UPDATE DELETE MERGE MATCHED ANY DEFAULT LATERAL NATURAL RECURSIVE TOP'
+    'INTO SET EXISTS LIKE ILIKE INSERT UPDATE DELETE MERGE MATCHED ANY DEFAULT LATERAL NATURAL RECURSIVE TOP IGNORE RESPECT'
   ).split(' '),
 );
 
@@ -156,6 +156,10 @@ export function translateStatement(stmt: StatementText, ctx: TranslateContext): 
 class Translator {
   #i = 0;
   readonly #cteNames = new Set<string>();
+  /** Tables the statement reads or writes (result columns take their Snowflake types from them). */
+  readonly #tables: ObjectName[] = [];
+  /** Token index → alias to emit after it (unaliased select items, see nameSelectItems). */
+  readonly #aliasAfter = new Map<number, string>();
 
   constructor(
     readonly tokens: readonly Token[],
@@ -267,13 +271,13 @@ class Translator {
     switch (first.value) {
       case 'SELECT':
       case 'WITH':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'select' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'select', tables: this.#tables };
       case 'INSERT':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'insert' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'insert', tables: this.#tables };
       case 'UPDATE':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'update' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'update', tables: this.#tables };
       case 'DELETE':
-        return { kind: 'query', sql: this.renderQuery(), verb: 'delete' };
+        return { kind: 'query', sql: this.renderQuery(), verb: 'delete', tables: this.#tables };
       case 'MERGE':
         return this.merge();
       case 'CREATE':
@@ -341,9 +345,47 @@ class Translator {
         }
       }
     }
+    if (this.isWord('SELECT')) this.nameSelectItems();
     const sql = this.seq(() => false);
     this.expectEnd();
     return sql;
+  }
+
+  /**
+   * Snowflake names an unaliased result column after its expression text,
+   * upper-cased (`SELECT current_user()` → `CURRENT_USER()`); DuckDB would
+   * name it differently. Records, for each such item of the top-level select
+   * list, the alias to emit after its last token.
+   */
+  nameSelectItems(): void {
+    const toks = this.tokens;
+    let k = 1;
+    while (toks[k]?.kind === 'word' && (toks[k]!.value === 'DISTINCT' || toks[k]!.value === 'ALL')) k++;
+    const ENDS = new Set(['FROM', 'WHERE', 'GROUP', 'HAVING', 'QUALIFY', 'ORDER', 'LIMIT', 'UNION', 'EXCEPT', 'INTERSECT', 'MINUS']);
+    const items: [number, number][] = [];
+    let depth = 0;
+    let start = k;
+    for (; k < toks.length; k++) {
+      const t = toks[k]!;
+      if (t.kind === 'eof' || (depth === 0 && t.kind === 'word' && ENDS.has(t.value))) break;
+      if (t.kind === 'op' && (t.value === '(' || t.value === '[')) depth++;
+      else if (t.kind === 'op' && (t.value === ')' || t.value === ']')) depth--;
+      else if (depth === 0 && t.kind === 'op' && t.value === ',') {
+        items.push([start, k - 1]);
+        start = k + 1;
+      }
+    }
+    if (k > start) items.push([start, k - 1]);
+    for (const [a, b] of items) {
+      const last = toks[b]!;
+      const prev = toks[b - 1];
+      const isIdent = (t: Token | undefined) => t !== undefined && (t.kind === 'quoted' || (t.kind === 'word' && !KEYWORDS.has(t.value)));
+      if (b - a >= 1 && isIdent(last) && prev && (prev.value === 'AS' || prev.kind !== 'op')) continue; // aliased
+      if (b - a >= 1 && isIdent(last) && prev?.kind === 'op' && prev.value === ')') continue; // `f(x) alias`
+      const plainColumn = toks.slice(a, b + 1).every((t, j) => (j % 2 === 0 ? isIdent(t) || t.value === '*' : t.value === '.'));
+      if (plainColumn) continue;
+      this.#aliasAfter.set(b, this.text.slice(toks[a]!.pos - toks[0]!.pos, last.pos - toks[0]!.pos + last.text.length).toUpperCase());
+    }
   }
 
   merge(): Command {
@@ -802,6 +844,11 @@ class Translator {
         continue;
       }
       out.push(this.term());
+      const alias = this.#aliasAfter.get(this.#i - 1);
+      if (alias !== undefined) {
+        this.#aliasAfter.delete(this.#i - 1);
+        out.push(`AS ${quoteId(alias)}`);
+      }
     }
     return out.join(' ');
   }
@@ -812,6 +859,7 @@ class Translator {
     if (this.isOp('(') && !columnListMayFollow) throw SqlFailure.unsupported(`table function '${parts.join('.')}'`, start.pos);
     if (parts.length === 1 && this.#cteNames.has(parts[0]!)) return quoteId(parts[0]!);
     const o = this.objectName(parts);
+    this.#tables.push(o);
     return `${quoteId(`${o.database}.${o.schema}`)}.${quoteId(o.name)}`;
   }
 
@@ -1013,8 +1061,9 @@ class Translator {
     };
     const literal = (k: number): Token | undefined => (rawArgs[k]?.length === 1 ? rawArgs[k]![0] : undefined);
     if (PASSTHROUGH.has(name)) {
-      const over = this.isWord('OVER');
-      return { sql: `${name.toLowerCase()}(${a.join(', ')})${over ? '' : ''}`, json: false };
+      // Snowflake also writes `LAST_VALUE(x) IGNORE NULLS OVER (...)`; DuckDB only takes it inside the parens.
+      const nulls = this.acceptWord('IGNORE', 'NULLS') ? ' IGNORE NULLS' : this.acceptWord('RESPECT', 'NULLS') ? ' RESPECT NULLS' : '';
+      return { sql: `${name.toLowerCase()}(${a.join(', ')}${nulls})`, json: false };
     }
     switch (name) {
       case 'IFF':

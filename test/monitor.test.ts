@@ -1,0 +1,320 @@
+/**
+ * The WAL monitor on real servers: a slot nobody consumes (a paused pipeline) retains WAL; the webhook
+ * receiver gets warning, danger, a repeat and resolved, with the server's figures and a valid HMAC.
+ * Without pg_monitor the directory size is reported once as missing privilege and slot figures still
+ * work. With many sources and a low cap, monitoring never holds more connections than the cap.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { Writable } from 'node:stream';
+import { testClusters, createTestDatabase, withAdmin, type TestDatabase } from './harness/database.js';
+import { waitFor } from './helpers/wait.js';
+import { startWebhookReceiver, type WebhookReceiver } from './helpers/webhook-receiver.js';
+import pg from 'pg';
+import { WalMonitor, MONITOR_APPLICATION_NAME, slotLostError } from '../src/monitor/wal-monitor.js';
+import { startCluster, type RunningCluster } from '../src/postgres/local-cluster.js';
+import { AlertManager, type Alert } from '../src/monitor/alerts.js';
+import { WebhookNotifier, signPayload, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../src/monitor/webhook.js';
+import { FloeMetrics } from '../src/telemetry/metrics.js';
+import { createLogger, silentLogger } from '../src/telemetry/logger.js';
+
+const MIB = 1024 * 1024;
+const SECRET = 'hook-secret-for-tests';
+
+/** Writes about `mb` MiB of WAL (non-transactional logical messages: cheap, and decodable by nothing). */
+async function writeWal(db: TestDatabase, mb: number): Promise<void> {
+  await db.sql(`SELECT pg_logical_emit_message(false, 'floe_test_pad', repeat('x', 1048576)) FROM generate_series(1, $1)`, [mb]);
+}
+
+async function retainedNow(db: TestDatabase, slot: string): Promise<number> {
+  const [r] = await db.sql<{ b: string }>(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS b FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  return Number(r!.b);
+}
+
+function alertsOf(r: WebhookReceiver): Alert[] {
+  return r.requests.map((q) => JSON.parse(q.body) as Alert);
+}
+
+describe.each(testClusters())('WAL thresholds on PostgreSQL $major', (cluster) => {
+  let db: TestDatabase;
+  let json: WebhookReceiver;
+  let slack: WebhookReceiver;
+  beforeAll(async () => {
+    db = await createTestDatabase(cluster);
+    json = await startWebhookReceiver();
+    slack = await startWebhookReceiver();
+  });
+  afterAll(async () => {
+    await json.close();
+    await slack.close();
+    await db.dropSlot('paused_slot').catch(() => undefined);
+    await db.drop();
+  });
+
+  it('sends warning, danger, repeat and resolved with the server figures and a valid signature', async () => {
+    await db.sql(`SELECT pg_create_logical_replication_slot('paused_slot', 'pgoutput')`);
+    const metrics = new FloeMetrics();
+    const log = silentLogger;
+    const jsonHook = new WebhookNotifier({ urls: [json.url], format: 'json', secret: SECRET, log, metrics, backoffMs: 20 });
+    const slackHook = new WebhookNotifier({ urls: [slack.url], format: 'slack', log, metrics, backoffMs: 20 });
+    const alerts = new AlertManager({
+      policy: { warningMb: 16, dangerMb: 32, resolveRatio: 0.9, repeatMs: 1500, cooldownMs: 0 },
+      sink: { deliver: (a) => (jsonHook.deliver(a), slackHook.deliver(a)) },
+      log,
+      metrics,
+    });
+    const monitor = new WalMonitor({ intervalMs: 100, minIntervalPerSourceMs: 0, log, metrics, alerts, growthWindowMs: 60_000 });
+    monitor.addSource({ id: 'src-1', name: 'orders-db', config: { url: db.url }, slots: ['paused_slot'] });
+    const stop = new AbortController();
+    const running = monitor.run(stop.signal);
+    try {
+      const types = () => alertsOf(json).map((a) => `${a.type}${a.repeat ? '+repeat' : ''}`);
+
+      await writeWal(db, 20);
+      const warning = await waitFor('warning', () => alertsOf(json).find((a) => a.type === 'wal_warning'));
+      expect(warning.figures.retained_wal_bytes).toBeGreaterThanOrEqual(16 * MIB);
+      expect(warning.figures.retained_wal_bytes).toBeLessThanOrEqual(await retainedNow(db, 'paused_slot'));
+      expect(warning.figures.retained_wal_mb).toBeCloseTo(warning.figures.retained_wal_bytes! / MIB, 1);
+      expect(warning).toMatchObject({
+        severity: 'warning',
+        repeat: false,
+        resolves: null,
+        source: { id: 'src-1', name: 'orders-db' },
+        slot: 'paused_slot',
+        thresholds: { warning_mb: 16, danger_mb: 32, resolve_ratio: 0.9 },
+        figures: { active: false, safe_wal_size_bytes: null },
+      });
+      expect(['reserved', 'extended']).toContain(warning.figures.wal_status);
+      expect(warning.figures.wal_dir_bytes).toBeGreaterThan(0); // the test user is a superuser
+      expect(Date.parse(warning.timestamp)).not.toBeNaN();
+
+      await writeWal(db, 20);
+      const danger = await waitFor('danger', () => alertsOf(json).find((a) => a.type === 'wal_danger'));
+      expect(danger.severity).toBe('critical');
+      expect(danger.figures.retained_wal_bytes).toBeGreaterThanOrEqual(32 * MIB);
+      expect(danger.figures.retained_wal_bytes).toBeLessThanOrEqual(await retainedNow(db, 'paused_slot'));
+      expect(danger.figures.growth_bytes_per_second).toBeGreaterThan(0);
+      const repeat = await waitFor('repeat', () => alertsOf(json).find((a) => a.type === 'wal_danger' && a.repeat));
+      expect(repeat.since).toBe(danger.since);
+
+      // The pipeline catches up: the slot moves to the current position and its restart point follows.
+      await waitFor(
+        'resolved',
+        async () => {
+          await db.sql(`CHECKPOINT`);
+          await db.sql(`SELECT pg_replication_slot_advance('paused_slot', pg_current_wal_lsn())`);
+          return alertsOf(json).find((a) => a.type === 'resolved');
+        },
+        60_000,
+      );
+      const resolved = alertsOf(json).find((a) => a.type === 'resolved')!;
+      expect(resolved).toMatchObject({ severity: 'info', resolves: 'wal_danger', slot: 'paused_slot' });
+      expect(resolved.figures.retained_wal_bytes).toBeLessThan(16 * 0.9 * MIB);
+      expect(types().slice(0, 3)).toEqual(['wal_warning', 'wal_danger', 'wal_danger+repeat']);
+      expect(types().filter((t) => t === 'resolved')).toHaveLength(1);
+
+      // Every request is signed over "<timestamp>.<body>".
+      for (const r of json.requests) {
+        const ts = String(r.headers[TIMESTAMP_HEADER]);
+        expect(Math.abs(Number(ts) - Date.now() / 1000)).toBeLessThan(120);
+        expect(r.headers[SIGNATURE_HEADER]).toBe(signPayload(SECRET, ts, r.body));
+        expect(r.body).not.toContain(db.url);
+      }
+      // The Slack form carries the same alerts, unsigned (no secret configured for it).
+      await waitFor('slack got all', () => slack.requests.length >= json.requests.length);
+      const first = JSON.parse(slack.requests[0]!.body) as { text: string; blocks: { type: string }[] };
+      expect(first.text).toContain('paused_slot');
+      expect(first.text).toContain('wal_warning');
+      expect(first.blocks.map((b) => b.type)).toContain('section');
+      expect(slack.requests[0]!.headers[SIGNATURE_HEADER]).toBeUndefined();
+
+      const scraped = await metrics.registry.metrics();
+      expect(scraped).toMatch(/floe_alerts_raised_total\{type="wal_danger"\} [2-9]/);
+      expect(scraped).toMatch(/floe_alert_deliveries_total\{type="resolved",outcome="sent"\} 2/);
+      expect(scraped).toMatch(/floe_slot_retained_wal_bytes\{source="orders-db",slot="paused_slot"\} \d+/);
+      expect(scraped).toMatch(/floe_slot_wal_status\{source="orders-db",slot="paused_slot",status="(reserved|extended)"\} 1/);
+      expect(scraped).toMatch(/pg_source_wal_size_mb\{source="orders-db"\} \d/);
+    } finally {
+      stop.abort();
+      await running;
+      await jsonHook.close();
+      await slackHook.close();
+    }
+  });
+
+  it('reports a slot that confirms nothing while WAL grows as stalled, and its recovery', async () => {
+    await db.sql(`SELECT pg_create_logical_replication_slot('stalled_slot', 'pgoutput')`);
+    const got: Alert[] = [];
+    const alerts = new AlertManager({
+      policy: { warningMb: 1000, dangerMb: 2000, resolveRatio: 0.9, repeatMs: 0, cooldownMs: 0 },
+      sink: { deliver: (a) => got.push(a) },
+      log: silentLogger,
+    });
+    const monitor = new WalMonitor({ minIntervalPerSourceMs: 0, stallAfterMs: 300, log: silentLogger, alerts });
+    monitor.addSource({ id: 'src-2', name: 'stall-db', config: { url: db.url }, slots: ['stalled_slot'] });
+    try {
+      const stalled = await waitFor('stalled', async () => {
+        await writeWal(db, 1);
+        await monitor.tick();
+        return got.find((a) => a.type === 'slot_stalled');
+      });
+      expect(stalled.figures.stalled_seconds).toBeGreaterThan(0.3);
+      expect(stalled.figures.confirmed_flush_lag_bytes).toBeGreaterThan(0);
+      expect(monitor.snapshot()[0]!.slots[0]!.stalledSeconds).toBeGreaterThan(0.3);
+      await db.sql(`SELECT pg_replication_slot_advance('stalled_slot', pg_current_wal_lsn())`);
+      await monitor.tick();
+      expect(got.map((a) => a.type)).toEqual(['slot_stalled', 'resolved']);
+      expect(got[1]!.resolves).toBe('slot_stalled');
+      expect(monitor.snapshot()[0]!.slots[0]!.confirmedFlushLagSeconds).toBe(0);
+    } finally {
+      await monitor.close();
+      await db.dropSlot('stalled_slot');
+    }
+  });
+
+  it('without pg_monitor warns once with the GRANT and still reports the slot', async () => {
+    const role = `${db.name}_mon`;
+    await withAdmin(cluster, (c) => c.query(`CREATE ROLE ${role} LOGIN`));
+    const lines: string[] = [];
+    const log = createLogger({
+      destination: new Writable({
+        write(chunk, _enc, cb) {
+          lines.push(String(chunk));
+          cb();
+        },
+      }),
+    });
+    const monitor = new WalMonitor({ minIntervalPerSourceMs: 0, log });
+    const url = new URL(db.url);
+    url.username = role;
+    monitor.addSource({ id: 's', name: 'plain-role', config: { url: url.toString() }, slots: ['paused_slot', 'no_such_slot'] });
+    try {
+      await monitor.tick();
+      await monitor.tick();
+      const [health] = monitor.snapshot();
+      expect(health).toMatchObject({ reachable: true, walDirPrivilege: false, walDirBytes: null });
+      expect(health!.slots[0]!.retainedBytes).toBeGreaterThanOrEqual(0);
+      expect(health!.slots[1]!.walStatus).toBe('missing');
+      const warnings = lines.filter((l) => l.includes('pg_ls_waldir'));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain(`GRANT pg_monitor TO ${role}`);
+    } finally {
+      await monitor.close();
+      await withAdmin(cluster, (c) => c.query(`DROP ROLE ${role}`));
+    }
+  });
+});
+
+describe('monitoring many sources', () => {
+  const cluster = testClusters()[0]!;
+  const dbs: TestDatabase[] = [];
+  beforeAll(async () => {
+    for (let i = 0; i < 4; i++) dbs.push(await createTestDatabase(cluster, 'mon'));
+  });
+  afterAll(async () => {
+    for (const db of dbs) await db.drop();
+  });
+
+  it('never holds more monitoring connections than the cap', async () => {
+    const cap = 3;
+    const metrics = new FloeMetrics();
+    const monitor = new WalMonitor({
+      minIntervalPerSourceMs: 0,
+      concurrency: 8,
+      maxConnections: cap,
+      idleTimeoutMs: 60_000,
+      log: silentLogger,
+      metrics,
+    });
+    for (let i = 0; i < 40; i++) {
+      const db = dbs[i % dbs.length]!;
+      monitor.addSource({ id: `source-${i}`, name: `source-${i}`, config: { url: db.url }, slots: [`slot_${i}`] });
+    }
+    const names = dbs.map((d) => d.name);
+    let seen = 0;
+    let samples = 0;
+    let sampling = true;
+    const sampler = withAdmin(cluster, async (c) => {
+      while (sampling) {
+        const r = await c.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND datname = ANY($2)`,
+          [MONITOR_APPLICATION_NAME, names],
+        );
+        seen = Math.max(seen, r.rows[0]!.n);
+        samples++;
+      }
+    });
+    try {
+      for (let round = 0; round < 3; round++) await monitor.tick();
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    expect(samples).toBeGreaterThan(10);
+    expect(seen).toBeGreaterThan(0);
+    expect(seen).toBeLessThanOrEqual(cap);
+    expect(monitor.maxOpenConnections).toBeLessThanOrEqual(cap);
+    const health = monitor.snapshot();
+    expect(health).toHaveLength(40);
+    expect(health.every((h) => h.reachable && h.checkedAt !== null && h.slots[0]!.walStatus === 'missing')).toBe(true);
+    expect(await metrics.registry.getSingleMetricAsString('floe_monitor_checks_total')).toMatch(/outcome="ok"\} 120/);
+
+    for (let i = 1; i < 40; i++) monitor.removeSource(`source-${i}`);
+    await monitor.tick();
+    expect(monitor.snapshot().map((h) => h.id)).toEqual(['source-0']);
+    const slots = await metrics.registry.getSingleMetricAsString('floe_slot_active');
+    expect(slots).toContain('source="source-0"');
+    expect(slots).not.toContain('source="source-1"');
+    await monitor.close();
+    expect(await metrics.registry.getSingleMetricAsString('floe_monitor_connections')).toMatch(/floe_monitor_connections 0/);
+  });
+});
+
+describe('a slot the server invalidates', () => {
+  // Its own small cluster: max_slot_wal_keep_size is server-wide, and the shared clusters hold other files' slots.
+  let cluster: RunningCluster;
+  beforeAll(async () => {
+    cluster = await startCluster({ major: testClusters()[0]!.major, config: { max_slot_wal_keep_size: "'32MB'", max_wal_size: "'64MB'" } });
+  });
+  afterAll(async () => {
+    await cluster.stop();
+  });
+
+  it('shows safe_wal_size shrinking, then wal_status lost as a critical alert', async () => {
+    const admin = new pg.Client({ connectionString: cluster.url() });
+    await admin.connect();
+    const got: Alert[] = [];
+    const alerts = new AlertManager({
+      policy: { warningMb: 1000, dangerMb: 2000, resolveRatio: 0.9, repeatMs: 0, cooldownMs: 0 },
+      sink: { deliver: (a) => got.push(a) },
+      log: silentLogger,
+    });
+    const monitor = new WalMonitor({ minIntervalPerSourceMs: 0, log: silentLogger, alerts });
+    monitor.addSource({ id: 'small', name: 'small', config: { url: cluster.url() }, slots: ['doomed'] });
+    try {
+      await admin.query(`SELECT pg_create_logical_replication_slot('doomed', 'pgoutput')`);
+      await monitor.tick();
+      const before = monitor.snapshot()[0]!.slots[0]!;
+      expect(before.safeWalSizeBytes).toBeGreaterThan(0);
+      await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 8)`);
+      await monitor.tick();
+      const growing = monitor.snapshot()[0]!.slots[0]!;
+      expect(growing.safeWalSizeBytes).toBeLessThan(before.safeWalSizeBytes!);
+      expect(growing.secondsUntilSafeWalExhausted).toBeGreaterThanOrEqual(0);
+      const lost = await waitFor('slot lost', async () => {
+        await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 16)`);
+        await admin.query('CHECKPOINT');
+        await monitor.tick();
+        return got.find((a) => a.type === 'slot_lost');
+      });
+      expect(lost).toMatchObject({ severity: 'critical', slot: 'doomed', figures: { wal_status: 'lost' } });
+      expect(monitor.snapshot()[0]!.slots[0]!.walStatus).toBe('lost');
+      expect(slotLostError('small', 'doomed').hint).toMatch(/max_slot_wal_keep_size/);
+    } finally {
+      await monitor.close();
+      await admin.end();
+    }
+  });
+});
