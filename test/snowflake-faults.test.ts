@@ -20,6 +20,8 @@ import { parseSnowflakeUrl } from '../src/destination/snowflake/config.js';
 import { createSnowflakeDestination, type SnowflakeDestination } from '../src/destination/snowflake/snowflake-destination.js';
 import type { FaultConfig } from '../src/emulator/faults.js';
 import { parseLsn } from '../src/postgres/lsn.js';
+import { connectSource, SchemaCache } from '../src/postgres/source.js';
+import { FloeError } from '../src/errors.js';
 import { createLogger, silentLogger } from '../src/telemetry/logger.js';
 
 const cluster = testClusters()[0]!;
@@ -262,4 +264,105 @@ describe('terminal Snowflake failures', () => {
       await db.dropSlot('sf_wrongkey');
     }
   }, 60_000);
+});
+
+describe('restarts replay into the Snowflake journal exactly once', () => {
+  let db: TestDatabase;
+  let sf: SnowflakeFixture;
+  beforeAll(async () => {
+    db = await createTestDatabase(cluster, 'sfrestart');
+    sf = await snowflakeFixture();
+  });
+  afterAll(async () => {
+    await db?.drop();
+    await sf?.emulator.close();
+    sf?.dir.remove();
+  });
+
+  it('a failure after the journal commit and before the state store records it: the replay is skipped by offset token', async () => {
+    await db.sql(`CREATE TABLE rs (id int PRIMARY KEY, v text); INSERT INTO rs VALUES (0, 's'); CREATE PUBLICATION rs_pub FOR TABLE rs`);
+    const dest = sf.destination('&channels_per_table=3');
+    let failures = 0;
+    const p = startPipeline({
+      source: { url: db.url },
+      publication: 'rs_pub',
+      slotName: 'sf_restart',
+      destination: dest,
+      failpoints: {
+        // Twice, a batch is in the journal but not in the state store: the runtime restarts and the
+        // server replays it.
+        afterDestinationWrite: (batch) => {
+          if (batch.changes > 0 && failures < 2) {
+            failures++;
+            throw new FloeError('connection', 'injected failure after the destination write', { retry: 'timed' });
+          }
+        },
+      },
+    });
+    try {
+      await waitFor(
+        'snapshot',
+        async () => (await sf.rows(`SELECT COUNT(*) FROM "ANALYTICS"."PUBLIC"."PUBLIC_RS"`))[0]![0] === '1',
+        60_000,
+      );
+      for (let i = 1; i <= 5; i++) await db.sql(`INSERT INTO rs SELECT g, 'v' FROM generate_series(${i * 100}, ${i * 100 + 49}) g`);
+      await db.sql(`UPDATE rs SET v = 'w' WHERE id % 3 = 0`);
+      const T = '"ANALYTICS"."PUBLIC"."PUBLIC_RS"';
+      const J = '"ANALYTICS"."PUBLIC_FLOE_LANDING"."PUBLIC_RS"';
+      await waitFor(
+        'converged',
+        async () => (await sf.rows(`SELECT COUNT(*), SUM(IFF("V" = 'w', 1, 0)) FROM ${T}`))[0]!.join() === '251,84',
+        60_000,
+      );
+      await waitFor('both injected failures', () => failures === 2);
+      expect(
+        await sf.rows(`SELECT "_FLOE_LSN", "_FLOE_ORDINAL", COUNT(*) FROM ${J} GROUP BY "_FLOE_LSN", "_FLOE_ORDINAL" HAVING COUNT(*) > 1`),
+      ).toEqual([]);
+      expect((await sf.rows(`SELECT COUNT(*) FROM ${J} WHERE "_FLOE_OP" = 'i'`))[0]![0]).toBe('250');
+    } finally {
+      await p.stop().catch(() => undefined);
+      await dest.close();
+      await db.dropSlot('sf_restart');
+    }
+  }, 90_000);
+
+  it('a snapshot range interrupted after some rows committed is rewritten without duplicates', async () => {
+    await db.sql(`CREATE TABLE sr (id int PRIMARY KEY, v text); CREATE PUBLICATION sr_pub FOR TABLE sr`);
+    const client = await connectSource({ url: db.url });
+    const [table] = await new SchemaCache(client).publishedTables('sr_pub');
+    await client.end();
+    const J = '"ANALYTICS"."PUBLIC_FLOE_LANDING"."PUBLIC_SR"';
+    const rows = (lo: number, hi: number) => Array.from({ length: hi - lo + 1 }, (_, i) => [String(lo + i), 'x']);
+    const range = { table: table!, rangeIndex: 0, snapshotLsn: 100n };
+    const journalRows = async () => Number((await sf.rows(`SELECT COUNT(*) FROM ${J}`))[0]![0]);
+
+    // First attempt: 10,000 rows reach the journal, then the copy connection dies.
+    const first = sf.destination();
+    await first.open('sr_pipe', 'incarnation-1');
+    await first.prepare(table!);
+    async function* interrupted() {
+      yield rows(1, 10_000);
+      await waitFor('the first rows committed', async () => (await journalRows()) === 10_000, 30_000);
+      throw new Error('copy connection lost');
+    }
+    await expect(first.writeSnapshotRange(range, interrupted())).rejects.toThrow(/copy connection lost/);
+    await first.close();
+
+    // After a restart the range is written again, whole, once.
+    const second = sf.destination();
+    await second.open('sr_pipe', 'incarnation-1');
+    await second.prepare(table!);
+    async function* whole() {
+      yield rows(1, 10_000);
+      yield rows(10_001, 15_000);
+    }
+    expect(await second.writeSnapshotRange(range, whole())).toBe(15_000);
+    expect(await sf.rows(`SELECT COUNT(*), COUNT(DISTINCT "ID") FROM ${J} WHERE "_FLOE_OP" = 'r'`)).toEqual([['15000', '15000']]);
+    // Recorded: a third attempt writes nothing.
+    expect(await second.writeSnapshotRange(range, whole())).toBe(0);
+    await second.completeSnapshot(table!);
+    await second.merge();
+    expect(await sf.rows(`SELECT COUNT(*) FROM "ANALYTICS"."PUBLIC"."PUBLIC_SR"`)).toEqual([['15000']]);
+    await second.close();
+  }, 90_000);
 });
