@@ -202,3 +202,42 @@ describe('every type through snapshot and stream into Snowflake', () => {
     expect(failures).toEqual([]);
   }, 120_000);
 });
+
+describe('journal retention', () => {
+  let db: TestDatabase;
+  let sf: SnowflakeFixture;
+  beforeAll(async () => {
+    db = await createTestDatabase(cluster, 'sfret');
+    sf = await snowflakeFixture();
+  });
+  afterAll(async () => {
+    await db?.drop();
+    await sf?.emulator.close();
+    sf?.dir.remove();
+  });
+
+  it('deletes journal rows once their merge is older than journal_retention; targets keep everything', async () => {
+    await db.sql(
+      `CREATE TABLE ret (id int PRIMARY KEY, v text); INSERT INTO ret VALUES (1, 'a'); CREATE PUBLICATION ret_pub FOR TABLE ret`,
+    );
+    const dest = sf.destination('&journal_retention=1ms');
+    const p = startPipeline({ source: { url: db.url }, publication: 'ret_pub', slotName: 'sf_ret', destination: dest });
+    try {
+      const T = '"ANALYTICS"."PUBLIC"."PUBLIC_RET"';
+      const J = '"ANALYTICS"."PUBLIC_FLOE_LANDING"."PUBLIC_RET"';
+      await waitFor('snapshot', async () => (await sf.rows(`SELECT COUNT(*) FROM ${T}`))[0]![0] === '1', 60_000);
+      await db.sql(`INSERT INTO ret SELECT g, 'b' FROM generate_series(2, 100) g; UPDATE ret SET v = 'c' WHERE id = 1`);
+      await waitFor('merged', async () => (await sf.rows(`SELECT COUNT(*), MIN("V") FROM ${T}`))[0]!.join() === '100,b', 60_000);
+      await waitFor('journal emptied by retention', async () => (await sf.rows(`SELECT COUNT(*) FROM ${J}`))[0]![0] === '0', 30_000);
+      expect(await sf.rows(`SELECT "V" FROM ${T} WHERE "ID" = 1`)).toEqual([['c']]);
+      // New changes after retention still merge, on top of what the target holds.
+      await db.sql(`UPDATE ret SET v = 'd' WHERE id = 2`);
+      await waitFor('merged again', async () => (await sf.rows(`SELECT "V" FROM ${T} WHERE "ID" = 2`))[0]![0] === 'd', 30_000);
+      expect((await sf.rows(`SELECT COUNT(*) FROM ${T}`))[0]![0]).toBe('100');
+    } finally {
+      await p.stop().catch(() => undefined);
+      await dest.close();
+      await db.dropSlot('sf_ret');
+    }
+  }, 90_000);
+});
