@@ -203,6 +203,51 @@ describe('every type through snapshot and stream into Snowflake', () => {
   }, 120_000);
 });
 
+describe('soft deletes into Snowflake', () => {
+  let db: TestDatabase;
+  let sf: SnowflakeFixture;
+  beforeAll(async () => {
+    db = await createTestDatabase(cluster, 'sfsoft');
+    sf = await snowflakeFixture();
+  });
+  afterAll(async () => {
+    await db?.drop();
+    await sf?.emulator.close();
+    sf?.dir.remove();
+  });
+
+  it('a deleted row stays with _FLOE_DELETED and its latest image; a re-insert revives it; truncate marks all', async () => {
+    await db.sql(
+      `CREATE TABLE soft (id int PRIMARY KEY, v text); INSERT INTO soft VALUES (1, 'a'), (2, 'b'); CREATE PUBLICATION soft_pub FOR TABLE soft`,
+    );
+    const dest = sf.destination('&delete_mode=soft');
+    const p = startPipeline({ source: { url: db.url }, publication: 'soft_pub', slotName: 'sf_soft', destination: dest });
+    const T = '"ANALYTICS"."PUBLIC"."PUBLIC_SOFT"';
+    const state = () => sf.rows(`SELECT "ID", "V", "_FLOE_DELETED" FROM ${T} ORDER BY "ID"`);
+    try {
+      await waitFor('snapshot', async () => (await state()).length === 2, 60_000);
+      await db.sql(
+        `BEGIN; UPDATE soft SET v = 'a2' WHERE id = 1; DELETE FROM soft WHERE id = 1; COMMIT; DELETE FROM soft WHERE id = 2; INSERT INTO soft VALUES (3, 'c')`,
+      );
+      await waitFor('deletes merged', async () => (await state()).length === 3, 30_000);
+      expect(await state()).toEqual([
+        ['1', 'a2', 'true'],
+        ['2', 'b', 'true'],
+        ['3', 'c', 'false'],
+      ]);
+      await db.sql(`INSERT INTO soft VALUES (2, 'b2')`);
+      await waitFor('revived', async () => JSON.stringify((await state())[1]) === '["2","b2","false"]', 30_000);
+      await db.sql(`TRUNCATE soft`);
+      await waitFor('truncate merged', async () => (await state()).every((r) => r[2] === 'true'), 30_000);
+      expect((await state()).length).toBe(3);
+    } finally {
+      await p.stop().catch(() => undefined);
+      await dest.close();
+      await db.dropSlot('sf_soft');
+    }
+  }, 90_000);
+});
+
 describe('journal retention', () => {
   let db: TestDatabase;
   let sf: SnowflakeFixture;
