@@ -43,6 +43,8 @@ const { values: args } = parseArgs({
     'pg-major': { type: 'string', default: '18' },
     'run-timeout': { type: 'string', default: '120' },
     'cpu-prof': { type: 'string' },
+    /** `emulator`: only the Snowflake-emulator benchmark (bench/emulator.ts). */
+    destination: { type: 'string' },
   },
   strict: true,
 });
@@ -717,6 +719,16 @@ async function main(): Promise<void> {
     await c.connect();
     try {
       const [v] = (await c.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows;
+      if (args.destination === 'emulator') {
+        const { emulatorBench } = await import('./emulator.js');
+        const r = await emulatorBench(url, c, work, Math.min(OPTS.changes, 200_000), say);
+        process.stdout.write(
+          JSON.stringify({ postgres: v!.v, cpus: cpus().length, loadAtStart: LOAD_AT_START, snowflakeEmulator: r }, null, 2) + '\n',
+        );
+        return;
+      } else if (args.destination !== undefined) {
+        throw new Error('--destination takes only emulator');
+      }
       await streamingBench(cluster, url, c, work);
       await snapshotBench(cluster, url, c, work);
       await bigTxnBench(cluster, url, c);

@@ -1,12 +1,17 @@
 import { FloeError } from '../errors.js';
 import type { DeleteMode, Destination } from '../destination/destination.js';
 import { DuckDbDestination } from '../destination/duckdb/duckdb-destination.js';
+import { createSnowflakeDestination } from '../destination/snowflake/snowflake-destination.js';
+import { parseSnowflakeUrl } from '../destination/snowflake/config.js';
+import { silentLogger, type Logger } from '../telemetry/logger.js';
+import type { Registry } from 'prom-client';
 
 /**
+ * `snowflake://USER@ORG-ACCOUNT/DATABASE/SCHEMA?...` (see destination/snowflake/config.ts), or
  * `duckdb:./path.duckdb`, `duckdb:///abs/path.duckdb` or `duckdb::memory:`, optionally with
  * `?memory_limit=2GB` (DuckDB's memory cap; default 1GB).
  */
-export function parseDestination(url: string, options: { deleteMode: DeleteMode }): Destination {
+export function parseDestination(url: string, options: { deleteMode: DeleteMode; log?: Logger; registry?: Registry }): Destination {
   const m = /^duckdb:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
   if (m) {
     const path = m[1]!;
@@ -25,11 +30,13 @@ export function parseDestination(url: string, options: { deleteMode: DeleteMode 
     return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit });
   }
   if (url.startsWith('snowflake://')) {
-    throw new FloeError('config', 'the Snowflake destination is not available in this build yet', {
-      hint: 'use --destination duckdb:./warehouse.duckdb',
+    return createSnowflakeDestination(parseSnowflakeUrl(url), {
+      log: options.log ?? silentLogger,
+      deleteMode: options.deleteMode,
+      registry: options.registry,
     });
   }
   throw new FloeError('config', `unsupported destination "${url.split(':')[0]}"`, {
-    hint: 'use --destination duckdb:./warehouse.duckdb',
+    hint: 'use --destination duckdb:./warehouse.duckdb or snowflake://USER@ORG-ACCOUNT/DATABASE/SCHEMA?...',
   });
 }

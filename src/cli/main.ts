@@ -3,6 +3,7 @@ import { FloeError, coerceError } from '../errors.js';
 import { replicateCommand } from './replicate.js';
 import { demoCommand } from './demo.js';
 import { runCommand } from './run.js';
+import { doctorCommand } from './doctor.js';
 import { migrateCommand } from './migrate.js';
 import { sourceCommand } from './source.js';
 import { destinationCommand } from './destination.js';
@@ -15,6 +16,7 @@ const program = new Command('floe').description('change data capture from Postgr
 program.addCommand(replicateCommand());
 program.addCommand(demoCommand());
 program.addCommand(runCommand());
+program.addCommand(doctorCommand());
 program.addCommand(migrateCommand());
 program.addCommand(sourceCommand());
 program.addCommand(destinationCommand());
@@ -32,7 +34,8 @@ for (const cmd of allCommands(program)) {
 
 try {
   await program.parseAsync(process.argv);
-  process.exit(0);
+  // A command may set a non-zero exit code without failing (floe doctor with error findings).
+  process.exit(process.exitCode ?? 0);
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exit(err.exitCode === 0 ? 0 : 2);

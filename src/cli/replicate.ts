@@ -26,7 +26,7 @@ export function replicateCommand(): Command {
     )
     .requiredOption('--publication <name>', 'publication whose tables are replicated')
     .requiredOption('--slot <name>', 'logical replication slot (created if missing)')
-    .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb')
+    .requiredOption('--destination <url>', 'where to replicate: duckdb:./warehouse.duckdb or snowflake://USER@ACCOUNT/DB/SCHEMA?...')
     .option(
       '--state <url>',
       "state store: a PostgreSQL URL (tables in schema floe), a Redis URL, 'source' or 'memory' (env FLOE_STATE_STORE=redis with FLOE_REDIS_URL)",
@@ -152,12 +152,12 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   const log = createLogger({ level: opts.logLevel, format: opts.logFormat }).child({ pipeline: name });
   const alertPolicy = alertPolicyFromEnv();
   const storeConfig = stateStoreConfig(opts.state, opts.source);
-  const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode });
+  const metrics = new FloeMetrics();
+  const destination = parseDestination(opts.destination, { deleteMode: opts.deleteMode, log, registry: metrics.registry });
   const store = await openStateStore(storeConfig, log).catch(async (err: unknown) => {
     await destination.close().catch(() => undefined);
     throw err;
   });
-  const metrics = new FloeMetrics();
   const pipelineReadiness = new PipelineReadiness();
   const readiness = new ReadinessChecks().addCheck('pipeline', pipelineReadiness.check);
 

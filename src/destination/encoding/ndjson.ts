@@ -18,6 +18,12 @@
  *   `_floe_op` one of r/i/u/d/t, `_floe_commit_time` an ISO 8601 UTC time with
  *   microseconds, or `null` for snapshot rows.
  *
+ * Options for the Snowflake journal (snowflake-destination.ts): `keyName`
+ * maps column names to the stored Snowflake column names (also inside
+ * `_floe_unchanged`), `upperCaseMeta` writes the metadata keys upper-case
+ * (`_FLOE_LSN`, ...), and a row may carry `_FLOE_SEQ` (load order, a decimal
+ * string) and `_FLOE_RANGE` (snapshot range index) before `_floe_unchanged`.
+ *
  * The encoder writes UTF-8 bytes straight into one reused, growing Buffer
  * with a JS loop per string (no JSON.stringify and no object per row: see the
  * measurements in anchors.md §A.8). Escaping matches JSON.stringify: `"`, `\`,
@@ -41,9 +47,22 @@ interface TablePlan {
 
 const ascii = (s: string): Buffer => Buffer.from(s, 'utf8');
 
-const UNCHANGED_KEY = ascii(',"_floe_unchanged":');
 const NULL = ascii('null');
-const END_NULL = ascii(',"_floe_unchanged":null}\n');
+
+export interface NdjsonOptions {
+  /** Key written for a column (default: the column name). */
+  readonly keyName?: (column: string) => string;
+  /** Metadata keys in upper case (`_FLOE_LSN`) instead of lower case. (Default: false) */
+  readonly upperCaseMeta?: boolean;
+}
+
+/** Extra per-row fields of the Snowflake journal. */
+export interface RowExtra {
+  /** Load order of the row in its journal. */
+  readonly seq: bigint;
+  /** Snapshot range index, for snapshot rows. */
+  readonly range?: number;
+}
 
 /** Commit time (microseconds since the Unix epoch) as `"YYYY-MM-DDTHH:MM:SS.ffffffZ"`, or `null` for 0. */
 export function formatCommitTime(micros: bigint): string {
@@ -68,9 +87,17 @@ export class NdjsonEncoder {
   #op: ChangeOp | undefined;
   #opPart: Buffer = Buffer.alloc(0);
   #opPartEnd: Buffer = Buffer.alloc(0);
+  readonly #keyName: (column: string) => string;
+  readonly #meta: (key: string) => string;
+  readonly #unchangedKey: Buffer;
+  readonly #endNull: Buffer;
 
-  constructor(initialBytes = 1 << 20) {
+  constructor(initialBytes = 1 << 20, options: NdjsonOptions = {}) {
     this.#buf = Buffer.allocUnsafe(Math.max(64, initialBytes));
+    this.#keyName = options.keyName ?? ((c) => c);
+    this.#meta = options.upperCaseMeta ? (k) => k.toUpperCase() : (k) => k;
+    this.#unchangedKey = ascii(`,"${this.#meta('_floe_unchanged')}":`);
+    this.#endNull = ascii(`,"${this.#meta('_floe_unchanged')}":null}\n`);
   }
 
   /** Bytes encoded since the last reset. */
@@ -89,7 +116,14 @@ export class NdjsonEncoder {
   }
 
   /** Appends one change (or snapshot row) as one line; returns the bytes written. */
-  writeRow(table: TableSchema, op: ChangeOp, position: Position, commitTimeMicros: bigint, cells: readonly Cell[]): number {
+  writeRow(
+    table: TableSchema,
+    op: ChangeOp,
+    position: Position,
+    commitTimeMicros: bigint,
+    cells: readonly Cell[],
+    extra?: RowExtra,
+  ): number {
     const start = this.#len;
     const plan = this.#plan(table);
     const ncols = plan.prefixes.length;
@@ -108,7 +142,7 @@ export class NdjsonEncoder {
     // changes, so the bytes around it are built once per LSN and once per (op, commit time).
     if (position.lsn !== this.#lsn) {
       this.#lsn = position.lsn;
-      this.#lsnPart = ascii(`,"_floe_lsn":"${position.lsn}","_floe_ordinal":`);
+      this.#lsnPart = ascii(`,"${this.#meta('_floe_lsn')}":"${position.lsn}","${this.#meta('_floe_ordinal')}":`);
     }
     if (ncols === 0) {
       this.#ensure(1);
@@ -121,14 +155,21 @@ export class NdjsonEncoder {
     if (commitTimeMicros !== this.#time || op !== this.#op) {
       this.#time = commitTimeMicros;
       this.#op = op;
-      this.#opPart = ascii(`,"_floe_op":"${op}","_floe_commit_time":${formatCommitTime(commitTimeMicros)}`);
-      this.#opPartEnd = Buffer.concat([this.#opPart, END_NULL]);
+      this.#opPart = ascii(
+        `,"${this.#meta('_floe_op')}":"${op}","${this.#meta('_floe_commit_time')}":${formatCommitTime(commitTimeMicros)}`,
+      );
+      this.#opPartEnd = Buffer.concat([this.#opPart, this.#endNull]);
     }
-    if (unchanged === undefined) {
+    if (unchanged === undefined && extra === undefined) {
       this.#put(this.#opPartEnd);
+    } else if (unchanged === undefined) {
+      this.#put(this.#opPart);
+      this.#putExtra(extra!);
+      this.#put(this.#endNull);
     } else {
       this.#put(this.#opPart);
-      this.#put(UNCHANGED_KEY);
+      if (extra) this.#putExtra(extra);
+      this.#put(this.#unchangedKey);
       this.#ensure(1);
       this.#buf[this.#len++] = 0x5b; // [
       for (let k = 0; k < unchanged.length; k++) {
@@ -146,14 +187,19 @@ export class NdjsonEncoder {
     return this.#len - start;
   }
 
+  #putExtra(extra: RowExtra): void {
+    this.#put(ascii(`,"${this.#meta('_floe_seq')}":"${extra.seq}"`));
+    if (extra.range !== undefined) this.#put(ascii(`,"${this.#meta('_floe_range')}":${extra.range}`));
+  }
+
   #plan(table: TableSchema): TablePlan {
     let plan = this.#plans.get(table);
     if (!plan) {
       // Column names are encoded once per schema object (a Relation message brings a new one).
       plan = {
-        prefixes: table.columns.map((c, i) => ascii(`${i === 0 ? '{' : ','}${JSON.stringify(c.name)}:`)),
+        prefixes: table.columns.map((c, i) => ascii(`${i === 0 ? '{' : ','}${JSON.stringify(this.#keyName(c.name))}:`)),
         isArray: table.columns.map((c) => c.type.isArray),
-        names: table.columns.map((c) => ascii(JSON.stringify(c.name))),
+        names: table.columns.map((c) => ascii(JSON.stringify(this.#keyName(c.name)))),
       };
       this.#plans.set(table, plan);
     }

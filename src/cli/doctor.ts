@@ -1,0 +1,296 @@
+/**
+ * `floe doctor`: checks a source and/or a destination before anything streams, and prints each
+ * finding with a severity (ok, warn, error) and, for problems, what to do. Exit code 1 when any check
+ * failed with an error.
+ *
+ * Source (`--source --publication`): the pipeline's own preflight (PostgreSQL version, wal_level,
+ * REPLICATION, the publication, replica identity and SELECT on every published table).
+ *
+ * Snowflake destination: credentials (the key-pair JWT is accepted), role and warehouse in use,
+ * database and schemas (exist or can be created), privileges by doing what floe does on a probe
+ * table in the landing schema (CREATE TABLE, INSERT, Snowpipe Streaming through its default pipe up
+ * to a committed offset token, DROP), and the pipes there.
+ *
+ * DuckDB destination: the file opens (or its directory is writable).
+ */
+import { Command } from 'commander';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { FloeError, coerceError } from '../errors.js';
+import { connectSource, preflight, serverInfo } from '../postgres/source.js';
+import { parseSnowflakeUrl, type SnowflakeConfig } from '../destination/snowflake/config.js';
+import { createSnowflakeClients } from '../destination/snowflake/snowflake-destination.js';
+import { literal, quoteSf } from '../destination/snowflake/sql.js';
+import { silentLogger } from '../telemetry/logger.js';
+
+export type Severity = 'ok' | 'warn' | 'error';
+
+export interface Finding {
+  readonly check: string;
+  readonly severity: Severity;
+  readonly detail: string;
+  /** What to do about a warn or error. */
+  readonly fix?: string;
+}
+
+export function doctorCommand(): Command {
+  return new Command('doctor')
+    .description('check a source and/or destination: credentials, privileges, settings; exit 1 on errors')
+    .option('--source <url>', 'source PostgreSQL URL', process.env.FLOE_SOURCE_URL)
+    .option('--publication <name>', 'publication to check on the source')
+    .option('--destination <url>', 'destination URL (snowflake://... or duckdb:...)')
+    .option('--json', 'print the findings as JSON')
+    .action(async (opts: { source?: string; publication?: string; destination?: string; json?: boolean }) => {
+      if (!opts.source && !opts.destination) {
+        throw new FloeError('config', 'nothing to check', { hint: 'give --source and --publication, --destination, or both' });
+      }
+      if (opts.source && !opts.publication) throw new FloeError('config', '--source needs --publication');
+      const findings: Finding[] = [];
+      if (opts.source) findings.push(...(await checkSource(opts.source, opts.publication!)));
+      if (opts.destination) findings.push(...(await checkDestination(opts.destination)));
+      process.stdout.write(opts.json ? JSON.stringify(findings, null, 2) + '\n' : formatFindings(findings));
+      if (findings.some((f) => f.severity === 'error')) process.exitCode = 1;
+    });
+}
+
+export function formatFindings(findings: readonly Finding[]): string {
+  return findings
+    .map((f) => `${f.severity.padEnd(5)} ${f.check}: ${f.detail}${f.fix && f.severity !== 'ok' ? `\n      fix: ${f.fix}` : ''}\n`)
+    .join('');
+}
+
+const fromError = (check: string, err: unknown, fallbackFix?: string): Finding => {
+  const e = coerceError(err);
+  return { check, severity: 'error', detail: e.message, fix: e.hint ?? fallbackFix };
+};
+
+export async function checkSource(url: string, publication: string): Promise<Finding[]> {
+  let client;
+  try {
+    client = await connectSource({ url, applicationName: 'floe-doctor' });
+  } catch (err) {
+    return [fromError('source connection', err)];
+  }
+  try {
+    const info = await serverInfo(client);
+    const findings: Finding[] = [{ check: 'source connection', severity: 'ok', detail: `PostgreSQL ${info.major}` }];
+    try {
+      await preflight(client, publication);
+      findings.push({
+        check: 'source preflight',
+        severity: 'ok',
+        detail: `wal_level, REPLICATION and publication "${publication}" are usable`,
+      });
+    } catch (err) {
+      findings.push(fromError('source preflight', err));
+    }
+    const slots = await client.query<{ free: string }>(
+      `SELECT (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::text AS free`,
+    );
+    const free = Number(slots.rows[0]?.free ?? 0);
+    findings.push(
+      free > 0
+        ? { check: 'replication slots', severity: 'ok', detail: `${free} free` }
+        : {
+            check: 'replication slots',
+            severity: 'error',
+            detail: 'max_replication_slots is used up',
+            fix: 'drop an unused slot or raise max_replication_slots (restart needed)',
+          },
+    );
+    return findings;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export async function checkDestination(url: string): Promise<Finding[]> {
+  if (url.startsWith('snowflake://')) {
+    let config: SnowflakeConfig;
+    try {
+      config = parseSnowflakeUrl(url);
+    } catch (err) {
+      return [fromError('destination URL', err)];
+    }
+    return checkSnowflake(config);
+  }
+  const m = /^duckdb:(?:\/\/)?([^?]+)/.exec(url);
+  if (!m)
+    return [{ check: 'destination URL', severity: 'error', detail: 'unsupported destination', fix: 'use snowflake://... or duckdb:...' }];
+  return checkDuckDb(m[1]!);
+}
+
+async function checkDuckDb(path: string): Promise<Finding[]> {
+  const check = 'DuckDB file';
+  if (path === ':memory:') return [{ check, severity: 'ok', detail: 'in memory' }];
+  const full = resolve(path);
+  if (!existsSync(full)) {
+    let dir = dirname(full);
+    while (!existsSync(dir)) dir = dirname(dir);
+    try {
+      accessSync(dir, constants.W_OK);
+      return [{ check, severity: 'ok', detail: `${full} will be created (${dir} is writable)` }];
+    } catch {
+      return [{ check, severity: 'error', detail: `${dir} is not writable`, fix: 'choose a path in a writable directory' }];
+    }
+  }
+  try {
+    const db = await DuckDBInstance.create(full);
+    const conn = await db.connect();
+    await conn.run('CREATE TEMP TABLE _floe_doctor (x INTEGER)');
+    conn.closeSync();
+    db.closeSync();
+    accessSync(full, constants.W_OK);
+    return [{ check, severity: 'ok', detail: `${full} opens and is writable` }];
+  } catch (err) {
+    return [
+      {
+        check,
+        severity: 'error',
+        detail: `${full} cannot be opened for writing: ${(err as Error).message.split('\n')[0]}`,
+        fix: 'check its permissions and that no other process holds it open',
+      },
+    ];
+  }
+}
+
+export async function checkSnowflake(config: SnowflakeConfig): Promise<Finding[]> {
+  const { auth, sql, streaming } = createSnowflakeClients(config, { log: silentLogger });
+  const findings: Finding[] = [];
+  const db = quoteSf(config.database);
+  try {
+    // Credentials, role, warehouse.
+    let who: (string | null)[];
+    try {
+      who = (await sql.query('SELECT CURRENT_USER(), CURRENT_ROLE(), CURRENT_WAREHOUSE()')).rows[0] ?? [];
+    } catch (err) {
+      const e = coerceError(err);
+      findings.push({
+        check: 'credentials',
+        severity: 'error',
+        detail: `${e.message} (user ${config.user}, account ${config.account}, key fingerprint ${auth.fingerprint})`,
+        fix:
+          e.kind === 'auth'
+            ? `register the public key of private_key_file for ${config.user}: ALTER USER ${config.user} SET RSA_PUBLIC_KEY='<base64 of the public key>' (its fingerprint must be ${auth.fingerprint})`
+            : (e.hint ?? 'check the account in the URL (or base_url) and the network'),
+      });
+      return findings;
+    }
+    findings.push({
+      check: 'credentials',
+      severity: 'ok',
+      detail: `key-pair JWT accepted for ${who[0] ?? config.user} (${auth.fingerprint})`,
+    });
+    const role = who[1];
+    if (config.role && role !== config.role) {
+      findings.push({
+        check: 'role',
+        severity: 'error',
+        detail: `the session runs as ${role ?? 'no role'}, not ${config.role}`,
+        fix: `GRANT ROLE ${config.role} TO USER ${config.user}`,
+      });
+    } else {
+      findings.push({
+        check: 'role',
+        severity: config.role ? 'ok' : 'warn',
+        detail: config.role ? `${role}` : `no role= in the URL; the user's default role ${role ?? '(none)'} is used`,
+        fix: 'set role= in the destination URL so floe does not depend on the default role',
+      });
+    }
+    const warehouse = who[2];
+    if (!warehouse) {
+      findings.push({
+        check: 'warehouse',
+        severity: 'error',
+        detail: config.warehouse ? `warehouse ${config.warehouse} is not usable by the role` : 'no warehouse: merges cannot run',
+        fix: config.warehouse
+          ? `GRANT USAGE ON WAREHOUSE ${config.warehouse} TO ROLE ${config.role ?? '<role>'}`
+          : 'set warehouse= in the destination URL',
+      });
+    } else {
+      findings.push({ check: 'warehouse', severity: 'ok', detail: warehouse });
+    }
+    // Database and schemas.
+    try {
+      await sql.query(`CREATE DATABASE IF NOT EXISTS ${db}`);
+      findings.push({ check: `database ${config.database}`, severity: 'ok', detail: 'exists or was created' });
+    } catch (err) {
+      findings.push(
+        fromError(
+          `database ${config.database}`,
+          err,
+          `create it, or GRANT USAGE ON DATABASE ${config.database} TO ROLE ${config.role ?? '<role>'}`,
+        ),
+      );
+    }
+    for (const schema of [config.schema, config.landingSchema]) {
+      try {
+        await sql.query(`CREATE SCHEMA IF NOT EXISTS ${db}.${quoteSf(schema)}`);
+        findings.push({ check: `schema ${config.database}.${schema}`, severity: 'ok', detail: 'exists or was created' });
+      } catch (err) {
+        findings.push(
+          fromError(
+            `schema ${config.database}.${schema}`,
+            err,
+            `create it, or GRANT USAGE ON DATABASE ${config.database} and CREATE SCHEMA to the role`,
+          ),
+        );
+      }
+    }
+    if (findings.some((f) => f.severity === 'error')) return findings;
+    // Privileges, by doing what floe does: a probe table, loaded by Snowpipe Streaming.
+    const probe = '_FLOE_DOCTOR_PROBE';
+    const probeTable = `${db}.${quoteSf(config.landingSchema)}.${quoteSf(probe)}`;
+    try {
+      await sql.multi([
+        `CREATE TABLE IF NOT EXISTS ${probeTable} ("ID" VARCHAR, "AT" VARCHAR)`,
+        `INSERT INTO ${probeTable} VALUES ('sql', ${literal(new Date().toISOString())})`,
+      ]);
+      findings.push({ check: 'CREATE TABLE, INSERT', severity: 'ok', detail: `in ${config.database}.${config.landingSchema}` });
+    } catch (err) {
+      findings.push(
+        fromError(
+          'CREATE TABLE, INSERT',
+          err,
+          `GRANT CREATE TABLE ON SCHEMA ${config.database}.${config.landingSchema} TO ROLE ${config.role ?? '<role>'}`,
+        ),
+      );
+      return findings;
+    }
+    try {
+      const channel = await streaming.openChannel(
+        { database: config.database, schema: config.landingSchema, pipe: `${probe}-STREAMING` },
+        'FLOE_DOCTOR',
+      );
+      const token = String(Date.now()).padStart(20, '0');
+      await channel.append([JSON.stringify({ ID: 'streaming', AT: new Date().toISOString() })], [token]);
+      await channel.waitCommitted(token, AbortSignal.timeout(60_000));
+      await channel.drop().catch(() => undefined);
+      findings.push({ check: 'Snowpipe Streaming', severity: 'ok', detail: 'a row went through the default pipe and committed' });
+    } catch (err) {
+      findings.push(
+        fromError(
+          'Snowpipe Streaming',
+          err,
+          'the role needs INSERT on the journal tables and the account must allow Snowpipe Streaming (high-performance)',
+        ),
+      );
+    }
+    try {
+      const pipes = await sql.query(`SHOW PIPES IN SCHEMA ${db}.${quoteSf(config.landingSchema)}`);
+      findings.push({
+        check: 'pipes',
+        severity: 'ok',
+        detail: `${pipes.rows.length} pipe(s) in ${config.database}.${config.landingSchema}`,
+      });
+    } catch (err) {
+      findings.push({ check: 'pipes', severity: 'warn', detail: coerceError(err).message, fix: 'grant MONITOR on the pipes to see them' });
+    }
+    await sql.query(`DROP TABLE IF EXISTS ${probeTable}`).catch(() => undefined);
+    return findings;
+  } finally {
+    await streaming.close().catch(() => undefined);
+    await sql.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,1005 @@
+/**
+ * Snowflake destination: journals loaded by Snowpipe Streaming, targets by MERGE through the SQL API.
+ *
+ * Objects (names in sql.ts): per source table `schema.table`
+ * - a journal `DB.LANDING."SCHEMA_TABLE"`: every change as the exact PostgreSQL text of each value
+ *   (VARCHAR, like the DuckDB journal) plus `_FLOE_LSN`, `_FLOE_ORDINAL`, `_FLOE_OP`,
+ *   `_FLOE_COMMIT_TIME`, `_FLOE_UNCHANGED` (columns not sent: unchanged TOAST), `_FLOE_SEQ` (load
+ *   order, assigned by floe, increasing per table) and `_FLOE_RANGE` (snapshot range of an 'r' row);
+ *   it is loaded through the table's default pipe `SCHEMA_TABLE-STREAMING`;
+ * - a target `DB.SCHEMA."SCHEMA_TABLE"`: current state, typed, each row keeping its position;
+ * - bookkeeping in the landing schema: `_FLOE_TABLES` (journal columns, merged seq, snapshot
+ *   complete), `_FLOE_RANGES` (snapshot ranges loaded), `_FLOE_MERGES` (merge log, for retention).
+ *
+ * Exactly once. Changes go to named channels, `channels_per_table` per table; all changes of a key go
+ * to the same channel (hash of the key text), so per key the channel order is the position order.
+ * Offset tokens are the change position as fixed-width text (`LSN(20)-ORDINAL(10)`), so a channel's
+ * committed token says which changes it holds: after a crash the runtime replays from its durable
+ * LSN and every change at or below its channel's committed token is skipped. Channel names carry the
+ * pipeline and the slot incarnation, so a new incarnation never compares against old tokens.
+ * `writeChanges` resolves only when every channel's committed token covers the batch; until then a
+ * transient failure (breaker open, 5xx, network) is waited out and retried, after reopening the
+ * channel and skipping what it committed — the batch stays in memory, the runtime stops reading the
+ * socket (backpressure) and keeps answering keepalives. Terminal failures (auth, row errors, a
+ * rejected statement) reject.
+ *
+ * Snapshot ranges use their own channel per range (`..._S<index>`), tokens the row number in the
+ * range. A range is recorded in `_FLOE_RANGES` only after all its rows are committed. A range
+ * interrupted mid-way is rewritten: its channel is reopened (server-side pending rows are
+ * discarded), rows it committed are deleted by range tag, the channel is dropped (its token reset)
+ * and the range is written again — so the journal never holds a range twice.
+ *
+ * Merge windows are `_FLOE_SEQ` ranges: (merged seq, highest seq below every write still in
+ * flight]. See sql.ts for the MERGE and its guards.
+ */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Cell, Change, Position, TableSchema } from '../../model.js';
+import { qualifiedName } from '../../model.js';
+import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, SnapshotRangeRef } from '../destination.js';
+import { FloeError, coerceError } from '../../errors.js';
+import type { Logger } from '../../telemetry/logger.js';
+import { NdjsonEncoder } from '../encoding/ndjson.js';
+import { formatLsn } from '../../postgres/lsn.js';
+import { snowflakeCast } from './casts.js';
+import { KeyPairAuth } from './auth.js';
+import type { SnowflakeConfig } from './config.js';
+import { SnowflakeBreaker, type SnowflakeBreakerOptions } from './http.js';
+import { SnowflakeMetrics } from './metrics.js';
+import { SqlApiClient } from './sql-api.js';
+import { StreamingClient } from './streaming.js';
+import {
+  addColumn,
+  appendHistoryStatements,
+  bookkeeping,
+  createJournal,
+  createTarget,
+  literal,
+  mergeStatements,
+  moveSeedStatement,
+  qualified,
+  quoteSf,
+  retentionStatements,
+  retypeColumn,
+  setupStatements,
+  snowflakeName,
+  tableNameFor,
+  windowStatsStatements,
+  type Names,
+  type SfColumn,
+} from './sql.js';
+
+// ---- seams: the subset of the wire clients (sql-api.ts, streaming.ts) this destination uses ----
+
+export interface SqlResultLike {
+  readonly rows: readonly (readonly (string | null)[])[];
+}
+
+export interface SqlClientLike {
+  query(sql: string, options?: { signal?: AbortSignal; requestId?: string }): Promise<SqlResultLike>;
+  multi(sqls: string[], options?: { signal?: AbortSignal; requestId?: string }): Promise<SqlResultLike[]>;
+}
+
+export interface ChannelLike {
+  readonly name: string;
+  readonly committedOffsetToken: string | null;
+  append(lines: string[], tokens: string[], signal?: AbortSignal): Promise<void>;
+  /** Sends what failed appends left queued. */
+  flush(signal?: AbortSignal): Promise<void>;
+  waitCommitted(token: string, signal?: AbortSignal): Promise<void>;
+  drop(signal?: AbortSignal): Promise<void>;
+}
+
+export interface StreamingClientLike {
+  openChannel(pipe: { database: string; schema: string; pipe: string }, channelName: string, signal?: AbortSignal): Promise<ChannelLike>;
+}
+
+export interface SnowflakeDestinationOptions {
+  readonly database: string;
+  readonly schema: string;
+  readonly landingSchema: string;
+  readonly sql: SqlClientLike;
+  readonly streaming: StreamingClientLike;
+  readonly log: Logger;
+  readonly deleteMode?: DeleteMode;
+  /** Named channels per table for the change stream. (Default: 2) */
+  readonly channelsPerTable?: number;
+  /** A table is merged at most this often (a drain's merge is not held back). (Default: 30 s) */
+  readonly mergeIntervalMs?: number;
+  /** ... or sooner once this many journal rows wait. */
+  readonly mergeRows?: number;
+  /** Merged journal rows are deleted this long after their merge. (Default: kept) */
+  readonly journalRetentionMs?: number;
+  /** Merge counters and latency are registered here. */
+  readonly registry?: Registry;
+  /** Called when something is about to be retried, for tests and logs. */
+  readonly onRetry?: (what: string, error: FloeError, delayMs: number) => void;
+  /** Closed with the destination (the wire clients). */
+  readonly resources?: readonly { close(): Promise<void> }[];
+}
+
+export interface SnowflakeClients {
+  readonly auth: KeyPairAuth;
+  readonly sql: SqlApiClient;
+  readonly streaming: StreamingClient;
+}
+
+/** The wire clients of one account, sharing one circuit breaker. */
+export function createSnowflakeClients(
+  config: SnowflakeConfig,
+  options: { log: Logger; registry?: Registry; breaker?: SnowflakeBreakerOptions },
+): SnowflakeClients {
+  const { log, registry } = options;
+  const auth = new KeyPairAuth({ account: config.account, user: config.user, privateKey: config.privateKey });
+  const metrics = registry ? new SnowflakeMetrics(registry) : undefined;
+  const breaker = new SnowflakeBreaker({ log, metrics, ...options.breaker });
+  const sql = new SqlApiClient({
+    baseUrl: config.accountUrl,
+    auth,
+    warehouse: config.warehouse,
+    role: config.role,
+    // No session database or schema: every statement names its objects fully, and a session database
+    // that does not exist yet would make CREATE DATABASE fail.
+    // Timestamps without an offset (TIMESTAMP_NTZ casts, SYSDATE) are UTC, like the source session.
+    parameters: { TIMEZONE: 'UTC', QUERY_TAG: 'floe' },
+    breaker,
+    log,
+    metrics,
+  });
+  const streaming = new StreamingClient({
+    accountUrl: config.accountUrl,
+    auth,
+    baseUrlOverride: config.baseUrl !== undefined,
+    role: config.role,
+    // A batch is acknowledged only once committed, and the runtime keeps one batch in flight: the poll
+    // interval bounds throughput, so poll often while someone waits (one bulk request per pipe).
+    statusPollIntervalMs: 250,
+    breaker,
+    log,
+    metrics,
+  });
+  return { auth, sql, streaming };
+}
+
+/** The destination over the real wire clients, from a parsed URL (config.ts). */
+export function createSnowflakeDestination(
+  config: SnowflakeConfig,
+  options: { log: Logger; deleteMode?: DeleteMode; registry?: Registry; breaker?: SnowflakeBreakerOptions },
+): SnowflakeDestination {
+  const { log, registry } = options;
+  const { sql, streaming } = createSnowflakeClients(config, options);
+  return new SnowflakeDestination({
+    database: config.database,
+    schema: config.schema,
+    landingSchema: config.landingSchema,
+    sql,
+    streaming,
+    log,
+    deleteMode: config.deleteMode ?? options.deleteMode,
+    channelsPerTable: config.channelsPerTable,
+    mergeIntervalMs: config.mergeIntervalMs,
+    mergeRows: config.mergeRows,
+    journalRetentionMs: config.journalRetentionMs,
+    registry,
+    resources: [streaming, sql],
+  });
+}
+
+/** What the merge and the DDL know about one journal column. */
+interface JournalColumn {
+  /** PostgreSQL name (bookkeeping key). */
+  readonly pg: string;
+  /** Snowflake name. */
+  readonly sf: string;
+}
+
+interface ChannelState {
+  channel: ChannelLike;
+  readonly name: string;
+}
+
+interface TableState {
+  schema: TableSchema;
+  readonly sourceTable: string;
+  readonly tableName: string;
+  readonly journal: string;
+  readonly target: string;
+  readonly pipe: string;
+  journalColumns: JournalColumn[];
+  /** Snowflake type of each journal column's target column (may lag the type table after a retype that failed). */
+  targetTypes: string[];
+  snapshotComplete: boolean;
+  mergedSeq: bigint;
+  /** Re-read MERGED_SEQ before the next merge (the last one ended ambiguously). */
+  mergedSeqStale: boolean;
+  nextSeq: bigint;
+  /** First seq of each write in flight: a merge window ends below the lowest. */
+  readonly inflight: Map<number, bigint>;
+  channels: ChannelState[];
+  lastMergeAt: number;
+  rowsSinceMerge: number;
+  /** Merges of one table run one after the other (the timer's and a retype's). */
+  mergeChain: Promise<unknown>;
+}
+
+const TOKEN_LSN_WIDTH = 20;
+const TOKEN_ORDINAL_WIDTH = 10;
+const TOKEN_ROW_WIDTH = 12;
+/** Lines per append call; the channel splits requests at 4 MB itself. */
+const APPEND_LINES = 10_000;
+
+/** A change's offset token: fixed width, so string order is position order. */
+export const positionToken = (p: Position): string =>
+  `${p.lsn.toString().padStart(TOKEN_LSN_WIDTH, '0')}-${String(p.ordinal).padStart(TOKEN_ORDINAL_WIDTH, '0')}`;
+
+export class SnowflakeDestination implements Destination {
+  readonly #o: SnowflakeDestinationOptions;
+  readonly #names: Names;
+  readonly #deleteMode: DeleteMode;
+  readonly #channelsPerTable: number;
+  readonly #tables = new Map<string, TableState>();
+  readonly #closing = new AbortController();
+  readonly #metrics: MergeMetrics | undefined;
+  #pipeline = '';
+  #incarnation = '';
+  #durable: Position | undefined;
+  #inflightIds = 0;
+  #lastRetention = 0;
+
+  constructor(options: SnowflakeDestinationOptions) {
+    this.#o = options;
+    this.#names = { database: options.database, schema: options.schema, landing: options.landingSchema };
+    this.#deleteMode = options.deleteMode ?? 'hard';
+    this.#channelsPerTable = options.channelsPerTable ?? 2;
+    this.#metrics = options.registry ? new MergeMetrics(options.registry) : undefined;
+  }
+
+  get deleteMode(): DeleteMode {
+    return this.#deleteMode;
+  }
+
+  /** Names of the objects of a source table: for tests, `floe doctor` and docs. */
+  objectsOf(table: { schema: string; name: string }): { journal: string; target: string; pipe: string } {
+    const name = tableNameFor(table.schema, table.name);
+    return {
+      journal: qualified(this.#names.database, this.#names.landing, name),
+      target: qualified(this.#names.database, this.#names.schema, name),
+      pipe: `${name}-STREAMING`,
+    };
+  }
+
+  async open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint> {
+    this.#pipeline = pipeline;
+    this.#incarnation = incarnation;
+    // A pipeline that reconnects opens again: channels are reopened and seqs re-read in prepare().
+    this.#tables.clear();
+    this.#durable = undefined;
+    const [createDb, ...rest] = setupStatements(this.#names);
+    await this.#retrying('creating the database', async () => {
+      // The database may exist while the role may not create databases: that is fine.
+      await this.#o.sql.query(createDb!, { signal: this.#signal }).catch((err: unknown) => {
+        const e = coerceError(err);
+        if (e.retry === 'timed') throw e;
+        this.#o.log.debug({ err: e.message }, 'CREATE DATABASE IF NOT EXISTS failed; assuming the database exists');
+      });
+      await this.#o.sql.multi(rest, { signal: this.#signal, requestId: randomUUID() });
+    });
+    // Each channel's committed token is the watermark; there is no single one to report.
+    return { durable: undefined };
+  }
+
+  async prepare(table: TableSchema): Promise<void> {
+    const sourceTable = qualifiedName(table);
+    const columns = table.columns.map((c) => ({ pg: c.name, sf: snowflakeName(c.name) }));
+    const clash = columns.find((c, i) => columns.findIndex((d) => d.sf === c.sf) !== i);
+    if (clash) {
+      throw new FloeError('schema', `columns of ${sourceTable} map to the same Snowflake name ${clash.sf}`, {
+        hint: 'rename one of the columns at the source',
+        retry: 'manual',
+      });
+    }
+    const { journal, target, pipe } = this.objectsOf(table);
+    const tableName = tableNameFor(table.schema, table.name);
+    const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
+    const rows = await this.#retrying(`reading the bookkeeping of ${sourceTable}`, () =>
+      this.#o.sql.query(
+        `SELECT "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "TARGET_TABLE" FROM ${tablesTable} WHERE "SOURCE_TABLE" = ${literal(sourceTable)} ORDER BY "MERGED_SEQ" DESC LIMIT 1`,
+        { signal: this.#signal },
+      ),
+    );
+    let state = this.#tables.get(sourceTable);
+    const existing = rows.rows[0];
+    if (!existing) {
+      const other = [...this.#tables.values()].find((t) => t.tableName === tableName && t.sourceTable !== sourceTable);
+      if (other) {
+        throw new FloeError('schema', `${sourceTable} and ${other.sourceTable} map to the same Snowflake table ${tableName}`, {
+          hint: 'rename one of the tables at the source, or replicate them into different Snowflake schemas',
+          retry: 'manual',
+        });
+      }
+      const sfCols = this.#sfColumns(
+        table,
+        columns,
+        table.columns.map((c) => c.type.snowflake),
+      );
+      await this.#retrying(`creating the tables of ${sourceTable}`, () =>
+        this.#o.sql.multi(
+          [
+            createJournal(journal, sfCols),
+            createTarget(target, sfCols, table.hasKey),
+            `INSERT INTO ${tablesTable} ("SOURCE_TABLE", "TARGET_TABLE", "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "UPDATED_AT") VALUES (${literal(sourceTable)}, ${literal(tableName)}, ${literal(JSON.stringify(columns.map((c) => c.pg)))}, ${literal(JSON.stringify(table.columns.map((c) => c.type.snowflake)))}, FALSE, 0, SYSDATE())`,
+          ],
+          { signal: this.#signal, requestId: randomUUID() },
+        ),
+      );
+      state = this.#newState(
+        table,
+        sourceTable,
+        tableName,
+        journal,
+        target,
+        pipe,
+        columns,
+        table.columns.map((c) => c.type.snowflake),
+        false,
+        0n,
+      );
+    } else {
+      const journalPg = JSON.parse(existing[0] ?? '[]') as string[];
+      const targetTypes = JSON.parse(existing[1] ?? '[]') as string[];
+      const journalColumns = journalPg.map((pg) => ({ pg, sf: snowflakeName(pg) }));
+      const snapshotComplete = existing[2] === 'true' || existing[2] === '1' || existing[2] === 'TRUE';
+      const mergedSeq = BigInt(existing[3] ?? '0');
+      if (!state) {
+        state = this.#newState(
+          table,
+          sourceTable,
+          tableName,
+          journal,
+          target,
+          pipe,
+          journalColumns,
+          targetTypes,
+          snapshotComplete,
+          mergedSeq,
+        );
+      }
+      await this.#evolve(state, table);
+    }
+    state.schema = table;
+    if (state.channels.length === 0) await this.#openStreamChannels(state);
+  }
+
+  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {
+    const state = this.#known(range.table);
+    const sql = this.#o.sql;
+    const rangesTable = bookkeeping(this.#names, '_FLOE_RANGES');
+    const marker = `"PIPELINE" = ${literal(this.#pipeline)} AND "INCARNATION" = ${literal(this.#incarnation)} AND "SOURCE_TABLE" = ${literal(state.sourceTable)} AND "RANGE_INDEX" = ${range.rangeIndex}`;
+    const done = await sql.query(`SELECT COUNT(*) FROM ${rangesTable} WHERE ${marker}`, { signal: this.#signal });
+    if (Number(done.rows[0]?.[0] ?? 0) > 0) {
+      for await (const chunk of rows) void chunk; // drain the producer
+      return 0;
+    }
+    const pipe = { database: this.#names.database, schema: this.#names.landing, pipe: state.pipe };
+    const name = this.#channelName(`S${range.rangeIndex}`);
+    // Reopening discards rows an interrupted attempt left pending and fences its writer; what it
+    // committed is deleted, then the channel is dropped so its offset token starts again.
+    let channel = await this.#o.streaming.openChannel(pipe, name, this.#signal);
+    if (channel.committedOffsetToken !== null) {
+      this.#o.log.info({ table: state.sourceTable, range: range.rangeIndex }, 'rewriting an interrupted snapshot range');
+      await sql.query(
+        `DELETE FROM ${state.journal} WHERE "_FLOE_RANGE" = ${range.rangeIndex} AND "_FLOE_OP" = 'r' AND "_FLOE_SEQ" > ${state.mergedSeq}`,
+        { signal: this.#signal, requestId: randomUUID() },
+      );
+      await channel.drop(this.#signal);
+      channel = await this.#o.streaming.openChannel(pipe, name, this.#signal);
+    }
+    const encoder = this.#encoder();
+    const position: Position = { lsn: range.snapshotLsn, ordinal: -1 };
+    const id = this.#beginWrite(state);
+    let count = 0;
+    let lines: string[] = [];
+    let tokens: string[] = [];
+    const flush = async () => {
+      if (lines.length === 0) return;
+      const [l, t] = [lines, tokens];
+      lines = [];
+      tokens = [];
+      await channel.append(l, t, this.#signal);
+    };
+    try {
+      for await (const chunk of rows) {
+        for (const cells of chunk) {
+          encoder.writeRow(range.table, 'r', position, 0n, cells, { seq: state.nextSeq++, range: range.rangeIndex });
+          count++;
+          tokens.push(String(count).padStart(TOKEN_ROW_WIDTH, '0'));
+        }
+        splitLines(encoder, lines);
+        if (lines.length >= APPEND_LINES) await flush();
+      }
+      await flush();
+      if (count > 0) await channel.waitCommitted(String(count).padStart(TOKEN_ROW_WIDTH, '0'), this.#signal);
+      await sql.query(
+        `INSERT INTO ${rangesTable} ("PIPELINE", "INCARNATION", "SOURCE_TABLE", "RANGE_INDEX", "SNAPSHOT_LSN", "ROW_COUNT", "LOADED_AT") VALUES (${literal(this.#pipeline)}, ${literal(this.#incarnation)}, ${literal(state.sourceTable)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, SYSDATE())`,
+        { signal: this.#signal, requestId: randomUUID() },
+      );
+    } catch (err) {
+      // The range is rewritten when the pipeline retries (see above).
+      throw coerceError(err, `loading snapshot range ${range.rangeIndex} of ${state.sourceTable}`);
+    } finally {
+      this.#endWrite(state, id);
+    }
+    state.rowsSinceMerge += count;
+    await channel.drop(this.#signal).catch((err: unknown) => {
+      this.#o.log.debug({ err: coerceError(err).message }, 'could not drop a snapshot channel; it expires on its own');
+    });
+    return count;
+  }
+
+  async completeSnapshot(table: TableSchema): Promise<void> {
+    const state = this.#known(table);
+    await this.#retrying(`completing the snapshot of ${state.sourceTable}`, () =>
+      this.#o.sql.query(
+        `UPDATE ${bookkeeping(this.#names, '_FLOE_TABLES')} SET "SNAPSHOT_COMPLETE" = TRUE, "UPDATED_AT" = SYSDATE() WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
+        { signal: this.#signal, requestId: randomUUID() },
+      ),
+    );
+    state.snapshotComplete = true;
+  }
+
+  async resetTable(table: TableSchema, snapshotLsn: bigint): Promise<void> {
+    const state = this.#known(table);
+    const seq = state.nextSeq++;
+    const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
+    const statements = [
+      'BEGIN',
+      // History stays; a truncate marker just below the new snapshot's rows says where it restarts.
+      `INSERT INTO ${state.journal} ("_FLOE_SEQ", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_OP") VALUES (${seq}, ${snapshotLsn}, -2, 't')`,
+      // Keyed: rows loaded before are never merged (the new snapshot replaces them). Keyless: the
+      // target is history and gets the marker too.
+      ...(table.hasKey ? [`DELETE FROM ${state.target}`] : []),
+      `UPDATE ${tablesTable} SET "SNAPSHOT_COMPLETE" = FALSE, ${table.hasKey ? `"MERGED_SEQ" = ${seq}, ` : ''}"UPDATED_AT" = SYSDATE() WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
+      `DELETE FROM ${bookkeeping(this.#names, '_FLOE_RANGES')} WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
+      'COMMIT',
+    ];
+    const requestId = randomUUID();
+    await this.#retrying(`resetting ${state.sourceTable}`, () => this.#o.sql.multi(statements, { signal: this.#signal, requestId }));
+    if (table.hasKey) state.mergedSeq = seq;
+    state.snapshotComplete = false;
+  }
+
+  async writeChanges(changes: readonly Change[]): Promise<void> {
+    if (changes.length === 0) return;
+    // Per channel: the lines and tokens of the changes it does not hold yet, in position order.
+    const perChannel = new Map<ChannelState, { state: TableState; lines: string[]; tokens: string[]; encoder: NdjsonEncoder }>();
+    const writes: { state: TableState; id: number }[] = [];
+    const started = new Set<TableState>();
+    try {
+      for (const ch of changes) {
+        const state = this.#known(ch.table);
+        const channel = state.channels[channelIndex(ch, state.channels.length)]!;
+        const token = positionToken(ch.position);
+        const committed = channel.channel.committedOffsetToken;
+        if (committed !== null && token <= committed) continue; // replayed: the channel holds it
+        if (!started.has(state)) {
+          started.add(state);
+          writes.push({ state, id: this.#beginWrite(state) });
+        }
+        let out = perChannel.get(channel);
+        if (!out) {
+          out = { state, lines: [], tokens: [], encoder: this.#encoder() };
+          perChannel.set(channel, out);
+        }
+        out.encoder.writeRow(ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells, { seq: state.nextSeq++ });
+        out.tokens.push(token);
+        state.rowsSinceMerge++;
+      }
+      for (const out of perChannel.values()) splitLines(out.encoder, out.lines);
+      await Promise.all([...perChannel].map(([channel, out]) => this.#deliver(out.state, channel, out.lines, out.tokens)));
+    } finally {
+      for (const w of writes) this.#endWrite(w.state, w.id);
+    }
+    this.#durable = changes[changes.length - 1]!.position;
+  }
+
+  async durableThrough(): Promise<Position | undefined> {
+    return this.#durable;
+  }
+
+  /**
+   * Merges tables whose snapshot is complete and whose merge is due (`merge_interval`, or `merge_rows`
+   * rows waiting). Without a signal (the runtime's final merge at drain) every table is due. A
+   * transient failure leaves the table for the next call; a deterministic one rejects.
+   */
+  async merge(signal?: AbortSignal): Promise<MergeResult> {
+    const force = signal === undefined;
+    const interval = this.#o.mergeIntervalMs ?? 30_000;
+    let tables = 0;
+    let journalRows = 0;
+    for (const state of this.#tables.values()) {
+      if (signal?.aborted || this.#signal.aborted) break;
+      if (!state.snapshotComplete) continue;
+      const due =
+        force ||
+        Date.now() - state.lastMergeAt >= interval ||
+        (this.#o.mergeRows !== undefined && state.rowsSinceMerge >= this.#o.mergeRows);
+      if (!due) continue;
+      try {
+        const n = await this.#mergeTable(state);
+        if (n > 0) {
+          tables++;
+          journalRows += n;
+        }
+      } catch (err) {
+        const e = coerceError(err);
+        if (e.retry !== 'timed')
+          throw new FloeError(e.kind, `merging ${state.sourceTable}: ${e.message}`, { cause: err, retry: e.retry, hint: e.hint });
+        state.mergedSeqStale = true;
+        this.#metrics?.failures.inc();
+        this.#o.log.warn({ table: state.sourceTable, err: e.message }, 'merge failed; retried at the next merge');
+      }
+    }
+    if (this.#o.journalRetentionMs !== undefined && Date.now() - this.#lastRetention >= Math.min(interval * 10, 3_600_000)) {
+      this.#lastRetention = Date.now();
+      await this.#applyRetention().catch((err: unknown) =>
+        this.#o.log.warn({ err: coerceError(err).message }, 'journal retention failed; retried later'),
+      );
+    }
+    return { tables, journalRows };
+  }
+
+  async close(): Promise<void> {
+    this.#closing.abort();
+    this.#tables.clear();
+    for (const r of this.#o.resources ?? []) await r.close().catch(() => undefined);
+  }
+
+  /** Runs one statement through the SQL API: for tests, `--verify` and `floe doctor`. */
+  async query(sql: string): Promise<(string | null)[][]> {
+    return (await this.#o.sql.query(sql, { signal: this.#signal })).rows.map((r) => [...r]);
+  }
+
+  // ---- internals -------------------------------------------------------------------------
+
+  get #signal(): AbortSignal {
+    return this.#closing.signal;
+  }
+
+  #newState(
+    schema: TableSchema,
+    sourceTable: string,
+    tableName: string,
+    journal: string,
+    target: string,
+    pipe: string,
+    journalColumns: JournalColumn[],
+    targetTypes: string[],
+    snapshotComplete: boolean,
+    mergedSeq: bigint,
+  ): TableState {
+    const state: TableState = {
+      schema,
+      sourceTable,
+      tableName,
+      journal,
+      target,
+      pipe,
+      journalColumns,
+      targetTypes,
+      snapshotComplete,
+      mergedSeq,
+      mergedSeqStale: false,
+      nextSeq: 0n,
+      inflight: new Map(),
+      channels: [],
+      lastMergeAt: 0,
+      rowsSinceMerge: 0,
+      mergeChain: Promise.resolve(),
+    };
+    this.#tables.set(sourceTable, state);
+    return state;
+  }
+
+  /** Columns of the DDL and merge: journal columns, typed by the current schema or, for dropped ones, as kept. */
+  #sfColumns(table: TableSchema, journalColumns: readonly JournalColumn[], targetTypes: readonly string[]): SfColumn[] {
+    const byName = new Map(table.columns.map((c) => [c.name, c] as const));
+    return journalColumns.map((jc, i) => {
+      const col = byName.get(jc.pg);
+      const stored = targetTypes[i] ?? 'VARCHAR';
+      const cast = (x: string) => {
+        if (!col) return stored === 'VARCHAR' ? x : `${x}::${stored}`;
+        const c = snowflakeCast(col.type, x);
+        // A column whose type change Snowflake refused keeps its old type: convert into that.
+        return stored === col.type.snowflake ? c : stored === 'VARCHAR' ? x : `${c}::${stored}`;
+      };
+      return { name: jc.sf, type: stored, cast, isKey: col?.isKey ?? false };
+    });
+  }
+
+  /** New columns are added before the first change that uses them; dropped ones stay; changed types are tried. */
+  async #evolve(state: TableState, table: TableSchema): Promise<void> {
+    const known = new Set(state.journalColumns.map((c) => c.pg));
+    const added = table.columns.filter((c) => !known.has(c.name));
+    const retyped = table.columns.filter((c) => {
+      const i = state.journalColumns.findIndex((jc) => jc.pg === c.name);
+      return i >= 0 && state.targetTypes[i] !== c.type.snowflake;
+    });
+    if (added.length === 0 && retyped.length === 0) return;
+    for (const c of added) {
+      const sf = snowflakeName(c.name);
+      if (state.journalColumns.some((jc) => jc.sf === sf)) {
+        throw new FloeError('schema', `column ${c.name} of ${state.sourceTable} maps to the existing Snowflake column ${sf}`, {
+          hint: 'rename the column at the source',
+          retry: 'manual',
+        });
+      }
+    }
+    // Journal rows written under the old types are merged with them first.
+    if (retyped.length > 0 && table.hasKey && state.snapshotComplete) await this.#mergeTable(state);
+    const journalColumns = state.journalColumns.slice();
+    const targetTypes = state.targetTypes.slice();
+    for (const c of retyped) {
+      const i = journalColumns.findIndex((jc) => jc.pg === c.name);
+      const sf = journalColumns[i]!.sf;
+      try {
+        await this.#o.sql.query(retypeColumn(state.target, sf, c.type.snowflake), { signal: this.#signal, requestId: randomUUID() });
+        targetTypes[i] = c.type.snowflake;
+      } catch (err) {
+        const e = coerceError(err);
+        if (e.retry === 'timed') throw e;
+        // Snowflake changes few types in place (wider VARCHAR, more NUMBER precision): the column keeps
+        // its type and new values are converted into it; the journal keeps the exact text.
+        this.#o.log.warn(
+          { table: state.sourceTable, column: c.name, to: c.type.snowflake },
+          'Snowflake cannot change the column type; it keeps its type',
+        );
+      }
+    }
+    const statements: string[] = [];
+    for (const c of added) {
+      const sf = snowflakeName(c.name);
+      statements.push(addColumn(state.journal, sf, 'VARCHAR'), addColumn(state.target, sf, c.type.snowflake));
+      journalColumns.push({ pg: c.name, sf });
+      targetTypes.push(c.type.snowflake);
+    }
+    statements.push(
+      `UPDATE ${bookkeeping(this.#names, '_FLOE_TABLES')} SET "JOURNAL_COLUMNS" = ${literal(JSON.stringify(journalColumns.map((c) => c.pg)))}, "TARGET_TYPES" = ${literal(JSON.stringify(targetTypes))}, "UPDATED_AT" = SYSDATE() WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
+    );
+    const requestId = randomUUID();
+    await this.#retrying(`adding columns to ${state.sourceTable}`, () =>
+      this.#o.sql.multi(statements, { signal: this.#signal, requestId }),
+    );
+    state.journalColumns = journalColumns;
+    state.targetTypes = targetTypes;
+  }
+
+  async #openStreamChannels(state: TableState): Promise<void> {
+    const pipe = { database: this.#names.database, schema: this.#names.landing, pipe: state.pipe };
+    const channels = await Promise.all(
+      Array.from({ length: this.#channelsPerTable }, async (_, i) => {
+        const name = this.#channelName(`C${i}`);
+        const channel = await this.#retrying(`opening channel ${name}`, () => this.#o.streaming.openChannel(pipe, name, this.#signal));
+        return { channel, name };
+      }),
+    );
+    // After the (re)open nothing an earlier process left pending can still commit, so the journal's
+    // highest seq is final and load order continues above it.
+    const [max] = (
+      await this.#retrying(`reading the journal of ${state.sourceTable}`, () =>
+        this.#o.sql.query(`SELECT MAX("_FLOE_SEQ") FROM ${state.journal}`, { signal: this.#signal }),
+      )
+    ).rows;
+    const highest = BigInt(max?.[0] ?? '0');
+    state.nextSeq = (highest > state.mergedSeq ? highest : state.mergedSeq) + 1n;
+    state.channels = channels;
+  }
+
+  /**
+   * Appends lines to a channel and waits until it committed them. Transient failures are waited out
+   * (honouring the breaker's retry-after): the channel keeps what it did not get accepted and sends it
+   * on `flush`, and replays what it had accepted but not committed when it reopens itself.
+   */
+  async #deliver(state: TableState, cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    const last = tokens[tokens.length - 1]!;
+    let next = 0;
+    let appending = false;
+    await this.#retrying(`writing to channel ${cs.name}`, async () => {
+      if (appending) await cs.channel.flush(this.#signal);
+      while (next < lines.length) {
+        const end = Math.min(lines.length, next + APPEND_LINES);
+        const [l, t] = [lines.slice(next, end), tokens.slice(next, end)];
+        // Once handed over, a slice is the channel's to deliver (flush), never appended again.
+        next = end;
+        appending = true;
+        await cs.channel.append(l, t, this.#signal);
+        appending = false;
+      }
+      await cs.channel.waitCommitted(last, this.#signal);
+    }).catch((err: unknown) => {
+      // Invariant 7: say which table and which positions were refused.
+      const e = coerceError(err);
+      throw new FloeError(
+        e.kind,
+        `Snowflake did not take changes of ${state.sourceTable} at positions ${tokenText(tokens[0]!)} to ${tokenText(last)}: ${e.message}`,
+        { cause: err, retry: e.retry, hint: e.hint },
+      );
+    });
+  }
+
+  /** Runs `fn` until it succeeds or fails for good; waits between attempts, at most 30 s. */
+  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const e = coerceError(err);
+        if (e.retry !== 'timed' || this.#signal.aborted) throw e;
+        const hinted = (err as { retryAfterMs?: unknown }).retryAfterMs;
+        const backoff = Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + Math.random() / 2);
+        const delay = typeof hinted === 'number' && hinted > 0 ? Math.min(hinted, 60_000) : backoff;
+        this.#o.log.warn({ what, err: e.message, attempt, delayMs: Math.round(delay) }, 'Snowflake call failed; retrying');
+        this.#o.onRetry?.(what, e, delay);
+        await sleep(delay, undefined, { signal: this.#signal }).catch(() => undefined);
+        if (this.#signal.aborted) throw e;
+      }
+    }
+  }
+
+  #mergeTable(state: TableState): Promise<number> {
+    const run = state.mergeChain.then(() => this.#mergeWindow(state));
+    state.mergeChain = run.catch(() => undefined);
+    return run;
+  }
+
+  async #mergeWindow(state: TableState): Promise<number> {
+    const sql = this.#o.sql;
+    const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
+    if (state.mergedSeqStale) {
+      const [row] = (
+        await sql.query(`SELECT MAX("MERGED_SEQ") FROM ${tablesTable} WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`, {
+          signal: this.#signal,
+        })
+      ).rows;
+      state.mergedSeq = BigInt(row?.[0] ?? '0');
+      state.mergedSeqStale = false;
+    }
+    const fromSeq = state.mergedSeq;
+    const toSeq = this.#committedSeq(state);
+    if (toSeq <= fromSeq) return 0;
+    const started = performance.now();
+    const [stats, trunc] = await sql.multi(windowStatsStatements(state.journal, fromSeq, toSeq), { signal: this.#signal });
+    const journalRows = Number(stats?.rows[0]?.[0] ?? 0);
+    const unchanged = Number(stats?.rows[0]?.[1] ?? 0);
+    const deletes = Number(stats?.rows[0]?.[2] ?? 0);
+    const t = trunc?.rows[0];
+    const truncate = t ? { lsn: BigInt(t[0]!), ordinal: Number(t[1]) } : undefined;
+    const columns = this.#sfColumns(state.schema, state.journalColumns, state.targetTypes);
+    const seeds = unchanged > 0 && state.schema.hasKey ? await this.#resolveMoves(state, columns, fromSeq, toSeq, truncate) : [];
+    const spec = {
+      sourceTable: state.sourceTable,
+      journal: state.journal,
+      target: state.target,
+      tables: tablesTable,
+      merges: bookkeeping(this.#names, '_FLOE_MERGES'),
+      columns,
+      deleteMode: this.#deleteMode,
+      fromSeq,
+      toSeq,
+      journalRows,
+      truncate,
+      seeds,
+      perColumn: unchanged > 0 || (this.#deleteMode === 'soft' && deletes > 0),
+    };
+    const statements = state.schema.hasKey ? mergeStatements(spec) : appendHistoryStatements(spec);
+    await sql.multi(statements, { signal: this.#signal, requestId: randomUUID() });
+    state.mergedSeq = toSeq;
+    state.lastMergeAt = Date.now();
+    state.rowsSinceMerge = 0;
+    this.#metrics?.merges.inc();
+    this.#metrics?.rows.inc(journalRows);
+    this.#metrics?.seconds.observe((performance.now() - started) / 1000);
+    this.#o.log.debug({ table: state.sourceTable, journalRows, fromSeq: String(fromSeq), toSeq: String(toSeq) }, 'merged');
+    return journalRows;
+  }
+
+  /**
+   * Key moves (a primary-key change: delete of the old key, insert of the new key at the next ordinal)
+   * whose insert lacks unchanged TOAST values. Resolved move by move in position order, like the DuckDB
+   * destination: the old key's latest image in the window fills the journal row of the insert (so a
+   * chain of moves follows), else a seed statement copies the old key's target values (run in the
+   * merge transaction, before the MERGE). Rare, so a few statements per move are fine.
+   */
+  async #resolveMoves(
+    state: TableState,
+    columns: readonly SfColumn[],
+    fromSeq: bigint,
+    toSeq: bigint,
+    truncate: Position | undefined,
+  ): Promise<string[]> {
+    const sql = this.#o.sql;
+    const keys = columns.filter((c) => c.isKey);
+    const keyList = keys.map((k) => quoteSf(k.name)).join(', ');
+    const win = `"_FLOE_SEQ" > ${fromSeq} AND "_FLOE_SEQ" <= ${toSeq}`;
+    const q = (text: string) => sql.query(text, { signal: this.#signal });
+    const moves = (
+      await q(
+        `SELECT "_FLOE_SEQ", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_UNCHANGED", ${keyList} FROM ${state.journal} WHERE ${win} AND "_FLOE_OP" = 'i' AND "_FLOE_UNCHANGED" IS NOT NULL ORDER BY "_FLOE_LSN", "_FLOE_ORDINAL"`,
+      )
+    ).rows;
+    const seeds: string[] = [];
+    for (const [seq, lsnText, ordText, unchangedJson, ...newKey] of moves) {
+      const position: Position = { lsn: BigInt(lsnText!), ordinal: Number(ordText) - 1 };
+      if (truncate && (position.lsn < truncate.lsn || (position.lsn === truncate.lsn && position.ordinal < truncate.ordinal))) continue;
+      const [oldKey] = (
+        await q(
+          `SELECT ${keyList} FROM ${state.journal} WHERE ${win} AND "_FLOE_LSN" = ${position.lsn} AND "_FLOE_ORDINAL" = ${position.ordinal} AND "_FLOE_OP" = 'd' LIMIT 1`,
+        )
+      ).rows;
+      if (!oldKey) continue;
+      const unchanged = JSON.parse(unchangedJson ?? '[]') as string[];
+      const oldMatch = keys.map((k, i) =>
+        oldKey[i] === null ? `${quoteSf(k.name)} IS NULL` : `${quoteSf(k.name)} = ${literal(oldKey[i]!)}`,
+      );
+      const before = `("_FLOE_LSN" < ${position.lsn} OR ("_FLOE_LSN" = ${position.lsn} AND "_FLOE_ORDINAL" < ${position.ordinal}))`;
+      const fills: string[] = [];
+      const remaining: string[] = [];
+      for (const c of unchanged) {
+        const [image] = (
+          await q(
+            `SELECT ${quoteSf(c)} FROM ${state.journal} WHERE ${win} AND ${oldMatch.join(' AND ')} AND ${before} AND "_FLOE_OP" <> 'd' AND NOT ARRAY_CONTAINS(${literal(c)}::VARIANT, COALESCE("_FLOE_UNCHANGED", ARRAY_CONSTRUCT())) ORDER BY "_FLOE_LSN" DESC, "_FLOE_ORDINAL" DESC LIMIT 1`,
+          )
+        ).rows;
+        if (image) fills.push(`${quoteSf(c)} = ${image[0] === null ? 'NULL' : literal(image[0]!)}`);
+        else remaining.push(c);
+      }
+      if (fills.length > 0) {
+        const rest = remaining.length > 0 ? `ARRAY_CONSTRUCT(${remaining.map(literal).join(', ')})` : 'NULL';
+        await sql.query(`UPDATE ${state.journal} SET ${fills.join(', ')}, "_FLOE_UNCHANGED" = ${rest} WHERE "_FLOE_SEQ" = ${seq}`, {
+          signal: this.#signal,
+          requestId: randomUUID(),
+        });
+      }
+      if (remaining.length > 0) {
+        seeds.push(moveSeedStatement({ target: state.target, columns, oldKey, newKey, unchanged: remaining, position }));
+      }
+    }
+    return seeds;
+  }
+
+  /** Deletes journal rows merged more than `journal_retention` ago. */
+  async #applyRetention(): Promise<void> {
+    const cutoff = new Date(Date.now() - this.#o.journalRetentionMs!).toISOString();
+    const merges = bookkeeping(this.#names, '_FLOE_MERGES');
+    for (const state of this.#tables.values()) {
+      const [row] = (
+        await this.#o.sql.query(
+          `SELECT MAX("MERGED_SEQ") FROM ${merges} WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)} AND "MERGED_AT" < TO_TIMESTAMP_TZ(${literal(cutoff)})`,
+          { signal: this.#signal },
+        )
+      ).rows;
+      if (!row?.[0]) continue;
+      const seq = BigInt(row[0]);
+      await this.#o.sql.multi(retentionStatements(state.sourceTable, state.journal, merges, seq), {
+        signal: this.#signal,
+        requestId: randomUUID(),
+      });
+    }
+  }
+
+  /** The highest seq such that every row at or below it is committed. */
+  #committedSeq(state: TableState): bigint {
+    let low = state.nextSeq;
+    for (const start of state.inflight.values()) if (start < low) low = start;
+    return low - 1n;
+  }
+
+  #beginWrite(state: TableState): number {
+    const id = ++this.#inflightIds;
+    state.inflight.set(id, state.nextSeq);
+    return id;
+  }
+
+  #endWrite(state: TableState, id: number): void {
+    state.inflight.delete(id);
+  }
+
+  #channelName(suffix: string): string {
+    const pipeline = this.#pipeline.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
+    const incarnation = this.#incarnation
+      .replace(/[^A-Za-z0-9]/g, '')
+      .slice(0, 8)
+      .toUpperCase();
+    return `FLOE_${pipeline}_${incarnation}_${suffix}`;
+  }
+
+  #encoder(): NdjsonEncoder {
+    return new NdjsonEncoder(64 * 1024, { keyName: snowflakeName, upperCaseMeta: true });
+  }
+
+  #known(table: TableSchema): TableState {
+    const state = this.#tables.get(qualifiedName(table));
+    if (!state) throw new FloeError('internal', `table ${qualifiedName(table)} was not prepared in the destination`);
+    return state;
+  }
+}
+
+/** An offset token as a position `X/Y#ordinal`, for messages. */
+function tokenText(token: string): string {
+  const [lsn, ordinal] = token.split('-');
+  return `${formatLsn(BigInt(lsn ?? '0'))}#${Number(ordinal ?? 0)}`;
+}
+
+/** Moves the encoder's lines into `out` and resets it. */
+function splitLines(encoder: NdjsonEncoder, out: string[]): void {
+  if (encoder.length === 0) return;
+  const text = encoder.view().toString('utf8');
+  encoder.reset();
+  let start = 0;
+  for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+    out.push(text.slice(start, nl));
+    start = nl + 1;
+  }
+}
+
+/** Channel of a change: the same for every change of a key (FNV-1a of the key's text). */
+function channelIndex(change: Change, channels: number): number {
+  if (channels <= 1) return 0;
+  const cols = change.table.columns;
+  let h = 0x811c9dc5;
+  const mix = (s: string) => {
+    for (let i = 0; i < s.length; i++) {
+      h ^= s.charCodeAt(i);
+      h = Math.imul(h, 0x01000193);
+    }
+    h ^= 0;
+    h = Math.imul(h, 0x01000193);
+  };
+  const keyed = change.table.hasKey;
+  for (let i = 0; i < cols.length; i++) {
+    if (keyed && !cols[i]!.isKey) continue;
+    const cell = change.cells[i];
+    mix(typeof cell === 'string' ? cell : '\u0000');
+  }
+  return (h >>> 0) % channels;
+}
+
+class MergeMetrics {
+  readonly merges: Counter;
+  readonly rows: Counter;
+  readonly failures: Counter;
+  readonly seconds: Histogram;
+
+  constructor(registry: Registry) {
+    const get = <T>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
+    this.merges = get(
+      'floe_snowflake_merges_total',
+      () => new Counter({ name: 'floe_snowflake_merges_total', help: 'MERGE transactions committed', registers: [registry] }),
+    );
+    this.rows = get(
+      'floe_snowflake_merge_journal_rows_total',
+      () =>
+        new Counter({ name: 'floe_snowflake_merge_journal_rows_total', help: 'journal rows merged into targets', registers: [registry] }),
+    );
+    this.failures = get(
+      'floe_snowflake_merge_failures_total',
+      () =>
+        new Counter({
+          name: 'floe_snowflake_merge_failures_total',
+          help: 'merges that failed transiently (retried at the next merge)',
+          registers: [registry],
+        }),
+    );
+    this.seconds = get(
+      'floe_snowflake_merge_seconds',
+      () =>
+        new Histogram({
+          name: 'floe_snowflake_merge_seconds',
+          help: 'duration of one table merge (window statistics + MERGE transaction)',
+          buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+          registers: [registry],
+        }),
+    );
+  }
+}
