@@ -11,7 +11,10 @@ import type { Registry } from 'prom-client';
  * `duckdb:./path.duckdb`, `duckdb:///abs/path.duckdb` or `duckdb::memory:`, optionally with
  * `?memory_limit=2GB` (DuckDB's memory cap; default 1GB).
  */
-export function parseDestination(url: string, options: { deleteMode: DeleteMode; log?: Logger; registry?: Registry }): Destination {
+export function parseDestination(
+  url: string,
+  options: { deleteMode: DeleteMode; log?: Logger; registry?: Registry; secrets?: Readonly<Record<string, string>> },
+): Destination {
   const m = /^duckdb:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
   if (m) {
     const path = m[1]!;
@@ -30,7 +33,7 @@ export function parseDestination(url: string, options: { deleteMode: DeleteMode;
     return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit });
   }
   if (url.startsWith('snowflake://')) {
-    return createSnowflakeDestination(parseSnowflakeUrl(url), {
+    return createSnowflakeDestination(parseSnowflakeUrl(url, process.env, options.secrets), {
       log: options.log ?? silentLogger,
       deleteMode: options.deleteMode,
       registry: options.registry,

@@ -35,6 +35,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import type { Registry } from 'prom-client';
 import { FloeError, coerceError } from '../errors.js';
 import type { Destination } from '../destination/destination.js';
 import type { StateStore } from '../store/state-store.js';
@@ -522,7 +523,9 @@ class PipelineTask {
       if (progress) await store.recordDurable(config.name, progress.incarnation, progress.durableLsn, progress.ackLsn);
       // The runtime reads the controls at start: a skipped table is never snapshotted.
       await this.applyTableControls(await listPipelineTables(manager.db, this.id));
-      destination = (manager.openDestination ?? defaultDestination)(config.destination);
+      destination = manager.openDestination
+        ? manager.openDestination(config.destination)
+        : defaultDestination(config.destination, this.log, manager.metrics?.registry);
       const metricsEvents = manager.metrics?.pipelineEvents(config.name);
       const events: PipelineEvents = combineEvents(metricsEvents, this.#status.events(config.secretValues), {
         table: (table, state, detail) => this.#reportTable(table, state, detail, config),
@@ -609,8 +612,9 @@ class PipelineTask {
   }
 }
 
-function defaultDestination(d: ResolvedDestination): Destination {
-  return parseDestination(d.url, { deleteMode: d.deleteMode });
+function defaultDestination(d: ResolvedDestination, log: Logger, registry: Registry | undefined): Destination {
+  // Snowflake takes its key (`private_key`) and passphrase from the resolved secret references.
+  return parseDestination(d.url, { deleteMode: d.deleteMode, secrets: d.secrets, log, registry });
 }
 
 /** Drops the slot once the stopped pipeline's walsender has let it go (that takes a moment). */

@@ -76,7 +76,7 @@ const duration = (name: string) =>
 const ParamsSchema = z.object({
   warehouse: z.string().regex(identifier, 'warehouse must be a Snowflake identifier').optional(),
   role: z.string().regex(identifier, 'role must be a Snowflake identifier').optional(),
-  private_key_file: z.string().min(1, 'private_key_file is required'),
+  private_key_file: z.string().min(1, 'private_key_file is empty').optional(),
   private_key_passphrase: z.string().optional(),
   landing_schema: z.string().regex(identifier, 'landing_schema must be a Snowflake identifier').optional(),
   merge_interval: duration('merge_interval'),
@@ -101,7 +101,15 @@ const HINT = 'snowflake://USER@ORG-ACCOUNT/DATABASE/SCHEMA?warehouse=WH&role=ROL
  * Parses and validates a destination URL; reads the private key file. `env` supplies
  * FLOE_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE.
  */
-export function parseSnowflakeUrl(url: string, env: NodeJS.ProcessEnv = process.env): SnowflakeConfig {
+/**
+ * `secrets` come from the control plane (resolved references): `private_key` (the PEM itself, instead of
+ * `private_key_file`) and `private_key_passphrase`.
+ */
+export function parseSnowflakeUrl(
+  url: string,
+  env: NodeJS.ProcessEnv = process.env,
+  secrets: Readonly<Record<string, string>> = {},
+): SnowflakeConfig {
   // Not `new URL()`: its errors echo the whole input, passphrase included.
   const m = /^snowflake:\/\/([^@/?#]+)@([^/?#]+)\/([^/?#]+)\/([^/?#]+)\/?(?:\?(.*))?$/.exec(url);
   if (!m) {
@@ -149,15 +157,28 @@ export function parseSnowflakeUrl(url: string, env: NodeJS.ProcessEnv = process.
   }
   const p = parsed.data;
   let privateKeyPem: string;
-  try {
-    privateKeyPem = readFileSync(p.private_key_file, 'utf8');
-  } catch (err) {
-    throw new FloeError('config', `cannot read private_key_file ${p.private_key_file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, {
-      hint: 'give the path of the PKCS#8 PEM private key registered for the Snowflake user',
-    });
+  let keySource: string;
+  if (secrets.private_key !== undefined && p.private_key_file === undefined) {
+    privateKeyPem = secrets.private_key;
+    keySource = 'the private_key secret';
+  } else if (p.private_key_file === undefined) {
+    throw new FloeError('config', 'invalid Snowflake destination URL: private_key_file is required', { hint: HINT });
+  } else {
+    try {
+      privateKeyPem = readFileSync(p.private_key_file, 'utf8');
+    } catch (err) {
+      throw new FloeError(
+        'config',
+        `cannot read private_key_file ${p.private_key_file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+        {
+          hint: 'give the path of the PKCS#8 PEM private key registered for the Snowflake user',
+        },
+      );
+    }
+    keySource = `private_key_file ${p.private_key_file}`;
   }
-  const passphrase = p.private_key_passphrase ?? env.FLOE_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE;
-  const privateKey = loadPrivateKey(privateKeyPem, passphrase || undefined, `private_key_file ${p.private_key_file}`);
+  const passphrase = p.private_key_passphrase ?? secrets.private_key_passphrase ?? env.FLOE_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE;
+  const privateKey = loadPrivateKey(privateKeyPem, passphrase || undefined, keySource);
   // JWT claims use the account without region/cloud and with '.' → '-' (snowflake-api.md §2.3).
   const account = accountText.split('.')[0]!.toUpperCase();
   const baseUrl = p.base_url?.replace(/\/$/, '');

@@ -1,0 +1,80 @@
+/**
+ * The control plane drives a Snowflake destination end to end: rows defined with the CLI (the key
+ * given as a `file:` secret reference, never in the table), a `floe run` worker, the emulator as
+ * Snowflake. The target follows the source, and the key's path or content never reaches the tables.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { createTestDatabase, testClusters, type TestDatabase } from './harness/database.js';
+import { runFloe, startFloe, type FloeProcess } from './helpers/cli.js';
+import { snowflakeFixture, type SnowflakeFixture } from './helpers/snowflake.js';
+import { waitFor } from './helpers/wait.js';
+
+const cluster = testClusters().at(-1)!;
+
+describe(`control plane with a Snowflake destination (PostgreSQL ${cluster.major})`, () => {
+  let control: TestDatabase;
+  let source: TestDatabase;
+  let sf: SnowflakeFixture;
+  let worker: FloeProcess | undefined;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    sf = await snowflakeFixture();
+    control = await createTestDatabase(cluster, 'ctlsf');
+    source = await createTestDatabase(cluster, 'srcsf');
+    await source.sql(`CREATE TABLE items (id int PRIMARY KEY, v text);
+      INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 300) g;
+      CREATE PUBLICATION pub FOR TABLE items;`);
+    env = { FLOE_DATABASE_URL: control.url, FLOE_LOG_LEVEL: process.env.FLOE_TEST_LOG ?? 'info' };
+  });
+
+  afterAll(async () => {
+    worker?.kill('SIGKILL');
+    await worker?.exited;
+    await source?.dropSlot('floe_wh_items').catch(() => undefined);
+    await source?.drop();
+    await control?.drop();
+    await sf?.emulator.close();
+    sf?.dir.remove();
+  });
+
+  it('replicates through floe run into Snowflake, with the key as a secret reference', async () => {
+    const keyFile = join(sf.dir.path, 'rsa_key.p8');
+    const url = `snowflake://floe@${sf.emulator.account}/ANALYTICS/PUBLIC?warehouse=COMPUTE_WH&merge_interval=0s&base_url=${sf.emulator.url}`;
+    for (const args of [
+      ['migrate'],
+      ['source', 'add', 'app', '--url', source.url],
+      ['destination', 'add', 'wh', '--type', 'snowflake', '--url', url, '--secret', `private_key=file:${keyFile}`],
+      ['pipeline', 'add', 'wh_items', '--source', 'app', '--destination', 'wh', '--publication', 'pub', '--slot', 'floe_wh_items'],
+      ['pipeline', 'set', 'wh_items', '--option', 'merge_interval_ms=200', '--option', 'batch_max_ms=100'],
+      ['pipeline', 'start', 'wh_items'],
+    ]) {
+      const r = await runFloe(args, env);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    worker = startFloe(['run', '--worker-id', 'w1', '--poll-interval-ms', '500', '--metrics-port', '0'], env);
+    const target = `"ANALYTICS"."PUBLIC"."PUBLIC_ITEMS"`;
+    const count = async () => Number((await sf.rows(`SELECT COUNT(*) FROM ${target}`).catch(() => [['-1']]))[0]![0]);
+    await waitFor('snapshot in Snowflake', async () => (await count()) === 300, 90_000);
+    await source.sql(`UPDATE items SET v = 'changed' WHERE id <= 10; DELETE FROM items WHERE id > 290`);
+    await waitFor('changes in Snowflake', async () => (await count()) === 290, 60_000);
+    await waitFor(
+      'updates merged',
+      async () => Number((await sf.rows(`SELECT COUNT(*) FROM ${target} WHERE "V" = 'changed'`))[0]![0]) === 10,
+      60_000,
+    );
+    const status = await runFloe(['status', '--json'], env);
+    const p = (JSON.parse(status.stdout) as { pipelines: { name: string; state: string; owner_worker: string }[] }).pipelines[0]!;
+    expect(p).toMatchObject({ name: 'wh_items', state: 'streaming', owner_worker: 'w1' });
+    // The tables hold the reference, never the key.
+    const [dest] = await control.sql<{ secrets: unknown; url: string }>(`SELECT secrets, url FROM floe.destination`);
+    expect(dest!.secrets).toEqual({ private_key: `file:${keyFile}` });
+    expect(JSON.stringify(await control.sql(`SELECT * FROM floe.pipeline`))).not.toContain('PRIVATE KEY');
+    worker.kill('SIGTERM');
+    const exit = await worker.exited;
+    expect(exit.code, exit.stderr.slice(-2000)).toBe(0);
+    expect(exit.stderr).not.toContain('PRIVATE KEY');
+    worker = undefined;
+  });
+});
