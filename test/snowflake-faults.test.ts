@@ -83,9 +83,9 @@ describe('Snowflake destination under faults', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase(cluster, 'sffaults');
-    // Commits lag appends by 250 ms: reopens after an ambiguous append land before the commit (the emulator
-    // does not yet order a reopen after a commit in progress).
-    sf = await snowflakeFixture({ commitDelayMs: 250 });
+    // Commits lag appends by only 20 ms, so reopens after an ambiguous append often meet a commit in
+    // progress: the emulator must order the reopen after it, and the client must not replay what commits.
+    sf = await snowflakeFixture({ commitDelayMs: 20 });
     await db.sql(`CREATE TABLE f (id int PRIMARY KEY, v text); CREATE PUBLICATION f_pub FOR TABLE f`);
     await insert(20);
     // The breaker half-opens quickly so a short outage ends quickly; channels_per_table=2 spreads keys.

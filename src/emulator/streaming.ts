@@ -137,6 +137,8 @@ export class StreamingService {
   readonly #channels = new Map<string, Channel>();
   #timer: NodeJS.Timeout | undefined;
   #committing = false;
+  /** The batch each channel is committing right now (a reopen waits for it). */
+  readonly #committingBatch = new Map<string, Promise<void>>();
   #closed = false;
   /** While true no batch commits (fault: stalled commits). */
   stalled = false;
@@ -247,6 +249,10 @@ export class StreamingService {
       }
     }
     const key = this.channelKey(target.database, target.schema, target.pipe, channel);
+    // A batch being committed right now either lands before the reopen answers or not at all: the
+    // committed offset token the reopen reports must cover everything that will ever commit from the
+    // old session, or the client replays rows that commit anyway (duplicates in the table).
+    await this.#committingBatch.get(key)?.catch(() => undefined);
     let ch = this.#channels.get(key);
     if (ch) {
       if (ch.pending.length > 0 && body.fail_on_uncommitted_rows === true) {
@@ -424,8 +430,10 @@ export class StreamingService {
         for (const ch of due) {
           const batch = ch.pending[0];
           if (!batch) continue;
+          const committing = this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+          this.#committingBatch.set(ch.key, committing);
           try {
-            await this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+            await committing;
           } catch (err) {
             // An unexpected engine failure must not spin the loop: the channel fails and must be reopened.
             ch.statusCode = 'ERR_CHANNEL_MUST_BE_REOPENED';
@@ -440,6 +448,7 @@ export class StreamingService {
           }
           // A reopen or drop while the batch was being written has already discarded the queue.
           if (ch.pending[0] === batch) ch.pending.shift();
+          this.#committingBatch.delete(ch.key);
         }
       }
     } finally {
