@@ -5,11 +5,11 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import pg from 'pg';
-import { DuckDBInstance } from '@duckdb/node-api';
 import { join } from 'node:path';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
 import { tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
+import { duck } from './helpers/duckdb.js';
 import { migrate } from '../src/control/schema.js';
 import { PipelineManager } from '../src/control/manager.js';
 import { PgLeaseProvider } from '../src/control/pg-lease.js';
@@ -18,17 +18,6 @@ import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.
 import { FloeError } from '../src/errors.js';
 import { createLogger, silentLogger } from '../src/telemetry/logger.js';
 import type { ResolvedDestination } from '../src/control/config.js';
-
-async function duck(path: string, sql: string): Promise<unknown[][]> {
-  const inst = await DuckDBInstance.create(path);
-  const c = await inst.connect();
-  try {
-    return (await c.runAndReadAll(sql)).getRowsJS() as unknown[][];
-  } finally {
-    c.closeSync();
-    inst.closeSync();
-  }
-}
 
 const cluster = testClusters().at(-1)!;
 const WORKER = 'w1';

@@ -8,10 +8,10 @@ import { describe, it, expect, beforeAll, afterAll, inject } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { join } from 'node:path';
-import { DuckDBInstance } from '@duckdb/node-api';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
 import { tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
+import { duck } from './helpers/duckdb.js';
 import { runFloe, startFloe, type FloeProcess } from './helpers/cli.js';
 import { migrate } from '../src/control/schema.js';
 import { openStateStore, stateStoreConfig } from '../src/store/open-store.js';
@@ -33,17 +33,6 @@ const SETUPS: Setup[] = [
   { store: 'postgres', workers: ['w1', 'w2', 'w3'], pipelines: 6 },
   { store: 'redis', workers: ['r1', 'r2'], pipelines: 2 },
 ];
-
-async function duck(path: string, sql: string): Promise<unknown[][]> {
-  const inst = await DuckDBInstance.create(path);
-  const c = await inst.connect();
-  try {
-    return (await c.runAndReadAll(sql)).getRowsJS() as unknown[][];
-  } finally {
-    c.closeSync();
-    inst.closeSync();
-  }
-}
 
 describe.each(SETUPS)(`floe run workers ($workers) with the $store store on PostgreSQL ${cluster.major}`, (setup) => {
   const PIPELINES = setup.pipelines;
