@@ -292,6 +292,7 @@ describe('control-plane commands', () => {
       status: 'START',
       state: 'streaming',
       lag_bytes: 2_500_000,
+      destination_breaker: null,
       durable_lsn: '0/16B3748',
       last_error: 'source unreachable (check the host)',
       last_error_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),

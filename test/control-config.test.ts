@@ -55,6 +55,7 @@ const pipeline = (over: Partial<PipelineRow> = {}): PipelineRow => ({
   lastError: null,
   lastErrorAt: null,
   lagBytes: null,
+  destinationBreaker: null,
   durableLsn: null,
   ownerWorker: null,
   configVersion: 7,

@@ -41,7 +41,7 @@ describe(`control plane with a Snowflake destination (PostgreSQL ${cluster.major
 
   it('replicates through floe run into Snowflake, with the key as a secret reference', async () => {
     const keyFile = join(sf.dir.path, 'rsa_key.p8');
-    const url = `snowflake://floe@${sf.emulator.account}/ANALYTICS/PUBLIC?warehouse=COMPUTE_WH&merge_interval=0s&base_url=${sf.emulator.url}`;
+    const url = `snowflake://floe@${sf.emulator.account}/ANALYTICS/PUBLIC?warehouse=COMPUTE_WH&merge_interval=0s&breaker_half_open=2s&base_url=${sf.emulator.url}`;
     for (const args of [
       ['migrate'],
       ['source', 'add', 'app', '--url', source.url],
@@ -64,9 +64,20 @@ describe(`control plane with a Snowflake destination (PostgreSQL ${cluster.major
       async () => Number((await sf.rows(`SELECT COUNT(*) FROM ${target} WHERE "V" = 'changed'`))[0]![0]) === 10,
       60_000,
     );
-    const status = await runFloe(['status', '--json'], env);
-    const p = (JSON.parse(status.stdout) as { pipelines: { name: string; state: string; owner_worker: string }[] }).pipelines[0]!;
-    expect(p).toMatchObject({ name: 'wh_items', state: 'streaming', owner_worker: 'w1' });
+    type Entry = { name: string; state: string; owner_worker: string; destination_breaker: string | null };
+    const status = async (): Promise<Entry> => {
+      const r = await runFloe(['status', '--json'], env);
+      return (JSON.parse(r.stdout) as { pipelines: Entry[] }).pipelines[0]!;
+    };
+    expect(await status()).toMatchObject({ name: 'wh_items', state: 'streaming', owner_worker: 'w1' });
+
+    // Snowflake goes away: the breaker opens and floe status says so; nothing is lost once it returns.
+    sf.emulator.faults.set({ outage: { mode: 'http503' } });
+    await source.sql(`INSERT INTO items SELECT g, 'late' FROM generate_series(1001, 1050) g`);
+    await waitFor('breaker open in floe status', async () => (await status()).destination_breaker === 'open', 60_000);
+    sf.emulator.faults.clear();
+    await waitFor('rows written during the outage arrive', async () => (await count()) === 340, 60_000);
+    await waitFor('breaker closed in floe status', async () => (await status()).destination_breaker === 'closed', 30_000);
     // The tables hold the reference, never the key.
     const [dest] = await control.sql<{ secrets: unknown; url: string }>(`SELECT secrets, url FROM floe.destination`);
     expect(dest!.secrets).toEqual({ private_key: `file:${keyFile}` });

@@ -23,6 +23,8 @@ export interface PipelineStatusEntry {
   /** Reported by the worker: starting, snapshotting, streaming, paused, failed, stopped. */
   readonly state: string;
   readonly lag_bytes: number | null;
+  /** The destination's circuit breaker (closed, half-open, open) while the pipeline runs; null otherwise. */
+  readonly destination_breaker: string | null;
   readonly durable_lsn: string | null;
   readonly last_error: string | null;
   readonly last_error_at: string | null;
@@ -87,6 +89,7 @@ export async function collectStatus(db: pg.Client): Promise<StatusReport> {
         status: p.deleteRequestedAt ? 'DELETE' : p.status === 'START' ? 'START' : 'PAUSE',
         state: p.state,
         lag_bytes: p.lagBytes,
+        destination_breaker: p.destinationBreaker,
         durable_lsn: p.durableLsn,
         last_error: p.lastError,
         last_error_at: p.lastErrorAt?.toISOString() ?? null,
@@ -129,7 +132,7 @@ export function formatStatus(report: StatusReport): string {
         report.pipelines.map((p) => [
           p.name,
           p.status,
-          p.state,
+          p.destination_breaker && p.destination_breaker !== 'closed' ? `${p.state} (breaker ${p.destination_breaker})` : p.state,
           p.lag_bytes === null ? '-' : formatBytes(p.lag_bytes),
           p.durable_lsn ?? '-',
           p.owner_worker ?? '-',

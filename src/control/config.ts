@@ -64,6 +64,8 @@ export interface PipelineRow {
   readonly lastError: string | null;
   readonly lastErrorAt: Date | null;
   readonly lagBytes: number | null;
+  /** Circuit breaker of the destination as its worker last saw it (closed, half-open, open), if any. */
+  readonly destinationBreaker: string | null;
   /** `X/Y`. */
   readonly durableLsn: string | null;
   readonly ownerWorker: string | null;

@@ -530,7 +530,24 @@ class PipelineTask {
       const events: PipelineEvents = combineEvents(metricsEvents, this.#status.events(config.secretValues), {
         table: (table, state, detail) => this.#reportTable(table, state, detail, config),
       });
-      manager.onPipelineRunning?.(config, AbortSignal.any([signal, attempt.signal]));
+      const attemptSignal = linked([signal, attempt.signal]);
+      attempt.signal.addEventListener('abort', () => attemptSignal.dispose(), { once: true });
+      manager.onPipelineRunning?.(config, attemptSignal.signal);
+      // The destination's circuit breaker, for floe status (written with the lag, at most every interval).
+      const opened = destination;
+      let breaker: string | undefined;
+      const health = setInterval(() => {
+        const now = opened.health?.().breaker;
+        if (now !== breaker) void this.#status.report({ destinationBreaker: (breaker = now) ?? null }, false);
+      }, 1000);
+      attempt.signal.addEventListener(
+        'abort',
+        () => {
+          clearInterval(health);
+          void this.#status.report({ destinationBreaker: null }, false);
+        },
+        { once: true },
+      );
       await runPipeline(
         {
           ...stripUndefined(manager.runtimeDefaults ?? {}),
@@ -646,6 +663,7 @@ interface StatusFields {
   durableLsn?: string;
   ownerWorker?: string | null;
   leaseToken?: bigint;
+  destinationBreaker?: string | null;
 }
 
 /**
@@ -725,6 +743,7 @@ class StatusReporter {
     if (f.durableLsn !== undefined) set('durable_lsn', f.durableLsn, '::pg_lsn');
     if (f.ownerWorker !== undefined) set('owner_worker', f.ownerWorker);
     if (f.leaseToken !== undefined) set('lease_token', f.leaseToken.toString(), '::bigint');
+    if (f.destinationBreaker !== undefined) set('destination_breaker', f.destinationBreaker);
     // Claiming the row (owner_worker := me) is unconditional: the caller holds the lease. Every other
     // write only lands while this worker is still the recorded owner.
     const guard = f.ownerWorker === this.#worker ? '' : ' AND owner_worker = $2';

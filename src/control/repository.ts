@@ -56,7 +56,7 @@ const SOURCE_COLUMNS = `id::text, name, url, password, options`;
 const DESTINATION_COLUMNS = `id::text, name, type, url, secrets, options`;
 const PIPELINE_COLUMNS = `p.id::text, p.name, p.source_id::text, p.destination_id::text, p.publication, p.slot_name, p.options,
   p.status, p.state, p.last_error, p.last_error_at, p.lag_bytes::text, p.durable_lsn::text, p.owner_worker,
-  p.config_version::text, p.delete_requested_at, p.drop_slot, p.created_at, p.updated_at`;
+  p.config_version::text, p.delete_requested_at, p.drop_slot, p.created_at, p.updated_at, p.destination_breaker`;
 const TABLE_COLUMNS = `pipeline_id::text, table_name, skip, resync_requested_at, state, rows_snapshotted::text, last_error, updated_at`;
 
 function toSource(r: Raw): SourceRow {
@@ -81,6 +81,7 @@ function toPipeline(r: Raw): PipelineRow {
     lastError: str(r.last_error),
     lastErrorAt: date(r.last_error_at),
     lagBytes: num(r.lag_bytes),
+    destinationBreaker: str(r.destination_breaker),
     durableLsn: str(r.durable_lsn),
     ownerWorker: str(r.owner_worker),
     configVersion: Number(r.config_version),

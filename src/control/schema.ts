@@ -208,6 +208,12 @@ CREATE TRIGGER pipeline_table_notify_delete AFTER DELETE ON floe.pipeline_table 
     sql: `CREATE SEQUENCE floe.lease_token;
 ALTER TABLE floe.pipeline ADD COLUMN lease_token bigint NOT NULL DEFAULT 0;`,
   },
+  {
+    version: 3,
+    description: 'destination circuit-breaker state reported by workers',
+    // closed | half-open | open, written by the pipeline's worker (like lag_bytes: not user-controlled).
+    sql: `ALTER TABLE floe.pipeline ADD COLUMN destination_breaker text;`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

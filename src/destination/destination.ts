@@ -48,6 +48,13 @@ export interface Destination {
   /** Applies journal rows loaded since the last merge to the target tables. */
   merge(signal?: AbortSignal): Promise<MergeResult>;
   close(): Promise<void>;
+  /** How the destination's service looks from here (the Snowflake circuit breaker); absent: always fine. */
+  health?(): DestinationHealth;
+}
+
+export interface DestinationHealth {
+  /** `open`: calls fail fast and writes wait (backpressure) until a probe succeeds. */
+  readonly breaker: 'closed' | 'half-open' | 'open';
 }
 
 export interface MergeResult {

@@ -27,6 +27,8 @@ export interface SnowflakeConfig {
   /** The private key, read once and held only in memory (never written, logged or shown). */
   readonly privateKey: KeyObject;
   readonly mergeIntervalMs: number;
+  /** How long the circuit breaker stays open before it lets one probe through. (Default: 30 s) */
+  readonly breakerHalfOpenMs?: number;
   /** Merge a table before the interval once this many journal rows wait (undefined: time only). */
   readonly mergeRows: number | undefined;
   /** Merged journal rows older than this are deleted (undefined: kept). */
@@ -47,6 +49,7 @@ const PARAMS = [
   'private_key_passphrase',
   'landing_schema',
   'merge_interval',
+  'breaker_half_open',
   'merge_rows',
   'journal_retention',
   'delete_mode',
@@ -80,6 +83,7 @@ const ParamsSchema = z.object({
   private_key_passphrase: z.string().optional(),
   landing_schema: z.string().regex(identifier, 'landing_schema must be a Snowflake identifier').optional(),
   merge_interval: duration('merge_interval'),
+  breaker_half_open: duration('breaker_half_open'),
   merge_rows: z.coerce.number().int('merge_rows must be a whole number').positive('merge_rows must be positive').optional(),
   journal_retention: duration('journal_retention'),
   delete_mode: z.enum(['hard', 'soft'], { message: 'delete_mode must be hard or soft' }).optional(),
@@ -193,6 +197,7 @@ export function parseSnowflakeUrl(
     role: p.role ? up(p.role) : undefined,
     privateKey,
     mergeIntervalMs: p.merge_interval ?? 30_000,
+    breakerHalfOpenMs: p.breaker_half_open,
     mergeRows: p.merge_rows,
     journalRetentionMs: p.journal_retention,
     deleteMode: p.delete_mode,

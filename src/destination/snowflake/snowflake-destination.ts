@@ -37,7 +37,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Cell, Change, Position, TableSchema } from '../../model.js';
 import { qualifiedName } from '../../model.js';
-import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, SnapshotRangeRef } from '../destination.js';
+import type { DeleteMode, Destination, DestinationCheckpoint, DestinationHealth, MergeResult, SnapshotRangeRef } from '../destination.js';
 import { FloeError, coerceError } from '../../errors.js';
 import type { Logger } from '../../telemetry/logger.js';
 import { NdjsonEncoder } from '../encoding/ndjson.js';
@@ -117,12 +117,15 @@ export interface SnowflakeDestinationOptions {
   readonly onRetry?: (what: string, error: FloeError, delayMs: number) => void;
   /** Closed with the destination (the wire clients). */
   readonly resources?: readonly { close(): Promise<void> }[];
+  /** The account's circuit breaker, for `health()` (floe status). */
+  readonly breaker?: { readonly state: DestinationHealth['breaker'] };
 }
 
 export interface SnowflakeClients {
   readonly auth: KeyPairAuth;
   readonly sql: SqlApiClient;
   readonly streaming: StreamingClient;
+  readonly breaker: SnowflakeBreaker;
 }
 
 /** The wire clients of one account, sharing one circuit breaker. */
@@ -133,7 +136,12 @@ export function createSnowflakeClients(
   const { log, registry } = options;
   const auth = new KeyPairAuth({ account: config.account, user: config.user, privateKey: config.privateKey });
   const metrics = registry ? new SnowflakeMetrics(registry) : undefined;
-  const breaker = new SnowflakeBreaker({ log, metrics, ...options.breaker });
+  const breaker = new SnowflakeBreaker({
+    log,
+    metrics,
+    ...(config.breakerHalfOpenMs !== undefined ? { halfOpenAfterMs: config.breakerHalfOpenMs } : {}),
+    ...options.breaker,
+  });
   const sql = new SqlApiClient({
     baseUrl: config.accountUrl,
     auth,
@@ -159,7 +167,7 @@ export function createSnowflakeClients(
     log,
     metrics,
   });
-  return { auth, sql, streaming };
+  return { auth, sql, streaming, breaker };
 }
 
 /** The destination over the real wire clients, from a parsed URL (config.ts). */
@@ -168,7 +176,7 @@ export function createSnowflakeDestination(
   options: { log: Logger; deleteMode?: DeleteMode; registry?: Registry; breaker?: SnowflakeBreakerOptions },
 ): SnowflakeDestination {
   const { log, registry } = options;
-  const { sql, streaming } = createSnowflakeClients(config, options);
+  const { sql, streaming, breaker } = createSnowflakeClients(config, options);
   return new SnowflakeDestination({
     database: config.database,
     schema: config.schema,
@@ -183,6 +191,7 @@ export function createSnowflakeDestination(
     journalRetentionMs: config.journalRetentionMs,
     registry,
     resources: [streaming, sql],
+    breaker,
   });
 }
 
@@ -547,6 +556,10 @@ export class SnowflakeDestination implements Destination {
       );
     }
     return { tables, journalRows };
+  }
+
+  health(): DestinationHealth {
+    return { breaker: this.#o.breaker?.state ?? 'closed' };
   }
 
   async close(): Promise<void> {
