@@ -171,3 +171,31 @@ describe('secrets in a real run', () => {
     for (const s of secrets) expect(everything, `secret ${s.slice(0, 6)}... leaked`).not.toContain(s);
   });
 });
+
+describe('row values quoted in database errors', () => {
+  it('are replaced in log and terminal lines unless FLOE_LOG_ROW_VALUES=1', () => {
+    const lines = [
+      '{"err":"invalid input syntax for type integer: \\"s3cret-row\\""}',
+      'floe: error: invalid input syntax for type integer: "s3cret-row" (fix the column type)',
+      '{"err":"Conversion Error: Could not convert string \'s3cret-row\' to INT32"}',
+      '{"err":"Numeric value \'s3cret-row\' is not recognized"}',
+      '{"err":"Duplicate key \\"id: s3cret-row\\" violates primary key constraint"}',
+      'DETAIL: Key (id)=(s3cret-row) already exists.',
+    ];
+    for (const line of lines) {
+      const out = scrubLine(line);
+      expect(out).not.toContain('s3cret-row');
+      expect(out).toContain('<value>');
+    }
+    // Names stay: only values are taken out.
+    expect(scrubLine('{"msg":"relation \\"public.orders\\" does not exist"}')).toContain('public.orders');
+    const before = process.env.FLOE_LOG_ROW_VALUES;
+    process.env.FLOE_LOG_ROW_VALUES = '1';
+    try {
+      expect(scrubLine(lines[0]!)).toContain('s3cret-row');
+    } finally {
+      if (before === undefined) delete process.env.FLOE_LOG_ROW_VALUES;
+      else process.env.FLOE_LOG_ROW_VALUES = before;
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { FloeError, coerceError } from '../errors.js';
+import { scrubLine } from '../telemetry/logger.js';
 import { replicateCommand } from './replicate.js';
 import { demoCommand } from './demo.js';
 import { runCommand } from './run.js';
@@ -41,6 +42,6 @@ try {
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
   const e = err instanceof FloeError ? err : coerceError(err);
-  process.stderr.write(`floe: error: ${e.oneLine()}\n`);
+  process.stderr.write(`floe: error: ${scrubLine(e.oneLine())}\n`);
   process.exit(e.kind === 'config' ? 2 : 1);
 }

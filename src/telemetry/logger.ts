@@ -95,10 +95,24 @@ export function registerEnvironmentSecrets(env: NodeJS.ProcessEnv = process.env)
 const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/[^:/?#\s"@]*:)[^@\s"/]+@/gi;
 const PEM_BLOCK = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/g;
 
-/** Removes credentials from one finished log line (layers 2 and 3 above). */
+/**
+ * Database errors quote the value they choke on (a row value): PostgreSQL's invalid input syntax, DuckDB's
+ * and Snowflake's conversion errors, duplicate keys. The value is replaced; the rest of the message (type,
+ * column, table) stays. Quotes may be JSON-escaped (a log line) or not (a terminal line).
+ */
+const ROW_VALUE_PATTERNS: readonly RegExp[] = [
+  /(invalid input (?:syntax|value) for (?:type )?[\w ]+: )(\\?")(?:(?!\2).)*\2/g,
+  /(Could not convert string )'(?:[^'\\]|\\.)*'/g,
+  /((?:Numeric|Boolean|Date|Timestamp|Time) value )'(?:[^'\\]|\\.)*'/g,
+  /(Duplicate key )(\\?")(?:(?!\2).)*\2/g,
+  /(Key \([^)]*\)=)\((?:[^)\\]|\\.)*\)/g,
+];
+
+/** Removes credentials (layers 2 and 3 above) and, unless FLOE_LOG_ROW_VALUES=1, row values quoted in database errors. */
 export function scrubLine(line: string): string {
   let out = line.replace(URL_CREDENTIALS, '$1***@').replace(PEM_BLOCK, '[redacted private key]');
   for (const secret of knownSecrets) if (out.includes(secret)) out = out.split(secret).join('***');
+  if (!logRowValues()) for (const p of ROW_VALUE_PATTERNS) out = out.replace(p, (_m, prefix: string) => `${prefix}<value>`);
   return out;
 }
 
