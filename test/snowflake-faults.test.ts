@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
 import { startPipeline, type RunningPipeline } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
+import { MemoryStateStore } from '../src/store/memory-store.js';
 import { snowflakeFixture, type SnowflakeFixture } from './helpers/snowflake.js';
 import { parseSnowflakeUrl } from '../src/destination/snowflake/config.js';
 import { createSnowflakeDestination, type SnowflakeDestination } from '../src/destination/snowflake/snowflake-destination.js';
@@ -211,7 +212,9 @@ describe('terminal Snowflake failures', () => {
   it('a row error stops acknowledgement and names the table and the position', async () => {
     await db.sql(`CREATE TABLE r (id int PRIMARY KEY, v text); INSERT INTO r VALUES (1, '1'); CREATE PUBLICATION r_pub FOR TABLE r`);
     const dest = sf.destination();
-    const p = startPipeline({ source: { url: db.url }, publication: 'r_pub', slotName: 'sf_rowerr', destination: dest });
+    const store = new MemoryStateStore();
+    const p = startPipeline({ source: { url: db.url }, publication: 'r_pub', slotName: 'sf_rowerr', destination: dest, store });
+    let again: ReturnType<typeof startPipeline> | undefined;
     try {
       await waitFor('snapshot', async () => (await sf.rows(`SELECT COUNT(*) FROM "ANALYTICS"."PUBLIC"."PUBLIC_R"`))[0]![0] === '1', 60_000);
       // The journal column now refuses text that is not a number (as if someone changed it by hand).
@@ -234,8 +237,23 @@ describe('terminal Snowflake failures', () => {
       );
       expect(parseLsn(after!.lsn)).toBeLessThan(parseLsn(lsn));
       expect(parseLsn(after!.lsn)).toBeGreaterThanOrEqual(parseLsn(ackBefore[0]!.lsn));
+
+      // A restart (a worker retries failed pipelines) must not skip the rejected change as already
+      // committed: the channel's earlier row errors stop it again, and nothing more is acknowledged.
+      again = startPipeline({ source: { url: db.url }, publication: 'r_pub', slotName: 'sf_rowerr', destination: sf.destination(), store });
+      const second = await again.done.then(
+        () => undefined,
+        (err: unknown) => err as Error,
+      );
+      expect(second?.message).toMatch(/rejected 1 row\(s\) of public\.r on channel .* missing from the journal/);
+      const [afterRestart] = await db.sql<{ lsn: string }>(
+        `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'sf_rowerr'`,
+      );
+      expect(parseLsn(afterRestart!.lsn)).toBeLessThan(parseLsn(lsn));
     } finally {
       await p.stop().catch(() => undefined);
+      await again?.stop().catch(() => undefined);
+      await again?.destination.close().catch(() => undefined);
       await dest.close();
       await db.dropSlot('sf_rowerr');
     }

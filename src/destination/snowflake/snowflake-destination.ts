@@ -84,6 +84,12 @@ export interface SqlClientLike {
 export interface ChannelLike {
   readonly name: string;
   readonly committedOffsetToken: string | null;
+  /** The status at (re)open: rows Snowflake rejected on this channel before, if any. */
+  readonly openStatus?: {
+    readonly rowsErrorCount: number;
+    readonly lastErrorOffsetToken?: string | null;
+    readonly lastErrorMessage?: string | null;
+  };
   append(lines: string[], tokens: string[], signal?: AbortSignal): Promise<void>;
   /** Sends what failed appends left queued. */
   flush(signal?: AbortSignal): Promise<void>;
@@ -193,6 +199,25 @@ export function createSnowflakeDestination(
     resources: [streaming, sql],
     breaker,
   });
+}
+
+/**
+ * Invariant 7 across restarts: rows Snowflake rejected on a channel are behind its committed offset token,
+ * so a restarted pipeline would skip their changes as already written. Channels belong to one slot
+ * incarnation and every row error stops the pipeline, so a stream channel that reports rejected rows at
+ * open means changes are missing from the journal: stop, loudly, every time.
+ */
+function rejectEarlierRowErrors(channel: ChannelLike, table: string): void {
+  const s = channel.openStatus;
+  if (!s || s.rowsErrorCount <= 0) return;
+  throw new FloeError(
+    'destination',
+    `Snowflake rejected ${s.rowsErrorCount} row(s) of ${table} on channel ${channel.name} earlier (last at offset token ${s.lastErrorOffsetToken ?? 'unknown'}: ${s.lastErrorMessage ?? 'no message'}); those changes are missing from the journal`,
+    {
+      retry: 'none',
+      hint: 'fix the cause (a column type or size in Snowflake, or the data), then recreate the pipeline with a new slot so every table is snapshotted again',
+    },
+  );
 }
 
 /** What the merge and the DDL know about one journal column. */
@@ -693,6 +718,7 @@ export class SnowflakeDestination implements Destination {
       Array.from({ length: this.#channelsPerTable }, async (_, i) => {
         const name = this.#channelName(`C${i}`);
         const channel = await this.#retrying(`opening channel ${name}`, () => this.#o.streaming.openChannel(pipe, name, this.#signal));
+        rejectEarlierRowErrors(channel, state.sourceTable);
         return { channel, name };
       }),
     );
