@@ -293,6 +293,10 @@ describe('control-plane commands', () => {
       state: 'streaming',
       lag_bytes: 2_500_000,
       destination_breaker: null,
+      slot_retained_bytes: null,
+      slot_wal_status: null,
+      lag_seconds: null,
+      monitored_at: null,
       durable_lsn: '0/16B3748',
       last_error: 'source unreachable (check the host)',
       last_error_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
@@ -313,9 +317,9 @@ describe('control-plane commands', () => {
       },
     ]);
     const human = await floe('status');
-    expect(human).toMatch(/^PIPELINE +STATUS +STATE +LAG +DURABLE LSN +OWNER +TABLES +LAST ERROR\n/);
+    expect(human).toMatch(/^PIPELINE +STATUS +STATE +LAG +SLOT WAL +DURABLE LSN +OWNER +TABLES +LAST ERROR\n/);
     expect(human).toMatch(
-      /orders +START +streaming +2\.5 MB +0\/16B3748 +w1 +1 pending, 1 streaming, 1 resync requested +\S+Z source unreachable/,
+      /orders +START +streaming +2\.5 MB +- +0\/16B3748 +w1 +1 pending, 1 streaming, 1 resync requested +\S+Z source unreachable/,
     );
     expect(human).toMatch(/WORKER +HOST +PID +STARTED +HEARTBEAT +PIPELINES\nw1 +host-a +4242 +\S+ +\d+s ago +1\/8\n/);
     const show = await floe('pipeline', 'show', 'orders');

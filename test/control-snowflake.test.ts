@@ -53,7 +53,7 @@ describe(`control plane with a Snowflake destination (PostgreSQL ${cluster.major
       const r = await runFloe(args, env);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
     }
-    worker = startFloe(['run', '--worker-id', 'w1', '--poll-interval-ms', '500', '--metrics-port', '0'], env);
+    worker = startFloe(['run', '--worker-id', 'w1', '--poll-interval-ms', '500', '--monitor-interval', '1', '--metrics-port', '0'], env);
     const target = `"ANALYTICS"."PUBLIC"."PUBLIC_ITEMS"`;
     const count = async () => Number((await sf.rows(`SELECT COUNT(*) FROM ${target}`).catch(() => [['-1']]))[0]![0]);
     await waitFor('snapshot in Snowflake', async () => (await count()) === 300, 90_000);
@@ -64,12 +64,28 @@ describe(`control plane with a Snowflake destination (PostgreSQL ${cluster.major
       async () => Number((await sf.rows(`SELECT COUNT(*) FROM ${target} WHERE "V" = 'changed'`))[0]![0]) === 10,
       60_000,
     );
-    type Entry = { name: string; state: string; owner_worker: string; destination_breaker: string | null };
+    type Entry = {
+      name: string;
+      state: string;
+      owner_worker: string;
+      destination_breaker: string | null;
+      slot_retained_bytes: number | null;
+      slot_wal_status: string | null;
+    };
     const status = async (): Promise<Entry> => {
       const r = await runFloe(['status', '--json'], env);
       return (JSON.parse(r.stdout) as { pipelines: Entry[] }).pipelines[0]!;
     };
     expect(await status()).toMatchObject({ name: 'wh_items', state: 'streaming', owner_worker: 'w1' });
+    // The worker's WAL monitor reports the slot's figures into the row (what the floe_slot_* metrics show).
+    await waitFor('slot health in floe status', async () => (await status()).slot_wal_status === 'reserved', 30_000);
+    const [server] = await source.sql<{ retained: string }>(
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained FROM pg_replication_slots WHERE slot_name = 'floe_wh_items'`,
+    );
+    const reported = (await status()).slot_retained_bytes!;
+    expect(reported).toBeGreaterThanOrEqual(0);
+    // Measured a moment apart: the same order of magnitude as the server's own figure.
+    expect(reported).toBeLessThanOrEqual(Number(server!.retained) + 64 * 1024 * 1024);
 
     // Snowflake goes away: the breaker opens and floe status says so; nothing is lost once it returns.
     sf.emulator.faults.set({ outage: { mode: 'http503' } });

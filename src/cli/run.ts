@@ -12,7 +12,7 @@ import { AlertManager, alertPolicyFromEnv } from '../monitor/alerts.js';
 import { WebhookNotifier, webhookOptionsFromEnv } from '../monitor/webhook.js';
 import { WalMonitor } from '../monitor/wal-monitor.js';
 import { RunningSources } from '../monitor/running-sources.js';
-import { connectControlPlane, DATABASE_URL_ENV } from '../control/repository.js';
+import { connectControlPlane, DATABASE_URL_ENV, reportSlotHealth } from '../control/repository.js';
 import { PipelineManager } from '../control/manager.js';
 import { PgLeaseProvider } from '../control/pg-lease.js';
 import { WorkerRegistration, defaultWorkerId } from '../control/worker.js';
@@ -121,9 +121,23 @@ async function run(opts: RunOptions): Promise<void> {
           log,
           metrics,
           alerts,
+          // The slot figures of each pipeline running here go to its row too: floe status shows what the
+          // floe_slot_* metrics show.
+          onCheck: (health) => {
+            for (const slot of health.slots) {
+              for (const pipeline of sources.pipelinesOn(health.id, slot.slot)) {
+                if (slot.confirmedFlushLagSeconds !== null) metrics.setReplicationLagSeconds(pipeline, slot.confirmedFlushLagSeconds);
+                void reportSlotHealth(db, pipeline, worker, {
+                  retainedBytes: slot.retainedBytes,
+                  walStatus: slot.walStatus,
+                  lagSeconds: slot.confirmedFlushLagSeconds,
+                }).catch((err: unknown) => log.warn({ err: coerceError(err).message, pipeline }, 'could not report slot health'));
+              }
+            }
+          },
         })
       : undefined;
-  const sources = new RunningSources({ monitor, heartbeatIntervalMs: opts.heartbeatInterval * 1000, log, metrics });
+  const sources: RunningSources = new RunningSources({ monitor, heartbeatIntervalMs: opts.heartbeatInterval * 1000, log, metrics });
   const release = onShutdownSignal(() => controller.abort());
   const manager = new PipelineManager({
     url,

@@ -25,6 +25,11 @@ export interface PipelineStatusEntry {
   readonly lag_bytes: number | null;
   /** The destination's circuit breaker (closed, half-open, open) while the pipeline runs; null otherwise. */
   readonly destination_breaker: string | null;
+  /** From the WAL monitor of the pipeline's worker (as the floe_slot_* metrics): WAL the slot retains, its wal_status, confirmed-flush lag in seconds, and when it was measured. */
+  readonly slot_retained_bytes: number | null;
+  readonly slot_wal_status: string | null;
+  readonly lag_seconds: number | null;
+  readonly monitored_at: string | null;
   readonly durable_lsn: string | null;
   readonly last_error: string | null;
   readonly last_error_at: string | null;
@@ -90,6 +95,10 @@ export async function collectStatus(db: pg.Client): Promise<StatusReport> {
         state: p.state,
         lag_bytes: p.lagBytes,
         destination_breaker: p.destinationBreaker,
+        slot_retained_bytes: p.slotRetainedBytes,
+        slot_wal_status: p.slotWalStatus,
+        lag_seconds: p.lagSeconds,
+        monitored_at: p.monitoredAt?.toISOString() ?? null,
         durable_lsn: p.durableLsn,
         last_error: p.lastError,
         last_error_at: p.lastErrorAt?.toISOString() ?? null,
@@ -128,12 +137,15 @@ export function formatStatus(report: StatusReport): string {
   else {
     out.push(
       formatTable(
-        ['PIPELINE', 'STATUS', 'STATE', 'LAG', 'DURABLE LSN', 'OWNER', 'TABLES', 'LAST ERROR'],
+        ['PIPELINE', 'STATUS', 'STATE', 'LAG', 'SLOT WAL', 'DURABLE LSN', 'OWNER', 'TABLES', 'LAST ERROR'],
         report.pipelines.map((p) => [
           p.name,
           p.status,
           p.destination_breaker && p.destination_breaker !== 'closed' ? `${p.state} (breaker ${p.destination_breaker})` : p.state,
           p.lag_bytes === null ? '-' : formatBytes(p.lag_bytes),
+          p.slot_retained_bytes === null
+            ? '-'
+            : `${formatBytes(p.slot_retained_bytes)}${p.slot_wal_status && p.slot_wal_status !== 'reserved' ? ` ${p.slot_wal_status}` : ''}`,
           p.durable_lsn ?? '-',
           p.owner_worker ?? '-',
           formatTables(p.tables),

@@ -66,6 +66,11 @@ export interface PipelineRow {
   readonly lagBytes: number | null;
   /** Circuit breaker of the destination as its worker last saw it (closed, half-open, open), if any. */
   readonly destinationBreaker: string | null;
+  /** WAL monitor figures for the slot, from the worker running the pipeline. */
+  readonly slotRetainedBytes: number | null;
+  readonly slotWalStatus: string | null;
+  readonly lagSeconds: number | null;
+  readonly monitoredAt: Date | null;
   /** `X/Y`. */
   readonly durableLsn: string | null;
   readonly ownerWorker: string | null;

@@ -56,7 +56,8 @@ const SOURCE_COLUMNS = `id::text, name, url, password, options`;
 const DESTINATION_COLUMNS = `id::text, name, type, url, secrets, options`;
 const PIPELINE_COLUMNS = `p.id::text, p.name, p.source_id::text, p.destination_id::text, p.publication, p.slot_name, p.options,
   p.status, p.state, p.last_error, p.last_error_at, p.lag_bytes::text, p.durable_lsn::text, p.owner_worker,
-  p.config_version::text, p.delete_requested_at, p.drop_slot, p.created_at, p.updated_at, p.destination_breaker`;
+  p.config_version::text, p.delete_requested_at, p.drop_slot, p.created_at, p.updated_at, p.destination_breaker,
+  p.slot_retained_bytes::text, p.slot_wal_status, p.lag_seconds, p.monitored_at`;
 const TABLE_COLUMNS = `pipeline_id::text, table_name, skip, resync_requested_at, state, rows_snapshotted::text, last_error, updated_at`;
 
 function toSource(r: Raw): SourceRow {
@@ -82,6 +83,10 @@ function toPipeline(r: Raw): PipelineRow {
     lastErrorAt: date(r.last_error_at),
     lagBytes: num(r.lag_bytes),
     destinationBreaker: str(r.destination_breaker),
+    slotRetainedBytes: num(r.slot_retained_bytes),
+    slotWalStatus: str(r.slot_wal_status),
+    lagSeconds: num(r.lag_seconds),
+    monitoredAt: date(r.monitored_at),
     durableLsn: str(r.durable_lsn),
     ownerWorker: str(r.owner_worker),
     configVersion: Number(r.config_version),
@@ -238,6 +243,23 @@ export async function reportTableState(
        rows_snapshotted = coalesce(EXCLUDED.rows_snapshotted, floe.pipeline_table.rows_snapshotted),
        last_error = EXCLUDED.last_error, updated_at = now()`,
     [pipelineId, table, state, detail.rows ?? null, detail.error ?? null],
+  );
+}
+
+/**
+ * The WAL monitor's figures for a pipeline's slot, written by the worker that runs the pipeline (the same
+ * figures as the floe_slot_* metrics).
+ */
+export async function reportSlotHealth(
+  db: Queryable,
+  pipeline: string,
+  worker: string,
+  health: { retainedBytes: number | null; walStatus: string; lagSeconds: number | null },
+): Promise<void> {
+  await db.query(
+    `UPDATE floe.pipeline SET slot_retained_bytes = $3, slot_wal_status = $4, lag_seconds = $5, monitored_at = now()
+      WHERE name = $1 AND owner_worker = $2`,
+    [pipeline, worker, health.retainedBytes, health.walStatus, health.lagSeconds],
   );
 }
 

@@ -210,9 +210,14 @@ ALTER TABLE floe.pipeline ADD COLUMN lease_token bigint NOT NULL DEFAULT 0;`,
   },
   {
     version: 3,
-    description: 'destination circuit-breaker state reported by workers',
-    // closed | half-open | open, written by the pipeline's worker (like lag_bytes: not user-controlled).
-    sql: `ALTER TABLE floe.pipeline ADD COLUMN destination_breaker text;`,
+    description: 'destination and slot health reported by workers',
+    // Written by the pipeline's worker (like lag_bytes: not user-controlled): the destination's circuit
+    // breaker (closed | half-open | open) and the WAL monitor's figures for the pipeline's slot.
+    sql: `ALTER TABLE floe.pipeline ADD COLUMN destination_breaker text,
+  ADD COLUMN slot_retained_bytes bigint,
+  ADD COLUMN slot_wal_status text,
+  ADD COLUMN lag_seconds double precision,
+  ADD COLUMN monitored_at timestamptz;`,
   },
 ];
 

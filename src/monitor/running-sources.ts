@@ -69,6 +69,11 @@ export class RunningSources {
     );
   }
 
+  /** Pipelines running here on `sourceName` with replication slot `slot`. */
+  pipelinesOn(sourceName: string, slot: string): string[] {
+    return [...(this.#bySource.get(sourceName)?.values() ?? [])].filter((p) => p.slot === slot).map((p) => p.pipeline);
+  }
+
   /** /readyz: every source a pipeline runs on here answers. */
   readonly check: ReadinessCheck = async () => {
     const monitor = this.#o.monitor;
