@@ -66,13 +66,35 @@ describe('floe doctor', () => {
 
   it('the source: preflight passes for a good publication, fails with a fix for a missing one', async () => {
     const good = await checkSource(db.url, 'good');
-    expect(good.filter((f) => f.severity !== 'ok')).toEqual([]);
+    // The test clusters keep max_slot_wal_keep_size unlimited: the one warning a plain setup gets.
+    expect(good.filter((f) => f.severity !== 'ok').map((f) => f.check)).toEqual(['max_slot_wal_keep_size']);
+    expect(good.find((f) => f.check === 'max_slot_wal_keep_size')!.fix).toMatch(/max_slot_wal_keep_size/);
     const missing = await checkSource(db.url, 'nope');
     expect(missing.find((f) => f.check === 'source preflight')).toMatchObject({
       severity: 'error',
       detail: expect.stringContaining('publication "nope" does not exist'),
       fix: expect.stringContaining('CREATE PUBLICATION'),
     });
+  });
+
+  it('the source: FOR ALL TABLES and numeric columns Snowflake cannot hold as NUMBER are warnings with fixes', async () => {
+    await db.sql(`CREATE TABLE money (id int PRIMARY KEY, amount numeric, exact numeric(40,2), fits numeric(12,2));
+      CREATE PUBLICATION everything FOR ALL TABLES`);
+    const findings = await checkSource(db.url, 'everything');
+    // The hazard itself: FOR ALL TABLES pulled in this file's keyless table, which preflight refuses.
+    expect(findings.filter((f) => f.severity === 'error')).toEqual([
+      expect.objectContaining({ check: 'source preflight', detail: expect.stringContaining('public.nokey') }),
+    ]);
+    expect(findings.find((f) => f.check === 'FOR ALL TABLES')).toMatchObject({
+      severity: 'warn',
+      fix: expect.stringContaining('FOR TABLE'),
+    });
+    const wide = findings.find((f) => f.check === 'wide numeric columns')!;
+    expect(wide.severity).toBe('warn');
+    expect(wide.detail).toContain('public.money.amount');
+    expect(wide.detail).toContain('public.money.exact');
+    expect(wide.detail).not.toContain('fits');
+    await db.sql(`DROP PUBLICATION everything; DROP TABLE money`);
   });
 
   it('DuckDB: a writable path is ok, an unwritable directory is an error', async () => {

@@ -13,6 +13,7 @@
  *
  * DuckDB destination: the file opens (or its directory is writable).
  */
+import type pg from 'pg';
 import { Command } from 'commander';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -99,10 +100,94 @@ export async function checkSource(url: string, publication: string): Promise<Fin
             fix: 'drop an unused slot or raise max_replication_slots (restart needed)',
           },
     );
+    findings.push(...(await sourceHazards(client, publication)));
     return findings;
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** Settings and shapes that do not stop replication but hurt later (design.md §3). One query each, all cheap. */
+async function sourceHazards(client: pg.Client, publication: string): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const one = async <R extends pg.QueryResultRow>(sql: string, values: unknown[] = []): Promise<R | undefined> =>
+    (await client.query<R>(sql, values)).rows[0];
+  const senders = await one<{ free: number }>(
+    `SELECT current_setting('max_wal_senders')::int - (SELECT count(*)::int FROM pg_stat_replication) AS free`,
+  );
+  findings.push(
+    (senders?.free ?? 0) > 1
+      ? { check: 'WAL senders', severity: 'ok', detail: `${senders!.free} free` }
+      : {
+          check: 'WAL senders',
+          severity: 'warn',
+          detail: `${senders?.free ?? 0} free; floe needs one per pipeline, and one more while a table is snapshotted`,
+          fix: 'raise max_wal_senders (restart needed)',
+        },
+  );
+  const keep = await one<{ v: string }>(`SELECT current_setting('max_slot_wal_keep_size') AS v`);
+  findings.push(
+    keep?.v === '-1'
+      ? {
+          check: 'max_slot_wal_keep_size',
+          severity: 'warn',
+          detail: 'unlimited: a slot whose consumer stops retains WAL until the disk is full',
+          fix: 'set max_slot_wal_keep_size to what the disk can spare (floe resyncs a slot invalidated by it), and set FLOE_WAL_WARNING_MB/FLOE_WAL_DANGER_MB alerts below it',
+        }
+      : { check: 'max_slot_wal_keep_size', severity: 'ok', detail: keep?.v ?? 'unknown' },
+  );
+  const monitor = await one<{ ok: boolean; role: string }>(
+    `SELECT (pg_has_role(current_user, 'pg_monitor', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) AS ok, current_user AS role`,
+  );
+  findings.push(
+    monitor?.ok
+      ? { check: 'pg_monitor', severity: 'ok', detail: 'WAL directory size is readable' }
+      : {
+          check: 'pg_monitor',
+          severity: 'warn',
+          detail: 'the WAL monitor cannot read the pg_wal size (per-slot figures still work)',
+          fix: `GRANT pg_monitor TO ${monitor?.role ?? '<role>'}`,
+        },
+  );
+  const all = await one<{ all: boolean }>(`SELECT puballtables AS all FROM pg_publication WHERE pubname = $1`, [publication]);
+  if (all?.all) {
+    findings.push({
+      check: 'FOR ALL TABLES',
+      severity: 'warn',
+      detail: `publication "${publication}" is FOR ALL TABLES: every new table joins it, and a new table without a primary key or replica identity then refuses UPDATE and DELETE`,
+      fix: 'list the tables (CREATE PUBLICATION ... FOR TABLE ...), or give every new table a primary key',
+    });
+  }
+  const wide = await client.query<{ col: string }>(
+    `SELECT format('%s.%s.%s', c.schemaname, c.tablename, a.attname) AS col
+       FROM pg_publication_tables c
+       JOIN pg_attribute a ON a.attrelid = format('%I.%I', c.schemaname, c.tablename)::regclass
+      WHERE c.pubname = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'numeric'::regtype
+        AND (a.atttypmod = -1 OR ((a.atttypmod - 4) >> 16) > 38)
+      ORDER BY 1 LIMIT 20`,
+    [publication],
+  );
+  if (wide.rows.length > 0) {
+    findings.push({
+      check: 'wide numeric columns',
+      severity: 'warn',
+      detail: `${wide.rows.map((r) => r.col).join(', ')}: unconstrained or wider than 38 digits, so Snowflake gets VARCHAR (exact text), not NUMBER`,
+      fix: 'give the columns a precision of at most 38 (numeric(p,s)) if the values fit, or cast in Snowflake',
+    });
+  }
+  const long = await one<{ n: number; oldest: number | null }>(
+    `SELECT count(*)::int AS n, max(extract(epoch FROM now() - xact_start))::int AS oldest
+       FROM pg_stat_activity WHERE xact_start < now() - interval '5 minutes' AND pid <> pg_backend_pid()`,
+  );
+  if ((long?.n ?? 0) > 0) {
+    findings.push({
+      check: 'long transactions',
+      severity: 'warn',
+      detail: `${long!.n} transaction(s) open for more than 5 minutes (oldest ${long!.oldest} s): creating a slot waits for them`,
+      fix: 'end them (pg_stat_activity shows pid and query) before starting a new pipeline',
+    });
+  }
+  return findings;
 }
 
 export async function checkDestination(url: string): Promise<Finding[]> {
