@@ -469,11 +469,19 @@ describe('control-plane commands', () => {
         /the Snowflake destination URL contains a secret/,
       ],
       [
-        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db', '--secret', 'password=hunter2'],
+        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db'],
+        /the Snowflake destination URL must name user, account, database and schema/,
+      ],
+      [
+        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/sc?channels_per_table=99'],
+        /invalid Snowflake destination URL: channels_per_table/,
+      ],
+      [
+        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/sc', '--secret', 'password=hunter2'],
         /destination secret password is not a secret reference/,
       ],
       [
-        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db', '--secret', 'hunter2'],
+        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/sc', '--secret', 'hunter2'],
         /a --secret value is not key=value/,
       ],
       [['destination', 'add', 'x', '--type', 'snowflake', '--path', '/tmp/x'], /--path is for duckdb destinations/],

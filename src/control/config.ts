@@ -9,6 +9,7 @@
  */
 import { inspect } from 'node:util';
 import { z } from 'zod';
+import { checkSnowflakeUrl } from '../destination/snowflake/config.js';
 import { FloeError } from '../errors.js';
 import type { DeleteMode } from '../destination/destination.js';
 import { redactUrl, type SourceConfig } from '../postgres/source.js';
@@ -226,8 +227,8 @@ export function checkDestination(type: string, url: string): DestinationType {
     }
     return 'duckdb';
   }
-  // TODO(snowflake): check the account/database/schema parameters once the Snowflake destination's URL
-  // syntax lands (helper "sfdest"); today: the scheme, a host (the account), and no secret in the URL.
+  // The scheme, an account and no secret in the URL first (their errors say what to do instead), then the
+  // destination's own parser checks user, database, schema and every parameter without reading a key.
   let u: URL;
   try {
     u = new URL(url);
@@ -250,6 +251,7 @@ export function checkDestination(type: string, url: string): DestinationType {
       hint: 'remove it from the URL and pass --secret private_key=file:/path (and private_key_passphrase=env:NAME) instead',
     });
   }
+  checkSnowflakeUrl(url);
   return 'snowflake';
 }
 

@@ -102,18 +102,14 @@ const ParamsSchema = z.object({
 const HINT = 'snowflake://USER@ORG-ACCOUNT/DATABASE/SCHEMA?warehouse=WH&role=ROLE&private_key_file=./rsa_key.p8';
 
 /**
- * Parses and validates a destination URL; reads the private key file. `env` supplies
- * FLOE_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE.
+ * Checks a destination URL's structure and parameters without reading the key: what the control plane
+ * validates before it stores the URL (the key comes later, from a secret reference or the worker's file).
  */
-/**
- * `secrets` come from the control plane (resolved references): `private_key` (the PEM itself, instead of
- * `private_key_file`) and `private_key_passphrase`.
- */
-export function parseSnowflakeUrl(
-  url: string,
-  env: NodeJS.ProcessEnv = process.env,
-  secrets: Readonly<Record<string, string>> = {},
-): SnowflakeConfig {
+export function checkSnowflakeUrl(url: string): void {
+  urlParts(url);
+}
+
+function urlParts(url: string) {
   // Not `new URL()`: its errors echo the whole input, passphrase included.
   const m = /^snowflake:\/\/([^@/?#]+)@([^/?#]+)\/([^/?#]+)\/([^/?#]+)\/?(?:\?(.*))?$/.exec(url);
   if (!m) {
@@ -159,7 +155,20 @@ export function parseSnowflakeUrl(
     const message = issue.message.startsWith(param) ? issue.message : `${param}: ${issue.message}`;
     throw new FloeError('config', `invalid Snowflake destination URL: ${message}`, { hint: HINT });
   }
-  const p = parsed.data;
+  return { user, accountText, database, schema, p: parsed.data };
+}
+
+/**
+ * Parses and validates a destination URL and reads the private key: from `private_key_file`, or from
+ * `secrets.private_key` (the control plane's resolved reference, the PEM itself). The passphrase comes from
+ * the URL, `secrets.private_key_passphrase` or FLOE_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE in `env`.
+ */
+export function parseSnowflakeUrl(
+  url: string,
+  env: NodeJS.ProcessEnv = process.env,
+  secrets: Readonly<Record<string, string>> = {},
+): SnowflakeConfig {
+  const { user, accountText, database, schema, p } = urlParts(url);
   let privateKeyPem: string;
   let keySource: string;
   if (secrets.private_key !== undefined && p.private_key_file === undefined) {
