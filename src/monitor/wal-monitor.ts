@@ -28,7 +28,7 @@ import { FloeError, coerceError } from '../errors.js';
 import { clientConfig, redactUrl, type SourceConfig } from '../postgres/source.js';
 import { parseLsn } from '../postgres/lsn.js';
 import type { Logger } from '../telemetry/logger.js';
-import { WAL_STATUSES, type FloeMetrics, type SlotWalStatus } from '../telemetry/metrics.js';
+import { WAL_STATUSES, type FloeMetrics, type SlotFigures, type SlotWalStatus } from '../telemetry/metrics.js';
 import type { AlertManager } from './alerts.js';
 
 export const MONITOR_APPLICATION_NAME = 'floe-monitor';
@@ -43,19 +43,11 @@ export interface MonitoredSource {
   readonly slots: readonly string[];
 }
 
-export interface SlotHealth {
+/** The figures the metrics take (SlotFigures), plus positions and how long a stall has lasted. */
+export interface SlotHealth extends Omit<SlotFigures, 'stalled'> {
   readonly slot: string;
-  readonly walStatus: SlotWalStatus;
-  readonly active: boolean;
   readonly restartLsn: string | null;
   readonly confirmedFlushLsn: string | null;
-  readonly retainedBytes: number | null;
-  readonly safeWalSizeBytes: number | null;
-  readonly confirmedFlushLagBytes: number | null;
-  readonly confirmedFlushLagSeconds: number | null;
-  readonly retainedGrowthBytesPerSecond: number | null;
-  readonly secondsUntilDanger: number | null;
-  readonly secondsUntilSafeWalExhausted: number | null;
   /** Seconds confirmed_flush has not moved while WAL grew, once past the stall time; else null. */
   readonly stalledSeconds: number | null;
 }
