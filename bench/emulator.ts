@@ -38,6 +38,7 @@ export async function emulatorBench(
   work: string,
   rows: number,
   say: (m: string) => void,
+  batchMaxBytes?: number,
 ): Promise<EmulatorBenchResult> {
   const emulator = await startEmulator({ commitDelayMs: 200 });
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -65,6 +66,7 @@ export async function emulatorBench(
       store: new MemoryStateStore(),
       log: silentLogger,
       mergeIntervalMs: 250,
+      batchMaxBytes,
       events: { phase: (p) => (phase = p) },
     },
     controller.signal,

@@ -45,6 +45,8 @@ const { values: args } = parseArgs({
     'cpu-prof': { type: 'string' },
     /** `emulator`: only the Snowflake-emulator benchmark (bench/emulator.ts). */
     destination: { type: 'string' },
+    /** With --destination emulator: the pipeline's batch size in bytes (default: the runtime's). */
+    'batch-max-bytes': { type: 'string' },
   },
   strict: true,
 });
@@ -65,6 +67,7 @@ const OPTS = {
    * while the clock runs). DuckDB runs are not profiled: under the profiler they took minutes, not seconds.
    */
   cpuProf: args['cpu-prof'] === undefined ? undefined : resolve(args['cpu-prof']),
+  batchMaxBytes: args['batch-max-bytes'] === undefined ? undefined : count('batch-max-bytes', args['batch-max-bytes']),
 };
 const TXN_ROWS = 1000;
 const say = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -721,7 +724,7 @@ async function main(): Promise<void> {
       const [v] = (await c.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows;
       if (args.destination === 'emulator') {
         const { emulatorBench } = await import('./emulator.js');
-        const r = await emulatorBench(url, c, work, Math.min(OPTS.changes, 200_000), say);
+        const r = await emulatorBench(url, c, work, Math.min(OPTS.changes, 200_000), say, OPTS.batchMaxBytes);
         process.stdout.write(
           JSON.stringify({ postgres: v!.v, cpus: cpus().length, loadAtStart: LOAD_AT_START, snowflakeEmulator: r }, null, 2) + '\n',
         );

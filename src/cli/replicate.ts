@@ -45,7 +45,11 @@ export function replicateCommand(): Command {
       positiveInt('--snapshot-range-pages'),
       4096,
     )
-    .option('--batch-max-bytes <n>', 'write a batch once it holds this many bytes', positiveInt('--batch-max-bytes'), 1 << 20)
+    .option(
+      '--batch-max-bytes <n>',
+      'write a batch once it holds this many bytes (default: 1048576; 4194304 for Snowflake)',
+      positiveInt('--batch-max-bytes'),
+    )
     .option('--batch-max-ms <n>', 'write a batch once its first change is this old', positiveInt('--batch-max-ms'), 1000)
     .option('--merge-interval-ms <n>', 'how often journal changes are merged into target tables', positiveInt('--merge-interval-ms'), 5000)
     .option(
@@ -69,7 +73,7 @@ interface ReplicateOptions extends HealthOptions {
   deleteMode: 'hard' | 'soft';
   snapshotParallelism: number;
   snapshotRangePages: number;
-  batchMaxBytes: number;
+  batchMaxBytes?: number;
   batchMaxMs: number;
   mergeIntervalMs: number;
   statusIntervalMs: number;

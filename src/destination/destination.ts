@@ -48,6 +48,11 @@ export interface Destination {
   /** Applies journal rows loaded since the last merge to the target tables. */
   merge(signal?: AbortSignal): Promise<MergeResult>;
   close(): Promise<void>;
+  /**
+   * Batch size (bytes of row text) this destination works best with when the operator sets none: one batch
+   * is in flight at a time, so a destination whose writes wait for an asynchronous commit wants larger ones.
+   */
+  readonly preferredBatchBytes?: number;
   /** How the destination's service looks from here (the Snowflake circuit breaker); absent: always fine. */
   health?(): DestinationHealth;
 }

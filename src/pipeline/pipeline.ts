@@ -57,7 +57,8 @@ export interface PipelineOptions {
   readonly snapshotRangePages?: number;
   /**
    * A batch is written when it holds this many bytes of row text. Larger batches cost more garbage
-   * collection than they save in writes (bench/README.md). (Default: 1 MiB)
+   * collection than they save in writes (bench/README.md). (Default: the destination's
+   * `preferredBatchBytes`, else 1 MiB)
    */
   readonly batchMaxBytes?: number;
   /** ... or when its first change is this old. (Default: 1000 ms) */
@@ -146,7 +147,8 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
 }
 
 async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { passedPreflight: boolean }): Promise<void> {
-  const o = { ...DEFAULTS, ...stripUndefined(options) };
+  const preferred = options.destination.preferredBatchBytes;
+  const o = { ...DEFAULTS, ...(preferred ? { batchMaxBytes: preferred } : {}), ...stripUndefined(options) };
   const { log, store, destination } = options;
   options.events?.phase?.('connecting');
   const meta = await connectSource({ ...options.source, applicationName: 'floe-meta' });
