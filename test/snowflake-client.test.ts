@@ -6,9 +6,8 @@ import { KeyPairAuth } from '../src/destination/snowflake/auth.js';
 import { BreakerOpenError, parseErrorBody, SnowflakeBreaker, SnowflakeHttpError } from '../src/destination/snowflake/http.js';
 import { SNOWFLAKE_METRIC, SnowflakeMetrics } from '../src/destination/snowflake/metrics.js';
 import { SqlApiClient, SqlStatementError } from '../src/destination/snowflake/sql-api.js';
-import { FloeError } from '../src/errors.js';
 import { silentLogger } from '../src/telemetry/logger.js';
-import { result, SnowflakeStub, type SqlCall } from './helpers/snowflake-stub.js';
+import { floeFailure as failure, result, SnowflakeStub, type SqlCall } from './helpers/snowflake-stub.js';
 import { waitFor } from './helpers/wait.js';
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -45,16 +44,6 @@ afterEach(async () => {
   await client.close();
   await stub.stop();
 });
-
-const failure = async (p: Promise<unknown>): Promise<FloeError> => {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(FloeError);
-    return err as FloeError;
-  }
-  throw new Error('expected a rejection');
-};
 
 describe('SQL API v2 requests', () => {
   it('sends the documented headers and body fields, with a requestId', async () => {

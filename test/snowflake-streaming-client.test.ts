@@ -12,9 +12,8 @@ import {
   type Channel,
   type StreamingClientOptions,
 } from '../src/destination/snowflake/streaming.js';
-import { FloeError } from '../src/errors.js';
 import { silentLogger } from '../src/telemetry/logger.js';
-import { SnowflakeStub, type StubOptions } from './helpers/snowflake-stub.js';
+import { floeFailure as failure, SnowflakeStub, type StubOptions } from './helpers/snowflake-stub.js';
 import { waitFor } from './helpers/wait.js';
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -63,16 +62,6 @@ function rows(from: number, to: number, pad = 0): { lines: string[]; tokens: str
 
 const ids = (lines: readonly string[] | undefined): number[] => (lines ?? []).map((l) => (JSON.parse(l) as { ID: number }).ID);
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
-
-const failure = async (p: Promise<unknown>): Promise<FloeError> => {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(FloeError);
-    return err as FloeError;
-  }
-  throw new Error('expected a rejection');
-};
 
 describe('response shape parsing', () => {
   it('reads every hostname shape and applies the underscore fix', () => {

@@ -8,6 +8,8 @@
  */
 import { gunzipSync, gzipSync } from 'node:zlib';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { expect } from 'vitest';
+import { FloeError } from '../../src/errors.js';
 
 export type StubRoute = 'hostname' | 'token' | 'open' | 'append' | 'drop' | 'status' | 'submit' | 'poll' | 'cancel';
 
@@ -353,4 +355,15 @@ export function result(columns: string[], data: (string | null)[][], extra: Reco
     createdOn: 1620151584132,
     ...extra,
   };
+}
+
+/** Awaits `p` and returns the FloeError it rejected with; fails the test if it resolved or threw something else. */
+export async function floeFailure(p: Promise<unknown>): Promise<FloeError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(FloeError);
+    return err as FloeError;
+  }
+  throw new Error('expected a rejection');
 }
