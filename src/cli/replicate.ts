@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { positiveInt } from './arguments.js';
-import { FloeError, coerceError } from '../errors.js';
+import { FloeError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/pipeline.js';
@@ -16,7 +16,7 @@ import { AlertManager, alertPolicyFromEnv } from '../monitor/alerts.js';
 import { WebhookNotifier, webhookOptionsFromEnv } from '../monitor/webhook.js';
 import { WalMonitor, sourceNameFromUrl } from '../monitor/wal-monitor.js';
 import { Heartbeat } from '../monitor/heartbeat.js';
-import { postgresReachable } from '../telemetry/health.js';
+import { postgresReachable, stateStoreReachable } from '../telemetry/health.js';
 
 export function replicateCommand(): Command {
   const command = new Command('replicate')
@@ -190,16 +190,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   const storeProbe =
     storeConfig.kind === 'postgres' && storeConfig.postgresUrl !== opts.source ? postgresReachable(storeConfig.postgresUrl!) : undefined;
   if (storeProbe) readiness.addCheck('state store', storeProbe.check);
-  else if (storeConfig.kind === 'redis') {
-    readiness.addCheck('state store', async () => {
-      try {
-        await store.getProgress(name);
-        return undefined;
-      } catch (err) {
-        return coerceError(err).message;
-      }
-    });
-  }
+  else if (storeConfig.kind === 'redis') readiness.addCheck('state store', stateStoreReachable(store, name));
   const heartbeat =
     opts.heartbeatInterval > 0
       ? new Heartbeat({ source: { url: opts.source }, sourceName, pipeline: name, intervalMs: opts.heartbeatInterval * 1000, log, metrics })

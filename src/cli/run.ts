@@ -8,6 +8,7 @@ import { startTelemetryServer } from '../telemetry/http.js';
 import { onShutdownSignal } from './signals.js';
 import { addHealthOptions, type HealthOptions } from './health-options.js';
 import { ReadinessChecks } from '../telemetry/http.js';
+import { stateStoreReachable } from '../telemetry/health.js';
 import { AlertManager, alertPolicyFromEnv } from '../monitor/alerts.js';
 import { WebhookNotifier, webhookOptionsFromEnv } from '../monitor/webhook.js';
 import { WalMonitor } from '../monitor/wal-monitor.js';
@@ -157,14 +158,7 @@ async function run(opts: RunOptions): Promise<void> {
       const r = manager.ready();
       return r.ok ? undefined : r.reason;
     })
-    .addCheck('state store', async () => {
-      try {
-        await store.getProgress('floe-readiness-probe');
-        return undefined;
-      } catch (err) {
-        return coerceError(err).message;
-      }
-    })
+    .addCheck('state store', stateStoreReachable(store, 'floe-readiness-probe'))
     .addCheck('sources', sources.check);
   let telemetry: Awaited<ReturnType<typeof startTelemetryServer>> | undefined;
   let registered = false;

@@ -31,3 +31,15 @@ export function postgresReachable(url: string, options: { timeoutMs?: number } =
     close: () => pool.end().catch(() => undefined),
   };
 }
+
+/** A probe of any state store: one cheap read (a pipeline's progress), its error as the reason. */
+export function stateStoreReachable(store: { getProgress(pipeline: string): Promise<unknown> }, pipeline: string): ReadinessCheck {
+  return async () => {
+    try {
+      await store.getProgress(pipeline);
+      return undefined;
+    } catch (err) {
+      return coerceError(err).message;
+    }
+  };
+}
