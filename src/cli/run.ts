@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import pg from 'pg';
+import { createPool } from '../postgres/pool.js';
 import { positiveInt } from './arguments.js';
 import { FloeError, coerceError } from '../errors.js';
 import { createLogger, registerUrlSecrets } from '../telemetry/logger.js';
@@ -91,7 +91,7 @@ async function run(opts: RunOptions): Promise<void> {
         })
       : new PgLeaseProvider({ url, worker, log });
   // Bounded waits: a control plane that stops answering must not hang reconciliation or state reports.
-  const db = new pg.Pool({
+  const db = createPool({
     connectionString: url,
     max: 4,
     application_name: 'floe-worker',
@@ -99,8 +99,6 @@ async function run(opts: RunOptions): Promise<void> {
     connectionTimeoutMillis: 10_000,
     query_timeout: 30_000,
   });
-  db.on('error', () => undefined); // an idle connection that died is replaced at the next query
-  db.on('connect', (client) => client.on('error', () => undefined)); // checked-out clients: the statement fails instead
   const registration = new WorkerRegistration(db, { id: worker, maxPipelines: opts.maxPipelines, log });
   const metrics = new FloeMetrics();
   const controller = new AbortController();

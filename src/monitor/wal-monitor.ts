@@ -22,6 +22,7 @@
  *   `maxConnections`, an idle pool to close always exists.
  */
 import pg from 'pg';
+import { createPool } from '../postgres/pool.js';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FloeError, coerceError } from '../errors.js';
@@ -493,7 +494,7 @@ export class WalMonitor {
   }
 
   #newPool(source: MonitoredSource): pg.Pool {
-    const pool = new pg.Pool({
+    const pool = createPool({
       ...clientConfig({ ...source.config, applicationName: MONITOR_APPLICATION_NAME }),
       // Every monitoring query is bounded by the server, and nothing here may wait on a lock.
       options: `-c statement_timeout=${this.#o.statementTimeoutMs} -c lock_timeout=${this.#o.statementTimeoutMs}`,
@@ -501,9 +502,6 @@ export class WalMonitor {
       // Not allowExitOnIdle: an unreferenced socket could let the process exit while close() waits for it.
       idleTimeoutMillis: this.#o.idleTimeoutMs,
     });
-    pool.on('error', () => undefined); // an idle connection dropped by the server; the next check reconnects
-    // A checked-out client is not watched by the pool; a reset between statements must fail the check, not the process.
-    pool.on('connect', (client) => client.on('error', () => undefined));
     pool.on('connect', () => this.#countConnections(+1));
     pool.on('remove', () => this.#countConnections(-1));
     return pool;

@@ -5,6 +5,7 @@
  * GREATEST() keeps progress from moving backwards.
  */
 import pg from 'pg';
+import { createPool } from '../postgres/pool.js';
 import type { PipelineProgress, StateStore, TablePhase, TablePlan, TableProgress } from './state-store.js';
 import { staleFence, staleIncarnation, unknownTable } from './state-store.js';
 import { coerceError, type FloeError } from '../errors.js';
@@ -57,11 +58,7 @@ export class PostgresStateStore implements StateStore {
     if (shared) {
       this.#pool = shared.pool;
     } else {
-      this.#pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'floe-state', idleTimeoutMillis: 10_000 });
-      this.#pool.on('error', () => undefined);
-      // A checked-out client is no longer watched by the pool: without its own listener, a connection
-      // reset between two statements of a transaction would crash the process instead of failing the call.
-      this.#pool.on('connect', (client) => client.on('error', () => undefined));
+      this.#pool = createPool({ connectionString: url, max: 2, application_name: 'floe-state', idleTimeoutMillis: 10_000 });
     }
   }
 

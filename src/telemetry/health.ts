@@ -1,5 +1,5 @@
 /** Readiness probes of PostgreSQL services (state store, control plane) for /readyz. */
-import pg from 'pg';
+import { createPool } from '../postgres/pool.js';
 import { coerceError } from '../errors.js';
 import type { ReadinessCheck } from './http.js';
 
@@ -9,7 +9,7 @@ import type { ReadinessCheck } from './http.js';
  */
 export function postgresReachable(url: string, options: { timeoutMs?: number } = {}): { check: ReadinessCheck; close(): Promise<void> } {
   const timeoutMs = options.timeoutMs ?? 2000;
-  const pool = new pg.Pool({
+  const pool = createPool({
     connectionString: url,
     application_name: 'floe-health',
     options: `-c statement_timeout=${timeoutMs}`,
@@ -18,7 +18,6 @@ export function postgresReachable(url: string, options: { timeoutMs?: number } =
     idleTimeoutMillis: 60_000,
     allowExitOnIdle: true,
   });
-  pool.on('error', () => undefined);
   return {
     check: async () => {
       try {
