@@ -577,7 +577,7 @@ class Streamer implements StreamSide {
         if (!before) {
           this.#options.log.info({ table: name }, 'relation of a table not seen before');
         } else if (columnsSignature(before) !== columnsSignature(table)) {
-          this.#options.log.info({ table: qualifiedName(table), columns: table.columns.length }, 'table columns changed');
+          this.#options.log.info({ table: name, columns: table.columns.length }, 'table columns changed');
           // Changes read under the old columns and types reach the destination before it evolves the table.
           await this.#flushAll();
         }
@@ -587,10 +587,10 @@ class Streamer implements StreamSide {
         return;
       }
       case 'insert':
-        if (this.#dropped.size > 0 && this.#dropped.has(msg.relationId)) return;
+        if (this.#dropped.has(msg.relationId)) return;
         return this.#add(this.#table(msg.relationId), 'i', msg.newTuple);
       case 'update': {
-        if (this.#dropped.size > 0 && this.#dropped.has(msg.relationId)) return;
+        if (this.#dropped.has(msg.relationId)) return;
         const table = this.#table(msg.relationId);
         const cells = msg.newTuple.slice();
         if (msg.oldTuple) {
@@ -613,7 +613,7 @@ class Streamer implements StreamSide {
         return this.#add(table, 'u', cells);
       }
       case 'delete':
-        if (this.#dropped.size > 0 && this.#dropped.has(msg.relationId)) return;
+        if (this.#dropped.has(msg.relationId)) return;
         return this.#add(this.#table(msg.relationId), 'd', msg.oldTuple);
       case 'truncate':
         for (const id of msg.relationIds) {
