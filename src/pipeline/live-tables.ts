@@ -21,6 +21,7 @@
  * marker takes the stream's position (below the snapshot LSN). A keyless table is never merged, so its
  * reset waits for the snapshot LSN and places the marker there, where its history restarts.
  */
+import { formatLsn } from '../postgres/lsn.js';
 import type pg from 'pg';
 import { coerceError } from '../errors.js';
 import type { TableSchema } from '../model.js';
@@ -299,7 +300,7 @@ export class LiveTables {
       if (!table.hasKey) await destination.resetTable(table, snapshotLsn);
       const plan = await planRanges(meta, table, this.#c.snapshotRangePages, this.#c.snapshotParallelism);
       await store.setTable(options.name, incarnation, name, { phase: 'snapshot', snapshotLsn, ...plan });
-      log.info({ table: name, snapshotLsn: snapshotLsn.toString(16), ranges: plan.rangeCount }, 'live snapshot started');
+      log.info({ table: name, snapshotLsn: formatLsn(snapshotLsn), ranges: plan.rangeCount }, 'live snapshot started');
       await copySnapshot([{ table, ...plan, pending: Array.from({ length: plan.rangeCount }, (_, i) => i) }], {
         source: options.source,
         snapshotName: tmp.snapshotName,
