@@ -23,6 +23,9 @@ import { RedisLeaseProvider } from '../control/redis-lease.js';
 import type { StateStore } from '../store/state-store.js';
 import type { LeaseProvider } from '../control/lease.js';
 import { redactUrl } from '../postgres/source.js';
+import { Console } from '../console/console.js';
+import { addConsoleOptions, type ConsoleFlags } from '../console/options.js';
+import { controlPlaneBackend } from '../api/server.js';
 
 export function runCommand(): Command {
   const command = new Command('run')
@@ -47,12 +50,12 @@ export function runCommand(): Command {
       positiveInt('--lease-ttl-ms'),
       15_000,
     );
-  return addHealthOptions(command).action(async (opts: RunOptions) => {
+  return addConsoleOptions(addHealthOptions(command)).action(async (opts: RunOptions) => {
     await run(opts);
   });
 }
 
-interface RunOptions extends HealthOptions {
+interface RunOptions extends HealthOptions, ConsoleFlags {
   databaseUrl?: string;
   workerId?: string;
   maxPipelines: number;
@@ -105,9 +108,15 @@ async function run(opts: RunOptions): Promise<void> {
 
   // Source health of the pipelines running here: WAL monitor with alerts, heartbeats, readiness.
   const webhookOptions = webhookOptionsFromEnv(process.env, { log, metrics });
+  // The console keeps recent alerts and WAL figures for its pages, and is served on the metrics port
+  // unless it has its own (--console-port).
+  const consolePage = new Console(
+    { port: opts.consolePort, host: opts.consoleHost, publicRead: opts.consolePublicRead ?? false, readOnly: false },
+    { alertSink: webhookOptions ? new WebhookNotifier(webhookOptions) : undefined, thresholds: alertPolicy },
+  );
   const alerts = new AlertManager({
     policy: alertPolicy,
-    sink: webhookOptions ? new WebhookNotifier(webhookOptions) : undefined,
+    sink: consolePage.alerts,
     log,
     metrics,
   });
@@ -123,6 +132,7 @@ async function run(opts: RunOptions): Promise<void> {
           // The slot figures of each pipeline running here go to its row too: floe status shows what the
           // floe_slot_* metrics show.
           onCheck: (health) => {
+            consolePage.onSourceHealth(health);
             for (const slot of health.slots) {
               for (const pipeline of sources.pipelinesOn(health.id, slot.slot)) {
                 if (slot.confirmedFlushLagSeconds !== null) metrics.setReplicationLagSeconds(pipeline, slot.confirmedFlushLagSeconds);
@@ -162,15 +172,35 @@ async function run(opts: RunOptions): Promise<void> {
   let registered = false;
   try {
     await store.init();
-    telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness }) : undefined;
+    const backend = controlPlaneBackend(db, { history: consolePage.history, alerts: consolePage.alerts, sources: consolePage.sources });
+    const onMetricsPort = opts.consolePort === undefined;
+    telemetry =
+      opts.metricsPort > 0
+        ? await startTelemetryServer({
+            port: opts.metricsPort,
+            metrics,
+            readiness,
+            ...(onMetricsPort ? { extend: (app) => consolePage.mount(app, backend) } : {}),
+          })
+        : undefined;
+    const consoleUrl = onMetricsPort
+      ? telemetry
+        ? `http://127.0.0.1:${opts.metricsPort}/`
+        : undefined
+      : await consolePage.listen(backend);
+    const sampling = consoleUrl ? consolePage.run(backend, controller.signal, log) : undefined;
     await registration.register();
     registered = true;
-    log.info({ controlPlane: redactUrl(url), maxPipelines: opts.maxPipelines, stateStore: storeConfig.kind }, 'worker started');
+    log.info(
+      { controlPlane: redactUrl(url), maxPipelines: opts.maxPipelines, stateStore: storeConfig.kind, console: consoleUrl },
+      'worker started',
+    );
     const monitoring = monitor
       ?.run(controller.signal)
       .catch((err: unknown) => log.error({ err: coerceError(err).message }, 'WAL monitor stopped'));
     await manager.run(controller.signal);
     await monitoring;
+    await sampling;
     log.info('worker stopped: every pipeline drained and its lease released');
   } catch (err) {
     controller.abort();
@@ -181,6 +211,7 @@ async function run(opts: RunOptions): Promise<void> {
     if (registered) await registration.unregister();
     await leases.close().catch(() => undefined);
     await telemetry?.close().catch(() => undefined);
+    await consolePage.close();
     await store.close().catch(() => undefined);
     await db.end().catch(() => undefined);
   }

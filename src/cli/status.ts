@@ -67,7 +67,7 @@ export function statusCommand(): Command {
     });
 }
 
-export async function collectStatus(db: pg.Client): Promise<StatusReport> {
+export async function collectStatus(db: pg.ClientBase): Promise<StatusReport> {
   // One snapshot for all reads, so counts and rows agree.
   await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {

@@ -82,8 +82,11 @@ export async function startTelemetryServer(options: {
   host?: string;
   metrics: FloeMetrics;
   readiness: Readiness;
+  /** More routes on the same port (the console, when it has no port of its own). */
+  extend?: (app: FastifyInstance) => Promise<void>;
 }): Promise<FastifyInstance> {
   const app = Fastify({ logger: false });
+  await options.extend?.(app);
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', options.metrics.registry.contentType);
     return options.metrics.registry.metrics();
