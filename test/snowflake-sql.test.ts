@@ -128,7 +128,7 @@ describe('Snowflake MERGE', () => {
 
   it('per column (unchanged TOAST, soft deletes) with a truncate: latest known image per column, else the target value', () => {
     const known = (c: string) =>
-      `j."_FLOE_OP" <> 'd' AND NOT ARRAY_CONTAINS('${c}'::VARIANT, COALESCE(j."_FLOE_UNCHANGED", ARRAY_CONSTRUCT()))`;
+      `j."_FLOE_OP" <> 'd' AND j."_FLOE_ALIVE" AND NOT ARRAY_CONTAINS('${c}'::VARIANT, COALESCE(j."_FLOE_UNCHANGED", ARRAY_CONSTRUCT()))`;
     const img = (c: string) =>
       `LAST_VALUE(IFF(${known(c)}, OBJECT_CONSTRUCT('v', j."${c}"), NULL))
        OVER (PARTITION BY j."ID" ORDER BY IFF(${known(c)}, 1, 0), j."_FLOE_LSN", j."_FLOE_ORDINAL"
@@ -139,6 +139,11 @@ describe('Snowflake MERGE', () => {
            "_FLOE_LSN" = s."_FLOE_LSN", "_FLOE_ORDINAL" = s."_FLOE_ORDINAL", "_FLOE_DELETED" = ${deleted ? 'TRUE' : 'FALSE'}, "_FLOE_SYNCED_AT" = SYSDATE()`;
     const insert = (deleted: boolean) => `INSERT ("ID", "NAME", "DOC", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED", "_FLOE_SYNCED_AT")
            VALUES (s."ID", s."NAME", s."DOC", s."_FLOE_LSN", s."_FLOE_ORDINAL", ${deleted ? 'TRUE' : 'FALSE'}, SYSDATE())`;
+    // No delete between a row and its key's latest change, except that change itself.
+    const order = `PARTITION BY j."ID" ORDER BY j."_FLOE_LSN", j."_FLOE_ORDINAL"`;
+    const alive = `(SUM(IFF(j."_FLOE_OP" = 'd', 1, 0)) OVER (${order} ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)
+      - IFF(j."_FLOE_OP" = 'd', 1, 0)
+      = IFF(LAST_VALUE(j."_FLOE_OP") OVER (${order} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) = 'd', 1, 0))`;
     const older = (a: string) => `(${a}."_FLOE_LSN" < 100 OR (${a}."_FLOE_LSN" = 100 AND ${a}."_FLOE_ORDINAL" < 2))`;
     expect(mergeStatements({ ...SPEC, deleteMode: 'soft', perColumn: true, truncate: { lsn: 100n, ordinal: 2 } }).map(norm)).toEqual(
       [
@@ -151,8 +156,8 @@ describe('Snowflake MERGE', () => {
                   TRY_PARSE_JSON(GET(w."_FLOE_IMG_DOC", 'v')::VARCHAR) AS "DOC", w."_FLOE_IMG_DOC" IS NOT NULL AS "_FLOE_HAS_DOC",
                   w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"
            FROM (SELECT j."_FLOE_OP", j."_FLOE_LSN", j."_FLOE_ORDINAL", j."ID", ${img('NAME')}, ${img('DOC')}
-                 FROM "DB"."L"."PUBLIC_ORDERS" j
-                 WHERE j."_FLOE_SEQ" > 10 AND j."_FLOE_SEQ" <= 20 AND j."_FLOE_OP" <> 't' AND NOT ${older('j')}
+                 FROM (SELECT j.*, ${alive} AS "_FLOE_ALIVE" FROM "DB"."L"."PUBLIC_ORDERS" j
+                       WHERE j."_FLOE_SEQ" > 10 AND j."_FLOE_SEQ" <= 20 AND j."_FLOE_OP" <> 't' AND NOT ${older('j')}) j
                  QUALIFY ROW_NUMBER() OVER (PARTITION BY j."ID" ORDER BY j."_FLOE_LSN" DESC, j."_FLOE_ORDINAL" DESC) = 1) w
          ) s ON t."ID" = s."ID"
          WHEN MATCHED AND s."_FLOE_OP" = 'd' AND ${NEWER} THEN UPDATE SET ${set(true)}

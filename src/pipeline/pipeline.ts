@@ -594,11 +594,10 @@ class Streamer implements StreamSide {
         const table = this.#table(msg.relationId);
         const cells = msg.newTuple.slice();
         if (msg.oldTuple) {
-          // Invariant 4: an unchanged TOAST value is taken from the old tuple when the old tuple has it
-          // (a full old row, 'O'; a key-only old tuple 'K' holds NULLs, not values, outside the key).
-          if (msg.oldKind === 'O') {
-            for (let i = 0; i < cells.length; i++) if (cells[i] === undefined && msg.oldTuple[i] !== undefined) cells[i] = msg.oldTuple[i];
-          }
+          // Invariant 4: an unchanged TOAST value is taken from the old tuple when the old tuple has it: a
+          // full old row ('O'), or a key-only old tuple ('K') for key columns (a TOASTed key that did not
+          // change is sent unchanged; outside the key a 'K' tuple holds NULLs, not values).
+          fillUnchanged(table, msg.oldKind, msg.oldTuple, cells);
           if (table.hasKey && keyChanged(table, msg.oldTuple, cells)) {
             // Same batch for both: the merge reads unchanged TOAST values of the new key from the old one.
             await this.#add(table, 'd', msg.oldTuple, false);
@@ -741,6 +740,13 @@ async function waitForSlotRelease(meta: pg.Client, slotName: string): Promise<vo
 }
 
 const columnsSignature = (t: TableSchema): string => t.columns.map((c) => `${c.name}:${c.type.duckdb}`).join('\0');
+
+function fillUnchanged(table: TableSchema, oldKind: 'K' | 'O' | undefined, oldCells: readonly Cell[], cells: Cell[]): void {
+  for (let i = 0; i < cells.length; i++) {
+    if (cells[i] !== undefined || oldCells[i] === undefined) continue;
+    if (oldKind === 'O' || table.columns[i]?.isKey) cells[i] = oldCells[i];
+  }
+}
 
 function keyChanged(table: TableSchema, oldCells: readonly Cell[], newCells: readonly Cell[]): boolean {
   for (let i = 0; i < table.columns.length; i++) {

@@ -189,24 +189,28 @@ export class SchemaCache {
     return out;
   }
 
-  /** Builds a TableSchema from a pgoutput Relation message (or the catalog), resolving types and keys. */
+  /**
+   * Builds a TableSchema from a pgoutput Relation message (or the catalog), resolving types and keys.
+   * `isKey` on a column is the Relation message's key flag: the columns of the old key tuple.
+   */
   async tableFromRelation(rel: {
     relationId: number;
     schema: string;
     name: string;
     replicaIdentity: TableSchema['replicaIdentity'];
-    columns: readonly { name: string; typeOid: number; typeMod: number }[];
+    columns: readonly { name: string; typeOid: number; typeMod: number; isKey?: boolean }[];
   }): Promise<TableSchema> {
     await this.#loadTypes(rel.columns.map((c) => c.typeOid));
-    const key = await this.#keyOf(rel.relationId);
+    const facts = await this.#factsOf(rel.relationId);
+    const keys = mergeKey(rel, facts);
     const columns: ColumnSchema[] = rel.columns.map((c) => {
       let type;
       try {
-        type = mapColumnType(c.typeOid, c.typeMod, (oid) => this.#types.get(oid), { arrayDims: key.arrayDims.get(c.name) });
+        type = mapColumnType(c.typeOid, c.typeMod, (oid) => this.#types.get(oid), { arrayDims: facts.arrayDims.get(c.name) });
       } catch (err) {
         throw new FloeError('schema', `column ${rel.schema}.${rel.name}.${c.name}: ${(err as Error).message}`, { cause: err });
       }
-      return { name: c.name, typeOid: c.typeOid, typeMod: c.typeMod, type, isKey: key.keys.has(c.name) };
+      return { name: c.name, typeOid: c.typeOid, typeMod: c.typeMod, type, isKey: keys.has(c.name) };
     });
     const hasKey = columns.some((c) => c.isKey);
     return { relationId: rel.relationId, schema: rel.schema, name: rel.name, replicaIdentity: rel.replicaIdentity, columns, hasKey };
@@ -217,7 +221,7 @@ export class SchemaCache {
     this.#keys.delete(relationId);
   }
 
-  async #keyOf(relationId: number): Promise<RelationFacts> {
+  async #factsOf(relationId: number): Promise<RelationFacts> {
     const cached = this.#keys.get(relationId);
     if (cached) return cached;
     // pgoutput does not send declared array dimensions; DuckDB lists need them.
@@ -225,20 +229,15 @@ export class SchemaCache {
       `SELECT attname, attndims FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attndims > 0`,
       [relationId],
     );
-    // The merge key is the primary key, else the replica identity index. REPLICA IDENTITY FULL
-    // without either gives no key: the table is replicated as append-only history.
-    const r = await this.#client.query<{ attname: string; indisprimary: boolean | string }>(
-      `SELECT a.attname, i.indisprimary FROM pg_index i
+    const r = await this.#client.query<{ attname: string; indisprimary: boolean; indisreplident: boolean }>(
+      `SELECT a.attname, i.indisprimary, i.indisreplident FROM pg_index i
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-        WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisreplident)
-        ORDER BY i.indisprimary DESC`,
+        WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisreplident)`,
       [relationId],
     );
-    const primary = r.rows.filter((x) => x.indisprimary === true || x.indisprimary === 't');
-    const chosen = primary.length > 0 ? primary : r.rows;
     const entry: RelationFacts = {
-      keys: new Set(chosen.map((x) => x.attname)),
-      hasPk: primary.length > 0,
+      primaryKey: new Set(r.rows.filter((x) => x.indisprimary).map((x) => x.attname)),
+      identityIndex: new Set(r.rows.filter((x) => x.indisreplident).map((x) => x.attname)),
       arrayDims: new Map(dims.rows.map((d) => [d.attname, Number(d.attndims)])),
     };
     this.#keys.set(relationId, entry);
@@ -258,7 +257,37 @@ export class SchemaCache {
 }
 
 interface RelationFacts {
-  readonly keys: Set<string>;
-  readonly hasPk: boolean;
+  readonly primaryKey: ReadonlySet<string>;
+  /** Columns of the index named by REPLICA IDENTITY USING INDEX (empty for other identities). */
+  readonly identityIndex: ReadonlySet<string>;
   readonly arrayDims: Map<string, number>;
+}
+
+/**
+ * The merge key is the replica identity: the columns PostgreSQL puts in the old key tuple of an UPDATE or
+ * DELETE, so every delete and key change names the row it affects (design.md invariant 8).
+ *
+ * - DEFAULT: the primary key; USING INDEX: that index's columns (even when a different primary key
+ *   exists). A Relation message flags exactly these columns, and its flags win over the catalog, which
+ *   may already describe a later ALTER TABLE.
+ * - FULL: the old tuple is the whole row, so any unique key would do; floe takes the primary key, and a
+ *   table without one is replicated as append-only history (no key).
+ * - NOTHING: no key (preflight refuses such tables: their UPDATEs and DELETEs fail at the source).
+ */
+export function mergeKey(
+  rel: { replicaIdentity: TableSchema['replicaIdentity']; columns: readonly { name: string; isKey?: boolean }[] },
+  facts: Pick<RelationFacts, 'primaryKey' | 'identityIndex'>,
+): ReadonlySet<string> {
+  switch (rel.replicaIdentity) {
+    case 'd':
+    case 'i': {
+      const flagged = rel.columns.filter((c) => c.isKey).map((c) => c.name);
+      if (flagged.length > 0) return new Set(flagged);
+      return rel.replicaIdentity === 'd' ? facts.primaryKey : facts.identityIndex;
+    }
+    case 'f':
+      return facts.primaryKey;
+    case 'n':
+      return new Set();
+  }
 }

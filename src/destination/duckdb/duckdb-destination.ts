@@ -408,7 +408,9 @@ export class DuckDbDestination implements Destination {
       const oldKeyMatch = keys
         .map((k, i) => `w.${quoteIdent(k)} IS NOT DISTINCT FROM ${oldKey[i] === null ? 'NULL' : quoteLiteral(oldKey[i]!)}`)
         .join(' AND ');
-      const before = `${oldKeyMatch} AND w._floe_pos < ${dPos} AND w._floe_op IN ('r','i','u')`;
+      // Images of the old key's current life only: one from before its last delete is another row's.
+      const lastDelete = `(SELECT max(x._floe_pos) FROM _floe_window x WHERE ${oldKeyMatch.replaceAll('w.', 'x.')} AND x._floe_op = 'd' AND x._floe_pos < ${dPos})`;
+      const before = `${oldKeyMatch} AND w._floe_pos < ${dPos} AND w._floe_pos > coalesce(${lastDelete}, -1) AND w._floe_op IN ('r','i','u')`;
       let needsTarget = false;
       for (const col of unchanged.filter((u) => cols.includes(u))) {
         const [img] = await this.#rows(
@@ -494,13 +496,24 @@ export class DuckDbDestination implements Destination {
       }
       // Key moves only need resolving when some row lacks an unchanged-TOAST value.
       if (Number(counted?.[2] ?? 0) > 0) await this.#resolveMoves(keys, cols, fromCol);
+      if (!wholeRows) {
+        // A row counts for the key's latest values only if no delete lies between it and the key's latest
+        // change (other than that change itself): a value from before a delete belongs to a row that is
+        // gone, e.g. when another row's key moves onto a key deleted in the same window.
+        const part = `PARTITION BY ${keys.map(quoteIdent).join(', ')} ORDER BY _floe_pos`;
+        await c.run(`CREATE OR REPLACE TEMP TABLE _floe_window AS SELECT *,
+          count(*) FILTER (WHERE _floe_op = 'd') OVER (${part} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+            = CASE WHEN last_value(_floe_op) OVER (${part} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) = 'd' THEN 1 ELSE 0 END
+            AS _floe_alive
+          FROM _floe_window`);
+      }
       // Per key: the latest change, and per column the latest known image (invariant 4).
       const keyList = keys.map(quoteIdent).join(', ');
       const perColumn = cols
         .filter((col) => !keys.includes(col))
         .map((col) => {
           const q = quoteIdent(col);
-          const known = `_floe_op IN ('r','i','u') AND NOT list_contains(coalesce(_floe_unchanged, []), ${quoteLiteral(col)})`;
+          const known = `_floe_op IN ('r','i','u') AND _floe_alive AND NOT list_contains(coalesce(_floe_unchanged, []), ${quoteLiteral(col)})`;
           return `arg_max_null(${q}, _floe_pos) FILTER (WHERE ${known}) AS ${q}, count(*) FILTER (WHERE ${known}) > 0 AS ${quoteIdent('_floe_has_' + col)}`;
         });
       if (wholeRows) {

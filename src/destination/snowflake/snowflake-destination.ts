@@ -887,7 +887,17 @@ export class SnowflakeDestination implements Destination {
       const oldMatch = keys.map((k, i) =>
         oldKey[i] === null ? `${quoteSf(k.name)} IS NULL` : `${quoteSf(k.name)} = ${literal(oldKey[i]!)}`,
       );
-      const before = `("_FLOE_LSN" < ${position.lsn} OR ("_FLOE_LSN" = ${position.lsn} AND "_FLOE_ORDINAL" < ${position.ordinal}))`;
+      let before = `("_FLOE_LSN" < ${position.lsn} OR ("_FLOE_LSN" = ${position.lsn} AND "_FLOE_ORDINAL" < ${position.ordinal}))`;
+      // Images of the old key's current life only: one from before its last delete is another row's.
+      const [lastDelete] = (
+        await q(
+          `SELECT "_FLOE_LSN", "_FLOE_ORDINAL" FROM ${state.journal} WHERE ${win} AND ${oldMatch.join(' AND ')} AND ${before} AND "_FLOE_OP" = 'd' ORDER BY "_FLOE_LSN" DESC, "_FLOE_ORDINAL" DESC LIMIT 1`,
+        )
+      ).rows;
+      if (lastDelete) {
+        const [lsn, ordinal] = [BigInt(lastDelete[0]!), Number(lastDelete[1])];
+        before += ` AND ("_FLOE_LSN" > ${lsn} OR ("_FLOE_LSN" = ${lsn} AND "_FLOE_ORDINAL" > ${ordinal}))`;
+      }
       const fills: string[] = [];
       const remaining: string[] = [];
       for (const c of unchanged) {

@@ -14,6 +14,7 @@
  *   CURRENT_ROLE(), CURRENT_WAREHOUSE().
  *   functions: ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..), LAST_VALUE(..)
  *   OVER (PARTITION BY .. ORDER BY .. ROWS BETWEEN UNBOUNDED PRECEDING AND
+ *   UNBOUNDED FOLLOWING), SUM(..) OVER (.. ROWS BETWEEN CURRENT ROW AND
  *   UNBOUNDED FOLLOWING), IFF, COALESCE, OBJECT_CONSTRUCT, GET,
  *   ARRAY_CONTAINS, ARRAY_CONSTRUCT, TRY_PARSE_JSON, TO_BINARY(.., 'HEX'),
  *   TRY_TO_NUMBER(x, p, s), TRY_TO_DATE, TRY_TO_TIMESTAMP_TZ, SYSDATE(),
@@ -192,7 +193,7 @@ export function mergeStatements(m: MergeSpec): string[] {
     // not mistaken for a missing value); none means the target keeps its value (invariant 4).
     const img = (c: SfColumn) => quoteSf(`_FLOE_IMG_${c.name}`);
     const images = data.map((c) => {
-      const known = `j."_FLOE_OP" <> 'd' AND NOT ARRAY_CONTAINS(${literal(c.name)}::VARIANT, COALESCE(j."_FLOE_UNCHANGED", ARRAY_CONSTRUCT()))`;
+      const known = `j."_FLOE_OP" <> 'd' AND j."_FLOE_ALIVE" AND NOT ARRAY_CONTAINS(${literal(c.name)}::VARIANT, COALESCE(j."_FLOE_UNCHANGED", ARRAY_CONSTRUCT()))`;
       // Ordered known-last: the partition's last row is its latest row with the value, if it has one.
       return (
         `LAST_VALUE(IFF(${known}, OBJECT_CONSTRUCT('v', j.${quoteSf(c.name)}), NULL)) ` +
@@ -205,7 +206,7 @@ export function mergeStatements(m: MergeSpec): string[] {
     ];
     source =
       `SELECT ${[...cols, meta].join(', ')} FROM (SELECT ${['j."_FLOE_OP"', 'j."_FLOE_LSN"', 'j."_FLOE_ORDINAL"', ...keys.map((k) => `j.${quoteSf(k.name)}`), ...images].join(', ')} ` +
-      `FROM ${m.journal} j WHERE ${where} QUALIFY ${latestFirst}) w`;
+      `FROM (SELECT j.*, ${alive(partition)} AS "_FLOE_ALIVE" FROM ${m.journal} j WHERE ${where}) j QUALIFY ${latestFirst}) w`;
   }
   const on = keys.map((k) => `t.${quoteSf(k.name)} = s.${quoteSf(k.name)}`).join(' AND ');
   const value = (c: SfColumn) => (m.perColumn ? `IFF(s.${has(c)}, s.${quoteSf(c.name)}, t.${quoteSf(c.name)})` : `s.${quoteSf(c.name)}`);
@@ -235,6 +236,20 @@ export function mergeStatements(m: MergeSpec): string[] {
   out.push(...bookkeepingUpdate(m));
   out.push('COMMIT');
   return out;
+}
+
+/**
+ * True for a journal row with no delete between it and its key's latest change (other than that change
+ * itself): only such rows hold values of the key's current row. A value from before a delete belongs to a
+ * row that is gone, e.g. when another row's key moves onto a key deleted in the same window.
+ */
+function alive(partition: string): string {
+  const order = 'ORDER BY j."_FLOE_LSN", j."_FLOE_ORDINAL"';
+  const deleted = `IFF(j."_FLOE_OP" = 'd', 1, 0)`;
+  return (
+    `(SUM(${deleted}) OVER (${partition} ${order} ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) - ${deleted} = ` +
+    `IFF(LAST_VALUE(j."_FLOE_OP") OVER (${partition} ${order} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) = 'd', 1, 0))`
+  );
 }
 
 export interface MoveSeed {
