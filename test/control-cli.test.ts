@@ -70,9 +70,13 @@ async function runInProcess(args: string[], env: Record<string, string>): Promis
 }
 
 /** `floe secret encrypt` needs stdin, which runFloe does not give. */
-function encrypt(input: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function encrypt(
+  input: string,
+  env: Record<string, string>,
+  args: string[] = ['--source', 'app', '--url', 'postgres://u@h/db'],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/floe.js', 'secret', 'encrypt'], { env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, ['bin/floe.js', 'secret', 'encrypt', ...args], { env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -118,7 +122,7 @@ describe('control-plane commands', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase(cluster, 'control');
-    env = { FLOE_DATABASE_URL: db.url, FLOE_SECRET_KEY: SECRET_KEY, APP_PG_PASSWORD: PASSWORD };
+    env = { FLOE_DATABASE_URL: db.url, FLOE_SECRET_KEY: SECRET_KEY, FLOE_SECRET_APP_PG_PASSWORD: PASSWORD };
     await db.sql(`CREATE TABLE public.orders (id int PRIMARY KEY, v text); CREATE PUBLICATION app_pub FOR TABLE public.orders`);
     const m = await runInProcess(['migrate'], env);
     expect(m.code, m.stderr).toBe(0);
@@ -139,10 +143,10 @@ describe('control-plane commands', () => {
 
   it('round trip: secret, source, destination, pipeline, controls, status, delete', async () => {
     // secret encrypt → source add with the enc: reference; the table holds only the reference
-    const enc = await encrypt(`${PASSWORD}\n`, env);
+    const enc = await encrypt(`${PASSWORD}\n`, env, ['--source', 'app', '--url', sourceUrl()]);
     expect(enc.code, enc.stderr).toBe(0);
     const reference = enc.stdout.trim();
-    expect(reference).toMatch(/^enc:v1:/);
+    expect(reference).toMatch(/^enc:v2:/);
     expect(reference).not.toContain(PASSWORD);
 
     expect(await floe('source', 'add', 'app', '--url', sourceUrl(), '--password', reference)).toBe('source app added\n');
@@ -154,7 +158,7 @@ describe('control-plane commands', () => {
         '--url',
         sourceUrl(),
         '--password',
-        'env:APP_PG_PASSWORD',
+        'env:FLOE_SECRET_APP_PG_PASSWORD',
         '--option',
         'connect_timeout_ms=5000',
       ),
@@ -162,11 +166,11 @@ describe('control-plane commands', () => {
     const sources = await db.sql(`SELECT name, url, password, options FROM floe.source ORDER BY name`);
     expect(sources).toEqual([
       { name: 'app', url: sourceUrl(), password: reference, options: {} },
-      { name: 'other', url: sourceUrl(), password: 'env:APP_PG_PASSWORD', options: { connect_timeout_ms: 5000 } },
+      { name: 'other', url: sourceUrl(), password: 'env:FLOE_SECRET_APP_PG_PASSWORD', options: { connect_timeout_ms: 5000 } },
     ]);
     const sourceList = await floe('source', 'list');
     expect(sourceList).toMatch(
-      /^NAME +URL +PASSWORD +PIPELINES\napp +postgres:\/\/\S+ +enc:v1:\(encrypted\) +0\nother .* env:APP_PG_PASSWORD +0\n$/,
+      /^NAME +URL +PASSWORD +PIPELINES\napp +postgres:\/\/\S+ +enc:v2:\(encrypted\) +0\nother .* env:FLOE_SECRET_APP_PG_PASSWORD +0\n$/,
     );
     expect(await floe('source', 'test', 'app')).toMatch(
       /connected: PostgreSQL \d+ as postgres; wal_level logical; replication yes\nsource app ok\n/,
@@ -424,7 +428,7 @@ describe('control-plane commands', () => {
     let unmigrated: TestDatabase;
     beforeAll(async () => {
       unmigrated = await createTestDatabase(cluster, 'nofloe');
-      await floe('source', 'add', 'src', '--url', sourceUrl(), '--password', 'env:NOT_SET_ANYWHERE');
+      await floe('source', 'add', 'src', '--url', sourceUrl(), '--password', 'env:FLOE_SECRET_NOT_SET_ANYWHERE');
       await floe('destination', 'add', 'dst', '--type', 'duckdb', '--path', join(dir.path, 'x.duckdb'));
       await floe('pipeline', 'add', 'pipe', '--source', 'src', '--destination', 'dst', '--publication', 'app_pub');
     });
@@ -447,13 +451,13 @@ describe('control-plane commands', () => {
       [['source', 'add', 'x', '--url', 'postgres://u@h/db', '--password', 'hunter2'], /--password is not a secret reference/],
       [['source', 'add', 'x', '--url', 'mysql://u@h/db'], /must start with postgres:\/\/ or postgresql:\/\//],
       [['source', 'add', 'x', '--url', 'postgres://u@h/db', '--option', 'timeout=5'], /unknown source option "timeout"/],
-      [['source', 'add', 'x', '--url', 'postgres://u@h/db', '--password', 'enc:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'], /cannot decrypt/],
+      [['source', 'add', 'x', '--url', 'postgres://u@h/db', '--password', 'enc:v2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'], /cannot decrypt/],
       [['source', 'add', 'src', '--url', 'postgres://u@h/db'], /source "src" already exists/],
       [['source', 'add', 'x'], /required option '--url <url>' not specified/],
       [['source', 'remove', 'nope'], /no source named "nope"/],
       [['source', 'remove', 'src'], /source "src" is used by pipeline pipe \(delete those pipelines first\)/],
       [['source', 'test', 'nope'], /no source named "nope"/],
-      [['source', 'test', 'src'], /source src: password: environment variable NOT_SET_ANYWHERE is not set/],
+      [['source', 'test', 'src'], /source src: password: environment variable FLOE_SECRET_NOT_SET_ANYWHERE is not set/],
       [['destination', 'add', 'x', '--type', 'bigquery', '--path', '/tmp/x'], /argument 'bigquery' is invalid/],
       [['destination', 'add', 'x', '--type', 'duckdb'], /a duckdb destination needs --path <file>/],
       [
@@ -463,6 +467,14 @@ describe('control-plane commands', () => {
       [
         ['destination', 'add', 'x', '--type', 'duckdb', '--path', '/tmp/x', '--secret', 'password=env:X'],
         /the duckdb destination takes no secret "password"/,
+      ],
+      [
+        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/s?base_url=https://elsewhere.example'],
+        /base_url is not allowed in a control-plane destination URL \(the workers' operator sets FLOE_SNOWFLAKE_BASE_URL/,
+      ],
+      [
+        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/s', '--secret', 'password=env:FLOE_SECRET_X'],
+        /the snowflake destination does not use the password secret \(the Snowflake destination authenticates with a key pair only/,
       ],
       [
         ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u:hunter2@acct/db'],
@@ -477,8 +489,8 @@ describe('control-plane commands', () => {
         /invalid Snowflake destination URL: channels_per_table/,
       ],
       [
-        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/sc', '--secret', 'password=hunter2'],
-        /destination secret password is not a secret reference/,
+        ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/sc', '--secret', 'private_key=hunter2'],
+        /destination secret private_key is not a secret reference/,
       ],
       [
         ['destination', 'add', 'x', '--type', 'snowflake', '--url', 'snowflake://u@acct/db/sc', '--secret', 'hunter2'],
@@ -568,7 +580,7 @@ describe('control-plane commands', () => {
       expect(plain).toMatchObject({
         code: 2,
         stderr:
-          'floe: error: --password is not a secret reference (plain-text secrets are not stored) (use env:NAME, file:/absolute/path or enc:v1:... (from `floe secret encrypt`))\n',
+          'floe: error: --password is not a secret reference (plain-text secrets are not stored) (use env:NAME, file:/absolute/path or enc:v2:... (from `floe secret encrypt`))\n',
       });
       expect(usage).toMatchObject({
         code: 2,
@@ -598,6 +610,19 @@ describe('control-plane commands', () => {
         stderr: expect.stringMatching(/^floe: error: FLOE_SECRET_KEY is not set/),
       });
       expect(await encrypt('', env)).toMatchObject({ code: 2, stderr: expect.stringMatching(/^floe: error: no secret on stdin/) });
+      // The binding is part of the secret: without saying which row it is for, nothing is encrypted.
+      expect(await encrypt('x', env, [])).toMatchObject({
+        code: 2,
+        stderr: expect.stringMatching(/^floe: error: required option '--url <url>' not specified/),
+      });
+      expect(await encrypt('x', env, ['--url', 'postgres://u@h/db'])).toMatchObject({
+        code: 2,
+        stderr: expect.stringMatching(/^floe: error: say which row the secret is for: --source NAME or --destination NAME --secret NAME/),
+      });
+      expect(await encrypt('x', env, ['--destination', 'sf', '--secret', 'password', '--url', 'snowflake://u@acct/db/s'])).toMatchObject({
+        code: 2,
+        stderr: expect.stringMatching(/^floe: error: --destination needs --secret with the name of the secret/),
+      });
     });
   });
 });

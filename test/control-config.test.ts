@@ -17,6 +17,7 @@ import {
   type SourceRow,
 } from '../src/control/config.js';
 import { encryptSecret, loadSecretKey, redactSecrets, resolveSecret } from '../src/control/secrets.js';
+import { secretBinding } from '../src/control/config.js';
 import { FloeError } from '../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'floe-config-'));
@@ -24,12 +25,14 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const KEY = randomBytes(32).toString('base64');
 const PASSWORD = 'p@ss:w/o%rd with space';
+// The binding of a source password (secretBinding in config.ts); trust-boundary.test.ts covers binding itself.
+const B = 'source/app/password@db.example:5432';
 
 const source = (over: Partial<SourceRow> = {}): SourceRow => ({
   id: '1',
   name: 'app',
   url: 'postgres://floe@db.example:5432/app',
-  password: 'env:APP_PG_PASSWORD',
+  password: 'env:FLOE_SECRET_APP_PG_PASSWORD',
   options: {},
   ...over,
 });
@@ -84,7 +87,7 @@ describe('resolvePipelineConfig', () => {
         source: source({ options: { connect_timeout_ms: 3000 } }),
         destination: destination(),
       },
-      { APP_PG_PASSWORD: PASSWORD },
+      { FLOE_SECRET_APP_PG_PASSWORD: PASSWORD },
     );
     if (!r.ok) throw r.error;
     const c = r.config;
@@ -122,18 +125,20 @@ describe('resolvePipelineConfig', () => {
   it('resolves destination secrets from files and encrypted values', () => {
     const keyFile = join(dir, 'key.p8');
     writeFileSync(keyFile, '\n-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n\n');
-    const enc = encryptSecret('passphrase-123', loadSecretKey({ FLOE_SECRET_KEY: KEY }));
+    const url = 'snowflake://floe@acme-xy123/analytics/public?warehouse=load';
+    const binding = secretBinding({ kind: 'destination', name: 'wh', secret: 'private_key_passphrase', url });
+    const enc = encryptSecret('passphrase-123', loadSecretKey({ FLOE_SECRET_KEY: KEY }), binding);
     const r = resolvePipelineConfig(
       {
         pipeline: pipeline(),
         source: source({ password: null }),
         destination: destination({
           type: 'snowflake',
-          url: 'snowflake://floe@acme-xy123/analytics/public?warehouse=load',
+          url,
           secrets: { private_key: `file:${keyFile}`, private_key_passphrase: enc },
         }),
       },
-      { FLOE_SECRET_KEY: KEY },
+      { FLOE_SECRET_KEY: KEY, FLOE_SECRETS_DIR: dir },
     );
     if (!r.ok) throw r.error;
     expect(r.config.destination.secrets).toEqual({
@@ -220,14 +225,32 @@ describe('resolvePipelineConfig', () => {
       () => ({
         pipeline: pipeline(),
         source: source(),
-        destination: destination({ type: 'snowflake', url: 'snowflake://a@acct/db/s', secrets: { password: 'hunter2' } }),
+        destination: destination({ type: 'snowflake', url: 'snowflake://a@acct/db/s', secrets: { private_key_passphrase: 'hunter2' } }),
       }),
-      /destination secret password is not a secret reference/,
+      /destination secret private_key_passphrase is not a secret reference/,
+    ],
+    [
+      'Snowflake password secret (key pair only)',
+      () => ({
+        pipeline: pipeline(),
+        source: source(),
+        destination: destination({ type: 'snowflake', url: 'snowflake://a@acct/db/s', secrets: { password: 'env:FLOE_SECRET_X' } }),
+      }),
+      /the snowflake destination does not use the password secret \(the Snowflake destination authenticates with a key pair only/,
+    ],
+    [
+      'Snowflake oauth_token secret (key pair only)',
+      () => ({
+        pipeline: pipeline(),
+        source: source(),
+        destination: destination({ type: 'snowflake', url: 'snowflake://a@acct/db/s', secrets: { oauth_token: 'env:FLOE_SECRET_X' } }),
+      }),
+      /does not use the oauth_token secret.*key pair only/,
     ],
   ];
 
   it.each(invalid)('refuses %s with a clear message', (_name, rows, message) => {
-    const e = resolveError(rows(), { APP_PG_PASSWORD: PASSWORD, X: 'x' });
+    const e = resolveError(rows(), { FLOE_SECRET_APP_PG_PASSWORD: PASSWORD, X: 'x' });
     expect(e).toBeInstanceOf(FloeError);
     expect(e.kind).toBe('config');
     expect(e.retry).toBe('none');
@@ -241,48 +264,51 @@ describe('secret references', () => {
   it('names a missing environment variable without any value', () => {
     const e = resolveError({ pipeline: pipeline(), source: source(), destination: destination() }, { OTHER: PASSWORD });
     expect(e.oneLine()).toBe(
-      'pipeline app_to_wh: source app: password: environment variable APP_PG_PASSWORD is not set (set APP_PG_PASSWORD in the environment of every floe worker)',
+      'pipeline app_to_wh: source app: password: environment variable FLOE_SECRET_APP_PG_PASSWORD is not set (set FLOE_SECRET_APP_PG_PASSWORD in the environment of every floe worker)',
     );
   });
 
   it('reads files trimmed, and names an unreadable file', () => {
     const f = join(dir, 'pw');
+    const env = { FLOE_SECRETS_DIR: dir };
     writeFileSync(f, `  ${PASSWORD}\n`);
-    expect(resolveSecret(`file:${f}`, 'password', {})).toBe(PASSWORD);
-    expect(() => resolveSecret(`file:${join(dir, 'missing')}`, 'password', {})).toThrow(/cannot read secret file .*missing \(ENOENT\)/);
-    expect(() => resolveSecret('file:relative/pw', 'password', {})).toThrow(/not a secret reference/);
+    expect(resolveSecret(`file:${f}`, 'password', env, B)).toBe(PASSWORD);
+    expect(() => resolveSecret(`file:${join(dir, 'missing')}`, 'password', env, B)).toThrow(
+      /secret file .*missing cannot be read \(ENOENT\)/,
+    );
+    expect(() => resolveSecret('file:relative/pw', 'password', env, B)).toThrow(/not a secret reference/);
     writeFileSync(f, '\n');
-    expect(() => resolveSecret(`file:${f}`, 'password', {})).toThrow(/is empty/);
+    expect(() => resolveSecret(`file:${f}`, 'password', env, B)).toThrow(/is empty/);
   });
 
-  it('round-trips enc:v1 values, each encryption different', () => {
+  it('round-trips enc:v2 values, each encryption different', () => {
     const key = () => loadSecretKey({ FLOE_SECRET_KEY: KEY });
-    const a = encryptSecret(PASSWORD, key());
-    const b = encryptSecret(PASSWORD, key());
-    expect(a).toMatch(/^enc:v1:[A-Za-z0-9+/]+=*$/);
+    const a = encryptSecret(PASSWORD, key(), B);
+    const b = encryptSecret(PASSWORD, key(), B);
+    expect(a).toMatch(/^enc:v2:[A-Za-z0-9+/]+=*$/);
     expect(a).not.toBe(b);
     expect(a).not.toContain(Buffer.from(PASSWORD).toString('base64'));
-    expect(resolveSecret(a, 'password', { FLOE_SECRET_KEY: KEY })).toBe(PASSWORD);
+    expect(resolveSecret(a, 'password', { FLOE_SECRET_KEY: KEY }, B)).toBe(PASSWORD);
     // Hex keys work the same.
     const hex = Buffer.from(KEY, 'base64').toString('hex');
-    expect(resolveSecret(b, 'password', { FLOE_SECRET_KEY: hex })).toBe(PASSWORD);
+    expect(resolveSecret(b, 'password', { FLOE_SECRET_KEY: hex }, B)).toBe(PASSWORD);
   });
 
   it('refuses a wrong key, a tampered value and a missing key, without the secret', () => {
-    const enc = encryptSecret(PASSWORD, loadSecretKey({ FLOE_SECRET_KEY: KEY }));
+    const enc = encryptSecret(PASSWORD, loadSecretKey({ FLOE_SECRET_KEY: KEY }), B);
     const otherKey = randomBytes(32).toString('base64');
-    const wrong = () => resolveSecret(enc, 'password', { FLOE_SECRET_KEY: otherKey });
-    expect(wrong).toThrow(/password: cannot decrypt the enc:v1: secret/);
+    const wrong = () => resolveSecret(enc, 'password', { FLOE_SECRET_KEY: otherKey }, B);
+    expect(wrong).toThrow(/password: cannot decrypt the enc:v2: secret/);
     try {
       wrong();
     } catch (err) {
       expect((err as FloeError).oneLine()).not.toContain(PASSWORD);
-      expect((err as FloeError).hint).toMatch(/FLOE_SECRET_KEY differs/);
+      expect((err as FloeError).hint).toMatch(/or under another FLOE_SECRET_KEY/);
     }
-    const blob = Buffer.from(enc.slice('enc:v1:'.length), 'base64');
+    const blob = Buffer.from(enc.slice('enc:v2:'.length), 'base64');
     blob[blob.length - 1]! ^= 1;
-    expect(() => resolveSecret(`enc:v1:${blob.toString('base64')}`, 'password', { FLOE_SECRET_KEY: KEY })).toThrow(/cannot decrypt/);
-    expect(() => resolveSecret(enc, 'password', {})).toThrow(/FLOE_SECRET_KEY is not set/);
+    expect(() => resolveSecret(`enc:v2:${blob.toString('base64')}`, 'password', { FLOE_SECRET_KEY: KEY }, B)).toThrow(/cannot decrypt/);
+    expect(() => resolveSecret(enc, 'password', {}, B)).toThrow(/FLOE_SECRET_KEY is not set/);
     expect(() => loadSecretKey({ FLOE_SECRET_KEY: randomBytes(16).toString('base64') })).toThrow(/must be 32 bytes/);
     expect(() => loadSecretKey({ FLOE_SECRET_KEY: 'not a key' })).toThrow(/must be 32 bytes/);
   });

@@ -41,7 +41,9 @@ describe(`control plane with a Snowflake destination (PostgreSQL ${cluster.major
 
   it('replicates through floe run into Snowflake, with the key as a secret reference', async () => {
     const keyFile = join(sf.dir.path, 'rsa_key.p8');
-    const url = `snowflake://floe@${sf.emulator.account}/ANALYTICS/PUBLIC?warehouse=COMPUTE_WH&merge_interval=0s&breaker_half_open=2s&base_url=${sf.emulator.url}`;
+    // The endpoint is the worker operator's to set (FLOE_SNOWFLAKE_BASE_URL), as is the secrets directory.
+    const url = `snowflake://floe@${sf.emulator.account}/ANALYTICS/PUBLIC?warehouse=COMPUTE_WH&merge_interval=0s&breaker_half_open=2s`;
+    env = { ...env, FLOE_SNOWFLAKE_BASE_URL: sf.emulator.url, FLOE_SECRETS_DIR: sf.dir.path };
     for (const args of [
       ['migrate'],
       ['source', 'add', 'app', '--url', source.url],

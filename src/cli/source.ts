@@ -1,6 +1,14 @@
 import { Command } from 'commander';
 import { FloeError, coerceError } from '../errors.js';
-import { checkName, checkSourceUrl, optionsFromFlags, parseSourceOptions, resolveSource, type SourceRow } from '../control/config.js';
+import {
+  checkName,
+  checkSourceUrl,
+  optionsFromFlags,
+  parseSourceOptions,
+  resolveSource,
+  secretBinding,
+  type SourceRow,
+} from '../control/config.js';
 import { checkSecretRef, redactSecrets, resolveSecret } from '../control/secrets.js';
 import { findSource, listPipelines, listSources } from '../control/repository.js';
 import { connectSource, preflight, serverInfo } from '../postgres/source.js';
@@ -21,7 +29,9 @@ export function sourceCommand(): Command {
       if (opts.password !== undefined) {
         const ref = checkSecretRef(opts.password, '--password');
         // An enc: value must decrypt under the key this machine has, if it has one: catches a wrong key now.
-        if (ref.kind === 'enc' && process.env.FLOE_SECRET_KEY) resolveSecret(opts.password, '--password');
+        if (ref.kind === 'enc' && process.env.FLOE_SECRET_KEY) {
+          resolveSecret(opts.password, '--password', process.env, secretBinding({ kind: 'source', name, url: opts.url }));
+        }
       }
       const options = parseSourceOptions(optionsFromFlags(opts.option ?? []));
       await withControlPlane(opts.databaseUrl, async (db) => {
@@ -90,7 +100,7 @@ export function sourceCommand(): Command {
 function passwordLabel(s: SourceRow): string {
   if (s.password === null) return '-';
   // References name where the secret is, which is not secret; a ciphertext is shortened for the table.
-  return s.password.startsWith('enc:') ? 'enc:v1:(encrypted)' : s.password;
+  return s.password.startsWith('enc:') ? `${s.password.slice(0, 7)}(encrypted)` : s.password;
 }
 
 async function testSource(source: SourceRow, publications: { pipeline: string; publication: string }[]): Promise<void> {

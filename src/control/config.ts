@@ -198,7 +198,13 @@ export type SourceOptions = z.infer<typeof sourceOptionsSchema>;
  */
 export const DESTINATION_SECRETS: Readonly<Record<DestinationType, readonly string[]>> = {
   duckdb: [],
-  snowflake: ['private_key', 'private_key_passphrase', 'password', 'oauth_token'],
+  snowflake: ['private_key', 'private_key_passphrase'],
+};
+
+/** Secrets a destination could plausibly be given but does not use: refused with the reason, not as unknown. */
+const UNUSED_SECRETS: Readonly<Record<string, string>> = {
+  password: 'the Snowflake destination authenticates with a key pair only; give --secret private_key=... (and private_key_passphrase)',
+  oauth_token: 'the Snowflake destination authenticates with a key pair only; give --secret private_key=... (and private_key_passphrase)',
 };
 
 /** Checks a destination's type and URL without opening it. Returns the type. */
@@ -245,6 +251,12 @@ export function checkDestination(type: string, url: string): DestinationType {
       hint: 'use snowflake://<user>@<account>/<database>/<schema>?warehouse=...',
     });
   }
+  if (u.searchParams.has('base_url')) {
+    // The endpoint receives the key-pair JWT: only the worker's operator may redirect it (design.md invariant 9).
+    throw new FloeError('config', 'base_url is not allowed in a control-plane destination URL', {
+      hint: `the workers' operator sets ${SNOWFLAKE_BASE_URL_ENV} on the workers instead (e.g. for floe emulator or private link)`,
+    });
+  }
   const secretParam = [...u.searchParams.keys()].find((k) => /pass|secret|private|token/i.test(k));
   if (u.password || secretParam) {
     throw new FloeError('config', 'the Snowflake destination URL contains a secret', {
@@ -255,6 +267,34 @@ export function checkDestination(type: string, url: string): DestinationType {
   return 'snowflake';
 }
 
+/** The worker's Snowflake endpoint override for control-plane destinations (emulator, private link). */
+export const SNOWFLAKE_BASE_URL_ENV = 'FLOE_SNOWFLAKE_BASE_URL';
+/** Hosts to which a control-plane source's password may go in cleartext without verified TLS. */
+export const CLEARTEXT_HOSTS_ENV = 'FLOE_CLEARTEXT_PASSWORD_HOSTS';
+
+/**
+ * What an encrypted secret is bound to (AES-GCM associated data): the row, the setting, and the host the
+ * secret is sent to. A ciphertext copied to another row, or left in a row whose URL now points at
+ * another host, does not decrypt. `floe secret encrypt` computes the same string.
+ */
+export function secretBinding(
+  target:
+    | { readonly kind: 'source'; readonly name: string; readonly url: string }
+    | { readonly kind: 'destination'; readonly name: string; readonly secret: string; readonly url: string },
+): string {
+  if (target.kind === 'source') return `source/${target.name}/password@${sourceEndpoint(target.url)}`;
+  const account = /^snowflake:\/\/[^@/?#]*@([^/?#]+)/.exec(target.url)?.[1];
+  return `destination/${target.name}/${target.secret}@${(account ?? '').toLowerCase()}`;
+}
+
+/** host:port of a PostgreSQL URL, as lower case, with libpq's defaults. */
+function sourceEndpoint(url: string): string {
+  const u = new URL(url);
+  const host = decodeURIComponent(u.hostname) || u.searchParams.get('host') || 'localhost';
+  const port = u.port || u.searchParams.get('port') || '5432';
+  return `${host.toLowerCase()}:${port}`;
+}
+
 /** Checks `{ name: reference }` for a destination type. Returns the validated map. */
 export function checkDestinationSecrets(type: DestinationType, secrets: unknown): Record<string, string> {
   if (typeof secrets !== 'object' || secrets === null || Array.isArray(secrets)) {
@@ -263,6 +303,9 @@ export function checkDestinationSecrets(type: DestinationType, secrets: unknown)
   const allowed = DESTINATION_SECRETS[type];
   const out: Record<string, string> = {};
   for (const [name, ref] of Object.entries(secrets)) {
+    if (type === 'snowflake' && UNUSED_SECRETS[name]) {
+      throw new FloeError('config', `the snowflake destination does not use the ${name} secret`, { hint: UNUSED_SECRETS[name] });
+    }
     if (!allowed.includes(name)) {
       throw new FloeError('config', `the ${type} destination takes no secret "${printable(name)}"`, {
         hint: allowed.length ? `secrets it takes: ${allowed.join(', ')}` : `a ${type} destination needs no secrets`,
@@ -426,14 +469,15 @@ function resolve(pipeline: PipelineRow, source: SourceRow | undefined, destinati
     const refs = checkDestinationSecrets(type, destination.secrets ?? {});
     const secrets: Record<string, string> = {};
     for (const [name, ref] of Object.entries(refs)) {
-      secrets[name] = resolveSecret(ref, `secret ${name}`, env);
+      const binding = secretBinding({ kind: 'destination', name: destination.name, secret: name, url: destination.url });
+      secrets[name] = resolveSecret(ref, `secret ${name}`, env, binding);
       secretValues.push(secrets[name]);
     }
     const destOptions = checkDestinationOptions(type, destination.options);
     return {
       name: destination.name,
       type,
-      url: destination.url,
+      url: withOperatorEndpoint(type, destination.url, env),
       deleteMode: options.delete_mode ?? 'hard',
       secrets: Object.freeze(secrets),
       options: Object.freeze(destOptions),
@@ -490,12 +534,24 @@ function withSafeSerialization(config: ResolvedPipeline): ResolvedPipeline {
 export function resolveSource(source: SourceRow, env: Environment = process.env): { config: SourceConfig; secretValues: string[] } {
   checkSourceUrl(source.url);
   const options = parseSourceOptions(source.options);
-  if (source.password === null) return { config: { url: source.url, connectTimeoutMs: options.connect_timeout_ms }, secretValues: [] };
-  const password = resolveSecret(source.password, 'password', env);
+  // The row writer chooses the host: the password goes in cleartext only where the worker's operator allows.
+  const allowed = (env[CLEARTEXT_HOSTS_ENV] ?? '').split(',').map((h) => h.trim().toLowerCase());
+  const endpoint = sourceEndpoint(source.url);
+  const cleartextPassword = allowed.includes(endpoint) || allowed.includes(endpoint.replace(/:\d+$/, '')) ? 'allow' : 'verified-tls';
+  const base = { connectTimeoutMs: options.connect_timeout_ms, cleartextPassword } as const;
+  if (source.password === null) return { config: { ...base, url: source.url }, secretValues: [] };
+  const password = resolveSecret(source.password, 'password', env, secretBinding({ kind: 'source', name: source.name, url: source.url }));
   const u = new URL(source.url);
   // The URL setter leaves '%' alone; encoding first keeps any password intact through pg's decoding.
   u.password = encodeURIComponent(password);
-  return { config: { url: u.toString(), connectTimeoutMs: options.connect_timeout_ms }, secretValues: [password] };
+  return { config: { ...base, url: u.toString() }, secretValues: [password] };
+}
+
+/** A Snowflake URL with the worker's FLOE_SNOWFLAKE_BASE_URL, if its operator set one. */
+function withOperatorEndpoint(type: DestinationType, url: string, env: Environment): string {
+  const base = env[SNOWFLAKE_BASE_URL_ENV];
+  if (type !== 'snowflake' || !base) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}base_url=${encodeURIComponent(base)}`;
 }
 
 // ---- helpers ----------------------------------------------------------------------------------

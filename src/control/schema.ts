@@ -219,6 +219,19 @@ ALTER TABLE floe.pipeline ADD COLUMN lease_token bigint NOT NULL DEFAULT 0;`,
   ADD COLUMN lag_seconds double precision,
   ADD COLUMN monitored_at timestamptz;`,
   },
+  {
+    version: 4,
+    description: 'enc:v2 secret references (bound to their row and host)',
+    // v1 values stay allowed in the tables so existing rows survive; workers refuse them unless their
+    // operator sets FLOE_ALLOW_ENC_V1 while re-encrypting (docs/operations.md).
+    sql: `ALTER TABLE floe.source DROP CONSTRAINT source_password_is_reference,
+  ADD CONSTRAINT source_password_is_reference CHECK (password ~ '^(env:|file:/|enc:v[12]:)');
+ALTER TABLE floe.destination DROP CONSTRAINT destination_secrets_are_references,
+  ADD CONSTRAINT destination_secrets_are_references
+  CHECK (NOT jsonb_path_exists(secrets, '$.* ? (@.type() != "string" || !(@ like_regex "^(env:|file:/|enc:v[12]:)"))'));
+COMMENT ON COLUMN floe.source.password IS 'secret reference: env:NAME, file:/path or enc:v2:...; never the password';
+COMMENT ON COLUMN floe.destination.secrets IS 'secret name -> secret reference (env:, file:, enc:v2:); never a secret';`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -2,33 +2,48 @@
  * Secret references: the control-plane tables never hold a password, passphrase or key in plain text
  * (predecessor defect 8). A stored value is one of
  *
- *   env:NAME        the worker's environment variable NAME
- *   file:/path      the contents of a file (surrounding whitespace trimmed), e.g. a mounted Kubernetes secret
- *   enc:v1:<b64>    AES-256-GCM ciphertext under the operator key FLOE_SECRET_KEY (`floe secret encrypt`)
+ *   env:NAME        the worker's environment variable NAME, only if NAME starts with FLOE_SECRET_ENV_PREFIX
+ *   file:/path      the contents of a regular file inside FLOE_SECRETS_DIR (at most 64 KiB, whitespace trimmed)
+ *   enc:v2:<b64>    AES-256-GCM ciphertext under the operator key FLOE_SECRET_KEY (`floe secret encrypt`),
+ *                   bound to the row, the setting and the host it is for
+ *
+ * Control-plane rows are data, not authority over the worker host (design.md invariant 9): whoever can
+ * write a row must not be able to make a worker read its other environment variables or files, or send
+ * a secret meant for one host to another. Hence the prefix, the directory and the binding; the worker's
+ * operator sets all three. `enc:v1` values (bound to nothing) decrypt only while the operator allows
+ * them with FLOE_ALLOW_ENC_V1=1, for the migration described in docs/operations.md.
  *
  * Resolution happens in the worker, at pipeline start, so rotating a secret needs no table change.
  * Error messages name the reference (an env var name or a path is not secret), never a value.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
+import { closeSync, constants, fstatSync, openSync, readSync, realpathSync } from 'node:fs';
+import { isAbsolute, sep } from 'node:path';
 import { FloeError } from '../errors.js';
 
 export type SecretRef =
   | { readonly kind: 'env'; readonly name: string }
   | { readonly kind: 'file'; readonly path: string }
-  | { readonly kind: 'enc'; readonly payload: string };
+  | { readonly kind: 'enc'; readonly version: 1 | 2; readonly payload: string };
 
 export type Environment = Readonly<Record<string, string | undefined>>;
 
 export const SECRET_KEY_ENV = 'FLOE_SECRET_KEY';
-const ENC_PREFIX = 'enc:v1:';
+export const SECRET_ENV_PREFIX_ENV = 'FLOE_SECRET_ENV_PREFIX';
+export const DEFAULT_SECRET_ENV_PREFIX = 'FLOE_SECRET_';
+export const SECRETS_DIR_ENV = 'FLOE_SECRETS_DIR';
+export const ALLOW_ENC_V1_ENV = 'FLOE_ALLOW_ENC_V1';
+/** Secret files are passwords and PEM keys; a bigger "secret" is a mistake or an attack (file:/dev/zero). */
+export const MAX_SECRET_FILE_BYTES = 64 * 1024;
+const ENC_V1 = 'enc:v1:';
+const ENC_V2 = 'enc:v2:';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
-// Binds ciphertexts to their purpose: a blob encrypted by another tool under the same key is refused.
-const AAD = Buffer.from('floe secret v1');
+// v1 bound ciphertexts only to floe; v2 adds the binding (row, setting, host) after this prefix.
+const AAD_V1 = Buffer.from('floe secret v1');
+const AAD_V2 = 'floe secret v2\n';
 
-const REFERENCE_HINT = 'use env:NAME, file:/absolute/path or enc:v1:... (from `floe secret encrypt`)';
+const REFERENCE_HINT = 'use env:NAME, file:/absolute/path or enc:v2:... (from `floe secret encrypt`)';
 
 /** Parses a stored reference; undefined when the text is not a reference (e.g. a plain-text password). */
 export function parseSecretRef(text: string): SecretRef | undefined {
@@ -40,9 +55,14 @@ export function parseSecretRef(text: string): SecretRef | undefined {
     const path = text.slice(5);
     return isAbsolute(path) ? { kind: 'file', path } : undefined;
   }
-  if (text.startsWith(ENC_PREFIX)) {
-    const payload = text.slice(ENC_PREFIX.length);
-    return /^[A-Za-z0-9+/]+={0,2}$/.test(payload) ? { kind: 'enc', payload } : undefined;
+  for (const [prefix, version] of [
+    [ENC_V2, 2],
+    [ENC_V1, 1],
+  ] as const) {
+    if (text.startsWith(prefix)) {
+      const payload = text.slice(prefix.length);
+      return /^[A-Za-z0-9+/]+={0,2}$/.test(payload) ? { kind: 'enc', version, payload } : undefined;
+    }
   }
   return undefined;
 }
@@ -59,35 +79,103 @@ export function checkSecretRef(text: string, what: string): SecretRef {
   return ref;
 }
 
-/** Resolves a reference to the secret it names, in the worker's environment. */
-export function resolveSecret(text: string, what: string, env: Environment = process.env): string {
+/**
+ * Resolves a reference to the secret it names, in the worker's environment and within what the worker's
+ * operator allows. `binding` says which row, setting and host the secret is for (`secretBinding` in
+ * config.ts): an encrypted value made for another binding does not decrypt.
+ */
+export function resolveSecret(text: string, what: string, env: Environment, binding: string): string {
   const ref = checkSecretRef(text, what);
   switch (ref.kind) {
-    case 'env': {
-      const value = env[ref.name];
-      if (value === undefined || value === '') {
-        throw new FloeError('config', `${what}: environment variable ${ref.name} is not set`, {
-          hint: `set ${ref.name} in the environment of every floe worker`,
-        });
-      }
-      return value;
-    }
-    case 'file': {
-      let value: string;
-      try {
-        value = readFileSync(ref.path, 'utf8').trim();
-      } catch (err) {
-        const code = (err as { code?: string }).code ?? 'unreadable';
-        throw new FloeError('config', `${what}: cannot read secret file ${ref.path} (${code})`, {
-          hint: 'check that the file exists on every floe worker and is readable by its user',
-        });
-      }
-      if (value === '') throw new FloeError('config', `${what}: secret file ${ref.path} is empty`);
-      return value;
-    }
+    case 'env':
+      return readSecretEnv(ref.name, what, env);
+    case 'file':
+      return readSecretFile(ref.path, what, env);
     case 'enc':
-      return decryptSecret(ref.payload, loadSecretKey(env), what);
+      if (ref.version === 1 && !/^(1|true|yes)$/i.test(env[ALLOW_ENC_V1_ENV] ?? '')) {
+        throw new FloeError('config', `${what}: enc:v1: secrets are not bound to their row and are refused`, {
+          hint: `re-encrypt it with floe secret encrypt (see docs/operations.md), or set ${ALLOW_ENC_V1_ENV}=1 on the workers while migrating`,
+        });
+      }
+      return decryptSecret(ref, loadSecretKey(env), what, binding);
   }
+}
+
+function readSecretEnv(name: string, what: string, env: Environment): string {
+  const prefix = env[SECRET_ENV_PREFIX_ENV] || DEFAULT_SECRET_ENV_PREFIX;
+  // The operator key is never a secret a row may name, whatever the prefix.
+  if (name === SECRET_KEY_ENV || !name.startsWith(prefix)) {
+    throw new FloeError('config', `${what}: environment variable ${name} may not be read by a secret reference`, {
+      hint: `references read only variables whose names start with ${prefix} (${SECRET_ENV_PREFIX_ENV} on the workers), never ${SECRET_KEY_ENV}`,
+    });
+  }
+  const value = env[name];
+  if (value === undefined || value === '') {
+    throw new FloeError('config', `${what}: environment variable ${name} is not set`, {
+      hint: `set ${name} in the environment of every floe worker`,
+    });
+  }
+  return value;
+}
+
+/**
+ * A regular file inside FLOE_SECRETS_DIR (after resolving symbolic links, so a link cannot point out of
+ * it), read up to MAX_SECRET_FILE_BYTES. Opened non-blocking, so a FIFO or device cannot hang the worker.
+ */
+function readSecretFile(path: string, what: string, env: Environment): string {
+  const dir = env[SECRETS_DIR_ENV];
+  if (!dir || !isAbsolute(dir)) {
+    throw new FloeError('config', `${what}: file: secret references are off on this worker (${SECRETS_DIR_ENV} is not set)`, {
+      hint: `set ${SECRETS_DIR_ENV} on every worker to the absolute path of the directory holding floe's secret files`,
+    });
+  }
+  const fail = (reason: string, hint?: string): never => {
+    throw new FloeError('config', `${what}: secret file ${path} ${reason}`, {
+      hint: hint ?? 'check that the file exists on every floe worker and is readable by its user',
+    });
+  };
+  let real: string;
+  let realDir: string;
+  try {
+    realDir = realpathSync(dir);
+  } catch (err) {
+    throw new FloeError('config', `${what}: ${SECRETS_DIR_ENV} ${dir} cannot be read (${errorCode(err)})`);
+  }
+  try {
+    real = realpathSync(path);
+  } catch (err) {
+    return fail(`cannot be read (${errorCode(err)})`);
+  }
+  if (!real.startsWith(realDir.endsWith(sep) ? realDir : realDir + sep)) {
+    fail(`is outside ${SECRETS_DIR_ENV} (${dir})`, `put the file under ${dir} on every worker, or ask the worker's operator to`);
+  }
+  let fd: number;
+  try {
+    fd = openSync(real, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    return fail(`cannot be read (${errorCode(err)})`);
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) fail('is not a regular file', 'point the reference at a plain file holding only the secret');
+    if (stat.size > MAX_SECRET_FILE_BYTES)
+      fail(`is larger than ${MAX_SECRET_FILE_BYTES / 1024} KiB`, 'a secret file holds one password or key');
+    const buf = Buffer.alloc(MAX_SECRET_FILE_BYTES + 1);
+    let length = 0;
+    for (let n = 1; n > 0 && length < buf.length; length += n) n = readSync(fd, buf, length, buf.length - length, null);
+    if (length > MAX_SECRET_FILE_BYTES)
+      fail(`is larger than ${MAX_SECRET_FILE_BYTES / 1024} KiB`, 'a secret file holds one password or key');
+    const value = buf.toString('utf8', 0, length).trim();
+    buf.fill(0);
+    if (value === '') fail('is empty', 'write the secret into the file');
+    return value;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function errorCode(err: unknown): string {
+  return (err as { code?: string }).code ?? 'unreadable';
 }
 
 /**
@@ -97,7 +185,7 @@ export function resolveSecret(text: string, what: string, env: Environment = pro
 export function loadSecretKey(env: Environment = process.env): Buffer {
   const text = env[SECRET_KEY_ENV]?.trim();
   if (!text) {
-    throw new FloeError('config', `${SECRET_KEY_ENV} is not set, so enc:v1: secrets cannot be used`, {
+    throw new FloeError('config', `${SECRET_KEY_ENV} is not set, so enc: secrets cannot be used`, {
       hint: `set ${SECRET_KEY_ENV} to 32 random bytes (e.g. openssl rand -base64 32) on every floe worker`,
     });
   }
@@ -115,29 +203,32 @@ export function loadSecretKey(env: Environment = process.env): Buffer {
   return key;
 }
 
-/** Encrypts `plain` into its `enc:v1:` reference form. */
-export function encryptSecret(plain: string, key: Buffer): string {
+/** Encrypts `plain` into its `enc:v2:` reference form, bound to `binding` (`secretBinding` in config.ts). */
+export function encryptSecret(plain: string, key: Buffer, binding: string): string {
   const iv = randomBytes(IV_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(AAD);
+  cipher.setAAD(Buffer.from(AAD_V2 + binding));
   const body = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
-  return ENC_PREFIX + Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64');
+  return ENC_V2 + Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64');
 }
 
-function decryptSecret(payload: string, key: Buffer, what: string): string {
+function decryptSecret(ref: { version: 1 | 2; payload: string }, key: Buffer, what: string, binding: string): string {
   try {
-    const blob = Buffer.from(payload, 'base64');
+    const blob = Buffer.from(ref.payload, 'base64');
     if (blob.length <= IV_BYTES + TAG_BYTES) throw new Error('truncated');
     const decipher = createDecipheriv('aes-256-gcm', key, blob.subarray(0, IV_BYTES));
-    decipher.setAAD(AAD);
+    decipher.setAAD(ref.version === 1 ? AAD_V1 : Buffer.from(AAD_V2 + binding));
     decipher.setAuthTag(blob.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
     const plain = Buffer.concat([decipher.update(blob.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
     const text = plain.toString('utf8');
     plain.fill(0);
     return text;
   } catch {
-    throw new FloeError('config', `${what}: cannot decrypt the enc:v1: secret`, {
-      hint: `${SECRET_KEY_ENV} differs from the key it was encrypted with, or the value was altered; re-encrypt it with floe secret encrypt`,
+    throw new FloeError('config', `${what}: cannot decrypt the enc:v${ref.version}: secret`, {
+      hint:
+        ref.version === 2
+          ? `it was encrypted for another row, setting or host (${binding} here), or under another ${SECRET_KEY_ENV}, or altered; re-encrypt it with floe secret encrypt`
+          : `${SECRET_KEY_ENV} differs from the key it was encrypted with, or the value was altered; re-encrypt it with floe secret encrypt`,
     });
   } finally {
     key.fill(0);

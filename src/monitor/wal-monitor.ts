@@ -26,7 +26,7 @@ import { createPool } from '../postgres/pool.js';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FloeError, coerceError } from '../errors.js';
-import { clientConfig, redactUrl, type SourceConfig } from '../postgres/source.js';
+import { SourceClient, clientConfig, redactUrl, type SourceConfig } from '../postgres/source.js';
 import { parseLsn } from '../postgres/lsn.js';
 import type { Logger } from '../telemetry/logger.js';
 import { WAL_STATUSES, type FloeMetrics, type SlotFigures, type SlotWalStatus } from '../telemetry/metrics.js';
@@ -496,6 +496,8 @@ export class WalMonitor {
   #newPool(source: MonitoredSource): pg.Pool {
     const pool = createPool({
       ...clientConfig({ ...source.config, applicationName: MONITOR_APPLICATION_NAME }),
+      // The cleartext-password guard (source.ts) holds for the monitor's connections too.
+      Client: SourceClient,
       // Every monitoring query is bounded by the server, and nothing here may wait on a lock.
       options: `-c statement_timeout=${this.#o.statementTimeoutMs} -c lock_timeout=${this.#o.statementTimeoutMs}`,
       max: 1,

@@ -10,13 +10,13 @@ import { setTimeout as setTimeoutPromise } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { FloeError, coerceError } from '../errors.js';
-import { clientConfig, connectSource, redactUrl, type SourceConfig } from './source.js';
+import { SourceClient, clientConfig, connectSource, redactUrl, type SourceConfig } from './source.js';
 import { quoteIdent } from '../schema/sql-quote.js';
 import { formatLsn, parseLsn, type Lsn } from './lsn.js';
 import type { Logger } from '../telemetry/logger.js';
 
 export async function connectReplication(source: SourceConfig): Promise<pg.Client> {
-  const client = new pg.Client({ ...clientConfig(source), replication: 'database' } as pg.ClientConfig);
+  const client = new SourceClient({ ...clientConfig(source), replication: 'database' } as pg.ClientConfig);
   client.on('error', () => undefined);
   try {
     await client.connect();

@@ -21,6 +21,40 @@ export interface SourceConfig {
   /** application_name seen in pg_stat_activity. */
   readonly applicationName?: string;
   readonly connectTimeoutMs?: number;
+  /**
+   * Whether the password may be sent as is when the server asks for cleartext-password authentication.
+   * 'verified-tls': only over TLS whose certificate was verified (sources from control-plane rows, whose
+   * host a row writer chooses); 'allow' (the default): the operator gave the URL on the command line.
+   */
+  readonly cleartextPassword?: 'allow' | 'verified-tls';
+}
+
+/**
+ * A pg.Client that, under `cleartextPassword: 'verified-tls'`, answers a cleartext-password request
+ * only on a verified TLS connection. node-postgres answers AuthenticationCleartextPassword in
+ * `_handleAuthCleartextPassword` by sending the password as is; SCRAM and MD5 never reveal it.
+ * Works for pools too (`Client` in the pool config), since pg passes the pool config to the constructor.
+ */
+export class SourceClient extends pg.Client {
+  constructor(config: pg.ClientConfig & { cleartextPassword?: 'allow' | 'verified-tls' } = {}) {
+    super(config);
+    if (config.cleartextPassword !== 'verified-tls') return;
+    const self = this as unknown as {
+      connection: { stream?: { encrypted?: boolean; authorized?: boolean }; emit(event: 'error', err: Error): void };
+      _handleAuthCleartextPassword(msg: unknown): void;
+    };
+    const answer = self._handleAuthCleartextPassword;
+    self._handleAuthCleartextPassword = (msg: unknown) => {
+      const stream = self.connection.stream;
+      if (stream?.encrypted === true && stream.authorized === true) return answer.call(this, msg);
+      self.connection.emit(
+        'error',
+        new FloeError('auth', 'the server asked for the password in cleartext without verified TLS; it was not sent', {
+          hint: 'use scram-sha-256 in pg_hba.conf, or sslmode=verify-full, or list the host in FLOE_CLEARTEXT_PASSWORD_HOSTS on the workers',
+        }),
+      );
+    };
+  }
 }
 
 export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
@@ -37,13 +71,15 @@ export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfi
     application_name: source.applicationName ?? 'floe',
     connectionTimeoutMillis: source.connectTimeoutMs ?? 10_000,
     options: userOptions ? `${userOptions} ${SESSION_OPTIONS}` : SESSION_OPTIONS,
+    // Read by SourceClient (pg ignores it).
+    ...(source.cleartextPassword ? { cleartextPassword: source.cleartextPassword } : {}),
     ...extra,
-  };
+  } as pg.ClientConfig;
 }
 
 /** Connects a plain (SQL) client, turning failures into one-line FloeErrors without the password. */
 export async function connectSource(source: SourceConfig, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(source, extra));
+  const client = new SourceClient(clientConfig(source, extra));
   // An idle client whose server goes away emits 'error'; without a listener the process would crash.
   client.on('error', () => undefined);
   try {

@@ -96,8 +96,22 @@ const ParamsSchema = z.object({
   base_url: z
     .string()
     .regex(/^https?:\/\/[^/?#]+\/?$/, 'base_url must be http(s)://host[:port]')
+    // The endpoint receives the key-pair JWT: in plain http only where it never leaves the machine.
+    .refine((s) => !s.startsWith('http://') || isLoopback(s), {
+      message: 'base_url may use plain http only to a loopback address (127.0.0.1, ::1, localhost); use https',
+    })
     .optional(),
 });
+
+function isLoopback(url: string): boolean {
+  let host: string;
+  try {
+    host = new URL(url).hostname;
+  } catch {
+    return false;
+  }
+  return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
 
 const HINT = 'snowflake://USER@ORG-ACCOUNT/DATABASE/SCHEMA?warehouse=WH&role=ROLE&private_key_file=./rsa_key.p8';
 
