@@ -14,6 +14,7 @@ import { registerConsole, controlPlaneBackend } from '../src/api/server.js';
 import { PipelineHistory, RecentAlerts, SourceHealthBoard } from '../src/console/history.js';
 import { Console } from '../src/console/console.js';
 import { encryptSecret } from '../src/control/secrets.js';
+import { secretBinding } from '../src/control/config.js';
 import type { AuthPolicy } from '../src/api/auth.js';
 
 const cluster = testClusters()[0]!;
@@ -77,7 +78,11 @@ describe('HTTP API /api/v1', () => {
 
   it('round-trips every operation', async () => {
     const key = randomBytes(32);
-    const encrypted = encryptSecret(SECRET_VALUE, key);
+    const encrypted = encryptSecret(
+      SECRET_VALUE,
+      key,
+      secretBinding({ kind: 'source', name: 'other', url: 'postgres://floe@other:5432/x' }),
+    );
     // sources
     let r = await call({
       method: 'POST',
@@ -98,7 +103,7 @@ describe('HTTP API /api/v1', () => {
       payload: { name: 'other', url: 'postgres://floe@other:5432/x', password: encrypted, options: { connect_timeout_ms: 5000 } },
     });
     expect(r.status).toBe(201);
-    expect(r.body!.password).toBe('enc:v1:(encrypted)');
+    expect(r.body!.password).toBe('enc:v2:(encrypted)');
     r = await call({ method: 'PUT', url: '/api/v1/sources/other', payload: { url: 'postgres://floe@other2:5432/x', password: null } });
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ name: 'other', url: 'postgres://floe@other2:5432/x', password: null });
@@ -465,7 +470,7 @@ describe('HTTP API /api/v1', () => {
   it('never answered with a secret value', () => {
     const all = answers.join('\n');
     expect(all).not.toContain(SECRET_VALUE);
-    expect(all).not.toContain('enc:v1:' + 'A');
+    expect(all).not.toContain('enc:v2:' + 'A');
     expect(all).not.toContain(TOKEN);
   });
 });

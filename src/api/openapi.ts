@@ -22,7 +22,7 @@ export function openApiDocument(): object {
       description:
         'Sources, destinations and pipelines of the floe control plane, their status, and actions on them. ' +
         'Every request but this document needs `Authorization: Bearer <FLOE_API_TOKEN>` (reads may be public with ' +
-        '--console-public-read). Secrets appear only as references (env:NAME, file:/path, enc:v1:(encrypted)). ' +
+        '--console-public-read). Secrets appear only as references (env:NAME, file:/path, enc:v2:(encrypted)). ' +
         'Errors: `{"error": {"kind", "message", "hint"}}`.',
     },
     security: [{ bearer: [] }],
@@ -145,7 +145,7 @@ export function openApiDocument(): object {
             },
           },
         },
-        SecretReference: { type: 'string', description: 'env:NAME, file:/path or enc:v1:... (floe secret encrypt); never the secret' },
+        SecretReference: { type: 'string', description: 'env:NAME, file:/path or enc:v2:... (floe secret encrypt); never the secret' },
         SourceInput: {
           type: 'object',
           required: ['name', 'url'],

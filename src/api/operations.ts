@@ -15,6 +15,7 @@ import {
   checkDestination,
   checkDestinationOptions,
   checkDestinationSecrets,
+  secretBinding,
   checkName,
   checkPublication,
   checkSlotName,
@@ -89,7 +90,7 @@ export interface PipelineConfigView {
 
 /** A reference names where a secret lives; a ciphertext is long and says nothing, so it is shortened. */
 export function showReference(ref: string): string {
-  return ref.startsWith('enc:') ? 'enc:v1:(encrypted)' : ref;
+  return ref.startsWith('enc:') ? `${ref.slice(0, 7)}(encrypted)` : ref;
 }
 
 function sourceView(s: SourceRow, pipelines: PipelineRow[]): SourceView {
@@ -158,7 +159,9 @@ export function checkSourceInput(input: SourceInput, env: NodeJS.ProcessEnv = pr
   if (password !== null) {
     const ref = checkSecretRef(password, 'password');
     // An enc: value must decrypt under the key this machine has, if it has one: catches a wrong key now.
-    if (ref.kind === 'enc' && env.FLOE_SECRET_KEY) resolveSecret(password, 'password', env);
+    if (ref.kind === 'enc' && env.FLOE_SECRET_KEY) {
+      resolveSecret(password, 'password', env, secretBinding({ kind: 'source', name: input.name, url: input.url }));
+    }
   }
   return { name: input.name, url: input.url, password, options: parseSourceOptions(input.options ?? {}) };
 }
