@@ -1,12 +1,21 @@
 /**
- * WalMonitor: source and slot health on an interval (design.md §6).
+ * WalMonitor: the source's guardian against a full disk, on an interval (design.md §6).
  *
  * Per source: the pg_wal directory size (`pg_ls_waldir()`, needs `pg_monitor`; without it one warning and
- * the figure stays unknown) and the WAL write rate. Per slot of interest: retained WAL
- * (`pg_current_wal_lsn() - restart_lsn`), `wal_status`, `safe_wal_size`, active, confirmed-flush lag in
- * bytes and seconds, the retained WAL's growth rate and forecasts (time until the danger threshold, time
- * until `safe_wal_size` runs out), and stall detection. Each check goes to the AlertManager and the
- * metrics; `snapshot()` returns the last figures for `floe status` and /readyz.
+ * the figure stays unknown), the WAL write rate, `wal_keep_size`, and the archiver (`pg_stat_archiver`,
+ * segments waiting in archive_status). Per slot — every permanent slot on the server, logical and
+ * physical, active or not, floe's or not: retained WAL (`pg_current_wal_lsn() - restart_lsn`),
+ * `wal_status`, `safe_wal_size`, active, who streams from it (application_name and address of its
+ * `active_pid`, visible with `pg_monitor`), confirmed-flush lag in bytes and seconds, the retained WAL's
+ * growth rate and forecasts (time until the danger threshold, time until `safe_wal_size` runs out), and
+ * stall detection. A slot is floe's when a floe pipeline uses it (`MonitoredSource.slots`, or the claim's
+ * list of every pipeline's slot on the source) or a floe walsender (`floe-<pipeline>`) streams from it.
+ * Each check goes to the AlertManager and the metrics; `snapshot()` returns the last figures for
+ * `floe status` and /readyz. Temporary slots are left out: they end with their session.
+ *
+ * One watcher per source: within a process, a source is one entry however many pipelines use it; across
+ * processes, an optional `SourceClaim` (floe run: a lease row in the control plane, source-lease.ts)
+ * lets exactly one worker check a source at a time; the others skip it and send nothing.
  *
  * Lag in seconds: PostgreSQL does not record when a WAL position was written, so the monitor remembers
  * when it first saw each `pg_current_wal_lsn()`; a slot's lag is the age of the oldest remembered
@@ -30,7 +39,7 @@ import { SourceClient, clientConfig, redactUrl, type SourceConfig } from '../pos
 import { parseLsn } from '../postgres/lsn.js';
 import type { Logger } from '../telemetry/logger.js';
 import { WAL_STATUSES, type FloeMetrics, type SlotFigures, type SlotWalStatus } from '../telemetry/metrics.js';
-import type { AlertManager } from './alerts.js';
+import type { AlertManager, SlotObservation } from './alerts.js';
 
 export const MONITOR_APPLICATION_NAME = 'floe-monitor';
 
@@ -40,13 +49,33 @@ export interface MonitoredSource {
   /** Shown in alerts, logs and the `source` metric label. */
   readonly name: string;
   readonly config: SourceConfig;
-  /** Replication slots of interest on this source. */
+  /** floe's replication slots on this source (every other slot is watched too, as not floe's). */
   readonly slots: readonly string[];
+}
+
+/** Cross-process "one watcher per source" (see source-lease.ts). */
+export interface SourceClaim {
+  /**
+   * Takes or renews this process's right to watch `source`. `held: false` when another process watches
+   * it (`holder` names it); `floeSlots` lists every floe pipeline's slot on the source, wherever it runs.
+   */
+  claim(source: MonitoredSource): Promise<{ held: boolean; holder: string | null; floeSlots?: readonly string[] }>;
+  /** Publishes the figures of a check (the holder only). */
+  report?(health: SourceHealth): Promise<void>;
+  /** Gives the source up (no pipeline here uses it any more, or shutdown). */
+  release(sourceId: string): Promise<void>;
 }
 
 /** The figures the metrics take (SlotFigures), plus positions and how long a stall has lasted. */
 export interface SlotHealth extends Omit<SlotFigures, 'stalled'> {
   readonly slot: string;
+  readonly slotType: 'logical' | 'physical';
+  /** Used by a floe pipeline. */
+  readonly floe: boolean;
+  /** application_name of the process streaming from the slot; null when inactive or not visible. */
+  readonly owner: string | null;
+  readonly activePid: number | null;
+  readonly clientAddr: string | null;
   readonly restartLsn: string | null;
   readonly confirmedFlushLsn: string | null;
   /** Seconds confirmed_flush has not moved while WAL grew, once past the stall time; else null. */
@@ -66,7 +95,28 @@ export interface SourceHealth {
   readonly walDirBytes: number | null;
   readonly walDirPrivilege: boolean;
   readonly walGrowthBytesPerSecond: number | null;
+  /** WAL kept for `wal_keep_size` (bytes). */
+  readonly walKeepSizeBytes: number | null;
+  readonly archiver: ArchiverHealth | null;
+  /** Another process watches this source (its name); null when this one does. */
+  readonly watchedBy: string | null;
+  /** Every slot on the server (floe's missing slots included as `missing`), largest retained WAL first. */
   readonly slots: readonly SlotHealth[];
+}
+
+export interface ArchiverHealth {
+  /** archive_mode is not off. */
+  readonly enabled: boolean;
+  readonly archivedCount: number;
+  readonly lastArchivedWal: string | null;
+  readonly lastArchivedAt: string | null;
+  readonly failedCount: number;
+  readonly lastFailedWal: string | null;
+  readonly lastFailedAt: string | null;
+  /** Segments waiting for archive_command (`.ready` files); null without pg_monitor. */
+  readonly pendingFiles: number | null;
+  /** The last failure is newer than the last success. */
+  readonly failing: boolean;
 }
 
 export interface WalMonitorOptions {
@@ -93,17 +143,37 @@ export interface WalMonitorOptions {
   readonly alerts?: AlertManager;
   /** Called after each check of a source (e.g. to feed per-pipeline metrics). */
   readonly onCheck?: (health: SourceHealth) => void;
+  /** One watcher per source across processes; without it, this process watches every source it has. */
+  readonly claim?: SourceClaim;
+  /** Slots per source exported as metric series: floe's first, then the largest. (Default: 50) */
+  readonly maxSlotSeries?: number;
 }
 
 interface SlotRow {
   slot_name: string;
+  slot_type: string;
   active: boolean;
+  active_pid: number | null;
+  application_name: string | null;
+  client_addr: string | null;
   wal_status: string | null;
   safe_wal_size: string | null;
   restart_lsn: string | null;
   confirmed_flush_lsn: string | null;
   retained: string | null;
   flush_lag: string | null;
+}
+
+interface ServerRow {
+  lsn: string;
+  wal_keep: string | null;
+  archive_mode: string;
+  archived_count: string;
+  last_archived_wal: string | null;
+  last_archived_time: Date | null;
+  failed_count: string;
+  last_failed_wal: string | null;
+  last_failed_time: Date | null;
 }
 
 interface SlotTrack {
@@ -125,6 +195,14 @@ interface SourceEntry {
   unreachableLogged: boolean;
   /** Slots whose loss was logged (once per loss; the alert repeats on its own schedule). */
   lostLogged: Set<string>;
+  /** The last observation of each slot alerted on: a slot that disappears resolves with it. */
+  observed: Map<string, SlotObservation>;
+  /** Slots with metric series (removed when the slot is gone). */
+  exported: Set<string>;
+  /** floe slots on the source according to the claim (other workers' pipelines). */
+  claimedFloeSlots: readonly string[];
+  /** This process watched the source at its last check. */
+  held: boolean;
   health: SourceHealth;
 }
 
@@ -133,7 +211,8 @@ const MIB = 1024 * 1024;
 const MAX_LSN_SAMPLES = 2000;
 
 export class WalMonitor {
-  readonly #o: Required<Omit<WalMonitorOptions, 'metrics' | 'alerts' | 'onCheck' | 'log'>>;
+  readonly #o: Required<Omit<WalMonitorOptions, 'metrics' | 'alerts' | 'onCheck' | 'log' | 'claim'>>;
+  readonly #claim: SourceClaim | undefined;
   readonly #log: Logger;
   readonly #metrics: FloeMetrics | undefined;
   readonly #alerts: AlertManager | undefined;
@@ -159,7 +238,9 @@ export class WalMonitor {
       growthWindowMs: options.growthWindowMs ?? 300_000,
       stallAfterMs: options.stallAfterMs ?? 600_000,
       dangerMb: options.alerts?.policy.dangerMb ?? options.dangerMb ?? 6000,
+      maxSlotSeries: options.maxSlotSeries ?? 50,
     };
+    this.#claim = options.claim;
     this.#log = options.log;
     this.#metrics = options.metrics;
     this.#alerts = options.alerts;
@@ -184,6 +265,10 @@ export class WalMonitor {
       privilegeWarned: false,
       unreachableLogged: false,
       lostLogged: new Set(),
+      observed: new Map(),
+      exported: new Set(),
+      claimedFloeSlots: [],
+      held: false,
       health: {
         id: source.id,
         name: source.name,
@@ -194,6 +279,9 @@ export class WalMonitor {
         walDirBytes: null,
         walDirPrivilege: true,
         walGrowthBytesPerSecond: null,
+        walKeepSizeBytes: null,
+        archiver: null,
+        watchedBy: null,
         slots: [],
       },
     });
@@ -206,6 +294,9 @@ export class WalMonitor {
     this.#alerts?.forgetSource(id);
     this.#metrics?.removeSource(entry.source.name);
     void this.#closePool(id);
+    if (entry.held && this.#claim) {
+      void this.#claim.release(id).catch((err: unknown) => this.#log.warn({ err: coerceError(err).message, source: entry.source.name }, 'WAL monitor: could not release the source'));
+    }
   }
 
   snapshot(): SourceHealth[] {
@@ -252,6 +343,10 @@ export class WalMonitor {
 
   async close(): Promise<void> {
     await Promise.all([...this.#pools.keys()].map((id) => this.#closePool(id)));
+    // Another worker takes over at once rather than after the lease runs out.
+    const held = [...this.#sources.values()].filter((e) => e.held);
+    for (const e of held) e.held = false;
+    await Promise.all(held.map((e) => this.#claim?.release(e.source.id).catch(() => undefined)));
   }
 
   // ---- one check ------------------------------------------------------------------------------
@@ -259,6 +354,7 @@ export class WalMonitor {
   async #check(entry: SourceEntry): Promise<void> {
     const { source } = entry;
     entry.lastCheckAt = Date.now();
+    if (!(await this.#claimed(entry))) return;
     try {
       const result = await this.#withClient(entry, (c) => this.#query(c, entry));
       if (this.#sources.get(source.id) !== entry) return; // removed while it was being checked
@@ -283,39 +379,68 @@ export class WalMonitor {
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'WAL monitor check listener failed');
     }
+    if (entry.health.reachable) {
+      await this.#claim?.report?.(entry.health).catch((err: unknown) =>
+        this.#log.warn({ err: coerceError(err).message, source: source.name }, 'WAL monitor: could not publish the source figures'),
+      );
+    }
+  }
+
+  /**
+   * Whether this process watches the source now. A process that loses the source to another forgets its
+   * alert state and series (the other one reports now). When the claim cannot be decided (control plane
+   * unreachable), the last answer stands: a guardian that stops on a control-plane blip is worse than a
+   * duplicate alert.
+   */
+  async #claimed(entry: SourceEntry): Promise<boolean> {
+    if (!this.#claim) return (entry.held = true);
+    let answer: Awaited<ReturnType<SourceClaim['claim']>>;
+    try {
+      answer = await this.#claim.claim(entry.source);
+    } catch (err) {
+      this.#log.warn({ err: coerceError(err).message, source: entry.source.name }, 'WAL monitor: cannot tell which worker watches the source');
+      return entry.held;
+    }
+    if (this.#sources.get(entry.source.id) !== entry) return false;
+    if (answer.floeSlots) entry.claimedFloeSlots = answer.floeSlots;
+    if (!answer.held && entry.held) {
+      this.#alerts?.forgetSource(entry.source.id);
+      this.#metrics?.removeSource(entry.source.name);
+      entry.observed.clear();
+      entry.exported.clear();
+    }
+    entry.held = answer.held;
+    if (!answer.held) entry.health = { ...entry.health, watchedBy: answer.holder, slots: [], checkedAt: new Date().toISOString() };
+    return answer.held;
   }
 
   async #query(c: pg.PoolClient, entry: SourceEntry): Promise<SourceHealth> {
     const { source } = entry;
     const now = Date.now();
-    const cur = await c.query<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
-    const currentLsn = parseLsn(cur.rows[0]!.lsn);
-
-    let walDirBytes: number | null = null;
-    let walDirPrivilege = true;
-    try {
-      const r = await c.query<{ bytes: string }>(`SELECT coalesce(sum(size), 0)::bigint AS bytes FROM pg_ls_waldir()`);
-      walDirBytes = Number(r.rows[0]!.bytes);
-    } catch (err) {
-      if ((err as { code?: string }).code !== '42501') throw err;
-      walDirPrivilege = false;
-      if (!entry.privilegeWarned) {
-        entry.privilegeWarned = true;
-        const role = (await c.query<{ u: string }>('SELECT current_user AS u')).rows[0]!.u;
-        this.#log.warn(
-          { source: source.name, sourceId: source.id },
-          `WAL monitor: no privilege to read the WAL directory size (pg_ls_waldir); run GRANT pg_monitor TO ${role} on the source. Per-slot figures are still monitored.`,
-        );
-      }
-    }
+    // Readable by any role: the position, the settings and pg_stat_archiver.
+    const head = (
+      await c.query<ServerRow>(
+        `SELECT pg_current_wal_lsn()::text AS lsn,
+                (SELECT setting::bigint * 1048576 FROM pg_settings WHERE name = 'wal_keep_size')::text AS wal_keep,
+                current_setting('archive_mode') AS archive_mode,
+                a.archived_count::text, a.last_archived_wal, a.last_archived_time, a.failed_count::text,
+                a.last_failed_wal, a.last_failed_time
+           FROM pg_stat_archiver a`,
+      )
+    ).rows[0]!;
+    const currentLsn = parseLsn(head.lsn);
+    const dir = await this.#walDir(c, entry);
 
     const slotRows = (
       await c.query<SlotRow>(
-        `SELECT slot_name, active, wal_status, safe_wal_size::text, restart_lsn::text, confirmed_flush_lsn::text,
-                pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained,
-                pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS flush_lag
-           FROM pg_replication_slots WHERE slot_name = ANY($1)`,
-        [source.slots],
+        `SELECT s.slot_name, s.slot_type, s.active, s.active_pid, s.wal_status, s.safe_wal_size::text,
+                s.restart_lsn::text, s.confirmed_flush_lsn::text,
+                pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS retained,
+                pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint::text AS flush_lag,
+                a.application_name, host(a.client_addr) AS client_addr
+           FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+          WHERE NOT s.temporary
+          ORDER BY s.slot_name`,
       )
     ).rows;
 
@@ -325,13 +450,77 @@ export class WalMonitor {
     if (entry.lsnSeen.length > MAX_LSN_SAMPLES) entry.lsnSeen.splice(0, entry.lsnSeen.length - MAX_LSN_SAMPLES);
     const walGrowth = this.#walGrowth(entry, now, currentLsn);
 
-    const slots: SlotHealth[] = [];
-    for (const name of source.slots) {
-      const row = slotRows.find((r) => r.slot_name === name);
-      slots.push(row ? this.#slotHealth(entry, row, now, currentLsn) : missingSlot(name));
-      if (!row) entry.slots.delete(name);
+    const floeSlots = new Set([...source.slots, ...entry.claimedFloeSlots]);
+    const slots: SlotHealth[] = slotRows.map((row) => this.#slotHealth(entry, row, now, currentLsn, floeSlots));
+    // floe's slots that do not exist (yet): the pipeline creates them; shown as missing.
+    for (const name of source.slots) if (!slotRows.some((r) => r.slot_name === name)) slots.push(missingSlot(name));
+    for (const name of entry.slots.keys()) if (!slotRows.some((r) => r.slot_name === name)) entry.slots.delete(name);
+    slots.sort((a, b) => (b.retainedBytes ?? -1) - (a.retainedBytes ?? -1) || a.slot.localeCompare(b.slot));
+    this.#trimLsnSeen(entry, slots, now);
+
+    const num = (v: string | null) => (v === null ? null : Number(v));
+    const archiveEnabled = head.archive_mode !== 'off';
+    const lastArchivedAt = head.last_archived_time?.toISOString() ?? null;
+    const lastFailedAt = head.last_failed_time?.toISOString() ?? null;
+    const archiver: ArchiverHealth = {
+      enabled: archiveEnabled,
+      archivedCount: Number(head.archived_count),
+      lastArchivedWal: head.last_archived_wal,
+      lastArchivedAt,
+      failedCount: Number(head.failed_count),
+      lastFailedWal: head.last_failed_wal,
+      lastFailedAt,
+      pendingFiles: dir.pendingFiles,
+      failing:
+        archiveEnabled &&
+        head.last_failed_time !== null &&
+        (head.last_archived_time === null || head.last_failed_time.getTime() > head.last_archived_time.getTime()),
+    };
+    const health: SourceHealth = {
+      id: source.id,
+      name: source.name,
+      reachable: true,
+      error: null,
+      checkedAt: new Date(now).toISOString(),
+      currentLsn: head.lsn,
+      walDirBytes: dir.bytes,
+      walDirPrivilege: dir.privilege,
+      walGrowthBytesPerSecond: walGrowth,
+      walKeepSizeBytes: num(head.wal_keep),
+      archiver,
+      watchedBy: null,
+      slots,
+    };
+    // Removed while it was being checked: report nothing (its series and alert state are gone).
+    if (this.#sources.get(source.id) !== entry) return health;
+    this.#report(entry, health);
+    return health;
+  }
+
+  /** pg_wal size and archive_status `.ready` files: both need pg_monitor; without it, one warning. */
+  async #walDir(c: pg.PoolClient, entry: SourceEntry): Promise<{ bytes: number | null; pendingFiles: number | null; privilege: boolean }> {
+    try {
+      const r = await c.query<{ bytes: string; ready: number }>(
+        `SELECT (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())::bigint::text AS bytes,
+                (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')::int AS ready`,
+      );
+      return { bytes: Number(r.rows[0]!.bytes), pendingFiles: r.rows[0]!.ready, privilege: true };
+    } catch (err) {
+      if ((err as { code?: string }).code !== '42501') throw err;
+      if (!entry.privilegeWarned) {
+        entry.privilegeWarned = true;
+        const role = (await c.query<{ u: string }>('SELECT current_user AS u')).rows[0]!.u;
+        this.#log.warn(
+          { source: entry.source.name, sourceId: entry.source.id },
+          `WAL monitor: no privilege to read the WAL directory size (pg_ls_waldir); run GRANT pg_monitor TO ${role} on the source. Per-slot figures are still monitored.`,
+        );
+      }
+      return { bytes: null, pendingFiles: null, privilege: false };
     }
-    // Positions every slot has confirmed are no longer needed for lag seconds (keep the newest).
+  }
+
+  /** Positions every slot has confirmed are no longer needed for lag seconds (keep the newest). */
+  #trimLsnSeen(entry: SourceEntry, slots: readonly SlotHealth[], now: number): void {
     const minConfirmed = slots.reduce<bigint | undefined>((m, s) => {
       if (s.confirmedFlushLsn === null) return m;
       const v = parseLsn(s.confirmedFlushLsn);
@@ -345,48 +534,61 @@ export class WalMonitor {
     ) {
       entry.lsnSeen.shift();
     }
+  }
 
-    const health: SourceHealth = {
-      id: source.id,
-      name: source.name,
-      reachable: true,
-      error: null,
-      checkedAt: new Date(now).toISOString(),
-      currentLsn: cur.rows[0]!.lsn,
-      walDirBytes,
-      walDirPrivilege,
-      walGrowthBytesPerSecond: walGrowth,
-      slots,
-    };
-    // Removed while it was being checked: report nothing (its series and alert state are gone).
-    if (this.#sources.get(source.id) !== entry) return health;
-    this.#metrics?.setSourceWal(source.name, walDirBytes, walGrowth);
-    for (const s of slots) {
-      this.#metrics?.setSlot(source.name, s.slot, { ...s, stalled: s.stalledSeconds !== null });
+  /** Metrics and alerts of one check. */
+  #report(entry: SourceEntry, health: SourceHealth): void {
+    const { source } = entry;
+    this.#metrics?.setSourceWal(source.name, health.walDirBytes, health.walGrowthBytesPerSecond);
+    this.#metrics?.setSourceWalKeep(source.name, health.walKeepSizeBytes);
+    if (health.archiver) this.#metrics?.setArchiver(source.name, health.archiver);
+    this.#exportSlots(entry, health.slots);
+    const seen = new Set<string>();
+    for (const s of health.slots) {
       if (s.walStatus !== 'lost') entry.lostLogged.delete(s.slot);
       else if (!entry.lostLogged.has(s.slot)) {
         entry.lostLogged.add(s.slot);
-        this.#log.error({ source: source.name, sourceId: source.id, slot: s.slot }, slotLostError(source.name, s.slot).oneLine());
+        if (s.floe) this.#log.error({ source: source.name, sourceId: source.id, slot: s.slot }, slotLostError(source.name, s.slot).oneLine());
       }
       if (s.walStatus === 'missing') continue; // the pipeline creates it; nothing to alert on
-      this.#alerts?.observe({
-        sourceId: source.id,
-        sourceName: source.name,
-        slot: s.slot,
-        walStatus: s.walStatus,
-        active: s.active,
-        retainedBytes: s.retainedBytes,
-        walDirBytes,
-        safeWalSizeBytes: s.safeWalSizeBytes,
-        confirmedFlushLagBytes: s.confirmedFlushLagBytes,
-        confirmedFlushLagSeconds: s.confirmedFlushLagSeconds,
-        growthBytesPerSecond: s.retainedGrowthBytesPerSecond,
-        secondsUntilDanger: s.secondsUntilDanger,
-        secondsUntilSafeWalExhausted: s.secondsUntilSafeWalExhausted,
-        stalledSeconds: s.stalledSeconds,
-      });
+      seen.add(s.slot);
+      const o = observation(source, s, health);
+      entry.observed.set(s.slot, o);
+      this.#alerts?.observe(o);
     }
-    return health;
+    for (const [slot, last] of entry.observed) {
+      if (seen.has(slot)) continue;
+      entry.observed.delete(slot);
+      this.#alerts?.slotGone(last);
+    }
+    const largest = health.slots.find((s) => s.retainedBytes !== null);
+    this.#alerts?.observeWalDir({
+      sourceId: source.id,
+      sourceName: source.name,
+      walDirBytes: health.walDirBytes,
+      growthBytesPerSecond: health.walGrowthBytesPerSecond,
+      walKeepSizeBytes: health.walKeepSizeBytes,
+      archivePendingFiles: health.archiver?.pendingFiles ?? null,
+      largestSlot: largest
+        ? { slot: largest.slot, retainedBytes: largest.retainedBytes!, floe: largest.floe, active: largest.active, slotType: largest.slotType }
+        : null,
+    });
+    if (health.archiver) this.#alerts?.observeArchiver({ sourceId: source.id, sourceName: source.name, walDirBytes: health.walDirBytes, ...health.archiver });
+  }
+
+  /**
+   * Per-slot series: floe's slots always, then the largest others up to `maxSlotSeries` per source, so
+   * a server with hundreds of slots cannot blow up the series count. Series of slots that are gone (or
+   * fell out of the top) are removed.
+   */
+  #exportSlots(entry: SourceEntry, slots: readonly SlotHealth[]): void {
+    const metrics = this.#metrics;
+    if (!metrics) return;
+    const chosen = [...slots.filter((s) => s.floe), ...slots.filter((s) => !s.floe)].slice(0, Math.max(this.#o.maxSlotSeries, 0));
+    const names = new Set(chosen.map((s) => s.slot));
+    for (const slot of entry.exported) if (!names.has(slot)) metrics.removeSlot(entry.source.name, slot);
+    entry.exported = names;
+    for (const s of chosen) metrics.setSlot(entry.source.name, s.slot, { ...s, stalled: s.stalledSeconds !== null });
   }
 
   #walGrowth(entry: SourceEntry, now: number, currentLsn: bigint): number | null {
@@ -396,7 +598,7 @@ export class WalMonitor {
     return Number(currentLsn - first.lsn) / ((now - first.at) / 1000);
   }
 
-  #slotHealth(entry: SourceEntry, row: SlotRow, now: number, currentLsn: bigint): SlotHealth {
+  #slotHealth(entry: SourceEntry, row: SlotRow, now: number, currentLsn: bigint, floeSlots: ReadonlySet<string>): SlotHealth {
     const status = (WAL_STATUSES as readonly string[]).includes(row.wal_status ?? '') ? (row.wal_status as SlotWalStatus) : 'reserved';
     const num = (v: string | null) => (v === null ? null : Number(v));
     const retained = num(row.retained);
@@ -431,6 +633,12 @@ export class WalMonitor {
 
     return {
       slot: row.slot_name,
+      slotType: row.slot_type === 'physical' ? 'physical' : 'logical',
+      // A floe walsender is named floe-<pipeline> (pipeline.ts): another worker's pipeline is floe's too.
+      floe: floeSlots.has(row.slot_name) || (row.active && /^floe-/.test(row.application_name ?? '')),
+      owner: row.application_name || null,
+      activePid: row.active_pid,
+      clientAddr: row.client_addr,
       walStatus: status,
       active: row.active,
       restartLsn: row.restart_lsn,
@@ -542,6 +750,11 @@ export class WalMonitor {
 function missingSlot(slot: string): SlotHealth {
   return {
     slot,
+    slotType: 'logical',
+    floe: true,
+    owner: null,
+    activePid: null,
+    clientAddr: null,
     walStatus: 'missing',
     active: false,
     restartLsn: null,
@@ -554,6 +767,29 @@ function missingSlot(slot: string): SlotHealth {
     secondsUntilDanger: null,
     secondsUntilSafeWalExhausted: null,
     stalledSeconds: null,
+  };
+}
+
+function observation(source: MonitoredSource, s: SlotHealth, health: SourceHealth): SlotObservation {
+  return {
+    sourceId: source.id,
+    sourceName: source.name,
+    slot: s.slot,
+    slotType: s.slotType,
+    floe: s.floe,
+    owner: s.owner,
+    clientAddr: s.clientAddr,
+    walStatus: s.walStatus,
+    active: s.active,
+    retainedBytes: s.retainedBytes,
+    walDirBytes: health.walDirBytes,
+    safeWalSizeBytes: s.safeWalSizeBytes,
+    confirmedFlushLagBytes: s.confirmedFlushLagBytes,
+    confirmedFlushLagSeconds: s.confirmedFlushLagSeconds,
+    growthBytesPerSecond: s.retainedGrowthBytesPerSecond,
+    secondsUntilDanger: s.secondsUntilDanger,
+    secondsUntilSafeWalExhausted: s.secondsUntilSafeWalExhausted,
+    stalledSeconds: s.stalledSeconds,
   };
 }
 

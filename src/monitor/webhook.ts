@@ -72,14 +72,16 @@ export function slackPayload(alert: Alert): object {
     text: `${icon} floe ${title}: ${alert.message}`,
     blocks: [
       { type: 'header', text: { type: 'plain_text', text: `floe ${title}`.slice(0, 150) } },
-      { type: 'section', text: { type: 'mrkdwn', text: `${icon} ${alert.message}` } },
+      { type: 'section', text: { type: 'mrkdwn', text: `${icon} ${alert.message}\n_${alert.hint}_` } },
       {
         type: 'section',
         fields: [
           { type: 'mrkdwn', text: `*Source*\n${alert.source.name} (${alert.source.id})` },
-          { type: 'mrkdwn', text: `*Slot*\n${alert.slot}` },
-          { type: 'mrkdwn', text: `*Retained WAL*\n${fmt(f.retained_wal_mb, 'MB')}` },
-          { type: 'mrkdwn', text: `*WAL status*\n${f.wal_status}${f.active ? ' (active)' : ' (inactive)'}` },
+          { type: 'mrkdwn', text: `*Slot*\n${slotLine(alert)}` },
+          alert.slot === null
+            ? { type: 'mrkdwn', text: `*pg_wal*\n${fmt(f.wal_dir_mb, 'MB')}` }
+            : { type: 'mrkdwn', text: `*Retained WAL*\n${fmt(f.retained_wal_mb, 'MB')}` },
+          { type: 'mrkdwn', text: `*WAL status*\n${f.wal_status ?? 'n/a'}${f.active === null ? '' : f.active ? ' (active)' : ' (inactive)'}` },
           { type: 'mrkdwn', text: `*Thresholds*\nwarning ${alert.thresholds.warning_mb} MB, danger ${alert.thresholds.danger_mb} MB` },
           { type: 'mrkdwn', text: `*Until danger*\n${eta(alert.forecast.seconds_until_danger)}` },
         ],
@@ -87,6 +89,13 @@ export function slackPayload(alert: Alert): object {
       { type: 'context', elements: [{ type: 'mrkdwn', text: `since ${alert.since} · at ${alert.timestamp}` }] },
     ],
   };
+}
+
+/** The slot and whose it is, or what a source-wide alert is about. */
+function slotLine(alert: Alert): string {
+  const i = alert.slot_info;
+  if (alert.slot === null || !i) return alert.type.startsWith('archive') || alert.resolves?.startsWith('archive') ? 'archiver' : 'pg_wal directory';
+  return `${alert.slot} (${i.floe ? "floe's" : 'not floe\'s'}, ${i.type}${i.owner ? `, ${i.owner}` : ''})`;
 }
 
 /** The URL without credentials or query, for log lines (webhook URLs often embed tokens in the path). */

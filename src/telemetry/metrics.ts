@@ -37,6 +37,14 @@ export const METRIC = {
   slotSecondsUntilDanger: 'floe_slot_seconds_until_danger',
   slotSecondsUntilWalLost: 'floe_slot_seconds_until_safe_wal_exhausted',
   slotStalled: 'floe_slot_stalled',
+  slotInfo: 'floe_slot_info',
+  sourceWalKeepSize: 'floe_source_wal_keep_size_bytes',
+  archiverFailing: 'floe_source_archiver_failing',
+  archiverArchived: 'floe_source_archiver_archived_count',
+  archiverFailed: 'floe_source_archiver_failed_count',
+  archiverPending: 'floe_source_archiver_pending_files',
+  archiverLastArchived: 'floe_source_archiver_last_archived_timestamp_seconds',
+  archiverLastFailed: 'floe_source_archiver_last_failed_timestamp_seconds',
   monitorConnections: 'floe_monitor_connections',
   monitorChecks: 'floe_monitor_checks_total',
   // Alerts (src/monitor/alerts.ts, src/monitor/webhook.ts).
@@ -70,6 +78,20 @@ export interface SlotFigures {
   readonly secondsUntilDanger: number | null;
   readonly secondsUntilSafeWalExhausted: number | null;
   readonly stalled: boolean;
+  /** For `floe_slot_info`: the slot's type, whether floe uses it, who streams from it. */
+  readonly slotType?: 'logical' | 'physical';
+  readonly floe?: boolean;
+  readonly owner?: string | null;
+}
+
+/** pg_stat_archiver figures of a source (times RFC 3339). */
+export interface ArchiverFigures {
+  readonly failing: boolean;
+  readonly archivedCount: number;
+  readonly failedCount: number;
+  readonly pendingFiles: number | null;
+  readonly lastArchivedAt: string | null;
+  readonly lastFailedAt: string | null;
 }
 
 const MIB = 1024 * 1024;
@@ -108,6 +130,11 @@ export class FloeMetrics {
     untilLost: Gauge<'source' | 'slot'>;
     stalled: Gauge<'source' | 'slot'>;
   };
+  /** Source-wide WAL figures beside the directory size: wal_keep_size and the archiver. */
+  readonly #sourceWal: Record<'keep' | 'failing' | 'archived' | 'failed' | 'pending' | 'lastArchived' | 'lastFailed', Gauge<'source'>>;
+  readonly #slotInfo: Gauge<'source' | 'slot' | 'type' | 'floe' | 'owner'>;
+  /** The labels of each slot's current floe_slot_info series, to remove it when they change. */
+  readonly #slotInfoLabels = new Map<string, { source: string; slot: string; type: string; floe: string; owner: string }>();
   readonly #monitorConnections: Gauge;
   readonly #monitorChecks: Counter<'outcome'>;
   readonly #alertsRaised: Counter<'type'>;
@@ -239,6 +266,21 @@ export class FloeMetrics {
       ),
       stalled: slotGauge(METRIC.slotStalled, '1 while confirmed_flush does not move although WAL grows (longer than the stall time)'),
     };
+    this.#slotInfo = new Gauge({
+      name: METRIC.slotInfo,
+      help: 'always 1: the slot type (logical, physical), floe ("true" when a floe pipeline uses it) and owner (application_name streaming from it, "" when none)',
+      labelNames: ['source', 'slot', 'type', 'floe', 'owner'],
+      registers,
+    });
+    this.#sourceWal = {
+      keep: sourceGauge(METRIC.sourceWalKeepSize, 'WAL the server keeps for wal_keep_size, in bytes'),
+      failing: sourceGauge(METRIC.archiverFailing, '1 while archive_command fails (last failure newer than the last success)'),
+      archived: sourceGauge(METRIC.archiverArchived, 'pg_stat_archiver.archived_count (resets with the server statistics)'),
+      failed: sourceGauge(METRIC.archiverFailed, 'pg_stat_archiver.failed_count (resets with the server statistics)'),
+      pending: sourceGauge(METRIC.archiverPending, 'WAL segments waiting for archive_command (.ready files; needs pg_monitor)'),
+      lastArchived: sourceGauge(METRIC.archiverLastArchived, 'unix time of the last archived WAL segment'),
+      lastFailed: sourceGauge(METRIC.archiverLastFailed, 'unix time of the last failed archive attempt'),
+    };
     this.#monitorConnections = new Gauge({
       name: METRIC.monitorConnections,
       help: 'open WAL monitor connections (all sources)',
@@ -252,7 +294,7 @@ export class FloeMetrics {
     });
     this.#alertsRaised = new Counter({
       name: METRIC.alertsRaised,
-      help: 'alerts raised by type (wal_warning, wal_danger, slot_stalled, slot_lost, resolved), delivered or not',
+      help: 'alerts raised by type (wal_warning, wal_danger, slot_stalled, slot_lost, wal_dir_warning, wal_dir_danger, archive_failing, resolved), delivered or not',
       labelNames: ['type'],
       registers,
     });
@@ -349,6 +391,43 @@ export class FloeMetrics {
     set(this.#slot.untilDanger, f.secondsUntilDanger, Infinity);
     set(this.#slot.untilLost, f.secondsUntilSafeWalExhausted, Infinity);
     this.#slot.stalled.set(l, f.stalled ? 1 : 0);
+    const info = { ...l, type: f.slotType ?? 'logical', floe: String(f.floe ?? true), owner: (f.owner ?? '').slice(0, 63) };
+    const key = `${source}\u0000${slot}`;
+    const before = this.#slotInfoLabels.get(key);
+    if (before && (before.type !== info.type || before.floe !== info.floe || before.owner !== info.owner)) this.#slotInfo.remove(before);
+    this.#slotInfoLabels.set(key, info);
+    this.#slotInfo.set(info, 1);
+  }
+
+  /** Forgets one slot's series (the slot was dropped, or is no longer among the exported ones). */
+  removeSlot(source: string, slot: string): void {
+    const l = { source, slot };
+    for (const [key, g] of Object.entries(this.#slot)) {
+      if (key === 'status') for (const status of WAL_STATUSES) g.remove({ ...l, status });
+      else g.remove(l);
+    }
+    const info = this.#slotInfoLabels.get(`${source}\u0000${slot}`);
+    if (info) this.#slotInfo.remove(info);
+    this.#slotInfoLabels.delete(`${source}\u0000${slot}`);
+    this.#slotsBySource.get(source)?.delete(slot);
+  }
+
+  /** WAL kept for wal_keep_size; null removes the series. */
+  setSourceWalKeep(source: string, bytes: number | null): void {
+    if (bytes === null) this.#sourceWal.keep.remove({ source });
+    else this.#sourceWal.keep.set({ source }, bytes);
+  }
+
+  setArchiver(source: string, a: ArchiverFigures): void {
+    const l = { source };
+    const set = (g: Gauge<'source'>, v: number | null) => (v === null ? g.remove(l) : g.set(l, v));
+    const time = (t: string | null) => (t === null ? null : Date.parse(t) / 1000);
+    set(this.#sourceWal.failing, a.failing ? 1 : 0);
+    set(this.#sourceWal.archived, a.archivedCount);
+    set(this.#sourceWal.failed, a.failedCount);
+    set(this.#sourceWal.pending, a.pendingFiles);
+    set(this.#sourceWal.lastArchived, time(a.lastArchivedAt));
+    set(this.#sourceWal.lastFailed, time(a.lastFailedAt));
   }
 
   /** Forgets a source's series (it was removed from monitoring). */
@@ -356,13 +435,8 @@ export class FloeMetrics {
     this.#sourceUp.remove({ source });
     this.#walSizeMb.remove({ source });
     this.#walGrowth.remove({ source });
-    for (const slot of this.#slotsBySource.get(source) ?? []) {
-      const l = { source, slot };
-      for (const [key, g] of Object.entries(this.#slot)) {
-        if (key === 'status') for (const status of WAL_STATUSES) g.remove({ ...l, status });
-        else g.remove(l);
-      }
-    }
+    for (const g of Object.values(this.#sourceWal)) g.remove({ source });
+    for (const slot of [...(this.#slotsBySource.get(source) ?? [])]) this.removeSlot(source, slot);
     this.#slotsBySource.delete(source);
   }
 
