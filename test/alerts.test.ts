@@ -6,7 +6,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
-import { AlertManager, alertPolicyFromEnv, type Alert, type SlotObservation } from '../src/monitor/alerts.js';
+import { AlertManager, alertPolicyFromEnv, dirThresholds, type Alert, type SlotObservation } from '../src/monitor/alerts.js';
 import { WebhookNotifier } from '../src/monitor/webhook.js';
 import { FloeMetrics } from '../src/telemetry/metrics.js';
 import { createLogger, silentLogger } from '../src/telemetry/logger.js';
@@ -116,6 +116,85 @@ describe('AlertManager', () => {
     });
     expect(() => alertPolicyFromEnv({ FLOE_WAL_WARNING_MB: '500', FLOE_WAL_DANGER_MB: '400' })).toThrow(FloeError);
     expect(() => alertPolicyFromEnv({ FLOE_WAL_WARNING_MB: 'lots' })).toThrow(/FLOE_WAL_WARNING_MB/);
+  });
+
+  it('takes the pg_wal directory thresholds from their own variables, else from the slot thresholds', () => {
+    expect(dirThresholds(alertPolicyFromEnv({ FLOE_WAL_WARNING_MB: '10', FLOE_WAL_DANGER_MB: '20' }))).toMatchObject({
+      warningMb: 10,
+      dangerMb: 20,
+    });
+    const own = alertPolicyFromEnv({ FLOE_WAL_DIR_WARNING_MB: '50', FLOE_WAL_DIR_DANGER_MB: '80' });
+    expect(dirThresholds(own)).toMatchObject({ warningMb: 50, dangerMb: 80 });
+    expect(() => alertPolicyFromEnv({ FLOE_WAL_DIR_WARNING_MB: '9000' })).toThrow(
+      /FLOE_WAL_DIR_WARNING_MB \(9000\) must be positive and below/,
+    );
+  });
+
+  it('runs the pg_wal directory on its own ladder with hysteresis, naming what holds the WAL', () => {
+    const a = manager({ dirWarningMb: 400, dirDangerMb: 800 });
+    const dir = (mbs: number, largest: number | null) =>
+      a.m.observeWalDir({
+        sourceId: 'id-1',
+        sourceName: 'db',
+        walDirBytes: mbs * MIB,
+        growthBytesPerSecond: null,
+        walKeepSizeBytes: 0,
+        archivePendingFiles: 0,
+        largestSlot:
+          largest === null ? null : { slot: 'old_tool', retainedBytes: largest * MIB, floe: false, active: false, slotType: 'logical' },
+      });
+    dir(300, null);
+    dir(450, 440); // warning, the slot holds nearly all of it
+    dir(380, 370); // inside the band
+    dir(900, 890); // danger
+    dir(350, 10); // resolved
+    expect(a.types()).toEqual(['wal_dir_warning', 'wal_dir_danger', 'resolved:wal_dir_danger']);
+    expect(a.got[0]!.message).toContain('non-floe inactive logical slot old_tool retains 440 MB');
+    expect(a.got[0]!.hint).toContain(`pg_drop_replication_slot('old_tool')`);
+    expect(a.got[0]!.slot).toBeNull();
+  });
+
+  it('raises archive_failing while the last failure is newer than the last success', () => {
+    const a = manager({ repeatMs: 0 });
+    const archiver = (lastArchivedAt: string | null, lastFailedAt: string | null, enabled = true) =>
+      a.m.observeArchiver({
+        sourceId: 'id-1',
+        sourceName: 'db',
+        enabled,
+        archivedCount: 3,
+        lastArchivedWal: '000000010000000000000003',
+        lastArchivedAt,
+        failedCount: 7,
+        lastFailedWal: '000000010000000000000004',
+        lastFailedAt,
+        pendingFiles: 2,
+        walDirBytes: null,
+      });
+    archiver('2026-01-01T00:00:00Z', null);
+    archiver('2026-01-01T00:00:00Z', '2026-01-01T00:01:00Z');
+    archiver('2026-01-01T00:02:00Z', '2026-01-01T00:01:00Z');
+    archiver(null, '2026-01-01T00:01:00Z', false); // archive_mode off: nothing to say
+    expect(a.types()).toEqual(['archive_failing', 'resolved:archive_failing']);
+    expect(a.got[0]!.message).toContain('fails for WAL file 000000010000000000000004');
+  });
+
+  it('resolves an announced slot that was dropped, and suggests fixes that fit whose slot it is', () => {
+    const a = manager();
+    const abandoned = observation(150, { slot: 'old', floe: false, active: false });
+    a.at(0, abandoned);
+    a.at(
+      1000,
+      observation(150, { slot: 'standby', floe: false, active: true, slotType: 'physical', owner: 'walreceiver', clientAddr: '10.0.0.7' }),
+    );
+    a.at(2000, observation(150, { slot: 'mine', active: false }));
+    a.m.slotGone(abandoned);
+    expect(a.types()).toEqual(['wal_warning', 'wal_warning', 'wal_warning', 'resolved:wal_warning']);
+    expect(a.got[0]!.hint).toMatch(/floe does not own it.*pg_drop_replication_slot\('old'\)/);
+    expect(a.got[1]!.hint).toContain('standby walreceiver at 10.0.0.7 is lagging');
+    expect(a.got[2]!.hint).toContain('start or resume its pipeline');
+    expect(a.got[3]!.message).toContain('the slot was dropped');
+    a.m.slotGone(observation(10, { slot: 'never_announced' }));
+    expect(a.got).toHaveLength(4);
   });
 });
 

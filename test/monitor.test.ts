@@ -16,6 +16,10 @@ import { AlertManager, type Alert } from '../src/monitor/alerts.js';
 import { WebhookNotifier, signPayload, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../src/monitor/webhook.js';
 import { FloeMetrics } from '../src/telemetry/metrics.js';
 import { createLogger, silentLogger } from '../src/telemetry/logger.js';
+import { SourceMonitorLease } from '../src/monitor/source-lease.js';
+import { RunningSources } from '../src/monitor/running-sources.js';
+import { migrate } from '../src/control/schema.js';
+import { collectStatus, formatStatus } from '../src/cli/status.js';
 
 const MIB = 1024 * 1024;
 const SECRET = 'hook-secret-for-tests';
@@ -261,9 +265,9 @@ describe('monitoring many sources', () => {
     expect(monitor.maxOpenConnections).toBeLessThanOrEqual(cap);
     const health = monitor.snapshot();
     expect(health).toHaveLength(40);
-    expect(health.every((h, i) => h.reachable && h.checkedAt !== null && h.slots.find((s) => s.slot === `slot_${i}`)!.walStatus === 'missing')).toBe(
-      true,
-    );
+    expect(
+      health.every((h, i) => h.reachable && h.checkedAt !== null && h.slots.find((s) => s.slot === `slot_${i}`)!.walStatus === 'missing'),
+    ).toBe(true);
     expect(await metrics.registry.getSingleMetricAsString('floe_monitor_checks_total')).toMatch(/outcome="ok"\} 120/);
 
     for (let i = 1; i < 40; i++) monitor.removeSource(`source-${i}`);
@@ -438,27 +442,37 @@ describe("every slot on the source, floe's or not", () => {
     try {
       await admin.query(`ALTER SYSTEM SET wal_keep_size = '160MB'`);
       await admin.query(`SELECT pg_reload_conf()`);
-      const warning = await waitFor('pg_wal warning', async () => {
-        await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 16)`);
-        await admin.query('CHECKPOINT');
-        await monitor.tick();
-        return got.find((a) => a.type === 'wal_dir_warning');
-      }, 120_000);
+      const warning = await waitFor(
+        'pg_wal warning',
+        async () => {
+          await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 16)`);
+          await admin.query('CHECKPOINT');
+          await monitor.tick();
+          return got.find((a) => a.type === 'wal_dir_warning');
+        },
+        120_000,
+      );
       expect(warning).toMatchObject({ severity: 'warning', slot: null, slot_info: null, thresholds: { warning_mb: 112, danger_mb: 1000 } });
       expect(warning.figures.wal_dir_bytes).toBeGreaterThanOrEqual(112 * MIB);
       expect(warning.figures.wal_keep_size_bytes).toBe(160 * MIB);
-      expect(warning.message).toMatch(/pg_wal on source kept holds [\d.]+ MB \(warning threshold 112 MB\); no slot retains WAL, wal_keep_size keeps 160 MB/);
+      expect(warning.message).toMatch(
+        /pg_wal on source kept holds [\d.]+ MB \(warning threshold 112 MB\); no slot retains WAL, wal_keep_size keeps 160 MB/,
+      );
       expect(warning.hint).toContain('wal_keep_size');
       expect(await metrics.registry.metrics()).toMatch(/floe_source_wal_keep_size_bytes\{source="kept"\} 167772160/);
 
       await admin.query(`ALTER SYSTEM RESET wal_keep_size`);
       await admin.query(`SELECT pg_reload_conf()`);
-      const resolved = await waitFor('pg_wal resolved', async () => {
-        await admin.query(`SELECT pg_switch_wal()`);
-        await admin.query('CHECKPOINT');
-        await monitor.tick();
-        return got.find((a) => a.type === 'resolved');
-      }, 120_000);
+      const resolved = await waitFor(
+        'pg_wal resolved',
+        async () => {
+          await admin.query(`SELECT pg_switch_wal()`);
+          await admin.query('CHECKPOINT');
+          await monitor.tick();
+          return got.find((a) => a.type === 'resolved');
+        },
+        120_000,
+      );
       expect(resolved).toMatchObject({ resolves: 'wal_dir_warning', slot: null });
       expect(got.map((a) => a.type)).toEqual(['wal_dir_warning', 'resolved']);
     } finally {
@@ -487,7 +501,12 @@ describe('a failing archive_command', () => {
   it('raises an alert naming the WAL file that fails, and resolves when archiving works again', async () => {
     const { got, alerts } = collect();
     const metrics = new FloeMetrics();
-    const monitor = new WalMonitor({ minIntervalPerSourceMs: 0, log: silentLogger, metrics, alerts: alerts({ dirWarningMb: 100_000, dirDangerMb: 200_000 }) });
+    const monitor = new WalMonitor({
+      minIntervalPerSourceMs: 0,
+      log: silentLogger,
+      metrics,
+      alerts: alerts({ dirWarningMb: 100_000, dirDangerMb: 200_000 }),
+    });
     monitor.addSource({ id: 'g3', name: 'archiving', config: { url: watcherUrl }, slots: [] });
     try {
       const failing = await waitFor('archive_failing', async () => {
@@ -509,16 +528,150 @@ describe('a failing archive_command', () => {
 
       await admin.query(`ALTER SYSTEM SET archive_command = 'true'`);
       await admin.query(`SELECT pg_reload_conf()`);
-      const resolved = await waitFor('archive resolved', async () => {
-        await admin.query(`SELECT pg_logical_emit_message(false, 'pad', 'x')`);
-        await admin.query(`SELECT pg_switch_wal()`);
-        await monitor.tick();
-        return got.find((a) => a.type === 'resolved');
-      }, 90_000);
+      const resolved = await waitFor(
+        'archive resolved',
+        async () => {
+          await admin.query(`SELECT pg_logical_emit_message(false, 'pad', 'x')`);
+          await admin.query(`SELECT pg_switch_wal()`);
+          await monitor.tick();
+          return got.find((a) => a.type === 'resolved');
+        },
+        90_000,
+      );
       expect(resolved).toMatchObject({ resolves: 'archive_failing', slot: null });
       expect(await metrics.registry.metrics()).toContain('floe_source_archiver_failing{source="archiving"} 0');
     } finally {
       await monitor.close();
+    }
+  });
+});
+
+describe('three pipelines on one source, in two workers', () => {
+  let cluster: RunningCluster;
+  let admin: pg.Client;
+  let control: pg.Pool;
+  let watcherUrl: string;
+  beforeAll(async () => {
+    cluster = await startCluster({ major: testClusters()[0]!.major });
+    admin = new pg.Client({ connectionString: cluster.url() });
+    await admin.connect();
+    watcherUrl = await monitorRole(admin, cluster.url());
+    // The control plane lives on the same server here; its tables are what the workers share.
+    await migrate(admin);
+    await admin.query(`INSERT INTO floe.source (name, url) VALUES ('orders_db', $1)`, [cluster.url()]);
+    await admin.query(`INSERT INTO floe.destination (name, type, url) VALUES ('lake', 'duckdb', '/tmp/unused.duckdb')`);
+    for (const p of ['p1', 'p2', 'p3']) {
+      await admin.query(
+        `INSERT INTO floe.pipeline (name, source_id, destination_id, publication, slot_name)
+         SELECT $1, s.id, d.id, 'pub', 'floe_' || $1 FROM floe.source s, floe.destination d`,
+        [p],
+      );
+    }
+    control = new pg.Pool({ connectionString: cluster.url(), max: 4 });
+  });
+  afterAll(async () => {
+    await control?.end();
+    await admin?.end();
+    await cluster?.stop();
+  });
+
+  it('watches the source once: one alert per condition, and floe status shows its worst slot', async () => {
+    const got: { worker: string; alert: Alert }[] = [];
+    const stop = new AbortController();
+    const worker = (id: string) => {
+      const metrics = new FloeMetrics();
+      const alerts = new AlertManager({
+        policy: { warningMb: 16, dangerMb: 32, resolveRatio: 0.9, repeatMs: 0, cooldownMs: 0, dirWarningMb: 100_000, dirDangerMb: 200_000 },
+        sink: { deliver: (alert) => got.push({ worker: id, alert }) },
+        log: silentLogger,
+      });
+      const monitor = new WalMonitor({
+        minIntervalPerSourceMs: 0,
+        log: silentLogger,
+        metrics,
+        alerts,
+        claim: new SourceMonitorLease({ db: control, worker: id, leaseMs: 60_000 }),
+      });
+      const sources = new RunningSources({ monitor, heartbeatIntervalMs: 0, log: silentLogger });
+      return { id, metrics, monitor, sources };
+    };
+    const a = worker('worker-a');
+    const b = worker('worker-b');
+    const run = (w: ReturnType<typeof worker>, pipeline: string) =>
+      w.sources.attach({ pipeline, sourceName: 'orders_db', source: { url: watcherUrl }, slot: `floe_${pipeline}` }, stop.signal);
+    run(a, 'p1');
+    run(a, 'p2');
+    run(b, 'p3');
+    const tickBoth = async () => {
+      await a.monitor.tick();
+      await b.monitor.tick();
+    };
+    const types = () => got.map((g) => `${g.alert.type}${g.alert.resolves ? `:${g.alert.resolves}` : ''} ${g.alert.slot}`);
+    try {
+      expect(a.monitor.snapshot()).toHaveLength(1); // two pipelines, one watched source
+      await admin.query(`SELECT pg_create_logical_replication_slot('old_cdc', 'pgoutput')`);
+      await admin.query(`SELECT pg_create_logical_replication_slot('floe_p3', 'pgoutput')`);
+      await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 20)`);
+      await tickBoth();
+      await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 20)`);
+      await tickBoth();
+      await admin.query(`SELECT pg_drop_replication_slot('old_cdc')`);
+      // A logical slot's restart point follows its confirmed position at the next running-xacts record.
+      await waitFor('floe_p3 caught up', async () => {
+        await admin.query('CHECKPOINT');
+        await admin.query(`SELECT pg_replication_slot_advance('floe_p3', pg_current_wal_lsn())`);
+        await tickBoth();
+        return got.length >= 6;
+      });
+      expect(types().sort()).toEqual(
+        [
+          'wal_warning old_cdc',
+          'wal_danger old_cdc',
+          'resolved:wal_danger old_cdc',
+          'wal_warning floe_p3',
+          'wal_danger floe_p3',
+          'resolved:wal_danger floe_p3',
+        ].sort(),
+      );
+      expect(new Set(got.map((g) => g.worker))).toEqual(new Set(['worker-a']));
+      // worker-b's pipeline slot is floe's for the watcher too (the control plane lists every pipeline's slot).
+      expect(got.find((g) => g.alert.slot === 'floe_p3')!.alert.slot_info!.floe).toBe(true);
+      expect(got.find((g) => g.alert.slot === 'old_cdc')!.alert.slot_info!.floe).toBe(false);
+      // The watcher writes the slot figures of every pipeline on the source, wherever it runs.
+      const [p3] = (await admin.query<{ slot_wal_status: string }>(`SELECT slot_wal_status FROM floe.pipeline WHERE name = 'p3'`)).rows;
+      expect(p3!.slot_wal_status).toMatch(/reserved|extended/);
+      expect(b.monitor.snapshot()[0]).toMatchObject({ watchedBy: 'worker-a', slots: [] });
+      // worker-b did not query the source at all.
+      expect(await b.metrics.registry.getSingleMetricAsString('floe_monitor_checks_total')).not.toContain('outcome="ok"');
+
+      // floe status: the worst slot, whose it is, and who watches the source.
+      await admin.query(`SELECT pg_create_physical_replication_slot('replica_gone', true)`);
+      await admin.query(`SELECT pg_replication_slot_advance('floe_p3', pg_current_wal_lsn())`);
+      await admin.query(`SELECT pg_logical_emit_message(false, 'pad', repeat('x', 1048576)) FROM generate_series(1, 10)`);
+      await admin.query('CHECKPOINT');
+      await admin.query(`SELECT pg_replication_slot_advance('floe_p3', pg_current_wal_lsn())`);
+      await tickBoth();
+      const report = await collectStatus(admin);
+      expect(report.sources).toEqual([
+        expect.objectContaining({
+          name: 'orders_db',
+          watched_by: 'worker-a',
+          worst_slot: expect.objectContaining({ slot: 'replica_gone', type: 'physical', floe: false, active: false }),
+        }),
+      ]);
+      expect(formatStatus(report)).toMatch(/orders_db\s+worker-a .* replica_gone [\d.]+ MB \(not floe, physical, inactive\)/);
+
+      // worker-a stops: it gives the source up at once and worker-b watches it from its next check.
+      await a.monitor.close();
+      a.monitor.removeSource('orders_db');
+      await b.monitor.tick();
+      expect(b.monitor.snapshot()[0]).toMatchObject({ watchedBy: null, reachable: true });
+      expect((await collectStatus(admin)).sources[0]!.watched_by).toBe('worker-b');
+    } finally {
+      stop.abort();
+      await a.monitor.close();
+      await b.monitor.close();
+      await admin.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots`);
     }
   });
 });

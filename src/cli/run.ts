@@ -13,7 +13,8 @@ import { AlertManager, alertPolicyFromEnv } from '../monitor/alerts.js';
 import { WebhookNotifier, webhookOptionsFromEnv } from '../monitor/webhook.js';
 import { WalMonitor } from '../monitor/wal-monitor.js';
 import { RunningSources } from '../monitor/running-sources.js';
-import { connectControlPlane, DATABASE_URL_ENV, reportSlotHealth } from '../control/repository.js';
+import { SourceMonitorLease } from '../monitor/source-lease.js';
+import { connectControlPlane, DATABASE_URL_ENV } from '../control/repository.js';
 import { PipelineManager } from '../control/manager.js';
 import { PgLeaseProvider } from '../control/pg-lease.js';
 import { WorkerRegistration, defaultWorkerId } from '../control/worker.js';
@@ -129,18 +130,14 @@ async function run(opts: RunOptions): Promise<void> {
           log,
           metrics,
           alerts,
-          // The slot figures of each pipeline running here go to its row too: floe status shows what the
-          // floe_slot_* metrics show.
+          // One watcher per source across workers; the holder writes the slot figures of every pipeline
+          // on the source to its row (floe status shows what the floe_slot_* metrics show).
+          claim: new SourceMonitorLease({ db, worker, leaseMs: Math.max(30_000, 3 * opts.monitorInterval * 1000) }),
           onCheck: (health) => {
             consolePage.onSourceHealth(health);
             for (const slot of health.slots) {
               for (const pipeline of sources.pipelinesOn(health.id, slot.slot)) {
                 if (slot.confirmedFlushLagSeconds !== null) metrics.setReplicationLagSeconds(pipeline, slot.confirmedFlushLagSeconds);
-                void reportSlotHealth(db, pipeline, worker, {
-                  retainedBytes: slot.retainedBytes,
-                  walStatus: slot.walStatus,
-                  lagSeconds: slot.confirmedFlushLagSeconds,
-                }).catch((err: unknown) => log.warn({ err: coerceError(err).message, pipeline }, 'could not report slot health'));
               }
             }
           },

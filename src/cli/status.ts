@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import type pg from 'pg';
 import { listDestinations, listPipelineTables, listPipelines, listSources, listWorkers } from '../control/repository.js';
 import { databaseUrlOption, formatTable, print, withControlPlane } from './control-plane.js';
+import type { WorstSlot } from '../monitor/source-lease.js';
 
 /**
  * `floe status --json` output. Field names are stable: scripts and dashboards read them.
@@ -10,6 +11,21 @@ import { databaseUrlOption, formatTable, print, withControlPlane } from './contr
 export interface StatusReport {
   readonly pipelines: readonly PipelineStatusEntry[];
   readonly workers: readonly WorkerStatusEntry[];
+  /** Sources a WAL monitor has watched (floe.source_monitor), by name. */
+  readonly sources: readonly SourceStatusEntry[];
+}
+
+/** The WAL monitor's last check of a source, written by the worker that watches it. */
+export interface SourceStatusEntry {
+  readonly name: string;
+  /** The worker holding the source's monitor lease; null when it expired (no worker watches it now). */
+  readonly watched_by: string | null;
+  readonly checked_at: string | null;
+  readonly wal_dir_bytes: number | null;
+  readonly wal_keep_size_bytes: number | null;
+  readonly archive_failing: boolean | null;
+  /** The slot retaining the most WAL (a lost slot first), floe's or not. */
+  readonly worst_slot: WorstSlot | null;
 }
 
 export interface PipelineStatusEntry {
@@ -79,6 +95,7 @@ export async function collectStatus(db: pg.ClientBase): Promise<StatusReport> {
       await listWorkers(db),
       (await db.query<{ now: Date }>('SELECT now()')).rows[0]!.now,
     ];
+    const monitored = await listMonitoredSources(db);
     const sourceNames = new Map(sources.map((s) => [s.id, s.name]));
     const destinationNames = new Map(destinations.map((d) => [d.id, d.name]));
     const entries: PipelineStatusEntry[] = pipelines.map((p) => {
@@ -124,10 +141,46 @@ export async function collectStatus(db: pg.ClientBase): Promise<StatusReport> {
         max_pipelines: w.maxPipelines,
         pipelines: pipelines.filter((p) => p.ownerWorker === w.id).length,
       })),
+      sources: monitored,
     };
   } finally {
     await db.query('COMMIT').catch(() => undefined);
   }
+}
+
+async function listMonitoredSources(db: pg.Client): Promise<SourceStatusEntry[]> {
+  const r = await db.query<{
+    source_name: string;
+    watched_by: string | null;
+    checked_at: Date | null;
+    wal_dir_bytes: string | null;
+    wal_keep_bytes: string | null;
+    archive_failing: boolean | null;
+    worst_slot: WorstSlot | null;
+  }>(
+    `SELECT source_name, CASE WHEN lease_until > now() THEN worker END AS watched_by, checked_at, wal_dir_bytes::text,
+            wal_keep_bytes::text, archive_failing, worst_slot
+       FROM floe.source_monitor ORDER BY source_name`,
+  );
+  const num = (v: string | null) => (v === null ? null : Number(v));
+  return r.rows.map((row) => ({
+    name: row.source_name,
+    watched_by: row.watched_by,
+    checked_at: row.checked_at?.toISOString() ?? null,
+    wal_dir_bytes: num(row.wal_dir_bytes),
+    wal_keep_size_bytes: num(row.wal_keep_bytes),
+    archive_failing: row.archive_failing,
+    worst_slot: row.worst_slot,
+  }));
+}
+
+/** The worst slot in one cell: name, retained WAL, whose it is and what it is doing. */
+function formatWorstSlot(w: WorstSlot | null): string {
+  if (!w) return '-';
+  const status = w.wal_status !== 'reserved' ? ` ${w.wal_status}` : '';
+  const retained = w.retained_bytes === null ? '' : ` ${formatBytes(w.retained_bytes)}`;
+  const who = `${w.floe ? 'floe' : 'not floe'}, ${w.type}, ${w.active ? `active${w.owner ? ` ${w.owner}` : ''}` : 'inactive'}`;
+  return `${w.slot}${retained}${status} (${who})`;
 }
 
 export function formatStatus(report: StatusReport): string {
@@ -152,6 +205,22 @@ export function formatStatus(report: StatusReport): string {
           p.last_error ? oneLine(`${p.last_error_at ?? ''} ${p.last_error}`.trim(), 100) : '-',
         ]),
       ),
+    );
+  }
+  if (report.sources.length > 0) {
+    out.push(
+      '\n' +
+        formatTable(
+          ['SOURCE', 'WATCHED BY', 'CHECKED', 'PG_WAL', 'ARCHIVING', 'WORST SLOT'],
+          report.sources.map((s) => [
+            s.name,
+            s.watched_by ?? '-',
+            s.checked_at ?? '-',
+            s.wal_dir_bytes === null ? '-' : formatBytes(s.wal_dir_bytes),
+            s.archive_failing === null ? '-' : s.archive_failing ? 'FAILING' : 'ok',
+            formatWorstSlot(s.worst_slot),
+          ]),
+        ),
     );
   }
   if (report.workers.length === 0) out.push('\nno workers\n');

@@ -232,6 +232,24 @@ ALTER TABLE floe.destination DROP CONSTRAINT destination_secrets_are_references,
 COMMENT ON COLUMN floe.source.password IS 'secret reference: env:NAME, file:/path or enc:v2:...; never the password';
 COMMENT ON COLUMN floe.destination.secrets IS 'secret name -> secret reference (env:, file:, enc:v2:); never a secret';`,
   },
+  {
+    version: 5,
+    description: 'one WAL monitor per source across workers',
+    // The monitor lease of each source (src/monitor/source-lease.ts): the worker that holds it watches the
+    // source, the others skip it; and the figures of its last check, for floe status. Keyed by the source
+    // name (the monitor's id); written by workers only, so it neither bumps config_version nor notifies.
+    sql: `CREATE TABLE floe.source_monitor (
+  source_name     text PRIMARY KEY,
+  worker          text NOT NULL,
+  lease_until     timestamptz NOT NULL,
+  checked_at      timestamptz,
+  wal_dir_bytes   bigint,
+  wal_keep_bytes  bigint,
+  archive_failing boolean,
+  worst_slot      jsonb
+);
+COMMENT ON COLUMN floe.source_monitor.worst_slot IS 'the slot retaining the most WAL at the last check: {slot, type, floe, active, owner, retained_bytes, wal_status}';`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

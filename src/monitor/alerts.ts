@@ -28,14 +28,7 @@ import type { Logger } from '../telemetry/logger.js';
 import type { FloeMetrics } from '../telemetry/metrics.js';
 
 export type AlertType =
-  | 'wal_warning'
-  | 'wal_danger'
-  | 'slot_stalled'
-  | 'slot_lost'
-  | 'wal_dir_warning'
-  | 'wal_dir_danger'
-  | 'archive_failing'
-  | 'resolved';
+  'wal_warning' | 'wal_danger' | 'slot_stalled' | 'slot_lost' | 'wal_dir_warning' | 'wal_dir_danger' | 'archive_failing' | 'resolved';
 export type AlertSeverity = 'info' | 'warning' | 'critical';
 
 export interface AlertThresholds {
@@ -242,9 +235,13 @@ export function validateAlertPolicy(p: AlertPolicy): AlertPolicy {
   }
   const dir = dirThresholds(p);
   if (!(dir.warningMb > 0) || dir.warningMb >= dir.dangerMb) {
-    throw new FloeError('config', `FLOE_WAL_DIR_WARNING_MB (${dir.warningMb}) must be positive and below FLOE_WAL_DIR_DANGER_MB (${dir.dangerMb})`, {
-      hint: 'unset both to use FLOE_WAL_WARNING_MB and FLOE_WAL_DANGER_MB for the pg_wal directory too',
-    });
+    throw new FloeError(
+      'config',
+      `FLOE_WAL_DIR_WARNING_MB (${dir.warningMb}) must be positive and below FLOE_WAL_DIR_DANGER_MB (${dir.dangerMb})`,
+      {
+        hint: 'unset both to use FLOE_WAL_WARNING_MB and FLOE_WAL_DANGER_MB for the pg_wal directory too',
+      },
+    );
   }
   if (!(p.resolveRatio > 0 && p.resolveRatio <= 1)) {
     throw new FloeError('config', `FLOE_WAL_RESOLVE_RATIO must be in (0, 1], got ${p.resolveRatio}`);
@@ -310,7 +307,13 @@ export class AlertManager {
     // A lost slot retains nothing and cannot stall: only the loss is worth telling.
     this.#step(o.sourceId, o.slot, 'stalled', !lost && o.stalledSeconds !== null ? 'slot_stalled' : undefined, build);
     const raised = this.#state(o.sourceId, o.slot, 'wal').raised;
-    this.#step(o.sourceId, o.slot, 'wal', lost ? undefined : level(raised, o.retainedBytes, this.policy, 'wal_warning', 'wal_danger'), build);
+    this.#step(
+      o.sourceId,
+      o.slot,
+      'wal',
+      lost ? undefined : level(raised, o.retainedBytes, this.policy, 'wal_warning', 'wal_danger'),
+      build,
+    );
   }
 
   /**
@@ -400,7 +403,14 @@ export class AlertManager {
     this.#metrics?.alertRaised(alert.type);
     const level = alert.severity === 'critical' ? 'error' : alert.severity === 'warning' ? 'warn' : 'info';
     this.#log[level](
-      { alert: alert.type, resolves: alert.resolves, repeat: alert.repeat, source: alert.source.name, sourceId: alert.source.id, slot: alert.slot },
+      {
+        alert: alert.type,
+        resolves: alert.resolves,
+        repeat: alert.repeat,
+        source: alert.source.name,
+        sourceId: alert.source.id,
+        slot: alert.slot,
+      },
       alert.message,
     );
     this.#sink?.deliver(alert);
@@ -433,7 +443,8 @@ const mb = (b: number | null | undefined) => (b === null || b === undefined ? nu
 function slotHint(o: SlotObservation, type: AlertType): string {
   const drop = `SELECT pg_drop_replication_slot('${o.slot}')`;
   if (o.floe ?? true) {
-    if (type === 'slot_lost') return 'floe recreates the slot and resyncs every table at the pipeline\'s next start; raise max_slot_wal_keep_size or fix what kept the pipeline from keeping up';
+    if (type === 'slot_lost')
+      return "floe recreates the slot and resyncs every table at the pipeline's next start; raise max_slot_wal_keep_size or fix what kept the pipeline from keeping up";
     return o.active
       ? 'the floe pipeline is behind: check floe status and its destination (a slow or failing destination holds the slot back)'
       : 'no floe worker streams from this slot: start or resume its pipeline (floe status shows it), or delete the pipeline with --drop-slot if it is no longer wanted';
@@ -449,15 +460,23 @@ function slotHint(o: SlotObservation, type: AlertType): string {
     : `nothing consumes this slot and floe does not own it: if it is abandoned, drop it (${drop}); otherwise restart its consumer`;
 }
 
-function slotAlert(o: SlotObservation, type: AlertType, resolves: Alert['resolves'], repeat: boolean, since: number, now: number, p: AlertPolicy): Alert {
+function slotAlert(
+  o: SlotObservation,
+  type: AlertType,
+  resolves: Alert['resolves'],
+  repeat: boolean,
+  since: number,
+  now: number,
+  p: AlertPolicy,
+): Alert {
   const retainedMb = mb(o.retainedBytes);
-  const kind = `${o.floe ?? true ? "floe's" : 'non-floe'} ${o.active ? 'active' : 'inactive'} ${o.slotType ?? 'logical'} slot`;
+  const kind = `${(o.floe ?? true) ? "floe's" : 'non-floe'} ${o.active ? 'active' : 'inactive'} ${o.slotType ?? 'logical'} slot`;
   const where = `${kind} ${o.slot} on source ${o.sourceName}`;
   const what: Record<AlertType, string> = {
     wal_warning: `${where} retains ${retainedMb} MB of WAL (warning threshold ${p.warningMb} MB)`,
     wal_danger: `${where} retains ${retainedMb} MB of WAL (danger threshold ${p.dangerMb} MB)`,
     slot_stalled: `${where} has not confirmed any WAL for ${Math.round(o.stalledSeconds ?? 0)} s while WAL grows`,
-    slot_lost: `${where} was invalidated by the server (wal_status = lost)${o.floe ?? true ? '; the pipeline must resync every table' : ''}`,
+    slot_lost: `${where} was invalidated by the server (wal_status = lost)${(o.floe ?? true) ? '; the pipeline must resync every table' : ''}`,
     wal_dir_warning: '',
     wal_dir_danger: '',
     archive_failing: '',
@@ -473,7 +492,13 @@ function slotAlert(o: SlotObservation, type: AlertType, resolves: Alert['resolve
     repeat,
     source: { id: o.sourceId, name: o.sourceName },
     slot: o.slot,
-    slot_info: { type: o.slotType ?? 'logical', floe: o.floe ?? true, active: o.active, owner: o.owner ?? null, client_addr: o.clientAddr ?? null },
+    slot_info: {
+      type: o.slotType ?? 'logical',
+      floe: o.floe ?? true,
+      active: o.active,
+      owner: o.owner ?? null,
+      client_addr: o.clientAddr ?? null,
+    },
     message: (repeat ? 'still: ' : '') + what[type],
     hint: type === 'resolved' ? 'nothing to do' : slotHint(o, type),
     figures: {
@@ -523,7 +548,7 @@ function dirCulprit(o: WalDirObservation): { says: string; hint: string } {
     return {
       says: `; ${whose} retains ${mb(big.retainedBytes)} MB`,
       hint: big.floe
-        ? 'floe\'s own pipeline is behind or stopped: see floe status'
+        ? "floe's own pipeline is behind or stopped: see floe status"
         : `look at slot ${big.slot} (see its own alert); drop it if abandoned (SELECT pg_drop_replication_slot('${big.slot}'))`,
     };
   }
@@ -543,7 +568,15 @@ function dirCulprit(o: WalDirObservation): { says: string; hint: string } {
   };
 }
 
-function dirAlert(o: WalDirObservation, type: AlertType, resolves: Alert['resolves'], repeat: boolean, since: number, now: number, t: AlertThresholds): Alert {
+function dirAlert(
+  o: WalDirObservation,
+  type: AlertType,
+  resolves: Alert['resolves'],
+  repeat: boolean,
+  since: number,
+  now: number,
+  t: AlertThresholds,
+): Alert {
   const where = `pg_wal on source ${o.sourceName}`;
   const dirMb = mb(o.walDirBytes);
   const culprit = dirCulprit(o);

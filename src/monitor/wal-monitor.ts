@@ -295,7 +295,11 @@ export class WalMonitor {
     this.#metrics?.removeSource(entry.source.name);
     void this.#closePool(id);
     if (entry.held && this.#claim) {
-      void this.#claim.release(id).catch((err: unknown) => this.#log.warn({ err: coerceError(err).message, source: entry.source.name }, 'WAL monitor: could not release the source'));
+      void this.#claim
+        .release(id)
+        .catch((err: unknown) =>
+          this.#log.warn({ err: coerceError(err).message, source: entry.source.name }, 'WAL monitor: could not release the source'),
+        );
     }
   }
 
@@ -380,9 +384,11 @@ export class WalMonitor {
       this.#log.warn({ err: (err as Error).message }, 'WAL monitor check listener failed');
     }
     if (entry.health.reachable) {
-      await this.#claim?.report?.(entry.health).catch((err: unknown) =>
-        this.#log.warn({ err: coerceError(err).message, source: source.name }, 'WAL monitor: could not publish the source figures'),
-      );
+      await this.#claim
+        ?.report?.(entry.health)
+        .catch((err: unknown) =>
+          this.#log.warn({ err: coerceError(err).message, source: source.name }, 'WAL monitor: could not publish the source figures'),
+        );
     }
   }
 
@@ -398,7 +404,10 @@ export class WalMonitor {
     try {
       answer = await this.#claim.claim(entry.source);
     } catch (err) {
-      this.#log.warn({ err: coerceError(err).message, source: entry.source.name }, 'WAL monitor: cannot tell which worker watches the source');
+      this.#log.warn(
+        { err: coerceError(err).message, source: entry.source.name },
+        'WAL monitor: cannot tell which worker watches the source',
+      );
       return entry.held;
     }
     if (this.#sources.get(entry.source.id) !== entry) return false;
@@ -548,7 +557,8 @@ export class WalMonitor {
       if (s.walStatus !== 'lost') entry.lostLogged.delete(s.slot);
       else if (!entry.lostLogged.has(s.slot)) {
         entry.lostLogged.add(s.slot);
-        if (s.floe) this.#log.error({ source: source.name, sourceId: source.id, slot: s.slot }, slotLostError(source.name, s.slot).oneLine());
+        if (s.floe)
+          this.#log.error({ source: source.name, sourceId: source.id, slot: s.slot }, slotLostError(source.name, s.slot).oneLine());
       }
       if (s.walStatus === 'missing') continue; // the pipeline creates it; nothing to alert on
       seen.add(s.slot);
@@ -570,10 +580,17 @@ export class WalMonitor {
       walKeepSizeBytes: health.walKeepSizeBytes,
       archivePendingFiles: health.archiver?.pendingFiles ?? null,
       largestSlot: largest
-        ? { slot: largest.slot, retainedBytes: largest.retainedBytes!, floe: largest.floe, active: largest.active, slotType: largest.slotType }
+        ? {
+            slot: largest.slot,
+            retainedBytes: largest.retainedBytes!,
+            floe: largest.floe,
+            active: largest.active,
+            slotType: largest.slotType,
+          }
         : null,
     });
-    if (health.archiver) this.#alerts?.observeArchiver({ sourceId: source.id, sourceName: source.name, walDirBytes: health.walDirBytes, ...health.archiver });
+    if (health.archiver)
+      this.#alerts?.observeArchiver({ sourceId: source.id, sourceName: source.name, walDirBytes: health.walDirBytes, ...health.archiver });
   }
 
   /**

@@ -81,7 +81,10 @@ export function slackPayload(alert: Alert): object {
           alert.slot === null
             ? { type: 'mrkdwn', text: `*pg_wal*\n${fmt(f.wal_dir_mb, 'MB')}` }
             : { type: 'mrkdwn', text: `*Retained WAL*\n${fmt(f.retained_wal_mb, 'MB')}` },
-          { type: 'mrkdwn', text: `*WAL status*\n${f.wal_status ?? 'n/a'}${f.active === null ? '' : f.active ? ' (active)' : ' (inactive)'}` },
+          {
+            type: 'mrkdwn',
+            text: `*WAL status*\n${f.wal_status ?? 'n/a'}${f.active === null ? '' : f.active ? ' (active)' : ' (inactive)'}`,
+          },
           { type: 'mrkdwn', text: `*Thresholds*\nwarning ${alert.thresholds.warning_mb} MB, danger ${alert.thresholds.danger_mb} MB` },
           { type: 'mrkdwn', text: `*Until danger*\n${eta(alert.forecast.seconds_until_danger)}` },
         ],
@@ -94,8 +97,9 @@ export function slackPayload(alert: Alert): object {
 /** The slot and whose it is, or what a source-wide alert is about. */
 function slotLine(alert: Alert): string {
   const i = alert.slot_info;
-  if (alert.slot === null || !i) return alert.type.startsWith('archive') || alert.resolves?.startsWith('archive') ? 'archiver' : 'pg_wal directory';
-  return `${alert.slot} (${i.floe ? "floe's" : 'not floe\'s'}, ${i.type}${i.owner ? `, ${i.owner}` : ''})`;
+  if (alert.slot === null || !i)
+    return alert.type.startsWith('archive') || alert.resolves?.startsWith('archive') ? 'archiver' : 'pg_wal directory';
+  return `${alert.slot} (${i.floe ? "floe's" : "not floe's"}, ${i.type}${i.owner ? `, ${i.owner}` : ''})`;
 }
 
 /** The URL without credentials or query, for log lines (webhook URLs often embed tokens in the path). */
