@@ -148,7 +148,7 @@ export async function collectStatus(db: pg.ClientBase): Promise<StatusReport> {
   }
 }
 
-async function listMonitoredSources(db: pg.Client): Promise<SourceStatusEntry[]> {
+async function listMonitoredSources(db: pg.ClientBase): Promise<SourceStatusEntry[]> {
   const r = await db.query<{
     source_name: string;
     watched_by: string | null;

@@ -89,7 +89,8 @@ export interface RecentAlert {
   readonly type: string;
   readonly severity: string;
   readonly source: string;
-  readonly slot: string;
+  /** null for source-wide alerts (pg_wal directory, archiver). */
+  readonly slot: string | null;
   readonly message: string;
   readonly since: string;
   readonly timestamp: string;
