@@ -136,7 +136,11 @@ describe.each(testClusters())('WAL thresholds on PostgreSQL $major', (cluster) =
       expect(first.blocks.map((b) => b.type)).toContain('section');
       expect(slack.requests[0]!.headers[SIGNATURE_HEADER]).toBeUndefined();
 
-      const scraped = await metrics.registry.metrics();
+      // A delivery is counted once its answer arrived, a moment after the receiver recorded the request.
+      const scraped = await waitFor('both resolved deliveries counted', async () => {
+        const text = await metrics.registry.metrics();
+        return /floe_alert_deliveries_total\{type="resolved",outcome="sent"\} [2-9]/.test(text) && text;
+      });
       expect(scraped).toMatch(/floe_alerts_raised_total\{type="wal_danger"\} [2-9]/);
       expect(scraped).toMatch(/floe_alert_deliveries_total\{type="resolved",outcome="sent"\} [2-9]/);
       expect(scraped).toMatch(/floe_slot_retained_wal_bytes\{source="orders-db",slot="paused_slot"\} \d+/);
