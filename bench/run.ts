@@ -17,7 +17,13 @@
  * Every floe pipeline runs in its own process (bench/floe-child.ts), so its CPU
  * time and peak RSS are its own and a run over --run-timeout can be killed.
  *
- * Options: --json, --changes N, --snapshot-rows N, --big-txn-rows N, --pg-major 15|18,
+ * Each group runs --repeat times (default 3); within a repetition the reference and
+ * the floe runs alternate (reference first in odd repetitions, last in even ones),
+ * so drift in the machine's load hits both sides. A floe line's ratio is the median
+ * of its per-repetition ratios against the same repetition's reference, with the
+ * spread (min–max) beside it: on a shared machine a single pair is noise.
+ *
+ * Options: --json, --repeat N, --changes N, --snapshot-rows N, --big-txn-rows N, --pg-major 15|18,
  * --run-timeout SECONDS (per floe run, default 120), --cpu-prof DIR (a .cpuprofile per
  * EncodingSink run). Progress goes to stderr; the table (or with --json one JSON object) to stdout.
  */
@@ -37,6 +43,7 @@ import type { ChildConfig, ChildResult } from './floe-child.js';
 const { values: args } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
+    repeat: { type: 'string', default: '3' },
     changes: { type: 'string', default: '1000000' },
     'snapshot-rows': { type: 'string', default: '2000000' },
     'big-txn-rows': { type: 'string', default: '1000000' },
@@ -57,6 +64,7 @@ const count = (name: string, v: string): number => {
 };
 const OPTS = {
   json: args.json,
+  repeat: Math.max(1, count('repeat', args.repeat)),
   changes: count('changes', args.changes),
   snapshotRows: count('snapshot-rows', args['snapshot-rows']),
   bigTxnRows: count('big-txn-rows', args['big-txn-rows']),
@@ -71,6 +79,8 @@ const OPTS = {
 };
 const TXN_ROWS = 1000;
 const say = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+/** A ratio whose per-repetition values spread wider than this (max − min over the median) is flagged. */
+const WIDE_SPREAD = 0.2;
 /** Other work on the machine skews every number: it is reported with the results. */
 const LOAD_AT_START = loadavg()[0]!;
 
@@ -80,6 +90,8 @@ type Group = 'streaming' | 'snapshot' | 'big transaction';
 
 interface Result {
   readonly group: Group;
+  /** Repetition (0-based): ratios compare runs of the same repetition. */
+  readonly rep: number;
   readonly name: string;
   readonly rows: number;
   readonly seconds: number;
@@ -339,6 +351,7 @@ async function dropSlot(c: pg.Client, slot: string): Promise<void> {
 /** Records a floe run: rows and seconds from the child (or until the timeout), with its CPU and memory. */
 function floeResult(
   group: Group,
+  rep: number,
   name: string,
   o: ChildOutcome,
   payloadBytes: number,
@@ -350,11 +363,13 @@ function floeResult(
   const common = { busyCores: round(o.busyCores, 2) };
   if (!r) {
     say(`  timed out after ${o.seconds.toFixed(0)} s`);
-    results.push({ group, name, rows: 0, seconds: o.seconds, payloadBytes, timedOut: true, extra: { ...extra, ...common } });
+    results.push({ group, rep, name, rows: 0, seconds: o.seconds, payloadBytes, timedOut: true, extra: { ...extra, ...common } });
     return;
   }
+  say(`  ${r.seconds.toFixed(2)} s, peak RSS ${(r.maxRssKB / 1024).toFixed(0)} MB`);
   results.push({
     group,
+    rep,
     name,
     rows: expectedRows,
     seconds: r.seconds,
@@ -370,26 +385,96 @@ function floeResult(
   });
 }
 
-const profileFile = (label: string) => (OPTS.cpuProf ? join(OPTS.cpuProf, `${label}.cpuprofile`) : undefined);
+const profileFile = (label: string, rep: number) => (OPTS.cpuProf ? join(OPTS.cpuProf, `${label}-${rep + 1}.cpuprofile`) : undefined);
+
+/**
+ * Runs the steps of one repetition: the reference (the first step) first in
+ * odd repetitions and last in even ones, so a change in the machine's load
+ * during the repetition does not always favour the same side.
+ */
+async function alternate(rep: number, steps: (() => Promise<void>)[]): Promise<void> {
+  const [reference, ...floe] = steps;
+  const order = rep % 2 === 0 ? [reference!, ...floe] : [...floe, reference!];
+  for (const step of order) await step();
+}
+
+/**
+ * pg_recvlogical with pgoutput v1 from `slot` into /dev/null, stopping at the first message at or
+ * past `end`; checks afterwards that the slot's confirmed position passed `beforeLastCommit`.
+ */
+async function recvlogical(
+  cluster: RunningCluster,
+  url: string,
+  c: pg.Client,
+  slot: string,
+  publication: string,
+  end: bigint,
+  beforeLastCommit: bigint,
+): Promise<{ seconds: number; busyCores: number }> {
+  const recv = clientBinary(cluster, 'pg_recvlogical');
+  say(`  pg_recvlogical (${recv})`);
+  const r = await timeCommand(recv, [
+    '--start',
+    '--no-loop',
+    '-S',
+    slot,
+    '-d',
+    url,
+    '-o',
+    'proto_version=1',
+    '-o',
+    `publication_names=${publication}`,
+    '-f',
+    '-',
+    '-E',
+    formatLsn(end),
+  ]);
+  const confirmed = await lsnQuery(c, `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = '${slot}'`);
+  if (confirmed < beforeLastCommit) throw new Error(`pg_recvlogical stopped early, at ${formatLsn(confirmed)}`);
+  say(`  ${r.seconds.toFixed(2)} s`);
+  return r;
+}
 
 // ---- the benchmarks -----------------------------------------------------------------------
 
 async function streamingBench(cluster: RunningCluster, url: string, c: pg.Client, work: string): Promise<void> {
+  if (OPTS.changes === 0) return;
+  say(`streaming: ${OPTS.changes.toLocaleString('en-US')} inserted rows in transactions of ${TXN_ROWS}, ${OPTS.repeat} repetitions`);
+  let payloadBytes: number | undefined;
+  for (let rep = 0; rep < OPTS.repeat; rep++) {
+    say(`streaming, repetition ${rep + 1} of ${OPTS.repeat}`);
+    payloadBytes = await streamingRound(cluster, url, c, work, rep, payloadBytes);
+  }
+}
+
+/** One repetition: a fresh table and slots, N rows, drained by the reference and the floe runs. */
+async function streamingRound(
+  cluster: RunningCluster,
+  url: string,
+  c: pg.Client,
+  work: string,
+  rep: number,
+  knownPayloadBytes: number | undefined,
+): Promise<number> {
   const n = OPTS.changes;
-  if (n === 0) return;
-  say(`streaming: ${n.toLocaleString('en-US')} inserted rows in transactions of ${TXN_ROWS}`);
   await c.query(`${createTable('stream_orders')}; CREATE PUBLICATION bench_stream FOR TABLE stream_orders`);
   // Every slot exists before the first change, so all hold the same changes.
   await c.query(`SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')`);
   const common = { url, publication: 'bench_stream', prime: true } as const;
-  const enc = new FloeChild({ ...common, slot: 'bench_floe_enc', destination: 'encoding', profile: profileFile('streaming-encoding') });
+  const enc = new FloeChild({
+    ...common,
+    slot: 'bench_floe_enc',
+    destination: 'encoding',
+    profile: profileFile('streaming-encoding', rep),
+  });
   const duck = new FloeChild({
     ...common,
     slot: 'bench_floe_duck',
     destination: 'duckdb',
-    duckdbPath: join(work, 'stream.duckdb'),
+    duckdbPath: join(work, `stream-${rep}.duckdb`),
     duckdbCheck: `SELECT count(*) FROM _floe_journal."public.stream_orders"`,
   });
+  let payloadBytes = knownPayloadBytes ?? 0;
   try {
     await enc.ready();
     await duck.ready();
@@ -399,7 +484,8 @@ async function streamingBench(cluster: RunningCluster, url: string, c: pg.Client
     const { beforeLastCommit, afterLastCommit } = await generate(c, 'stream_orders', 1, n, TXN_ROWS);
     const walBytes = Number(afterLastCommit - startLsn);
     say(`  generated in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${(walBytes / 1e6).toFixed(0)} MB of WAL`);
-    const payloadBytes = await copyBytes(clientBinary(cluster, 'psql'), url, 'stream_orders');
+    // The same rows every repetition: their COPY size is counted once.
+    payloadBytes = knownPayloadBytes ?? (await copyBytes(clientBinary(cluster, 'psql'), url, 'stream_orders'));
 
     // Informative: the server's decoding alone (no network, no client), over the same slot contents;
     // peeking does not consume, so pg_recvlogical still finds everything.
@@ -413,6 +499,7 @@ async function streamingBench(cluster: RunningCluster, url: string, c: pg.Client
     const peekSeconds = (performance.now() - tPeek) / 1000;
     results.push({
       group: 'streaming',
+      rep,
       name: 'server decoding only (peek)',
       rows: n,
       seconds: peekSeconds,
@@ -420,61 +507,46 @@ async function streamingBench(cluster: RunningCluster, url: string, c: pg.Client
       extra: { busyCores: round((machineBusySeconds() - busyPeek) / peekSeconds, 2) },
     });
 
-    // a. pg_recvlogical stops at the first message or keepalive at or past the end of the last commit.
-    const recv = clientBinary(cluster, 'pg_recvlogical');
-    say(`  pg_recvlogical (${recv})`);
-    const r = await timeCommand(recv, [
-      '--start',
-      '--no-loop',
-      '-S',
-      'bench_recvlogical',
-      '-d',
-      url,
-      '-o',
-      'proto_version=1',
-      '-o',
-      'publication_names=bench_stream',
-      '-f',
-      '-',
-      '-E',
-      formatLsn(afterLastCommit),
+    await alternate(rep, [
+      async () => {
+        const r = await recvlogical(cluster, url, c, 'bench_recvlogical', 'bench_stream', afterLastCommit, beforeLastCommit);
+        results.push({
+          group: 'streaming',
+          rep,
+          name: 'pg_recvlogical → discard',
+          rows: n,
+          seconds: r.seconds,
+          payloadBytes,
+          reference: true,
+          extra: { walBytes, busyCores: round(r.busyCores, 2) },
+        });
+      },
+      // Done when the last commit is durable.
+      async () => {
+        say('  floe → EncodingSink');
+        floeResult('streaming', rep, 'floe → EncodingSink', await enc.go(beforeLastCommit, OPTS.runTimeoutMs), payloadBytes, n);
+        await enc.finish();
+        say('  floe → DuckDB');
+        const d = await duck.go(beforeLastCommit, OPTS.runTimeoutMs);
+        if (d.check !== undefined && Number(d.check) !== n) throw new Error(`DuckDB journal holds ${d.check} rows, expected ${n}`);
+        floeResult('streaming', rep, 'floe → DuckDB', d, payloadBytes, n);
+        await duck.finish();
+      },
     ]);
-    const confirmed = await lsnQuery(
-      c,
-      `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'bench_recvlogical'`,
-    );
-    if (confirmed < beforeLastCommit) throw new Error(`pg_recvlogical stopped early, at ${formatLsn(confirmed)}`);
-    results.push({
-      group: 'streaming',
-      name: 'pg_recvlogical → discard',
-      rows: n,
-      seconds: r.seconds,
-      payloadBytes,
-      reference: true,
-      extra: { walBytes, busyCores: round(r.busyCores, 2) },
-    });
-
-    // b. and c.: done when the last commit is durable.
-    say('  floe → EncodingSink');
-    floeResult('streaming', 'floe → EncodingSink', await enc.go(beforeLastCommit, OPTS.runTimeoutMs), payloadBytes, n);
-    await enc.finish();
-    say('  floe → DuckDB');
-    const d = await duck.go(beforeLastCommit, OPTS.runTimeoutMs);
-    if (d.check !== undefined && Number(d.check) !== n) throw new Error(`DuckDB journal holds ${d.check} rows, expected ${n}`);
-    floeResult('streaming', 'floe → DuckDB', d, payloadBytes, n);
-    await duck.finish();
   } finally {
     await enc.kill();
     await duck.kill();
   }
   for (const slot of ['bench_recvlogical', 'bench_floe_enc', 'bench_floe_duck']) await dropSlot(c, slot);
-  await c.query('DROP TABLE stream_orders');
+  await c.query('DROP PUBLICATION bench_stream; DROP TABLE stream_orders');
+  rmSync(join(work, `stream-${rep}.duckdb`), { force: true });
+  return payloadBytes;
 }
 
 async function snapshotBench(cluster: RunningCluster, url: string, c: pg.Client, work: string): Promise<void> {
   const n = OPTS.snapshotRows;
   if (n === 0) return;
-  say(`snapshot: a table of ${n.toLocaleString('en-US')} rows`);
+  say(`snapshot: a table of ${n.toLocaleString('en-US')} rows, ${OPTS.repeat} repetitions`);
   await c.query(`${createTable('snap_orders')}; CREATE PUBLICATION bench_snap FOR TABLE snap_orders`);
   const t0 = performance.now();
   const step = 500_000;
@@ -485,24 +557,44 @@ async function snapshotBench(cluster: RunningCluster, url: string, c: pg.Client,
   const psql = clientBinary(cluster, 'psql');
   const payloadBytes = await copyBytes(psql, url, 'snap_orders'); // also the warm-up
 
-  say(`  COPY TO STDOUT (${psql})`);
-  const r = await timeCommand(psql, ['-X', '-q', '-d', url, '-c', 'COPY (SELECT * FROM snap_orders) TO STDOUT']);
-  results.push({
-    group: 'snapshot',
-    name: 'psql COPY → /dev/null',
-    rows: n,
-    seconds: r.seconds,
-    payloadBytes,
-    reference: true,
-    extra: { busyCores: round(r.busyCores, 2) },
-  });
+  for (let rep = 0; rep < OPTS.repeat; rep++) {
+    say(`snapshot, repetition ${rep + 1} of ${OPTS.repeat}`);
+    await alternate(rep, [
+      async () => {
+        say(`  COPY TO STDOUT (${psql})`);
+        const r = await timeCommand(psql, ['-X', '-q', '-d', url, '-c', 'COPY (SELECT * FROM snap_orders) TO STDOUT']);
+        say(`  ${r.seconds.toFixed(2)} s`);
+        results.push({
+          group: 'snapshot',
+          rep,
+          name: 'psql COPY → /dev/null',
+          rows: n,
+          seconds: r.seconds,
+          payloadBytes,
+          reference: true,
+          extra: { busyCores: round(r.busyCores, 2) },
+        });
+      },
+      () => snapshotFloe(url, c, work, rep, payloadBytes),
+    ]);
+  }
+  await c.query('DROP PUBLICATION bench_snap; DROP TABLE snap_orders');
+}
 
+/** One repetition's floe snapshots: a fresh pipeline (new slot) into EncodingSink, then into a new DuckDB file. */
+async function snapshotFloe(url: string, c: pg.Client, work: string, rep: number, payloadBytes: number): Promise<void> {
+  const n = OPTS.snapshotRows;
   const common = { url, publication: 'bench_snap', prime: false } as const;
   say('  floe → EncodingSink');
-  const enc = new FloeChild({ ...common, slot: 'bench_snap_enc', destination: 'encoding', profile: profileFile('snapshot-encoding') });
+  const enc = new FloeChild({
+    ...common,
+    slot: 'bench_snap_enc',
+    destination: 'encoding',
+    profile: profileFile('snapshot-encoding', rep),
+  });
   try {
     await enc.ready();
-    floeResult('snapshot', 'floe → EncodingSink', await enc.go(undefined, OPTS.runTimeoutMs), payloadBytes, n);
+    floeResult('snapshot', rep, 'floe → EncodingSink', await enc.go(undefined, OPTS.runTimeoutMs), payloadBytes, n);
     await enc.finish();
   } finally {
     await enc.kill();
@@ -510,11 +602,12 @@ async function snapshotBench(cluster: RunningCluster, url: string, c: pg.Client,
   await dropSlot(c, 'bench_snap_enc');
 
   say('  floe → DuckDB');
+  const file = join(work, `snapshot-${rep}.duckdb`);
   const duck = new FloeChild({
     ...common,
     slot: 'bench_snap_duck',
     destination: 'duckdb',
-    duckdbPath: join(work, 'snapshot.duckdb'),
+    duckdbPath: file,
     duckdbCheck: 'SELECT count(*) FROM public.snap_orders',
   });
   try {
@@ -523,7 +616,7 @@ async function snapshotBench(cluster: RunningCluster, url: string, c: pg.Client,
     if (d.check !== undefined && Number(d.check) !== n) throw new Error(`DuckDB target holds ${d.check} rows, expected ${n}`);
     // The last range is written when the copy ends; the merge into the target follows before streaming starts.
     const copySeconds = d.result?.lastRangeSeconds ?? 0;
-    floeResult('snapshot', 'floe → DuckDB (journal + merge)', d, payloadBytes, n, {
+    floeResult('snapshot', rep, 'floe → DuckDB (journal + merge)', d, payloadBytes, n, {
       copySeconds: round(copySeconds, 2),
       mergeSeconds: round((d.result?.seconds ?? 0) - copySeconds, 2),
     });
@@ -532,65 +625,192 @@ async function snapshotBench(cluster: RunningCluster, url: string, c: pg.Client,
     await duck.kill();
   }
   await dropSlot(c, 'bench_snap_duck');
-  await c.query('DROP TABLE snap_orders');
+  rmSync(file, { force: true });
 }
 
 async function bigTxnBench(cluster: RunningCluster, url: string, c: pg.Client): Promise<void> {
   const n = OPTS.bigTxnRows;
   if (n === 0) return;
-  say(`big transaction: one transaction of ${n.toLocaleString('en-US')} rows`);
+  say(`big transaction: one transaction of ${n.toLocaleString('en-US')} rows, ${OPTS.repeat} repetitions`);
   await c.query(`${createTable('big_orders')}; CREATE PUBLICATION bench_big FOR TABLE big_orders`);
-  const child = new FloeChild({
-    url,
-    publication: 'bench_big',
-    slot: 'bench_floe_big',
-    destination: 'encoding',
-    prime: true,
-    profile: profileFile('big-transaction-encoding'),
-  });
-  try {
-    await child.ready();
-    const t0 = performance.now();
-    const { beforeLastCommit } = await generate(c, 'big_orders', 1, n, n);
-    say(`  generated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    const payloadBytes = await copyBytes(clientBinary(cluster, 'psql'), url, 'big_orders');
-    say('  floe → EncodingSink');
-    const o = await child.go(beforeLastCommit, OPTS.runTimeoutMs);
-    floeResult('big transaction', 'floe → EncodingSink', o, payloadBytes, n, {
-      baselineRssMB: o.result ? round(o.result.baselineRssBytes / 2 ** 20, 0) : 0,
+  let payloadBytes: number | undefined;
+  for (let rep = 0; rep < OPTS.repeat; rep++) {
+    say(`big transaction, repetition ${rep + 1} of ${OPTS.repeat}`);
+    // Emptied before the slots exist, so they see only this repetition's transaction.
+    await c.query('TRUNCATE big_orders');
+    await c.query(`SELECT pg_create_logical_replication_slot('bench_big_recv', 'pgoutput')`);
+    const child = new FloeChild({
+      url,
+      publication: 'bench_big',
+      slot: 'bench_floe_big',
+      destination: 'encoding',
+      prime: true,
+      profile: profileFile('big-transaction-encoding', rep),
     });
-    await child.finish();
-  } finally {
-    await child.kill();
+    try {
+      await child.ready();
+      const t0 = performance.now();
+      const { beforeLastCommit, afterLastCommit } = await generate(c, 'big_orders', 1, n, n);
+      say(`  generated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      const payload = payloadBytes ?? (await copyBytes(clientBinary(cluster, 'psql'), url, 'big_orders'));
+      payloadBytes = payload;
+      await alternate(rep, [
+        async () => {
+          const r = await recvlogical(cluster, url, c, 'bench_big_recv', 'bench_big', afterLastCommit, beforeLastCommit);
+          results.push({
+            group: 'big transaction',
+            rep,
+            name: 'pg_recvlogical v1 → discard',
+            rows: n,
+            seconds: r.seconds,
+            payloadBytes: payload,
+            reference: true,
+            extra: { busyCores: round(r.busyCores, 2) },
+          });
+        },
+        async () => {
+          say('  floe → EncodingSink');
+          const o = await child.go(beforeLastCommit, OPTS.runTimeoutMs);
+          floeResult('big transaction', rep, 'floe → EncodingSink', o, payload, n, {
+            baselineRssMB: o.result ? round(o.result.baselineRssBytes / 2 ** 20, 0) : 0,
+          });
+          await child.finish();
+        },
+      ]);
+    } finally {
+      await child.kill();
+    }
+    for (const slot of ['bench_big_recv', 'bench_floe_big']) await dropSlot(c, slot);
   }
-  await dropSlot(c, 'bench_floe_big');
-  await c.query('DROP TABLE big_orders');
+  await c.query('DROP PUBLICATION bench_big; DROP TABLE big_orders');
 }
 
 // ---- report -------------------------------------------------------------------------------
 
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Per-repetition ratios summarised: the median, min and max, and whether they spread too wide to trust. */
+interface RatioSummary {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+  readonly values: readonly number[];
+  readonly wide: boolean;
+}
+
+function summarise(values: number[]): RatioSummary | undefined {
+  if (values.length === 0) return undefined;
+  const med = median(values);
+  const min = Math.min(...values);
+  const max = Math.max(...values);
+  return { median: med, min, max, values, wide: med > 0 && (max - min) / med > WIDE_SPREAD };
+}
+
+/** One line of the table: every repetition of one run. */
+interface Line {
+  readonly group: Group;
+  readonly name: string;
+  readonly reference: boolean;
+  readonly runs: Result[];
+  /** Median seconds of the runs that finished (undefined if none did). */
+  readonly seconds: number | undefined;
+  /** rows/s ÷ the same repetition's reference rows/s; a timed-out run counts as 0. */
+  readonly ratio?: RatioSummary;
+  /** DuckDB lines: rows/s ÷ the same repetition's floe → EncodingSink rows/s. */
+  readonly vsEncodingSink?: RatioSummary;
+  /** Notes of the median run, with peak RSS and heap the maximum over all repetitions. */
+  readonly extra: Record<string, number | string>;
+}
+
+const rate = (r: Result) => (r.timedOut ? 0 : r.rows / r.seconds);
+
+function perRepRatios(runs: Result[], against: Result[]): number[] {
+  const out: number[] = [];
+  for (const r of runs) {
+    const base = against.find((a) => a.rep === r.rep);
+    if (base && !base.timedOut) out.push(rate(r) / rate(base));
+  }
+  return out;
+}
+
+function lines(): Line[] {
+  const out: Line[] = [];
+  for (const r of results) {
+    if (out.some((l) => l.group === r.group && l.name === r.name)) continue;
+    const runs = results.filter((x) => x.group === r.group && x.name === r.name);
+    const refRuns = results.filter((x) => x.group === r.group && x.reference);
+    const encRuns = results.filter((x) => x.group === r.group && x.name === 'floe → EncodingSink');
+    const done = runs.filter((x) => !x.timedOut);
+    const seconds = done.length ? median(done.map((x) => x.seconds)) : undefined;
+    const medianRun = done.find((x) => x.seconds === seconds) ?? done.sort((a, b) => a.seconds - b.seconds)[done.length >> 1];
+    const extra: Record<string, number | string> = { ...(medianRun?.extra ?? runs[0]!.extra ?? {}) };
+    for (const k of ['peakRssMB', 'peakHeapMB']) {
+      const v = done.map((x) => x.extra?.[k]).filter((x): x is number => typeof x === 'number');
+      if (v.length) extra[k] = Math.max(...v);
+    }
+    const timeouts = runs.length - done.length;
+    if (timeouts) extra.timeouts = timeouts;
+    out.push({
+      group: r.group,
+      name: r.name,
+      reference: r.reference ?? false,
+      runs,
+      seconds,
+      ratio: r.reference ? undefined : summarise(perRepRatios(runs, refRuns)),
+      vsEncodingSink: r.name.includes('DuckDB') ? summarise(perRepRatios(runs, encRuns)) : undefined,
+      extra,
+    });
+  }
+  return out;
+}
+
 function report(cluster: RunningCluster, serverVersion: string, totalSeconds: number): void {
   const groups: Group[] = ['streaming', 'snapshot', 'big transaction'];
-  for (const group of groups) {
-    const ref = results.find((r) => r.group === group && r.reference);
-    for (const r of results.filter((x) => x.group === group)) {
-      if (ref && !r.reference && !r.timedOut) r.ratio = r.rows / r.seconds / (ref.rows / ref.seconds);
-    }
+  for (const r of results) {
+    const ref = results.find((x) => x.group === r.group && x.rep === r.rep && x.reference);
+    if (ref && !r.reference && !ref.timedOut) r.ratio = rate(r) / rate(ref);
   }
-  const of = (group: Group, name: string) => results.find((r) => r.group === group && r.name === name);
+  const all = lines();
+  const of = (group: Group, name: string) => all.find((l) => l.group === group && l.name === name);
   const target = (ran: boolean, value: number | undefined, text: string, met: (v: number) => boolean) => ({
     value: ran && value !== undefined ? round(value, 2) : null,
     target: text,
     met: ran ? value !== undefined && met(value) : null,
   });
+  const rssValues = results.map((r) => r.extra?.peakRssMB).filter((v): v is number => typeof v === 'number');
+  const anyTimedOut = results.some((r) => r.timedOut);
+  // Issue 12's targets, each on the median of the per-repetition ratios.
   const targets = {
-    streamingVsRecvlogical: target(OPTS.changes > 0, of('streaming', 'floe → EncodingSink')?.ratio, '>= 0.5', (v) => v >= 0.5),
-    snapshotVsCopy: target(OPTS.snapshotRows > 0, of('snapshot', 'floe → EncodingSink')?.ratio, '>= 0.5', (v) => v >= 0.5),
-    bigTxnPeakRssMB: target(
+    streamingVsRecvlogical: target(OPTS.changes > 0, of('streaming', 'floe → EncodingSink')?.ratio?.median, '>= 1.0', (v) => v >= 1),
+    bigTxnVsRecvlogicalV1: target(
       OPTS.bigTxnRows > 0,
-      of('big transaction', 'floe → EncodingSink')?.extra?.peakRssMB as number | undefined,
+      of('big transaction', 'floe → EncodingSink')?.ratio?.median,
+      '>= 1.3',
+      (v) => v >= 1.3,
+    ),
+    snapshotVsCopy: target(OPTS.snapshotRows > 0, of('snapshot', 'floe → EncodingSink')?.ratio?.median, '>= 0.8', (v) => v >= 0.8),
+    duckdbStreamingVsEncodingSink: target(
+      OPTS.changes > 0,
+      of('streaming', 'floe → DuckDB')?.vsEncodingSink?.median,
+      '>= 0.5',
+      (v) => v >= 0.5,
+    ),
+    duckdbSnapshotVsCopy: target(
+      OPTS.snapshotRows > 0,
+      of('snapshot', 'floe → DuckDB (journal + merge)')?.ratio?.median,
+      '>= 0.4',
+      (v) => v >= 0.4,
+    ),
+    // Every floe run, every repetition; a run that timed out has no peak and fails the target.
+    peakRssMB: target(
+      rssValues.length > 0 || anyTimedOut,
+      rssValues.length ? Math.max(...rssValues) : undefined,
       '< 300',
-      (v) => v < 300,
+      (v) => v < 300 && !anyTimedOut,
     ),
   };
   const machine = {
@@ -600,31 +820,35 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
     node: process.version,
     postgres: serverVersion,
     loadAverageAtStart: round(LOAD_AT_START, 2),
+    loadAverageAtEnd: round(loadavg()[0]!, 2),
   };
 
-  const rows: string[][] = [['', 'rows', 'seconds', 'rows/s', 'MB/s', 'ratio', 'notes']];
+  const fmtRatio = (s: RatioSummary | undefined) => (s ? `${s.median.toFixed(2)} (${s.min.toFixed(2)}–${s.max.toFixed(2)})` : '');
+  const rows: string[][] = [['', 'rows', 'seconds', 'rows/s', 'MB/s', 'ratio (min–max)', 'notes']];
   for (const group of groups) {
-    const members = results.filter((r) => r.group === group);
+    const members = all.filter((l) => l.group === group);
     if (members.length === 0) continue;
     rows.push([`${group}:`, '', '', '', '', '', '']);
-    for (const r of members) {
-      const notes = Object.entries(r.extra ?? {})
+    for (const l of members) {
+      const notes = Object.entries(l.extra)
         .filter(([k]) => k !== 'walBytes')
         .map(([k, v]) => {
           if (typeof v === 'number' && k.endsWith('Bytes')) return `${k.slice(0, -5)}=${(v / 1e6).toFixed(0)}MB`;
           if (k.endsWith('Seconds')) return `${k.slice(0, -7)}=${v}s`;
           if (k.endsWith('MB')) return `${k.slice(0, -2)}=${v}MB`;
           return `${k}=${v}`;
-        })
-        .join(' ');
+        });
+      if (l.vsEncodingSink) notes.unshift(`vsEncodingSink=${fmtRatio(l.vsEncodingSink)}`);
+      if (l.ratio?.wide || l.vsEncodingSink?.wide) notes.unshift('WIDE-SPREAD');
+      const r0 = l.runs[0]!;
       rows.push([
-        `  ${r.name}`,
-        r.timedOut ? 'timed out' : r.rows.toLocaleString('en-US'),
-        r.seconds.toFixed(2),
-        r.timedOut ? '' : Math.round(r.rows / r.seconds).toLocaleString('en-US'),
-        r.timedOut ? '' : (r.payloadBytes / 1e6 / r.seconds).toFixed(1),
-        r.reference ? 'ref' : r.ratio === undefined ? '' : r.ratio.toFixed(2),
-        notes,
+        `  ${l.name}`,
+        l.seconds === undefined ? 'timed out' : r0.rows.toLocaleString('en-US'),
+        l.seconds === undefined ? '' : l.seconds.toFixed(2),
+        l.seconds === undefined ? '' : Math.round(r0.rows / l.seconds).toLocaleString('en-US'),
+        l.seconds === undefined ? '' : (r0.payloadBytes / 1e6 / l.seconds).toFixed(1),
+        l.reference ? 'ref' : fmtRatio(l.ratio),
+        notes.join(' '),
       ]);
     }
   }
@@ -634,21 +858,34 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
   const out: string[] = [];
   out.push(`floe bench — ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGB} GB, Node ${machine.node}, PostgreSQL ${serverVersion}`);
   if (LOAD_AT_START > 0.5) out.push(`warning: load average ${LOAD_AT_START.toFixed(2)} at start: other processes were running`);
-  out.push('MB/s: source payload (COPY text of the rows) per second; ratio: rows/s against the group reference');
+  out.push(
+    `${OPTS.repeat} repetitions, reference and floe alternating; seconds and rows/s: medians; ratio: median of the per-repetition ratios (min–max)`,
+  );
+  out.push('MB/s: source payload (COPY text of the rows) per second; peakRss/peakHeap: the maximum over the repetitions');
   out.push('floeCpu: CPU seconds of the floe process; busyCores: busy cores of the whole machine (PostgreSQL included)');
   out.push('');
   for (const r of rows) out.push(line(r).trimEnd());
   out.push('');
+  const wide = all.filter((l) => l.ratio?.wide || l.vsEncodingSink?.wide);
+  if (OPTS.repeat < 3) out.push(`warning: only ${OPTS.repeat} repetition(s): the ratios are single pairs, not medians`);
+  if (wide.length) {
+    out.push(
+      `warning: ratios spread more than ${WIDE_SPREAD * 100}% of their median (${wide.map((l) => `${l.group}/${l.name}`).join(', ')}): ` +
+        'the machine was not steady; rerun with more --repeat before trusting them',
+    );
+  }
   const mark = (t: { value: number | null; met: boolean | null }, what: string, unit: string, goal: string) =>
     t.met === null ? `${what}: not run` : `${what} ${t.value}${unit} (${goal}: ${t.met ? 'met' : 'MISSED'})`;
-  out.push(
-    'targets: ' +
-      [
-        mark(targets.streamingVsRecvlogical, 'streaming', '× pg_recvlogical', '≥ 0.5'),
-        mark(targets.snapshotVsCopy, 'snapshot', '× COPY', '≥ 0.5'),
-        mark(targets.bigTxnPeakRssMB, 'big-transaction peak RSS', ' MB', '< 300'),
-      ].join(', '),
-  );
+  out.push('targets (medians):');
+  for (const t of [
+    mark(targets.streamingVsRecvlogical, 'streaming', '× pg_recvlogical', '≥ 1.0'),
+    mark(targets.bigTxnVsRecvlogicalV1, 'big transaction', '× pg_recvlogical v1', '≥ 1.3'),
+    mark(targets.snapshotVsCopy, 'snapshot', '× COPY', '≥ 0.8'),
+    mark(targets.duckdbStreamingVsEncodingSink, 'DuckDB streaming', '× floe → EncodingSink', '≥ 0.5'),
+    mark(targets.duckdbSnapshotVsCopy, 'DuckDB snapshot', '× COPY', '≥ 0.4'),
+    mark(targets.peakRssMB, 'peak RSS of any floe run', ' MB', '< 300'),
+  ])
+    out.push(`  ${t}`);
   out.push(`total ${totalSeconds.toFixed(0)} s`);
   if (!OPTS.json) {
     process.stdout.write(out.join('\n') + '\n');
@@ -656,9 +893,14 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
   }
   // --json: the object on stdout, the table still on stderr for whoever watches.
   process.stderr.write(out.join('\n') + '\n');
+  const ratioJson = (s: RatioSummary | undefined) =>
+    s
+      ? { median: round(s.median, 3), min: round(s.min, 3), max: round(s.max, 3), values: s.values.map((v) => round(v, 3)), wide: s.wide }
+      : null;
   const json = {
     machine,
     options: {
+      repeat: OPTS.repeat,
       changes: OPTS.changes,
       snapshotRows: OPTS.snapshotRows,
       bigTxnRows: OPTS.bigTxnRows,
@@ -666,8 +908,19 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
       txnRows: TXN_ROWS,
       runTimeoutSeconds: OPTS.runTimeoutMs / 1000,
     },
+    summary: all.map((l) => ({
+      group: l.group,
+      name: l.name,
+      reference: l.reference,
+      medianSeconds: l.seconds === undefined ? null : round(l.seconds, 3),
+      medianRowsPerSecond: l.seconds === undefined ? null : Math.round(l.runs[0]!.rows / l.seconds),
+      ratio: ratioJson(l.ratio),
+      vsEncodingSink: ratioJson(l.vsEncodingSink),
+      ...l.extra,
+    })),
     results: results.map((r) => ({
       group: r.group,
+      rep: r.rep,
       name: r.name,
       rows: r.rows,
       seconds: round(r.seconds, 3),
