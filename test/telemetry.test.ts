@@ -87,6 +87,8 @@ describe('telemetry endpoints of floe replicate', () => {
       `duckdb:${join(dir.path, 'm.duckdb')}`,
       '--metrics-port',
       String(port),
+      // The operator asks for the checks' error texts (without it /readyz names only the failing checks).
+      '--readyz-details',
       '--batch-max-ms',
       '50',
       '--status-interval-ms',

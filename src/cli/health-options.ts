@@ -1,10 +1,13 @@
 import { Option, type Command } from 'commander';
 import { nonNegativeInt, nonNegativeNumber } from './arguments.js';
 import type { LogFormat } from '../telemetry/logger.js';
+import { DEFAULT_METRICS_HOST } from '../telemetry/http.js';
 
 /** Telemetry and source-health flags shared by `floe replicate` and `floe run`. */
 export interface HealthOptions {
   metricsPort: number;
+  metricsHost: string;
+  readyzDetails: boolean;
   logLevel: string;
   logFormat: LogFormat;
   heartbeatInterval: number;
@@ -19,6 +22,19 @@ export function addHealthOptions(command: Command): Command {
         .env('FLOE_METRICS_PORT')
         .argParser(nonNegativeInt('--metrics-port'))
         .default(9000),
+    )
+    .addOption(
+      new Option(
+        '--metrics-host <address>',
+        'address /metrics, /healthz and /readyz bind to; in a container, 0.0.0.0 lets the orchestrator probe them (they have no authentication)',
+      )
+        .env('FLOE_METRICS_HOST')
+        .default(DEFAULT_METRICS_HOST),
+    )
+    .addOption(
+      new Option('--readyz-details', "put the failing checks' error texts (user and host names) into /readyz bodies").env(
+        'FLOE_READYZ_DETAILS',
+      ),
     )
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
     .addOption(

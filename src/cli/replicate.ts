@@ -196,7 +196,16 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
       ? new Heartbeat({ source: { url: opts.source }, sourceName, pipeline: name, intervalMs: opts.heartbeatInterval * 1000, log, metrics })
       : undefined;
 
-  const telemetry = opts.metricsPort > 0 ? await startTelemetryServer({ port: opts.metricsPort, metrics, readiness }) : undefined;
+  const telemetry =
+    opts.metricsPort > 0
+      ? await startTelemetryServer({
+          port: opts.metricsPort,
+          host: opts.metricsHost,
+          readyzDetails: opts.readyzDetails === true,
+          metrics,
+          readiness,
+        })
+      : undefined;
   const controller = new AbortController();
   const release = onShutdownSignal(() => controller.abort());
   const progress = progressReporter(log);

@@ -175,6 +175,8 @@ async function run(opts: RunOptions): Promise<void> {
       opts.metricsPort > 0
         ? await startTelemetryServer({
             port: opts.metricsPort,
+            host: opts.metricsHost,
+            readyzDetails: opts.readyzDetails === true,
             metrics,
             readiness,
             ...(onMetricsPort ? { extend: (app) => consolePage.mount(app, backend) } : {}),

@@ -77,9 +77,31 @@ export class ReadinessChecks implements Readiness {
   }
 }
 
+/** Where the operator endpoints listen unless told otherwise: the machine itself (design.md invariant 9). */
+export const DEFAULT_METRICS_HOST = '127.0.0.1';
+
+/**
+ * The /readyz body. Probes report driver errors, which name users, hosts and databases; the endpoint is
+ * unauthenticated, so without `details` a body names only the checks that fail (the worker's log has why).
+ */
+function readinessBody(r: ReadinessResult & { checks?: Record<string, string> }, details: boolean): Record<string, unknown> {
+  if (details)
+    return { status: r.ok ? 'ready' : 'not ready', ...(r.ok ? {} : { reason: r.reason }), ...(r.checks ? { checks: r.checks } : {}) };
+  const checks = r.checks
+    ? Object.fromEntries(Object.entries(r.checks).map(([name, v]) => [name, v === 'ok' ? 'ok' : 'failing']))
+    : undefined;
+  if (r.ok) return { status: 'ready', ...(checks ? { checks } : {}) };
+  const failing = checks ? Object.keys(checks).filter((name) => checks[name] !== 'ok') : [];
+  const reason = failing.length > 0 ? `failing: ${failing.join(', ')} (details in the log, or with --readyz-details)` : 'not ready';
+  return { status: 'not ready', reason, ...(checks ? { checks } : {}) };
+}
+
 export async function startTelemetryServer(options: {
   port: number;
+  /** Address to bind. (Default: 127.0.0.1) */
   host?: string;
+  /** Put the checks' error texts into /readyz bodies. (Default: false) */
+  readyzDetails?: boolean;
   metrics: FloeMetrics;
   readiness: Readiness;
   /** More routes on the same port (the console, when it has no port of its own). */
@@ -94,19 +116,18 @@ export async function startTelemetryServer(options: {
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const r = (await options.readiness.ready()) as ReadinessResult & { checks?: Record<string, string> };
-    const checks = r.checks ? { checks: r.checks } : {};
-    if (r.ok) return { status: 'ready', ...checks };
-    reply.code(503);
-    return { status: 'not ready', reason: r.reason, ...checks };
+    if (!r.ok) reply.code(503);
+    return readinessBody(r, options.readyzDetails === true);
   });
+  const host = options.host ?? DEFAULT_METRICS_HOST;
   try {
-    await app.listen({ port: options.port, host: options.host ?? '0.0.0.0' });
+    await app.listen({ port: options.port, host });
   } catch (err) {
     await app.close().catch(() => undefined);
     const code = (err as { code?: string }).code;
-    throw new FloeError('config', `cannot serve metrics on port ${options.port}: ${code ?? (err as Error).message}`, {
+    throw new FloeError('config', `cannot serve metrics on ${host} port ${options.port}: ${code ?? (err as Error).message}`, {
       cause: err,
-      hint: 'choose another --metrics-port (or FLOE_METRICS_PORT), or 0 to turn the endpoint off',
+      hint: 'choose another --metrics-port (or FLOE_METRICS_PORT) or --metrics-host, or port 0 to turn the endpoint off',
     });
   }
   return app;
