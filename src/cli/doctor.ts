@@ -38,7 +38,11 @@ export interface Finding {
 export function doctorCommand(): Command {
   return new Command('doctor')
     .description('check a source and/or destination: credentials, privileges, settings; exit 1 on errors')
-    .option('--source <url>', 'source PostgreSQL URL', process.env.FLOE_SOURCE_URL)
+    .option(
+      '--source <url>',
+      'source PostgreSQL URL without a password (use PGPASSWORD, ~/.pgpass or FLOE_SOURCE_URL: ps shows command lines)',
+      process.env.FLOE_SOURCE_URL,
+    )
     .option('--publication <name>', 'publication to check on the source')
     .option('--destination <url>', 'destination URL (snowflake://... or duckdb:...)')
     .option('--json', 'print the findings as JSON')

@@ -22,7 +22,12 @@ export function replicateCommand(): Command {
   const command = new Command('replicate')
     .description('replicate one publication into a destination, in the foreground, until SIGINT/SIGTERM')
     .addOption(
-      new Option('--source <url>', 'source PostgreSQL URL (postgres://user:pw@host:5432/db)').env('FLOE_SOURCE_URL').makeOptionMandatory(),
+      new Option(
+        '--source <url>',
+        'source PostgreSQL URL (postgres://user@host:5432/db); keep the password out of it (ps shows it): use PGPASSWORD, ~/.pgpass, or the whole URL in FLOE_SOURCE_URL',
+      )
+        .env('FLOE_SOURCE_URL')
+        .makeOptionMandatory(),
     )
     .requiredOption('--publication <name>', 'publication whose tables are replicated')
     .requiredOption('--slot <name>', 'logical replication slot (created if missing)')
