@@ -12,7 +12,7 @@ import { startWebhookReceiver, type WebhookReceiver } from './helpers/webhook-re
 import pg from 'pg';
 import { WalMonitor, MONITOR_APPLICATION_NAME, slotLostError } from '../src/monitor/wal-monitor.js';
 import { startCluster, type RunningCluster } from '../src/postgres/local-cluster.js';
-import { AlertManager, type Alert } from '../src/monitor/alerts.js';
+import { AlertManager, type Alert, type AlertSink } from '../src/monitor/alerts.js';
 import { WebhookNotifier, signPayload, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../src/monitor/webhook.js';
 import { FloeMetrics } from '../src/telemetry/metrics.js';
 import { createLogger, silentLogger } from '../src/telemetry/logger.js';
@@ -344,14 +344,15 @@ async function monitorRole(admin: pg.Client, url: string): Promise<string> {
   return u.toString();
 }
 
-function collect(): { got: Alert[]; alerts: (policy: Partial<AlertManager['policy']>) => AlertManager } {
+/** Alerts collected in `got`, and passed on to `also` (a webhook) when given. */
+function collect(also?: AlertSink): { got: Alert[]; alerts: (policy: Partial<AlertManager['policy']>) => AlertManager } {
   const got: Alert[] = [];
   return {
     got,
     alerts: (policy) =>
       new AlertManager({
         policy: { warningMb: 16, dangerMb: 32, resolveRatio: 0.9, repeatMs: 0, cooldownMs: 0, ...policy },
-        sink: { deliver: (a) => got.push(a) },
+        sink: { deliver: (a) => (got.push(a), also?.deliver(a)) },
         log: silentLogger,
       }),
   };
@@ -502,8 +503,10 @@ describe('a failing archive_command', () => {
     await cluster?.stop();
   });
 
-  it('raises an alert naming the WAL file that fails, and resolves when archiving works again', async () => {
-    const { got, alerts } = collect();
+  it('raises an alert naming the WAL file that fails, signed, and resolves when archiving works again', async () => {
+    const receiver = await startWebhookReceiver();
+    const hook = new WebhookNotifier({ urls: [receiver.url], format: 'json', secret: SECRET, log: silentLogger, backoffMs: 20 });
+    const { got, alerts } = collect(hook);
     const metrics = new FloeMetrics();
     const monitor = new WalMonitor({
       minIntervalPerSourceMs: 0,
@@ -544,8 +547,19 @@ describe('a failing archive_command', () => {
       );
       expect(resolved).toMatchObject({ resolves: 'archive_failing', slot: null });
       expect(await metrics.registry.metrics()).toContain('floe_source_archiver_failing{source="archiving"} 0');
+
+      // The webhook got both, each signed over "<timestamp>.<body>".
+      await waitFor('both delivered', () => receiver.requests.length >= 2);
+      expect(receiver.requests.map((r) => (JSON.parse(r.body) as Alert).type)).toEqual(['archive_failing', 'resolved']);
+      for (const r of receiver.requests) {
+        const ts = String(r.headers[TIMESTAMP_HEADER]);
+        expect(r.headers[SIGNATURE_HEADER]).toBe(signPayload(SECRET, ts, r.body));
+        expect(r.body).not.toContain(watcherUrl);
+      }
     } finally {
       await monitor.close();
+      await hook.close();
+      await receiver.close();
     }
   });
 });
