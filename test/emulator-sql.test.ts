@@ -104,7 +104,7 @@ describe('translation', () => {
 
   it('rewrites the supported functions and rejects unknown ones', () => {
     expect(sqlOf(`SELECT IFF(a, 1, 2), NVL(a, b), PARSE_JSON(s), TRY_PARSE_JSON(s), TO_VARIANT(a) FROM t`)).toBe(
-      `SELECT (CASE WHEN "A" THEN 1 ELSE 2 END) , coalesce("A", "B") , sf_parse_json("S") , sf_try_parse_json("S") , sf_variant("A") FROM "DB.S"."T"`,
+      `SELECT (CASE WHEN "A" THEN 1 ELSE 2 END) , coalesce("A", "B") , sf_parse_json("S") , sf_try_parse_json("S", 's') , sf_variant("A") FROM "DB.S"."T"`,
     );
     expect(sqlOf(`SELECT ARRAY_CONTAINS('x'::VARIANT, ARRAY_CONSTRUCT()), ARRAY_SIZE(a)`)).toBe(
       `SELECT list_contains(CAST(CAST('[]' AS JSON) AS JSON[]), sf_variant(sf_variant('x'))) , CAST(json_array_length("A") AS DECIMAL(38,0))`,
@@ -268,6 +268,24 @@ describe('engine', () => {
     } finally {
       conn.closeSync();
     }
+  });
+
+  it("TRY_PARSE_JSON follows Snowflake: duplicate keys are NULL (strict) or the last value ('d'); wide numbers are DOUBLE", async () => {
+    const rows = await run(
+      `SELECT TRY_PARSE_JSON('{"a": 1, "a": 2}'), TRY_PARSE_JSON('{"a": 1, "a": 2}', 'd'), TRY_PARSE_JSON('{"a": {"b": 1, "b": 2}}', 's'),
+              TRY_PARSE_JSON('[12345678901234567890123456789012345678, 123456789012345678901234567890123456789, 1.5e3, -0.25]'),
+              TRY_PARSE_JSON('{"a": '), TRY_PARSE_JSON(NULL, 'd')`,
+    );
+    expect(rows).toEqual([
+      [
+        null,
+        '{\n  "a": 2\n}',
+        null,
+        '[\n  12345678901234567890123456789012345678,\n  1.2345678901234568e+38,\n  1500,\n  -0.25\n]',
+        null,
+        null,
+      ],
+    ]);
   });
 
   it('casts a VARIANT string to VARCHAR without its quotes, and strings to VARIANT as JSON strings', async () => {

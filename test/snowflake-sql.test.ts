@@ -107,7 +107,7 @@ describe('Snowflake MERGE', () => {
       [
         'BEGIN',
         `MERGE INTO "DB"."S"."PUBLIC_ORDERS" t USING (
-           SELECT TRY_TO_NUMBER(w."ID", 10, 0) AS "ID", w."NAME" AS "NAME", TRY_PARSE_JSON(w."DOC") AS "DOC",
+           SELECT TRY_TO_NUMBER(w."ID", 10, 0) AS "ID", w."NAME" AS "NAME", TRY_PARSE_JSON(w."DOC", 'd') AS "DOC",
                   w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"
            FROM (SELECT j.* FROM "DB"."L"."PUBLIC_ORDERS" j
                  WHERE j."_FLOE_SEQ" > 10 AND j."_FLOE_SEQ" <= 20
@@ -153,7 +153,7 @@ describe('Snowflake MERGE', () => {
         `MERGE INTO "DB"."S"."PUBLIC_ORDERS" t USING (
            SELECT TRY_TO_NUMBER(w."ID", 10, 0) AS "ID",
                   GET(w."_FLOE_IMG_NAME", 'v')::VARCHAR AS "NAME", w."_FLOE_IMG_NAME" IS NOT NULL AS "_FLOE_HAS_NAME",
-                  TRY_PARSE_JSON(GET(w."_FLOE_IMG_DOC", 'v')::VARCHAR) AS "DOC", w."_FLOE_IMG_DOC" IS NOT NULL AS "_FLOE_HAS_DOC",
+                  TRY_PARSE_JSON(GET(w."_FLOE_IMG_DOC", 'v')::VARCHAR, 'd') AS "DOC", w."_FLOE_IMG_DOC" IS NOT NULL AS "_FLOE_HAS_DOC",
                   w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"
            FROM (SELECT j."_FLOE_OP", j."_FLOE_LSN", j."_FLOE_ORDINAL", j."ID", ${img('NAME')}, ${img('DOC')}
                  FROM (SELECT j.*, ${alive} AS "_FLOE_ALIVE" FROM "DB"."L"."PUBLIC_ORDERS" j
@@ -184,7 +184,7 @@ describe('Snowflake MERGE', () => {
       [
         'BEGIN',
         `INSERT INTO "DB"."S"."PUBLIC_ORDERS" ("ID", "NAME", "DOC", "_FLOE_OP", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_COMMIT_TIME", "_FLOE_SEQ")
-         SELECT TRY_TO_NUMBER(j."ID", 10, 0), j."NAME", TRY_PARSE_JSON(j."DOC"), j."_FLOE_OP", j."_FLOE_LSN", j."_FLOE_ORDINAL", j."_FLOE_COMMIT_TIME", j."_FLOE_SEQ"
+         SELECT TRY_TO_NUMBER(j."ID", 10, 0), j."NAME", TRY_PARSE_JSON(j."DOC", 'd'), j."_FLOE_OP", j."_FLOE_LSN", j."_FLOE_ORDINAL", j."_FLOE_COMMIT_TIME", j."_FLOE_SEQ"
          FROM "DB"."L"."PUBLIC_ORDERS" j WHERE j."_FLOE_SEQ" > 10 AND j."_FLOE_SEQ" <= 20 ORDER BY j."_FLOE_SEQ"`,
         ...BOOKKEEPING,
         'COMMIT',
@@ -235,7 +235,7 @@ describe('casts from journal text', () => {
     expect(cast(1083)).toBe(`IFF(x = '24:00:00', NULL, x::TIME(6))`);
     expect(cast(1184)).toBe(`IFF(x = 'infinity' OR x = '-infinity', NULL, TRY_TO_TIMESTAMP_TZ(x || ':00')::TIMESTAMP_TZ(6))`);
     expect(cast(1114)).toBe(`IFF(x = 'infinity' OR x = '-infinity', NULL, TRY_TO_TIMESTAMP_NTZ(x)::TIMESTAMP_NTZ(6))`);
-    expect(cast(3802)).toBe('TRY_PARSE_JSON(x)');
+    expect(cast(3802)).toBe("TRY_PARSE_JSON(x, 'd')");
     expect(cast(1007)).toBe('TRY_PARSE_JSON(x)::ARRAY');
     expect(cast(2950)).toBe('x');
   });

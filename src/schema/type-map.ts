@@ -341,7 +341,7 @@ const RULES: readonly Rule[] = [
     doc: {
       duckdb: 'JSON',
       snowflake: 'VARIANT',
-      note: 'the exact JSON text is kept (whitespace, key order, duplicate keys, big numbers); text DuckDB rejects (a lone \\ud800 escape, which json accepts) becomes NULL',
+      note: 'DuckDB keeps the exact JSON text (whitespace, key order, duplicate keys, big numbers); text DuckDB rejects (a lone \\ud800 escape, which json accepts) becomes NULL. Snowflake: a duplicate key keeps its last value; numbers wider than 38 digits or with an exponent become DOUBLE',
     },
     // PostgreSQL's json only checks the syntax loosely enough to accept unpaired
     // surrogate escapes; DuckDB's JSON refuses them, so such values become NULL.
@@ -349,7 +349,11 @@ const RULES: readonly Rule[] = [
   },
   {
     names: ['jsonb'],
-    doc: { duckdb: 'JSON', snowflake: 'VARIANT', note: 'the exact JSON text is kept' },
+    doc: {
+      duckdb: 'JSON',
+      snowflake: 'VARIANT',
+      note: 'DuckDB keeps the exact JSON text; Snowflake: numbers wider than 38 digits or with an exponent become DOUBLE',
+    },
     map: fixed('JSON', 'VARIANT', plainCast('JSON')),
   },
   {

@@ -15,7 +15,11 @@
  * - date, timestamp, timestamptz: 'infinity'/'-infinity', BC values and years
  *   after 9999 → NULL (Snowflake's range is years 1..9999 in text form).
  * - time '24:00:00' → NULL (Snowflake's TIME ends at 23:59:59.999999999).
- * - json/jsonb → VARIANT (TRY_PARSE_JSON; text Snowflake cannot parse → NULL).
+ * - json/jsonb → VARIANT, by TRY_PARSE_JSON(x, 'd'): a json object with a
+ *   duplicate key keeps the key once, with its last value (what jsonb keeps;
+ *   strict parsing would turn the whole value into NULL); a number with more
+ *   than 38 digits or an exponent becomes a DOUBLE inside the VARIANT (Snowflake
+ *   stores no wider fixed-point number); the journal keeps the exact text.
  * - arrays → ARRAY of the element texts (strings), from the journal's JSON.
  * - bytea '\x..' → BINARY.
  * - everything stored as VARCHAR (text, uuid, interval, timetz, unconstrained
@@ -31,7 +35,7 @@ export function snowflakeCast(type: MappedType, x: string): string {
   if (sf === 'BOOLEAN') return `${x}::BOOLEAN`;
   // Snowflake documents 'inf'/'-inf' as FLOAT's infinities; PostgreSQL prints 'Infinity'.
   if (sf === 'FLOAT') return `IFF(${x} = 'Infinity', 'inf', IFF(${x} = '-Infinity', '-inf', ${x}))::FLOAT`;
-  if (sf === 'VARIANT') return `TRY_PARSE_JSON(${x})`;
+  if (sf === 'VARIANT') return `TRY_PARSE_JSON(${x}, 'd')`;
   if (sf === 'BINARY') return `TO_BINARY(SUBSTR(${x}, 3), 'HEX')`;
   if (sf === 'DATE') return `IFF(${x} = 'infinity' OR ${x} = '-infinity', NULL, TRY_TO_DATE(${x}))`;
   if (sf.startsWith('TIME(')) return `IFF(${x} = '24:00:00', NULL, ${x}::${sf})`;

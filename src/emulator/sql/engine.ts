@@ -16,9 +16,11 @@ import {
   DuckDBDateValue,
   DuckDBDecimalValue,
   DuckDBInstance,
+  DuckDBScalarFunction,
   DuckDBTimeValue,
   DuckDBTimestampTZValue,
   DuckDBTimestampValue,
+  VARCHAR,
   type DuckDBConnection,
   type DuckDBResultReader,
 } from '@duckdb/node-api';
@@ -26,6 +28,7 @@ import { mkdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname } from 'node:path';
 import { SqlFailure } from './failure.js';
+import { prettyJson, snowflakeJsonText } from './json.js';
 import { ENGINE_MACROS, translateStatement, type Command, type ObjectName, type PipeColumn, type TranslateContext } from './translate.js';
 import { splitStatements, quoteId, quoteStr, SqlSyntaxError, type StatementText } from './tokenizer.js';
 import { apiTypeName, duckType, isWidening, parseSfType, renderSfType, sfTypeOfDuck, type SfType } from './types.js';
@@ -126,6 +129,7 @@ export class SqlEngine {
         `CREATE TABLE IF NOT EXISTS ${META}.pipes (database VARCHAR, schema VARCHAR, name VARCHAR, definition JSON, created_on_ms BIGINT)`,
       );
       await conn.run(`CREATE TABLE IF NOT EXISTS ${META}.warehouses (name VARCHAR)`);
+      conn.registerScalarFunction(jsonTextFunction());
       for (const m of ENGINE_MACROS) await conn.run(m);
       const wh = await conn.runAndReadAll(`SELECT name FROM ${META}.warehouses`);
       for (const [name] of wh.getRowsJS()) engine.warehouses.add(String(name));
@@ -689,8 +693,8 @@ export function renderCell(v: unknown, type: SfType): string | null {
   if (typeof v === 'string') {
     if (type.base === 'VARIANT' || type.base === 'ARRAY' || type.base === 'OBJECT') {
       try {
-        // Snowflake pretty-prints semi-structured values.
-        return JSON.stringify(JSON.parse(v), null, 2);
+        // Snowflake pretty-prints semi-structured values (numbers digit for digit: json.ts).
+        return prettyJson(v) ?? JSON.stringify(JSON.parse(v), null, 2);
       } catch {
         return v;
       }
@@ -740,4 +744,22 @@ export async function resolveTable(
   const s = String(exact[0]);
   const dot = s.indexOf('.');
   return { database: s.slice(0, dot), schema: s.slice(dot + 1), name: String(exact[1]) };
+}
+
+/** `sf_json_text(text, parameter)`: the JSON text a Snowflake VARIANT parsed from `text` holds (json.ts). */
+function jsonTextFunction(): DuckDBScalarFunction {
+  return DuckDBScalarFunction.create({
+    name: 'sf_json_text',
+    returnType: VARCHAR,
+    parameterTypes: [VARCHAR, VARCHAR],
+    mainFunction: (_info, input, output) => {
+      const texts = input.getColumnVector(0);
+      const params = input.getColumnVector(1);
+      for (let r = 0; r < input.rowCount; r++) {
+        const text = texts.getItem(r);
+        output.setItem(r, text === null ? null : snowflakeJsonText(String(text), String(params.getItem(r) ?? 's')));
+      }
+      output.flush();
+    },
+  });
 }

@@ -1077,8 +1077,9 @@ class Translator {
         arity(1);
         return { sql: `sf_parse_json(${a[0]})`, json: true };
       case 'TRY_PARSE_JSON':
-        arity(1);
-        return { sql: `sf_try_parse_json(${a[0]})`, json: true };
+        // Snowflake's duplicate-key and number rules (sf_json_text, emulator/sql/json.ts); 's' is the default.
+        arity(1, 2);
+        return { sql: `sf_try_parse_json(${a[0]}, ${a[1] ?? "'s'"})`, json: true };
       case 'TO_VARIANT':
         arity(1);
         return { sql: `sf_variant(${a[0]})`, json: true };
@@ -1242,7 +1243,8 @@ export const ENGINE_MACROS = [
   `CREATE OR REPLACE MACRO sf_variant(x) AS CASE WHEN typeof(x) = 'JSON' THEN x ELSE to_json(x) END`,
   `CREATE OR REPLACE MACRO sf_to_array(x) AS CASE WHEN x IS NULL THEN NULL WHEN json_type(sf_variant(x)) = 'ARRAY' THEN sf_variant(x) ELSE json_array(sf_variant(x)) END`,
   `CREATE OR REPLACE MACRO sf_parse_json(x) AS CAST(sf_str(x) AS JSON)`,
-  `CREATE OR REPLACE MACRO sf_try_parse_json(x) AS CASE WHEN json_valid(sf_str(x)) THEN CAST(sf_str(x) AS JSON) END`,
+  // sf_json_text applies Snowflake's duplicate-key and number rules (json.ts); json_valid drops what DuckDB's JSON refuses.
+  `CREATE OR REPLACE MACRO sf_try_parse_json(x, p) AS CASE WHEN json_valid(sf_json_text(sf_str(x), p)) THEN CAST(sf_json_text(sf_str(x), p) AS JSON) END`,
   `CREATE OR REPLACE MACRO sf_binary(x) AS CASE WHEN typeof(x) = 'BLOB' THEN x ELSE unhex(sf_str(x)) END`,
   // Snowflake's OBJECT_CONSTRUCT leaves out keys whose value is NULL.
   `CREATE OR REPLACE MACRO sf_object_construct(j) AS CAST(to_json(map_from_entries(list_filter(map_entries(CAST(j AS MAP(VARCHAR, JSON))), e -> e.value IS NOT NULL AND CAST(e.value AS VARCHAR) <> 'null'))) AS JSON)`,
