@@ -41,7 +41,7 @@ export interface PipelineStatusEntry {
   readonly lag_bytes: number | null;
   /** The destination's circuit breaker (closed, half-open, open) while the pipeline runs; null otherwise. */
   readonly destination_breaker: string | null;
-  /** From the WAL monitor of the pipeline's worker (as the floe_slot_* metrics): WAL the slot retains, its wal_status, confirmed-flush lag in seconds, and when it was measured. */
+  /** From the WAL monitor of the worker watching the pipeline's source (as the floe_slot_* metrics): WAL the slot retains, its wal_status, confirmed-flush lag in seconds, and when it was measured. */
   readonly slot_retained_bytes: number | null;
   readonly slot_wal_status: string | null;
   readonly lag_seconds: number | null;

@@ -247,23 +247,6 @@ export async function reportTableState(
 }
 
 /**
- * The WAL monitor's figures for a pipeline's slot, written by the worker that runs the pipeline (the same
- * figures as the floe_slot_* metrics).
- */
-export async function reportSlotHealth(
-  db: Queryable,
-  pipeline: string,
-  worker: string,
-  health: { retainedBytes: number | null; walStatus: string; lagSeconds: number | null },
-): Promise<void> {
-  await db.query(
-    `UPDATE floe.pipeline SET slot_retained_bytes = $3, slot_wal_status = $4, lag_seconds = $5, monitored_at = now()
-      WHERE name = $1 AND owner_worker = $2`,
-    [pipeline, worker, health.retainedBytes, health.walStatus, health.lagSeconds],
-  );
-}
-
-/**
  * Marks resync requests up to `before` as handled (the pipeline took them). `before` came back through a
  * JavaScript Date (milliseconds) while the column holds microseconds, hence the truncation.
  */
