@@ -238,7 +238,12 @@ function registerRoutes(api: FastifyInstance, backend: ConsoleBackend, auth: Aut
   });
 
   // ---- pipelines ----
-  api.get('/pipelines', async () => ({ pipelines: (await backend.status()).pipelines }));
+  api.get('/pipelines', async () => ({
+    pipelines: (await backend.status()).pipelines.map((p) => ({
+      ...p,
+      throughput_bytes_per_second: backend.history.samples(p.name).at(-1)?.throughput_bytes_per_second ?? null,
+    })),
+  }));
   api.get<Named>('/pipelines/:name', async (req) => pipelineDetail(backend, req.params.name));
   api.post('/pipelines', async (req, reply) => {
     const { start, ...input } = body(pipelineBody, req);

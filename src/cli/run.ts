@@ -112,7 +112,13 @@ async function run(opts: RunOptions): Promise<void> {
   // The console keeps recent alerts and WAL figures for its pages, and is served on the metrics port
   // unless it has its own (--console-port).
   const consolePage = new Console(
-    { port: opts.consolePort, host: opts.consoleHost, publicRead: opts.consolePublicRead ?? false, readOnly: false },
+    {
+      port: opts.consolePort,
+      host: opts.consoleHost,
+      publicRead: opts.consolePublicRead ?? false,
+      readOnly: false,
+      sampleIntervalMs: opts.consoleSampleInterval * 1000,
+    },
     { alertSink: webhookOptions ? new WebhookNotifier(webhookOptions) : undefined, thresholds: alertPolicy },
   );
   const alerts = new AlertManager({
