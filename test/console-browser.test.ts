@@ -226,7 +226,7 @@ describe.runIf(existsSync(CHROMIUM))(`web console in chromium, floe run on Postg
         ['public.customers', 20, 20],
         ['public.orders', ORDERS, ORDERS],
       ]);
-      expect(report.mismatches).toBe(0);
+      expect(report.mismatches, JSON.stringify(report.tables)).toBe(0);
     } finally {
       await destination.close();
     }

@@ -12,6 +12,7 @@ import { pipelineCommand } from './pipeline.js';
 import { statusCommand } from './status.js';
 import { secretCommand } from './secret.js';
 import { emulatorCommand } from './emulator.js';
+import { applyCommand, exportCommand } from './apply.js';
 
 const program = new Command('floe').description('change data capture from PostgreSQL into DuckDB and Snowflake');
 program.addCommand(replicateCommand());
@@ -25,6 +26,8 @@ program.addCommand(pipelineCommand());
 program.addCommand(statusCommand());
 program.addCommand(secretCommand());
 program.addCommand(emulatorCommand());
+program.addCommand(applyCommand());
+program.addCommand(exportCommand());
 // Usage errors are one line, like every other error floe prints (subcommands of subcommands too).
 const allCommands = (cmd: Command): Command[] => [cmd, ...cmd.commands.flatMap(allCommands)];
 for (const cmd of allCommands(program)) {
