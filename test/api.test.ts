@@ -65,7 +65,7 @@ describe('HTTP API /api/v1', () => {
     await migrate(c);
     await c.end();
     pool = new pg.Pool({ connectionString: control.url, max: 4 });
-    process.env.API_TEST_PASSWORD = SECRET_VALUE;
+    process.env.FLOE_SECRET_API_TEST = SECRET_VALUE;
     api = await appWith();
   });
 
@@ -87,13 +87,13 @@ describe('HTTP API /api/v1', () => {
     let r = await call({
       method: 'POST',
       url: '/api/v1/sources',
-      payload: { name: 'app', url: 'postgres://floe@db.example:5432/app', password: 'env:API_TEST_PASSWORD' },
+      payload: { name: 'app', url: 'postgres://floe@db.example:5432/app', password: 'env:FLOE_SECRET_API_TEST' },
     });
     expect(r.status, r.body && JSON.stringify(r.body)).toBe(201);
     expect(r.body).toEqual({
       name: 'app',
       url: 'postgres://floe@db.example:5432/app',
-      password: 'env:API_TEST_PASSWORD',
+      password: 'env:FLOE_SECRET_API_TEST',
       options: {},
       pipelines: [],
     });

@@ -28,7 +28,7 @@ describe(`floe apply and floe export on PostgreSQL ${cluster.major}`, () => {
 sources:
   shop:
     url: ${source.url}
-    password: env:APPLY_TEST_PASSWORD
+    password: env:FLOE_SECRET_APPLY_TEST
 destinations:
   wh:
     type: duckdb
@@ -75,7 +75,7 @@ ${extra}`;
     const c = await db.connect();
     await migrate(c);
     c.release();
-    env = { FLOE_DATABASE_URL: control.url, APPLY_TEST_PASSWORD: 'unused-by-trust', FLOE_LOG_LEVEL: 'info' };
+    env = { FLOE_DATABASE_URL: control.url, FLOE_SECRET_APPLY_TEST: 'unused-by-trust', FLOE_LOG_LEVEL: 'info' };
   });
 
   afterAll(async () => {
@@ -145,7 +145,7 @@ ${extra}`;
     const r = await runFloe(['export', '-f', out], env);
     expect(r.code, r.stderr).toBe(0);
     const text = readFileSync(out, 'utf8');
-    expect(text).toContain('password: env:APPLY_TEST_PASSWORD');
+    expect(text).toContain('password: env:FLOE_SECRET_APPLY_TEST');
     expect(text).not.toContain('unused-by-trust');
     const again = await runFloe(['apply', '-f', out], env);
     expect(again.code, again.stderr).toBe(0);
@@ -166,7 +166,7 @@ ${extra}`;
         yaml('batch_max_ms: 100', '  p3: { source: shop, destination: wh, publication: pub, slot: floe_p1 }'),
         /slot "floe_p1" is already used by pipeline p1/,
       ],
-      [yaml('batch_max_ms: 100').replace('password: env:APPLY_TEST_PASSWORD', 'password: hunter2'), /source shop: .*password/],
+      [yaml('batch_max_ms: 100').replace('password: env:FLOE_SECRET_APPLY_TEST', 'password: hunter2'), /source shop: .*password/],
       [yaml('batch_max_ms: 100').replace('status: START', 'status: GO'), /status: must be START or PAUSE/],
     ];
     for (const [text, message] of cases) {
