@@ -146,6 +146,35 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
   }
 }
 
+/**
+ * Drops a slot this start created, once its walsender has let it go, and says so in the error; if the
+ * slot cannot be dropped, the error says what was left behind and how to remove it.
+ */
+async function dropNewSlot(meta: pg.Client, slotName: string, cause: FloeError): Promise<FloeError> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      await dropSlot(meta, slotName);
+      return new FloeError(cause.kind, `${cause.message} (the replication slot "${slotName}" this start created was dropped)`, {
+        cause,
+        hint: cause.hint,
+        retry: cause.retry,
+      });
+    } catch (err) {
+      // 55006: still active for a moment after its connection closed.
+      if ((err as { code?: string }).code === '55006' && Date.now() < deadline) {
+        await sleep(100);
+        continue;
+      }
+      return new FloeError(cause.kind, `${cause.message} (the replication slot "${slotName}" this start created was left behind)`, {
+        cause,
+        hint: `drop it unless you retry soon: SELECT pg_drop_replication_slot('${slotName}'); ${cause.hint ?? ''}`.trim(),
+        retry: cause.retry,
+      });
+    }
+  }
+}
+
 async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { passedPreflight: boolean }): Promise<void> {
   const preferred = options.destination.preferredBatchBytes;
   const o = { ...DEFAULTS, ...(preferred ? { batchMaxBytes: preferred } : {}), ...stripUndefined(options) };
@@ -228,17 +257,26 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
       });
       log.info({ slot: created.slotName, consistentPoint: formatLsn(created.consistentPoint), incarnation }, 'replication slot created');
       await options.failpoints?.afterSlotCreated?.();
-      await destination.open(options.name, incarnation);
       snapshotName = created.snapshotName;
       snapshotLsn = created.consistentPoint;
       startLsn = created.consistentPoint;
-      for (const t of tables) {
-        await destination.prepare(t);
-        // Rows of an earlier incarnation (or of a run whose state was not kept) may be stale.
-        await destination.resetTable(t, snapshotLsn);
+      try {
+        await destination.open(options.name, incarnation);
+        for (const t of tables) {
+          await destination.prepare(t);
+          // Rows of an earlier incarnation (or of a run whose state was not kept) may be stale.
+          await destination.resetTable(t, snapshotLsn);
+        }
+        // From here on the slot's position is known: a crash resumes under this incarnation.
+        await store.recordDurable(options.name, incarnation, created.consistentPoint, created.consistentPoint);
+      } catch (err) {
+        // A destination that cannot start (bad path, locked file, column clash) must not leave an idle
+        // slot pinning WAL: nothing was copied under this slot yet, so it goes.
+        const r = repl;
+        repl = undefined;
+        await r.end().catch(() => undefined);
+        throw await dropNewSlot(meta, options.slotName, coerceError(err));
       }
-      // From here on the slot's position is known: a crash resumes under this incarnation.
-      await store.recordDurable(options.name, incarnation, created.consistentPoint, created.consistentPoint);
       for (const t of tables) {
         const plan = await planRanges(meta, t, o.snapshotRangePages, o.snapshotParallelism);
         await store.setTable(options.name, incarnation, qualifiedName(t), { phase: 'snapshot', snapshotLsn, ...plan });
