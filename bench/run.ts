@@ -840,7 +840,8 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
         });
       if (l.vsEncodingSink) notes.unshift(`vsEncodingSink=${fmtRatio(l.vsEncodingSink)}`);
       if (l.ratio?.wide || l.vsEncodingSink?.wide) notes.unshift('WIDE-SPREAD');
-      const r0 = l.runs[0]!;
+      // A timed-out run records 0 rows: take the row count of one that finished.
+      const r0 = l.runs.find((x) => !x.timedOut) ?? l.runs[0]!;
       rows.push([
         `  ${l.name}`,
         l.seconds === undefined ? 'timed out' : r0.rows.toLocaleString('en-US'),
@@ -913,7 +914,7 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
       name: l.name,
       reference: l.reference,
       medianSeconds: l.seconds === undefined ? null : round(l.seconds, 3),
-      medianRowsPerSecond: l.seconds === undefined ? null : Math.round(l.runs[0]!.rows / l.seconds),
+      medianRowsPerSecond: l.seconds === undefined ? null : Math.round(Math.max(...l.runs.map((x) => x.rows)) / l.seconds),
       ratio: ratioJson(l.ratio),
       vsEncodingSink: ratioJson(l.vsEncodingSink),
       ...l.extra,

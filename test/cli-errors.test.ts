@@ -84,6 +84,11 @@ describe('floe replicate refuses bad input', () => {
       () => ['--source', db.url, '--publication', 'pub_ok', '--destination', 'duckdb:./x.duckdb?memory_limit=lots'],
       /invalid memory_limit "lots"/,
     ],
+    [
+      'bad DuckDB threads',
+      () => ['--source', db.url, '--publication', 'pub_ok', '--destination', 'duckdb:./x.duckdb?threads=many'],
+      /invalid threads "many"/,
+    ],
     ['bad slot name', () => ['--source', db.url, '--publication', 'pub_ok', '--slot', 'Bad-Name'], /invalid slot name/],
     [
       'bad number',

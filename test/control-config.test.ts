@@ -162,8 +162,8 @@ describe('resolvePipelineConfig', () => {
     ],
     [
       'bad duckdb parameter',
-      () => ({ pipeline: pipeline(), source: source(), destination: destination({ url: 'duckdb:/x.duckdb?threads=4' }) }),
-      /unknown DuckDB destination parameter "threads"/,
+      () => ({ pipeline: pipeline(), source: source(), destination: destination({ url: 'duckdb:/x.duckdb?cache=4' }) }),
+      /unknown DuckDB destination parameter "cache"/,
     ],
     [
       'bad source URL',
@@ -331,6 +331,8 @@ describe('URL checks', () => {
   it('checks destination URLs without opening them', () => {
     expect(checkDestination('duckdb', 'duckdb:/data/wh.duckdb?memory_limit=2GB')).toBe('duckdb');
     expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?memory_limit=lots')).toThrow(/invalid memory_limit "lots"/);
+    expect(checkDestination('duckdb', 'duckdb:/data/wh.duckdb?memory_limit=256MB&threads=2')).toBe('duckdb');
+    expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?threads=0')).toThrow(/invalid threads "0"/);
     expect(checkDestination('snowflake', 'snowflake://floe@acme-xy123/db/schema?warehouse=w')).toBe('snowflake');
     expect(() => checkDestination('snowflake', 'snowflake:///db')).toThrow(/names no account/);
     expect(() => checkDestination('snowflake', 'snowflake://floe:pw@acct/db')).toThrow(/contains a secret/);

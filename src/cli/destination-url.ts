@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 /**
  * `snowflake://USER@ORG-ACCOUNT/DATABASE/SCHEMA?...` (see destination/snowflake/config.ts), or
  * `duckdb:./path.duckdb`, `duckdb:///abs/path.duckdb` or `duckdb::memory:`, optionally with
- * `?memory_limit=2GB` (DuckDB's memory cap; default 1GB).
+ * `?memory_limit=256MB` (DuckDB's memory cap; default 128MB) and `&threads=2` (DuckDB's threads; default 1).
  */
 export function parseDestination(
   url: string,
@@ -20,9 +20,9 @@ export function parseDestination(
     const path = m[1]!;
     const params = new URLSearchParams(m[2] ?? '');
     for (const key of params.keys()) {
-      if (key !== 'memory_limit') {
+      if (key !== 'memory_limit' && key !== 'threads') {
         throw new FloeError('config', `unknown DuckDB destination parameter "${key}"`, {
-          hint: 'the DuckDB destination takes memory_limit',
+          hint: 'the DuckDB destination takes memory_limit and threads',
         });
       }
     }
@@ -30,7 +30,12 @@ export function parseDestination(
     if (memoryLimit !== undefined && !/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(memoryLimit)) {
       throw new FloeError('config', `invalid memory_limit "${memoryLimit}"`, { hint: 'use a size such as 512MB or 2GB' });
     }
-    return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit });
+    const threadsText = params.get('threads') ?? undefined;
+    if (threadsText !== undefined && !/^[1-9]\d{0,2}$/.test(threadsText)) {
+      throw new FloeError('config', `invalid threads "${threadsText}"`, { hint: 'use a whole number of DuckDB threads such as 1 or 2' });
+    }
+    const threads = threadsText === undefined ? undefined : Number(threadsText);
+    return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit, threads });
   }
   if (url.startsWith('snowflake://')) {
     return createSnowflakeDestination(parseSnowflakeUrl(url, process.env, options.secrets), {

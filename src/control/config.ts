@@ -222,10 +222,18 @@ export function checkDestination(type: string, url: string): DestinationType {
     }
     const params = new URLSearchParams(m[2] ?? '');
     for (const [key, value] of params) {
-      if (key !== 'memory_limit') {
+      if (key !== 'memory_limit' && key !== 'threads') {
         throw new FloeError('config', `unknown DuckDB destination parameter "${printable(key)}"`, {
-          hint: 'the DuckDB destination takes memory_limit',
+          hint: 'the DuckDB destination takes memory_limit and threads',
         });
+      }
+      if (key === 'threads') {
+        if (!/^[1-9]\d{0,2}$/.test(value)) {
+          throw new FloeError('config', `invalid threads "${printable(value)}"`, {
+            hint: 'use a whole number of DuckDB threads such as 1 or 2',
+          });
+        }
+        continue;
       }
       if (!/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(value)) {
         throw new FloeError('config', `invalid memory_limit "${printable(value)}"`, { hint: 'use a size such as 512MB or 2GB' });

@@ -37,10 +37,16 @@ export interface DuckDbDestinationOptions {
   readonly path: string;
   readonly deleteMode?: DeleteMode;
   /**
-   * DuckDB's memory limit. DuckDB defaults to 80% of the machine's memory; floe shares the machine with
-   * its own buffers, so it caps DuckDB lower; larger merges spill to disk. (Default: '1GB')
+   * DuckDB's memory limit (its buffer manager: tables, hash joins, sorts). DuckDB defaults to 80% of the
+   * machine's memory; floe keeps the whole process small, so it caps DuckDB at 128MB and larger merges
+   * spill to the database's `.tmp` directory. (Default: '128MB')
    */
   readonly memoryLimit?: string;
+  /**
+   * DuckDB's worker threads. Each thread keeps its own buffers outside the memory limit, and floe's own
+   * thread decodes the stream on another core, so the default is 1. (Default: 1)
+   */
+  readonly threads?: number;
 }
 
 const META = '_floe';
@@ -70,7 +76,12 @@ export class DuckDbDestination implements Destination {
   #stages = 0;
 
   constructor(options: DuckDbDestinationOptions) {
-    this.#options = { path: options.path, deleteMode: options.deleteMode ?? 'hard', memoryLimit: options.memoryLimit ?? '1GB' };
+    this.#options = {
+      path: options.path,
+      deleteMode: options.deleteMode ?? 'hard',
+      memoryLimit: options.memoryLimit ?? '128MB',
+      threads: options.threads ?? 1,
+    };
   }
 
   get deleteMode(): DeleteMode {
@@ -84,7 +95,12 @@ export class DuckDbDestination implements Destination {
     // A pipeline that reconnects opens again: keep the database, re-read the watermark.
     if (!this.#instance)
       try {
-        this.#instance = await DuckDBInstance.create(this.#options.path, { memory_limit: this.#options.memoryLimit });
+        this.#instance = await DuckDBInstance.create(this.#options.path, {
+          memory_limit: this.#options.memoryLimit,
+          threads: String(this.#options.threads),
+          // Merges and journal appends need no insertion order; keeping it costs memory in large inserts.
+          preserve_insertion_order: 'false',
+        });
       } catch (err) {
         throw new FloeError('destination', `cannot open DuckDB file ${this.#options.path}: ${(err as Error).message}`, {
           cause: err,
@@ -473,6 +489,13 @@ export class DuckDbDestination implements Destination {
     const typeOf = new Map(t.columns.map((col) => [col.name, col] as const));
     await c.run('BEGIN');
     try {
+      const merged = await this.#mergeIntoEmpty(known, from, to);
+      if (merged !== undefined) {
+        await c.run(`UPDATE ${META}.source_table SET merged_seq = ${to} WHERE source_table = ${quoteLiteral(name)}`);
+        await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
+        await c.run('COMMIT');
+        return merged;
+      }
       const fromCols = keys.map((k) => `NULL::VARCHAR AS ${fromCol(k)}`).join(', ');
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_window AS
         SELECT *, ${pos('j')} AS _floe_pos, ${fromCols} FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
@@ -577,6 +600,41 @@ export class DuckDbDestination implements Destination {
       await c.run('ROLLBACK').catch(() => undefined);
       throw wrapDuckDb(err, `merging ${name}`);
     }
+  }
+
+  /**
+   * The first merge after a snapshot: an empty target and a window of snapshot rows only (no stream
+   * change, no unchanged-TOAST marker) needs none of the general merge's per-key work, joins or temp
+   * tables: the rows go into the target in one INSERT … SELECT. The general path took as long as the
+   * copy itself (16 s for 2M rows). The latest row per key still wins, should a key appear twice.
+   */
+  async #mergeIntoEmpty(known: KnownTable, from: bigint, to: bigint): Promise<number | undefined> {
+    const t = known.schema;
+    const journal = this.#journal(t);
+    const target = this.#target(t);
+    const window = `_floe_seq > ${from} AND _floe_seq <= ${to}`;
+    const [probe] = await this.#rows(`SELECT
+        (SELECT count(*) FROM ${target}),
+        (SELECT count(*) FROM ${journal} WHERE ${window} AND (_floe_op <> 'r' OR _floe_unchanged IS NOT NULL)),
+        (SELECT count(*) FROM ${journal} WHERE ${window})`);
+    if (Number(probe?.[0] ?? 1) !== 0 || Number(probe?.[1] ?? 1) !== 0) return undefined;
+    const typeOf = new Map(t.columns.map((col) => [col.name, col] as const));
+    const cols = known.journalColumns;
+    const select = cols.map((col, i) => {
+      const ct = typeOf.get(col);
+      if (!ct) return quoteIdent(col);
+      const cast = ct.type.duckdbCast(quoteIdent(col));
+      const stored = known.targetTypes[i];
+      return stored && stored !== ct.type.duckdb ? `CAST(${cast} AS ${stored})` : cast;
+    });
+    const keys = t.columns
+      .filter((col) => col.isKey)
+      .map((col) => quoteIdent(col.name))
+      .join(', ');
+    await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_lsn, _floe_ordinal, _floe_synced_at)
+      SELECT ${select.join(', ')}, _floe_lsn, _floe_ordinal, now() FROM ${journal} WHERE ${window}
+      QUALIFY row_number() OVER (PARTITION BY ${keys} ORDER BY _floe_lsn DESC, _floe_ordinal DESC, _floe_seq DESC) = 1`);
+    return Number(probe?.[2] ?? 0);
   }
 
   async #createTarget(table: TableSchema, journalColumns?: string[]): Promise<void> {

@@ -1,0 +1,96 @@
+/**
+ * The DuckDB destination on its own (no PostgreSQL): the first merge after a snapshot goes straight
+ * into the empty target, later merges take the general path, and the memory knobs reach DuckDB.
+ */
+import { describe, it, expect } from 'vitest';
+import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
+import { mapColumnType } from '../src/schema/type-map.js';
+import type { Cell, TableSchema } from '../src/model.js';
+
+const INT4 = 23;
+const TEXT = 25;
+const TEXT_ARRAY = 1009;
+const NUMERIC = 1700;
+
+const T: TableSchema = {
+  relationId: 1,
+  schema: 'public',
+  name: 'orders',
+  replicaIdentity: 'd',
+  hasKey: true,
+  columns: (
+    [
+      ['id', INT4],
+      ['note', TEXT],
+      ['tags', TEXT_ARRAY],
+      ['amount', NUMERIC],
+    ] as const
+  ).map(([name, oid], i) => ({ name, typeOid: oid, typeMod: -1, type: mapColumnType(oid, -1, () => undefined), isKey: i === 0 })),
+};
+
+async function* chunks(rows: Cell[][]): AsyncIterable<Cell[][]> {
+  for (let i = 0; i < rows.length; i += 1000) yield rows.slice(i, i + 1000);
+}
+
+const row = (i: number): Cell[] => [String(i), i % 7 === 0 ? null : `note ${i}`, `{a,"b c",${i}}`, `${i}.25`];
+
+describe('DuckDB destination merges', () => {
+  it('loads a snapshot into the empty target in one statement, then merges stream changes over it', async () => {
+    const d = new DuckDbDestination({ path: ':memory:' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      const lsn = 0x100n;
+      expect(
+        await d.writeSnapshotRange({ table: T, rangeIndex: 0, snapshotLsn: lsn }, chunks([...Array(2500).keys()].map((i) => row(i + 1)))),
+      ).toBe(2500);
+      expect(
+        await d.writeSnapshotRange(
+          { table: T, rangeIndex: 1, snapshotLsn: lsn },
+          chunks([...Array(1500).keys()].map((i) => row(i + 2501))),
+        ),
+      ).toBe(1500);
+      await d.completeSnapshot(T);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 4000 });
+      // The general path builds its window in a temp table; the snapshot merge does not need one.
+      expect(await d.query(`SELECT count(*) FROM duckdb_tables() WHERE table_name = '_floe_window'`)).toEqual([[0n]]);
+      expect(await d.query(`SELECT count(*), count(note), sum(id) FROM public.orders`)).toEqual([[4000n, 3429n, 8002000n]]);
+      expect(await d.query(`SELECT note, tags, amount::VARCHAR, _floe_lsn, _floe_ordinal FROM public.orders WHERE id = 42`)).toEqual([
+        [null, ['a', 'b c', '42'], '42.25', 0x100n, -1n],
+      ]);
+
+      // Stream changes after the snapshot: the target is no longer empty, so the general merge runs.
+      const pos = (ordinal: number) => ({ lsn: 0x200n, ordinal });
+      await d.writeChanges([
+        { table: T, op: 'u', position: pos(0), commitTimeMicros: 0n, cells: ['1', 'updated', '{}', '9.50'] },
+        { table: T, op: 'd', position: pos(1), commitTimeMicros: 0n, cells: ['2', null, null, null] },
+        { table: T, op: 'i', position: pos(2), commitTimeMicros: 0n, cells: ['5000', 'new', '{x}', '1'] },
+      ]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 3 });
+      expect(await d.query(`SELECT id, note, amount::VARCHAR FROM public.orders WHERE id IN (1, 2, 5000) ORDER BY id`)).toEqual([
+        [1, 'updated', '9.50'],
+        [5000, 'new', '1'],
+      ]);
+      expect(await d.query(`SELECT count(*) FROM public.orders`)).toEqual([[4000n]]);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('caps DuckDB at 128MB and one thread by default, or what the options say', async () => {
+    const settings = `SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('preserve_insertion_order')`;
+    const d = new DuckDbDestination({ path: ':memory:' });
+    const e = new DuckDbDestination({ path: ':memory:', memoryLimit: '256MB', threads: 2 });
+    try {
+      await d.open('p', 'inc');
+      await e.open('p', 'inc');
+      const [[mem, threads, order]] = (await d.query(settings)) as [[string, bigint, boolean]];
+      expect([mem, Number(threads), order]).toEqual([expect.stringMatching(/^12[0-9](\.\d+)? MiB$/), 1, false]);
+      const [[mem2, threads2]] = (await e.query(settings)) as [[string, bigint]];
+      expect([mem2, Number(threads2)]).toEqual([expect.stringMatching(/^2[0-9][0-9](\.\d+)? MiB$/), 2]);
+    } finally {
+      await d.close();
+      await e.close();
+    }
+  });
+});
