@@ -71,7 +71,9 @@ describe('PostgreSQL → Snowflake emulator', () => {
       async () =>
         (await count('ORDERS')) === 46 &&
         (await sf.rows(`SELECT "ID" FROM ${T('DOCS')} ORDER BY "ID"`)).map((r) => r[0]).join() === '2,10' &&
-        (await count('TRUNC')) === 1,
+        (await count('TRUNC')) === 1 &&
+        // hist's changes come last: waiting for them keeps a slow machine from reading its history early.
+        (await count('HIST')) === 5,
       60_000,
     );
     expect(await sf.rows(`SELECT "STATUS", COUNT(*) FROM ${T('ORDERS')} GROUP BY "STATUS" ORDER BY "STATUS"`)).toEqual([
