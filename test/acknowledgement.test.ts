@@ -33,7 +33,7 @@ class StallingDestination extends DuckDbDestination {
   }
 }
 
-describe.each(testClusters())('acknowledgement on PostgreSQL $major', (cluster) => {
+describe.each(testClusters('every'))('acknowledgement on PostgreSQL $major', (cluster) => {
   let db: TestDatabase;
   beforeEach(async () => {
     db = await createTestDatabase(cluster);

@@ -26,7 +26,7 @@ async function duck<T = unknown[]>(path: string, sql: string): Promise<T[]> {
   }
 }
 
-describe.each(testClusters())('crash recovery on PostgreSQL $major', (cluster) => {
+describe.each(testClusters('every'))('crash recovery on PostgreSQL $major', (cluster) => {
   let db: TestDatabase;
   let dir: ReturnType<typeof tempDir>;
   let file: string;

@@ -9,12 +9,11 @@ import { testClusters, createTestDatabase, type TestDatabase } from './harness/d
 import { startPipeline, tempDir } from './helpers/pipeline.js';
 import { runFloe } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
-import { availableMajors } from '../src/postgres/local-cluster.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { verifyDuckDb, type TableVerifyResult } from '../src/pipeline/verify.js';
 import { parseLsn } from '../src/postgres/lsn.js';
 
-describe.each(availableMajors())('floe demo on PostgreSQL %i', (major) => {
+describe.each(testClusters().map((c) => c.major))('floe demo on PostgreSQL %i', (major) => {
   it('runs a fixed workload, verifies every table and prints one JSON summary', async () => {
     const dir = tempDir('floe-demo-');
     try {

@@ -8,7 +8,7 @@ import { startPipeline, type RunningPipeline } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 
-describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster) => {
+describe.each(testClusters('every'))('change semantics on PostgreSQL $major', (cluster) => {
   let db: TestDatabase;
   let seq = 0;
   beforeAll(async () => {
@@ -152,7 +152,7 @@ describe.each(testClusters())('change semantics on PostgreSQL $major', (cluster)
   });
 });
 
-describe.each(testClusters())('primary key change with an unchanged TOAST value on PostgreSQL $major', (cluster) => {
+describe.each(testClusters('every'))('primary key change with an unchanged TOAST value on PostgreSQL $major', (cluster) => {
   it('moves the TOASTed value to the new key', async () => {
     const db = await createTestDatabase(cluster);
     try {

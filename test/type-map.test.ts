@@ -174,7 +174,7 @@ function duckArrayCanon(kind: Kind, dims: number): string {
 
 const literal = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 
-describe.each(testClusters())('type map round trip on PostgreSQL $major', (cluster) => {
+describe.each(testClusters('every'))('type map round trip on PostgreSQL $major', (cluster) => {
   let db: TestDatabase;
   let client: pg.Client;
   let duck: DuckDBInstance;

@@ -18,7 +18,7 @@ import { pgArrayToJson } from '../src/schema/pg-array.js';
 
 const STREAM_OFFSET = 1000;
 
-describe.each(testClusters())('every type through snapshot and stream on PostgreSQL $major', (cluster) => {
+describe.each(testClusters('every'))('every type through snapshot and stream on PostgreSQL $major', (cluster) => {
   let db: TestDatabase;
   let client: pg.Client;
   let p: RunningPipeline;

