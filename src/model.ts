@@ -45,6 +45,12 @@ export interface TableSchema {
   readonly replicaIdentity: 'd' | 'f' | 'i' | 'n';
   /** True when the table has a usable key; false means append-only history. */
   readonly hasKey: boolean;
+  /**
+   * The publication's row filter (PostgreSQL 15+), an SQL condition over the table's columns, combined
+   * over several publications; undefined when every row is published. Only the catalog read sets it
+   * (the snapshot needs it; the server applies it to the stream).
+   */
+  readonly rowFilter?: string;
 }
 
 export const qualifiedName = (t: { schema: string; name: string }): string => `${t.schema}.${t.name}`;

@@ -58,6 +58,8 @@ export interface LiveTablesConfig {
 
 interface Entry {
   table: TableSchema;
+  /** What the publications published of the table when last read (SchemaCache.publishedSignatures). */
+  signature?: string;
   state: Exclude<TableState, 'removed'>;
   /** Aborts this table's running snapshot. */
   job?: AbortController;
@@ -89,9 +91,12 @@ export class LiveTables {
     return e ? e.state === 'skipped' : (this.#c.options.control?.skipped.has(name) ?? false);
   }
 
-  /** A Relation message named a table: re-read the publication if it is new. */
-  noticeRelation(name: string): void {
-    if (!this.#tables.has(name)) this.refresh();
+  /**
+   * A Relation message named a table: re-read the publication if it is new, or if the name now belongs
+   * to another relation (dropped and created again: the old table's rows must go).
+   */
+  noticeRelation(name: string, relationId: number): void {
+    if (this.#tables.get(name)?.table.relationId !== relationId) this.refresh();
   }
 
   refresh(): void {
@@ -166,18 +171,15 @@ export class LiveTables {
     const { options, cache, meta } = this.#c;
     const skipped = options.control?.skipped ?? new Set<string>();
     const resync = new Set(options.control?.takeResyncRequests() ?? []);
+    // The poll's common case, nothing changed, costs one catalog query; the table schemas are read only
+    // when the publications or the controls changed.
+    const signatures = await cache.publishedSignatures(options.publication);
     if (resync.size === 0) {
-      // The poll's common case, nothing changed, costs one small catalog query; the table schemas are
-      // read only when the list or the controls changed.
-      const names = await meta.query<{ name: string }>(
-        `SELECT schemaname || '.' || tablename AS name FROM pg_publication_tables WHERE pubname = $1`,
-        [options.publication],
-      );
       const unchanged =
-        names.rows.length === this.#tables.size &&
-        names.rows.every(({ name }) => {
+        signatures.size === this.#tables.size &&
+        [...signatures].every(([name, signature]) => {
           const e = this.#tables.get(name);
-          return e !== undefined && (e.state === 'skipped') === skipped.has(name);
+          return e !== undefined && e.signature === signature && (e.state === 'skipped') === skipped.has(name);
         });
       if (unchanged) return;
     }
@@ -197,27 +199,43 @@ export class LiveTables {
     }
     for (const [name, table] of current) {
       const e = this.#tables.get(name);
+      const signature = signatures.get(name);
       if (skipped.has(name)) {
-        if (e?.state === 'skipped') continue;
+        if (e?.state === 'skipped' && e.table.relationId === table.relationId) {
+          e.signature = signature;
+          continue;
+        }
         options.log.info({ table: name }, 'table skipped: its changes are dropped until it is resynced');
         e?.job?.abort();
-        this.#tables.set(name, { table, state: 'skipped', rows: 0, attempts: 0 });
+        this.#tables.set(name, { table, signature, state: 'skipped', rows: 0, attempts: 0 });
         this.#stream!.setDropped(table.relationId, true);
         this.#enqueue({ kind: 'forget', name });
         this.#emit(name, 'skipped');
         continue;
       }
-      if (!e || e.state === 'skipped' || resync.has(name)) {
-        const why = !e ? 'table joined the publication' : e.state === 'skipped' ? 'table is no longer skipped' : 'resync requested';
+      const why = !e
+        ? 'table joined the publication'
+        : e.state === 'skipped'
+          ? 'table is no longer skipped'
+          : resync.has(name)
+            ? 'resync requested'
+            : e.table.relationId !== table.relationId
+              ? 'table was dropped and created again under the same name'
+              : e.signature !== undefined && e.signature !== signature
+                ? 'what the publication publishes of the table changed (column list, row filter or partitions)'
+                : undefined;
+      if (why !== undefined || !e) {
         options.log.info({ table: name }, `${why}: snapshotting it while the other tables stream`);
         e?.job?.abort();
+        if (e && e.table.relationId !== table.relationId) this.#stream!.setDropped(e.table.relationId, false);
         // Changes stay dropped (for a skipped table) until its snapshot job has prepared the destination.
-        this.#tables.set(name, { table, state: 'snapshotting', rows: 0, attempts: 0 });
+        this.#tables.set(name, { table, signature, state: 'snapshotting', rows: 0, attempts: 0 });
         this.#enqueue({ kind: 'snapshot', name });
         this.#emit(name, 'snapshotting', { rows: 0 });
         continue;
       }
       e.table = table;
+      e.signature = signature;
     }
   }
 

@@ -26,7 +26,7 @@ import { qualifiedName } from '../model.js';
 import type { Destination } from '../destination/destination.js';
 import type { StateStore } from '../store/state-store.js';
 import type { Logger } from '../telemetry/logger.js';
-import { connectSource, preflight, serverInfo, SchemaCache, type SourceConfig } from '../postgres/source.js';
+import { connectSource, FLOE_SCHEMA, preflight, serverInfo, SchemaCache, type SourceConfig } from '../postgres/source.js';
 import {
   connectReplication,
   createSlotWithSnapshot,
@@ -602,16 +602,18 @@ class Streamer implements StreamSide {
         const table = await this.#cache.tableFromRelation(msg);
         const before = this.#relations.get(msg.relationId);
         const name = qualifiedName(table);
-        if (!before && this.#live.drops(name)) this.#dropped.add(msg.relationId);
-        if (this.#dropped.has(msg.relationId)) {
+        // floe's own tables (a FOR ALL TABLES publication holds them) are never replicated (invariant 8).
+        if (!before && (table.schema === FLOE_SCHEMA || this.#live.drops(name))) this.#dropped.add(msg.relationId);
+        if (this.#dropped.has(msg.relationId) || (await this.#cache.publishedViaAncestor(msg.relationId, this.#options.publication))) {
           // Skipped: not prepared either (a table is often skipped because it cannot be replicated). Its
-          // snapshot job prepares it with this schema when it is unskipped.
+          // snapshot job prepares it with this schema when it is unskipped. A partition published via its
+          // root: its changes come as the root's, so it gets no target.
           this.#relations.set(msg.relationId, table);
           return;
         }
         // A table the pipeline does not replicate yet (new, or re-added): its changes are journaled from
         // now on, and its live snapshot fills in what came before.
-        this.#live.noticeRelation(name);
+        this.#live.noticeRelation(name, msg.relationId);
         if (!before) {
           this.#options.log.info({ table: name }, 'relation of a table not seen before');
         } else if (columnsSignature(before) !== columnsSignature(table)) {
@@ -719,7 +721,13 @@ class Streamer implements StreamSide {
     const started = performance.now();
     await destination.writeChanges(b.changes);
     await this.#options.failpoints?.afterDestinationWrite?.({ changes: b.changes.length, endsMidTransaction: b.endsMidTransaction });
-    if (b.lastCommit) {
+    if (b.lastCommit && b.changes.length === 0 && Date.now() - this.#idleRecordedAt < 60_000) {
+      // Only empty transactions (PostgreSQL 14 sends them; changes of floe's own or skipped tables are
+      // dropped): acknowledged like the idle path, recorded at most once a minute. Recording each would
+      // itself be a transaction, sent back empty: a write every batch tick, forever.
+      if (b.lastCommit.endLsn > this.#ackLsn) this.#ackLsn = b.lastCommit.endLsn;
+    } else if (b.lastCommit) {
+      if (b.changes.length === 0) this.#idleRecordedAt = Date.now();
       // Invariant 3: the store only hears of what the destination holds.
       await store.recordDurable(this.#options.name, this.#incarnation, b.lastCommit.lsn, b.lastCommit.endLsn);
       this.#durableLsn = b.lastCommit.lsn;

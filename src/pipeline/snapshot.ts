@@ -16,7 +16,7 @@ import { FloeError, coerceError } from '../errors.js';
 import type { Cell, TableSchema } from '../model.js';
 import { qualifiedName } from '../model.js';
 import { CopyTextParser } from '../postgres/copy-text.js';
-import { connectSource, type SourceConfig } from '../postgres/source.js';
+import { connectSource, publishedRowsSql, type SourceConfig } from '../postgres/source.js';
 import { quoteIdent } from '../schema/sql-quote.js';
 import type { Destination } from '../destination/destination.js';
 import type { StateStore } from '../store/state-store.js';
@@ -108,8 +108,8 @@ async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: numb
   const lo = rangeIndex * task.pagesPerRange;
   const last = rangeIndex === task.rangeCount - 1;
   const where = last ? `ctid >= '(${lo},0)'::tid` : `ctid >= '(${lo},0)'::tid AND ctid < '(${lo + task.pagesPerRange},0)'::tid`;
-  const cols = table.columns.map((c) => quoteIdent(c.name)).join(', ');
-  const sql = `COPY (SELECT ${cols} FROM ${quoteIdent(table.schema)}.${quoteIdent(table.name)} WHERE ${where}) TO STDOUT`;
+  // Exactly what the publication publishes: its columns and its row filter (invariant 8).
+  const sql = `COPY (${publishedRowsSql(table, where)}) TO STDOUT`;
   const stream = client.query(copyTo(sql));
   // pg-copy-streams emits 'error' without destroying the stream. An abort ends the connection, which can
   // happen before the destination starts reading the rows: without a listener of our own that error would

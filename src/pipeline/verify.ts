@@ -40,7 +40,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import type { TableSchema } from '../model.js';
 import { qualifiedName } from '../model.js';
 import { CopyTextParser } from '../postgres/copy-text.js';
-import { connectSource, SchemaCache, type SourceConfig } from '../postgres/source.js';
+import { connectSource, publishedRowsSql, SchemaCache, type SourceConfig } from '../postgres/source.js';
 import { pgArrayToJson } from '../schema/pg-array.js';
 import { quoteIdent, quoteLiteral } from '../schema/sql-quote.js';
 import type { DuckDbDestination } from '../destination/duckdb/duckdb-destination.js';
@@ -233,7 +233,7 @@ async function loadSource(client: pg.Client, table: TableSchema, destination: Du
   let rows = 0;
   let longest = 0;
   const cols = table.columns.map((c) => quoteIdent(c.name)).join(', ');
-  const stream = client.query(copyTo(`COPY (SELECT ${cols} FROM ${quoteIdent(table.schema)}.${quoteIdent(table.name)}) TO STDOUT`));
+  const stream = client.query(copyTo(`COPY (${publishedRowsSql(table)}) TO STDOUT`));
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       let text = '';

@@ -10,7 +10,7 @@ import { setTimeout as setTimeoutPromise } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { FloeError, coerceError } from '../errors.js';
-import { SourceClient, clientConfig, connectSource, redactUrl, type SourceConfig } from './source.js';
+import { SourceClient, clientConfig, connectSource, publicationNames, redactUrl, type SourceConfig } from './source.js';
 import { quoteIdent } from '../schema/sql-quote.js';
 import { formatLsn, parseLsn, type Lsn } from './lsn.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -155,7 +155,8 @@ export async function dropSlot(client: pg.Client, slotName: string): Promise<voi
  * CopyData payload (byte mode would concatenate frames), and at most 512 frames wait unread before the socket
  * is paused. */
 export function startReplication(repl: pg.Client, options: { slotName: string; publication: string; startLsn: Lsn }): Duplex {
-  const pubLiteral = `'${quoteIdent(options.publication).replaceAll("'", "''")}'`;
+  const names = publicationNames(options.publication).map(quoteIdent).join(',');
+  const pubLiteral = `'${names.replaceAll("'", "''")}'`;
   const sql =
     `START_REPLICATION SLOT ${quoteIdent(options.slotName)} LOGICAL ${formatLsn(options.startLsn)} ` +
     `(proto_version '1', publication_names ${pubLiteral}, messages 'true')`;

@@ -142,10 +142,13 @@ export async function preflight(client: pg.Client, publication: string): Promise
       hint: 'run ALTER ROLE <user> WITH REPLICATION (or use a role that has it)',
     });
   }
-  const pub = await client.query<{ pubname: string }>(`SELECT pubname FROM pg_publication WHERE pubname = $1`, [publication]);
-  if (pub.rowCount === 0) {
-    throw new FloeError('source-setup', `publication "${publication}" does not exist in this database`, {
-      hint: `create it, e.g. CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ...`,
+  const names = publicationNames(publication);
+  const pub = await client.query<{ pubname: string }>(`SELECT pubname FROM pg_publication WHERE pubname = ANY ($1)`, [names]);
+  const missing = names.find((n) => !pub.rows.some((p) => p.pubname === n));
+  if (missing !== undefined || names.length === 0) {
+    const name = missing ?? publication;
+    throw new FloeError('source-setup', `publication "${name}" does not exist in this database`, {
+      hint: `create it, e.g. CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ...`,
     });
   }
   const tables = await client.query<{
@@ -163,8 +166,8 @@ export async function preflight(client: pg.Client, publication: string): Promise
        FROM pg_publication_tables pt
        JOIN pg_namespace n ON n.nspname = pt.schemaname
        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
-      WHERE pt.pubname = $1`,
-    [publication],
+      WHERE pt.pubname = ANY ($1) AND n.nspname <> $2`,
+    [names, FLOE_SCHEMA],
   );
   for (const t of tables.rows) {
     const name = `${t.schemaname}.${t.tablename}`;
@@ -190,39 +193,60 @@ export class SchemaCache {
   readonly #client: pg.Client;
   readonly #types = new Map<number, PgTypeInfo>();
   readonly #keys = new Map<number, RelationFacts>();
+  #serverMajor: number | undefined;
 
   constructor(client: pg.Client) {
     this.#client = client;
   }
 
-  /** The tables of a publication, as the snapshot and the stream see them. */
+  /**
+   * The tables of the publications, as the snapshot and the stream see them: only the columns the
+   * publications publish, with their row filter (design.md invariant 8), never floe's own tables.
+   */
   async publishedTables(publication: string): Promise<TableSchema[]> {
-    const rels = await this.#client.query<{ oid: number; nspname: string; relname: string; relreplident: string }>(
-      `SELECT c.oid::int AS oid, n.nspname, c.relname, c.relreplident
-         FROM pg_publication_tables pt
-         JOIN pg_namespace n ON n.nspname = pt.schemaname
-         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
-        WHERE pt.pubname = $1 ORDER BY n.nspname, c.relname`,
-      [publication],
-    );
+    const published = await readPublished(this.#client, publication);
+    const major = await this.#major();
     const out: TableSchema[] = [];
-    for (const rel of rels.rows) {
-      const cols = await this.#client.query<{ attname: string; atttypid: number; atttypmod: number }>(
-        `SELECT attname, atttypid::int AS atttypid, atttypmod FROM pg_attribute
-          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`,
+    for (const rel of published.values()) {
+      const cols = await this.#client.query<{ attname: string; atttypid: number; atttypmod: number; generated: boolean }>(
+        `SELECT attname, atttypid::int AS atttypid, atttypmod, attgenerated <> '' AS generated FROM pg_attribute
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
         [rel.oid],
       );
-      out.push(
-        await this.tableFromRelation({
-          relationId: Number(rel.oid),
-          schema: rel.nspname,
-          name: rel.relname,
-          replicaIdentity: rel.relreplident as TableSchema['replicaIdentity'],
-          columns: cols.rows.map((c) => ({ name: c.attname, typeOid: Number(c.atttypid), typeMod: Number(c.atttypmod) })),
-        }),
-      );
+      // pgoutput sends generated columns only from PostgreSQL 18 on, and only those attnames lists
+      // (publish_generated_columns); before 18 attnames lists them but the stream never carries them.
+      const publishes = (c: { attname: string; generated: boolean }): boolean =>
+        (rel.attnames === undefined || rel.attnames.has(c.attname)) && (!c.generated || (major >= 18 && rel.attnames !== undefined));
+      const table = await this.tableFromRelation({
+        relationId: rel.oid,
+        schema: rel.schema,
+        name: rel.name,
+        replicaIdentity: rel.replicaIdentity,
+        columns: cols.rows.filter(publishes).map((c) => ({ name: c.attname, typeOid: Number(c.atttypid), typeMod: Number(c.atttypmod) })),
+      });
+      out.push(rel.rowFilter === undefined ? table : { ...table, rowFilter: rel.rowFilter });
     }
     return out;
+  }
+
+  /**
+   * One string per published table that changes whenever what the publications publish of it changes:
+   * its relation id (a table dropped and created again under the same name), column list, row filter and
+   * leaf partitions (partitions attached to or detached from a root published via the root).
+   */
+  async publishedSignatures(publication: string): Promise<Map<string, string>> {
+    const published = await readPublished(this.#client, publication);
+    return new Map([...published.values()].map((r) => [`${r.schema}.${r.name}`, r.signature] as const));
+  }
+
+  /** A partition published only through its root (publish_via_partition_root): no target of its own. */
+  async publishedViaAncestor(relationId: number, publication: string): Promise<boolean> {
+    return publishedViaAncestor(this.#client, relationId, publication);
+  }
+
+  async #major(): Promise<number> {
+    this.#serverMajor ??= (await serverInfo(this.#client)).major;
+    return this.#serverMajor;
   }
 
   /**
@@ -326,4 +350,144 @@ export function mergeKey(
     case 'n':
       return new Set();
   }
+}
+
+/** floe's own tables (state store, control plane) live in this schema: they are never replicated. */
+export const FLOE_SCHEMA = 'floe';
+
+/** A pipeline's publication setting: one publication name, or several separated by commas. */
+export function publicationNames(publication: string): string[] {
+  return publication
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0);
+}
+
+interface PublishedRelation {
+  readonly oid: number;
+  readonly schema: string;
+  readonly name: string;
+  readonly replicaIdentity: TableSchema['replicaIdentity'];
+  /** Union of the publications' column lists; undefined: every column (PostgreSQL 14 has no column lists). */
+  readonly attnames: Set<string> | undefined;
+  /** OR of the publications' row filters; undefined: every row. */
+  readonly rowFilter: string | undefined;
+  readonly signature: string;
+}
+
+/**
+ * Reads pg_publication_tables for every publication and combines them as PostgreSQL does for a
+ * subscriber of several: a table's published columns are the union of the column lists, its rows those
+ * of any row filter (a publication without a filter publishes every row). `to_jsonb(pt)` reads
+ * attnames and rowfilter where they exist (PostgreSQL 15+) and gives NULL on 14.
+ */
+async function readPublished(client: pg.Client, publication: string): Promise<Map<number, PublishedRelation>> {
+  const r = await queryPublished(client, publication);
+  const grouped = new Map<
+    number,
+    { row: PublishedRow; attnames?: Set<string>; allColumns: boolean; filters: Set<string>; allRows: boolean }
+  >();
+  for (const row of r.rows) {
+    const g = grouped.get(row.oid) ?? { row, allColumns: false, filters: new Set<string>(), allRows: false };
+    grouped.set(row.oid, g);
+    if (row.attnames === null) g.allColumns = true;
+    else for (const a of row.attnames) (g.attnames ??= new Set()).add(a);
+    if (row.rowfilter === null) g.allRows = true;
+    else g.filters.add(row.rowfilter);
+  }
+  const out = new Map<number, PublishedRelation>();
+  for (const [oid, g] of grouped) {
+    const attnames = g.allColumns ? undefined : g.attnames;
+    const rowFilter = g.allRows
+      ? undefined
+      : [...g.filters]
+          .sort()
+          .map((f) => `(${f})`)
+          .join(' OR ');
+    out.set(oid, {
+      oid: Number(oid),
+      schema: g.row.nspname,
+      name: g.row.relname,
+      replicaIdentity: g.row.relreplident as TableSchema['replicaIdentity'],
+      attnames,
+      rowFilter,
+      signature: JSON.stringify([Number(oid), columnList(attnames, g.row.plain), rowFilter ?? null, g.row.leaves]),
+    });
+  }
+  return out;
+}
+
+interface PublishedRow {
+  oid: number;
+  nspname: string;
+  relname: string;
+  relreplident: string;
+  attnames: string[] | null;
+  rowfilter: string | null;
+  leaves: string;
+  plain: string[] | null;
+}
+
+/**
+ * A table dropped while the catalog functions behind pg_publication_tables read it fails the query
+ * ("could not open relation with OID"): a race with DDL, so the read is repeated.
+ */
+async function queryPublished(client: pg.Client, publication: string): Promise<pg.QueryResult<PublishedRow>> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.query<PublishedRow>(
+        `SELECT c.oid::int AS oid, n.nspname, c.relname, c.relreplident,
+                (SELECT array_agg(a ORDER BY a) FROM jsonb_array_elements_text(to_jsonb(pt) -> 'attnames') a) AS attnames,
+                to_jsonb(pt) ->> 'rowfilter' AS rowfilter,
+                (SELECT string_agg(relid::oid::text, ',' ORDER BY relid::oid) FROM pg_partition_tree(c.oid) WHERE isleaf) AS leaves,
+                (SELECT array_agg(attname::text ORDER BY attname) FROM pg_attribute
+                  WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped AND attgenerated = '') AS plain
+           FROM pg_publication_tables pt
+           JOIN pg_namespace n ON n.nspname = pt.schemaname
+           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+          WHERE pt.pubname = ANY ($1) AND n.nspname <> $2
+          ORDER BY n.nspname, c.relname, pt.pubname`,
+        [publicationNames(publication), FLOE_SCHEMA],
+      );
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      if (attempt >= 5 || e.code !== 'XX000' || !/could not open relation/.test(e.message ?? '')) throw err;
+    }
+  }
+}
+
+/**
+ * Whether a relation's changes reach the stream only as its partition root's (publish_via_partition_root):
+ * pgoutput still sends the partition's own Relation message after the root's, but floe must not create
+ * a target for it.
+ */
+async function publishedViaAncestor(client: pg.Client, relationId: number, publication: string): Promise<boolean> {
+  const r = await client.query<{ via: boolean }>(
+    `SELECT c.relispartition AND NOT EXISTS (
+              SELECT 1 FROM pg_publication_tables pt
+               WHERE pt.pubname = ANY ($2) AND pt.schemaname = n.nspname AND pt.tablename = c.relname) AS via
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`,
+    [relationId, publicationNames(publication)],
+  );
+  return r.rows[0]?.via === true;
+}
+
+/**
+ * The column list part of a signature: null when every plain column is published (no column list), so
+ * that a column added to such a table is schema evolution (a Relation message), not a publication change.
+ */
+function columnList(attnames: Set<string> | undefined, plain: string[] | null): string[] | null {
+  if (attnames === undefined || (plain ?? []).every((a) => attnames.has(a))) return null;
+  return [...attnames].sort();
+}
+
+/**
+ * The snapshot's SELECT of a table: the published columns and rows only. `where` restricts it further
+ * (a CTID range).
+ */
+export function publishedRowsSql(table: TableSchema, where?: string): string {
+  const cols = table.columns.map((c) => quoteIdent(c.name)).join(', ');
+  const conditions = [where, table.rowFilter === undefined ? undefined : `(${table.rowFilter})`].filter((c) => c !== undefined);
+  const from = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+  return `SELECT ${cols} FROM ${from}${conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : ''}`;
 }
