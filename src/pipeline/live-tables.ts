@@ -168,7 +168,7 @@ export class LiveTables {
   }
 
   async #reconcile(): Promise<void> {
-    const { options, cache, meta } = this.#c;
+    const { options, cache } = this.#c;
     const skipped = options.control?.skipped ?? new Set<string>();
     const resync = new Set(options.control?.takeResyncRequests() ?? []);
     // The poll's common case, nothing changed, costs one catalog query; the table schemas are read only

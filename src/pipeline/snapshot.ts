@@ -17,7 +17,6 @@ import type { Cell, TableSchema } from '../model.js';
 import { qualifiedName } from '../model.js';
 import { CopyTextParser } from '../postgres/copy-text.js';
 import { connectSource, publishedRowsSql, type SourceConfig } from '../postgres/source.js';
-import { quoteIdent } from '../schema/sql-quote.js';
 import type { Destination } from '../destination/destination.js';
 import type { StateStore } from '../store/state-store.js';
 import type { Logger } from '../telemetry/logger.js';

@@ -232,7 +232,6 @@ async function loadSource(client: pg.Client, table: TableSchema, destination: Du
   const arrays = table.columns.map((c) => c.type.isArray);
   let rows = 0;
   let longest = 0;
-  const cols = table.columns.map((c) => quoteIdent(c.name)).join(', ');
   const stream = client.query(copyTo(`COPY (${publishedRowsSql(table)}) TO STDOUT`));
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
