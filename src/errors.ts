@@ -6,6 +6,8 @@
  * - `hint`: what the operator should do, in one sentence.
  * Messages never contain secrets or row values.
  */
+import { tlsHint } from './postgres/tls.js';
+
 export type ErrorKind =
   | 'config' // bad flag, URL or option
   | 'connection' // network unreachable, refused, reset
@@ -65,6 +67,11 @@ export function coerceError(err: unknown, context?: string): FloeError {
   const message = context ? `${context}: ${base}` : base;
   if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'EPIPE'].includes(code)) {
     return new FloeError('connection', message, { cause: err, hint: 'check that the host is reachable and the port is right' });
+  }
+  const tls = tlsHint(code, base);
+  if (tls !== undefined) {
+    // A certificate problem is configuration: retrying the same handshake gives the same answer.
+    return new FloeError('connection', message, { cause: err, retry: 'manual', hint: tls });
   }
   if (code === '28P01' || code === '28000') {
     return new FloeError('auth', message, { cause: err, hint: 'check the user name and password in the connection URL' });

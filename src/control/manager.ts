@@ -59,6 +59,7 @@ import type { PipelineTableRow } from './config.js';
 import { CONFIG_CHANNEL } from './schema.js';
 import { redactSecrets, type Environment } from './secrets.js';
 import { liveWorkers } from './worker.js';
+import { withTls } from '../postgres/tls.js';
 
 export interface ManagerOptions {
   /** The control-plane database (for the LISTEN connection). */
@@ -193,7 +194,7 @@ export class PipelineManager {
   async #listen(signal: AbortSignal): Promise<void> {
     let attempt = 0;
     while (!signal.aborted) {
-      const client = new pg.Client({ connectionString: this.#o.url, application_name: 'floe-listen', keepAlive: true });
+      const client = new pg.Client({ connectionString: withTls(this.#o.url), application_name: 'floe-listen', keepAlive: true });
       const closed = new Promise<string>((resolve) => {
         client.on('error', (err) => resolve(coerceError(err).message));
         client.on('end', () => resolve('connection closed'));

@@ -23,6 +23,7 @@ import type { Lease, LeaseProvider } from './lease.js';
 import type { Logger } from '../telemetry/logger.js';
 import { silentLogger } from '../telemetry/logger.js';
 import { redactUrl } from '../postgres/source.js';
+import { withTls } from '../postgres/tls.js';
 
 export interface PgLeaseOptions {
   /** The control-plane database. */
@@ -167,7 +168,7 @@ export class PgLeaseProvider implements LeaseProvider {
   async #open(): Promise<Session> {
     const { url, worker, log } = this.#options;
     const client = new pg.Client({
-      connectionString: url,
+      connectionString: withTls(url),
       // application_name is truncated at 63 bytes by the server; holders() reads the worker id from it.
       application_name: (APPLICATION_PREFIX + worker).slice(0, 63),
       connectionTimeoutMillis: 10_000,

@@ -8,6 +8,7 @@ import { FloeError, coerceError } from '../errors.js';
 import { redactUrl } from '../postgres/source.js';
 import type { DestinationRow, PipelineRow, PipelineState, PipelineTableRow, PipelineTableState, SourceRow, WorkerRow } from './config.js';
 import { checkSchemaVersion, type Queryable } from './schema.js';
+import { withTls } from '../postgres/tls.js';
 
 export type { Queryable } from './schema.js';
 
@@ -25,7 +26,7 @@ export async function connectControlPlane(url: string | undefined, options: { mi
   if (!/^postgres(ql)?:\/\//.test(url)) {
     throw new FloeError('config', 'the control-plane database URL must start with postgres:// or postgresql://');
   }
-  const client = new pg.Client({ connectionString: url, application_name: 'floe-cli', connectionTimeoutMillis: 10_000 });
+  const client = new pg.Client({ connectionString: withTls(url), application_name: 'floe-cli', connectionTimeoutMillis: 10_000 });
   client.on('error', () => undefined);
   try {
     await client.connect();

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { withTls } from './tls.js';
 
 /**
  * A pg.Pool whose connection failures surface only as failed statements. The pool watches idle
@@ -6,7 +7,9 @@ import pg from 'pg';
  * a listener of its own, a connection reset there would crash the process instead of failing the call.
  */
 export function createPool(config: pg.PoolConfig): pg.Pool {
-  const pool = new pg.Pool(config);
+  const pool = new pg.Pool(
+    config.connectionString === undefined ? config : { ...config, connectionString: withTls(config.connectionString) },
+  );
   pool.on('error', () => undefined); // an idle connection died; the next query gets a new one
   pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;

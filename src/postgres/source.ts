@@ -9,6 +9,7 @@
  */
 import pg from 'pg';
 import { FloeError, coerceError } from '../errors.js';
+import { withTls } from './tls.js';
 import { quoteIdent } from '../schema/sql-quote.js';
 import type { ColumnSchema, TableSchema } from '../model.js';
 import { mapColumnType, TYPE_CATALOG_SQL, typeInfoFromRow, type PgTypeInfo } from '../schema/type-map.js';
@@ -67,7 +68,7 @@ export function clientConfig(source: SourceConfig, extra: Partial<pg.ClientConfi
     // pg reports an unparseable URL itself, without echoing the password
   }
   return {
-    connectionString: source.url,
+    connectionString: withTls(source.url),
     application_name: source.applicationName ?? 'floe',
     connectionTimeoutMillis: source.connectTimeoutMs ?? 10_000,
     options: userOptions ? `${userOptions} ${SESSION_OPTIONS}` : SESSION_OPTIONS,
