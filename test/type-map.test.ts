@@ -239,7 +239,9 @@ describe.each(testClusters('every'))('type map round trip on PostgreSQL $major',
   it('the built-in type table agrees with pg_type', async () => {
     const rows = await raw(TYPE_CATALOG_SQL, [[...BUILTIN_TYPES.keys()]]);
     const fromCatalog = new Map(rows.map((r) => [Number(r.oid), typeInfoFromRow(r)]));
-    for (const [oid, info] of BUILTIN_TYPES) expect(fromCatalog.get(oid), info.name).toEqual(info);
+    // "char" moved from category S (string) to Z (internal) in PostgreSQL 15; it maps the same either way.
+    const expected = (oid: number, info: PgTypeInfo) => (oid === 18 && cluster.major < 15 ? { ...info, category: 'S' } : info);
+    for (const [oid, info] of BUILTIN_TYPES) expect(fromCatalog.get(oid), info.name).toEqual(expected(oid, info));
     // Built-ins map the same with and without the catalog.
     for (const oid of BUILTIN_TYPES.keys()) {
       const a = mapColumnType(oid, -1, () => undefined);

@@ -209,15 +209,16 @@ export class SchemaCache {
     const major = await this.#major();
     const out: TableSchema[] = [];
     for (const rel of published.values()) {
-      const cols = await this.#client.query<{ attname: string; atttypid: number; atttypmod: number; generated: boolean }>(
-        `SELECT attname, atttypid::int AS atttypid, atttypmod, attgenerated <> '' AS generated FROM pg_attribute
+      // attgenerated as text ('' or 's'): a caller's client may parse every type as text (the type tests do).
+      const cols = await this.#client.query<{ attname: string; atttypid: number; atttypmod: number; generated: string }>(
+        `SELECT attname, atttypid::int AS atttypid, atttypmod, attgenerated::text AS generated FROM pg_attribute
           WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
         [rel.oid],
       );
       // pgoutput sends generated columns only from PostgreSQL 18 on, and only those attnames lists
       // (publish_generated_columns); before 18 attnames lists them but the stream never carries them.
-      const publishes = (c: { attname: string; generated: boolean }): boolean =>
-        (rel.attnames === undefined || rel.attnames.has(c.attname)) && (!c.generated || (major >= 18 && rel.attnames !== undefined));
+      const publishes = (c: { attname: string; generated: string }): boolean =>
+        (rel.attnames === undefined || rel.attnames.has(c.attname)) && (c.generated === '' || (major >= 18 && rel.attnames !== undefined));
       const table = await this.tableFromRelation({
         relationId: rel.oid,
         schema: rel.schema,
@@ -389,10 +390,10 @@ async function readPublished(client: pg.Client, publication: string): Promise<Ma
     { row: PublishedRow; attnames?: Set<string>; allColumns: boolean; filters: Set<string>; allRows: boolean }
   >();
   for (const row of r.rows) {
-    const g = grouped.get(row.oid) ?? { row, allColumns: false, filters: new Set<string>(), allRows: false };
-    grouped.set(row.oid, g);
+    const g = grouped.get(Number(row.oid)) ?? { row, allColumns: false, filters: new Set<string>(), allRows: false };
+    grouped.set(Number(row.oid), g);
     if (row.attnames === null) g.allColumns = true;
-    else for (const a of row.attnames) (g.attnames ??= new Set()).add(a);
+    else for (const a of JSON.parse(row.attnames) as string[]) (g.attnames ??= new Set()).add(a);
     if (row.rowfilter === null) g.allRows = true;
     else g.filters.add(row.rowfilter);
   }
@@ -412,7 +413,12 @@ async function readPublished(client: pg.Client, publication: string): Promise<Ma
       replicaIdentity: g.row.relreplident as TableSchema['replicaIdentity'],
       attnames,
       rowFilter,
-      signature: JSON.stringify([Number(oid), columnList(attnames, g.row.plain), rowFilter ?? null, g.row.leaves]),
+      signature: JSON.stringify([
+        Number(oid),
+        columnList(attnames, JSON.parse(g.row.plain ?? '[]') as string[]),
+        rowFilter ?? null,
+        g.row.leaves,
+      ]),
     });
   }
   return out;
@@ -423,10 +429,11 @@ interface PublishedRow {
   nspname: string;
   relname: string;
   relreplident: string;
-  attnames: string[] | null;
+  /** JSON arrays as text: a process may have replaced pg's array parsers (the type tests do). */
+  attnames: string | null;
   rowfilter: string | null;
   leaves: string;
-  plain: string[] | null;
+  plain: string | null;
 }
 
 /**
@@ -438,11 +445,11 @@ async function queryPublished(client: pg.Client, publication: string): Promise<p
     try {
       return await client.query<PublishedRow>(
         `SELECT c.oid::int AS oid, n.nspname, c.relname, c.relreplident,
-                (SELECT array_agg(a ORDER BY a) FROM jsonb_array_elements_text(to_jsonb(pt) -> 'attnames') a) AS attnames,
+                (to_jsonb(pt) -> 'attnames')::text AS attnames,
                 to_jsonb(pt) ->> 'rowfilter' AS rowfilter,
                 (SELECT string_agg(relid::oid::text, ',' ORDER BY relid::oid) FROM pg_partition_tree(c.oid) WHERE isleaf) AS leaves,
-                (SELECT array_agg(attname::text ORDER BY attname) FROM pg_attribute
-                  WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped AND attgenerated = '') AS plain
+                (SELECT jsonb_agg(attname) FROM pg_attribute
+                  WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped AND attgenerated = '')::text AS plain
            FROM pg_publication_tables pt
            JOIN pg_namespace n ON n.nspname = pt.schemaname
            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
@@ -477,8 +484,8 @@ async function publishedViaAncestor(client: pg.Client, relationId: number, publi
  * The column list part of a signature: null when every plain column is published (no column list), so
  * that a column added to such a table is schema evolution (a Relation message), not a publication change.
  */
-function columnList(attnames: Set<string> | undefined, plain: string[] | null): string[] | null {
-  if (attnames === undefined || (plain ?? []).every((a) => attnames.has(a))) return null;
+function columnList(attnames: Set<string> | undefined, plain: readonly string[]): string[] | null {
+  if (attnames === undefined || plain.every((a) => attnames.has(a))) return null;
   return [...attnames].sort();
 }
 
