@@ -6,10 +6,12 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
-import { startPipeline } from './helpers/pipeline.js';
+import { join } from 'node:path';
+import { startPipeline, tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { PostgresStateStore } from '../src/store/postgres-store.js';
+import { MemoryStateStore } from '../src/store/memory-store.js';
 import { verifyDuckDb } from '../src/pipeline/verify.js';
 import type { PipelineOptions } from '../src/pipeline/pipeline.js';
 
@@ -146,6 +148,38 @@ describe.each(testClusters())('what the publication publishes on PostgreSQL $maj
       );
       await expectVerified('pub_dr', destination);
     });
+  });
+
+  it('resyncs at the next start a table dropped and created again while floe was stopped', async () => {
+    await db.sql(`CREATE TABLE rs (id int PRIMARY KEY, v text); INSERT INTO rs SELECT g, 'old' FROM generate_series(1, 5) g;
+      CREATE PUBLICATION pub_rs FOR TABLE rs`);
+    const store = new MemoryStateStore();
+    const dir = tempDir();
+    const path = join(dir.path, 'rs.duckdb');
+    const run = async (body: (q: (sql: string) => Promise<unknown[][]>, d: DuckDbDestination) => Promise<void>) => {
+      const destination = new DuckDbDestination({ path });
+      const p = startPipeline({ source: { url: db.url }, publication: 'pub_rs', slotName: 'rs_slot', destination, store });
+      try {
+        await body((sql) => destination.query(sql), destination);
+      } finally {
+        await p.stop();
+        await destination.close();
+      }
+    };
+    try {
+      await run(async (q) => {
+        await waitFor('snapshot', async () => (await rows(q, `SELECT count(*) FROM public.rs`)) === '[[5]]');
+      });
+      await db.sql(`DROP TABLE rs; CREATE TABLE rs (id int PRIMARY KEY, v text); INSERT INTO rs VALUES (10, 'new');
+        ALTER PUBLICATION pub_rs ADD TABLE rs`);
+      await run(async (q, destination) => {
+        await waitFor('the new table only', async () => (await rows(q, `SELECT id, v FROM public.rs ORDER BY id`)) === '[[10,"new"]]');
+        await expectVerified('pub_rs', destination);
+      });
+    } finally {
+      await db.dropSlot('rs_slot');
+      dir.remove();
+    }
   });
 
   it('replicates a partitioned table published via its root into one target, following partitions attached and detached later', async () => {

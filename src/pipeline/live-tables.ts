@@ -80,9 +80,11 @@ export class LiveTables {
   #running: Promise<unknown> | undefined;
   #controller = new AbortController();
 
-  constructor(config: LiveTablesConfig, initial: readonly { table: TableSchema; state: 'streaming' | 'skipped' }[]) {
+  constructor(config: LiveTablesConfig, initial: readonly { table: TableSchema; state: 'streaming' | 'skipped'; signature?: string }[]) {
     this.#c = config;
-    for (const { table, state } of initial) this.#tables.set(qualifiedName(table), { table, state, rows: 0, attempts: 0 });
+    for (const { table, state, signature } of initial) {
+      this.#tables.set(qualifiedName(table), { table, state, rows: 0, attempts: 0, ...(signature === undefined ? {} : { signature }) });
+    }
   }
 
   /** Whether the stream must drop changes of a table it meets for the first time. */
@@ -340,7 +342,13 @@ export class LiveTables {
       });
       if (signal.aborted) return;
       await destination.completeSnapshot(table);
-      await store.setTable(options.name, incarnation, name, { phase: 'streaming', snapshotLsn, ...plan });
+      const signature = e.signature;
+      await store.setTable(options.name, incarnation, name, {
+        phase: 'streaming',
+        snapshotLsn,
+        ...plan,
+        ...(signature ? { signature } : {}),
+      });
       // Superseded meanwhile (a resync, skip or removal): the job that replaced this one reports.
       if (signal.aborted) return;
       e.state = 'streaming';

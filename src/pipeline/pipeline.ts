@@ -227,6 +227,12 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
 
     repl = await connectReplication({ ...options.source, applicationName: `floe-${options.name}` });
     const published = await cache.publishedTables(options.publication);
+    // Read before the tables are used: a change after it is seen by LiveTables' first poll.
+    const signatures = await cache.publishedSignatures(options.publication);
+    const signatureOf = (t: TableSchema): { signature?: string } => {
+      const signature = signatures.get(qualifiedName(t));
+      return signature === undefined ? {} : { signature };
+    };
     // Skipped tables (the control's set at start) are neither prepared nor snapshotted, and the stream
     // drops their changes; the store forgets them, so a table unskipped while floe is down is snapshotted
     // afresh at the next start.
@@ -291,7 +297,13 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
       for (const t of tables) {
         await destination.prepare(t);
         const k = known.get(qualifiedName(t));
-        if (!k || k.phase === 'snapshot') needSnapshot.push(t);
+        if (k?.signature !== undefined && k.signature !== signatureOf(t).signature) {
+          // Dropped and created again, column list or row filter changed, partitions attached or detached
+          // while floe was stopped: its destination state is stale, so it starts over like a new table.
+          log.info({ table: qualifiedName(t) }, 'what the publication publishes of the table changed while floe was stopped: resyncing it');
+          await store.removeTable(options.name, incarnation, qualifiedName(t));
+          needSnapshot.push(t);
+        } else if (!k || k.phase === 'snapshot') needSnapshot.push(t);
       }
       for (const name of known.keys()) {
         if (skippedAtStart.has(name)) {
@@ -386,6 +398,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
             snapshotLsn,
             rangeCount: task.rangeCount,
             pagesPerRange: task.pagesPerRange,
+            ...signatureOf(task.table),
           });
           emitTable(task.table, 'streaming', { rows: rowsCopied.get(qualifiedName(task.table)) ?? 0 });
         }
@@ -403,8 +416,8 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
     const snapshotted = new Set(snapshotTasks.map((t) => qualifiedName(t.table)));
     for (const t of tables) if (!snapshotted.has(qualifiedName(t))) emitTable(t, 'streaming');
     const live = new LiveTables({ options, meta, cache, major: info.major, incarnation, ...o }, [
-      ...tables.map((table) => ({ table, state: 'streaming' as const })),
-      ...skippedTables.map((table) => ({ table, state: 'skipped' as const })),
+      ...tables.map((table) => ({ table, state: 'streaming' as const, ...signatureOf(table) })),
+      ...skippedTables.map((table) => ({ table, state: 'skipped' as const, ...signatureOf(table) })),
     ]);
     const stream = startReplication(repl, { slotName: options.slotName, publication: options.publication, startLsn });
     const streamer = new Streamer(options, o, stream, cache, published, incarnation, startLsn, live);

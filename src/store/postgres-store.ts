@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS floe.table_progress (
   updated_at   timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (pipeline, table_name)
 );
-ALTER TABLE floe.replication_progress ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0;`;
+ALTER TABLE floe.replication_progress ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0;
+ALTER TABLE floe.table_progress ADD COLUMN IF NOT EXISTS signature text;`;
 
 /**
  * Locks the pipeline's progress row for this statement's transaction if it belongs to the incarnation
@@ -132,8 +133,9 @@ export class PostgresStateStore implements StateStore {
       range_count: number;
       pages_per_range: number;
       ranges_done: number[];
+      signature: string | null;
     }>(
-      `SELECT table_name, phase, snapshot_lsn::text, range_count, pages_per_range, ranges_done FROM floe.table_progress WHERE pipeline = $1 AND incarnation = $2`,
+      `SELECT table_name, phase, snapshot_lsn::text, range_count, pages_per_range, ranges_done, signature FROM floe.table_progress WHERE pipeline = $1 AND incarnation = $2`,
       [pipeline, incarnation],
     );
     return new Map(
@@ -146,6 +148,7 @@ export class PostgresStateStore implements StateStore {
           rangeCount: row.range_count,
           pagesPerRange: row.pages_per_range,
           rangesDone: new Set(row.ranges_done),
+          ...(row.signature === null ? {} : { signature: row.signature }),
         },
       ]),
     );
@@ -154,11 +157,22 @@ export class PostgresStateStore implements StateStore {
   async setTable(pipeline: string, incarnation: string, table: string, plan: TablePlan): Promise<void> {
     const r = await this.#q(
       `WITH ${FENCE_CTE('$8')}
-       INSERT INTO floe.table_progress (pipeline, incarnation, table_name, phase, snapshot_lsn, range_count, pages_per_range)
-       SELECT $1, $2, $3, $4::text, $5::pg_lsn, $6::integer, $7::integer FROM f
-       ON CONFLICT (pipeline, table_name) DO UPDATE SET phase = $4, snapshot_lsn = $5, range_count = $6, pages_per_range = $7, updated_at = now()
+       INSERT INTO floe.table_progress (pipeline, incarnation, table_name, phase, snapshot_lsn, range_count, pages_per_range, signature)
+       SELECT $1, $2, $3, $4::text, $5::pg_lsn, $6::integer, $7::integer, $9::text FROM f
+       ON CONFLICT (pipeline, table_name) DO UPDATE SET phase = $4, snapshot_lsn = $5, range_count = $6, pages_per_range = $7, signature = $9,
+         updated_at = now()
        WHERE floe.table_progress.incarnation = $2 RETURNING 1`,
-      [pipeline, incarnation, table, plan.phase, formatLsn(plan.snapshotLsn), plan.rangeCount, plan.pagesPerRange, this.#tokenParam()],
+      [
+        pipeline,
+        incarnation,
+        table,
+        plan.phase,
+        formatLsn(plan.snapshotLsn),
+        plan.rangeCount,
+        plan.pagesPerRange,
+        this.#tokenParam(),
+        plan.signature ?? null,
+      ],
     );
     if (r.length === 0) throw await this.#refusal(pipeline, incarnation);
   }

@@ -123,6 +123,7 @@ interface StoredPlan {
   readonly snapshotLsn: string;
   readonly rangeCount: number;
   readonly pagesPerRange: number;
+  readonly signature?: string;
 }
 
 export class RedisStateStore implements StateStore {
@@ -226,6 +227,7 @@ export class RedisStateStore implements StateStore {
         rangeCount: plan.rangeCount,
         pagesPerRange: plan.pagesPerRange,
         rangesDone: new Set((reply[i + 2] as string[]).map(Number)),
+        ...(plan.signature === undefined ? {} : { signature: plan.signature }),
       });
     }
     return out;
@@ -237,6 +239,7 @@ export class RedisStateStore implements StateStore {
       snapshotLsn: plan.snapshotLsn.toString(),
       rangeCount: plan.rangeCount,
       pagesPerRange: plan.pagesPerRange,
+      ...(plan.signature === undefined ? {} : { signature: plan.signature }),
     };
     await this.#write(
       pipeline,

@@ -30,6 +30,8 @@ export interface TableProgress {
   /** Heap pages per range; fixed when the ranges are planned so a resumed copy uses the same boundaries. */
   readonly pagesPerRange: number;
   readonly rangesDone: ReadonlySet<number>;
+  /** What the publications published of the table when it last became streaming (see TablePlan). */
+  readonly signature?: string;
 }
 
 export interface TablePlan {
@@ -37,6 +39,11 @@ export interface TablePlan {
   readonly snapshotLsn: bigint;
   readonly rangeCount: number;
   readonly pagesPerRange: number;
+  /**
+   * SchemaCache.publishedSignatures' value for the table (relation id, column list, row filter,
+   * partitions): a start that finds another one resyncs the table (it changed while floe was down).
+   */
+  readonly signature?: string;
 }
 
 export interface StateStore {
