@@ -16,6 +16,8 @@ import type { Destination } from '../src/destination/destination.js';
 const cluster = testClusters()[0]!;
 
 type Row = (string | null)[];
+/** A filter on a target, given a function that names a column as the destination spells it, and the target's name. */
+type Where = (col: (name: string) => string, table: string) => string;
 
 /** Long values shown by length and ends, so a failure message stays readable. */
 const short = (v: unknown): string | null => {
@@ -31,7 +33,7 @@ interface Target {
   readonly pipeline: RunningPipeline;
   readonly destination: Destination;
   /** The rows of `table`'s target, the given columns as text, ordered by the first. */
-  rows(table: string, columns: readonly string[]): Promise<Row[]>;
+  rows(table: string, columns: readonly string[], where?: Where): Promise<Row[]>;
 }
 
 describe('merge keys into DuckDB and Snowflake', () => {
@@ -58,6 +60,7 @@ describe('merge keys into DuckDB and Snowflake', () => {
     readonly what: string;
     /** A destination whose target differs from the source by a documented rule expects these rows instead. */
     readonly wantIn?: Partial<Record<Target['kind'], Row[]>>;
+    readonly where?: Where;
     /** Applied to the Snowflake rows before comparing. */
     readonly compact?: (rows: Row[]) => Row[];
   }
@@ -73,19 +76,21 @@ describe('merge keys into DuckDB and Snowflake', () => {
         kind: 'duckdb',
         destination: duck,
         pipeline: startPipeline({ source: { url: db.url }, publication: `kp${n}`, slotName: `kd${n}`, destination: duck }),
-        rows: async (table, columns) =>
-          (await duck.query(`SELECT ${columns.map((c) => `"${c}"::VARCHAR`).join(', ')} FROM public."${table}" ORDER BY 1`)).map((r) =>
-            r.map(short),
-          ),
+        rows: async (table, columns, where) =>
+          (
+            await duck.query(
+              `SELECT ${columns.map((c) => `"${c}"::VARCHAR`).join(', ')} FROM public."${table}" ${where ? `WHERE ${where((c) => `"${c}"`, `public."${table}"`)}` : ''} ORDER BY 1`,
+            )
+          ).map((r) => r.map(short)),
       },
       {
         kind: 'snowflake',
         destination: sfDest,
         pipeline: startPipeline({ source: { url: db.url }, publication: `kp${n}`, slotName: `ks${n}`, destination: sfDest }),
-        rows: async (table, columns) =>
+        rows: async (table, columns, where) =>
           (
             await sf.rows(
-              `SELECT ${columns.map((c) => `"${c.toUpperCase()}"`).join(', ')} FROM "ANALYTICS"."PUBLIC"."PUBLIC_${table.toUpperCase()}" ORDER BY 1`,
+              `SELECT ${columns.map((c) => `"${c.toUpperCase()}"`).join(', ')} FROM "ANALYTICS"."PUBLIC"."PUBLIC_${table.toUpperCase()}" ${where ? `WHERE ${where((c) => `"${c.toUpperCase()}"`, `"ANALYTICS"."PUBLIC"."PUBLIC_${table.toUpperCase()}"`)}` : ''} ORDER BY 1`,
             )
           ).map((r) => r.map(short)),
       },
@@ -101,6 +106,7 @@ describe('merge keys into DuckDB and Snowflake', () => {
             step.wantIn?.[t.kind] ?? step.want,
             `${t.kind}: ${step.what}`,
             t.kind === 'snowflake' ? step.compact : undefined,
+            step.where,
           );
       }
     } finally {
@@ -120,6 +126,7 @@ describe('merge keys into DuckDB and Snowflake', () => {
     want: Row[],
     what: string,
     map: (rows: Row[]) => Row[] = (rows) => rows,
+    where?: Where,
   ): Promise<void> {
     let failed: unknown;
     t.pipeline.done.catch((err) => (failed = err));
@@ -129,7 +136,7 @@ describe('merge keys into DuckDB and Snowflake', () => {
         what,
         async () => {
           if (failed) return true;
-          last = map(await t.rows(table, columns));
+          last = map(await t.rows(table, columns, where));
           return JSON.stringify(last) === JSON.stringify(want);
         },
         60_000,
@@ -260,4 +267,56 @@ describe('merge keys into DuckDB and Snowflake', () => {
       },
     ]);
   }, 180_000);
+
+  it('a keyless REPLICA IDENTITY FULL table that gains a primary key becomes keyed (resynced), and back', async () => {
+    await db.sql(`CREATE TABLE kl (a int NOT NULL, b text); ALTER TABLE kl REPLICA IDENTITY FULL;
+      INSERT INTO kl VALUES (1, 'one'), (2, 'two')`);
+    await scenario('kl', [
+      {
+        table: 'kl',
+        columns: ['a', 'b'],
+        where: (c) => `${c('_floe_op')} = 'r'`,
+        want: [
+          ['1', 'one'],
+          ['2', 'two'],
+        ],
+        what: 'snapshot as history',
+      },
+      {
+        sql: `ALTER TABLE kl ADD PRIMARY KEY (a); UPDATE kl SET b = 'TWO' WHERE a = 2; DELETE FROM kl WHERE a = 1; INSERT INTO kl VALUES (3, 'three')`,
+        table: 'kl',
+        columns: ['a', 'b'],
+        want: [
+          ['2', 'TWO'],
+          ['3', 'three'],
+        ],
+        what: 'keyed state after the primary key was added',
+      },
+      {
+        sql: `UPDATE kl SET b = 'THREE' WHERE a = 3; DELETE FROM kl WHERE a = 2`,
+        table: 'kl',
+        columns: ['a', 'b'],
+        want: [['3', 'THREE']],
+        what: 'keyed merges go on',
+      },
+      {
+        // History restarts at the resync's truncate marker, with the snapshot of the table as it is then.
+        sql: `ALTER TABLE kl DROP CONSTRAINT kl_pkey; UPDATE kl SET b = 'three' WHERE a = 3`,
+        table: 'kl',
+        columns: ['a', 'b'],
+        where: (c, t) =>
+          `${c('_floe_op')} = 'r' AND ${c('_floe_lsn')} >= (SELECT MAX(${c('_floe_lsn')}) FROM ${t} WHERE ${c('_floe_op')} = 't')`,
+        want: [['3', 'three']],
+        what: 'history again after the key was dropped',
+      },
+      {
+        sql: `INSERT INTO kl VALUES (4, 'four')`,
+        table: 'kl',
+        columns: ['a', 'b'],
+        where: (c) => `${c('_floe_op')} = 'i' AND ${c('a')} = 4`,
+        want: [['4', 'four']],
+        what: 'history goes on',
+      },
+    ]);
+  }, 240_000);
 });

@@ -26,11 +26,20 @@ export interface DestinationCheckpoint {
   readonly durable: Position | undefined;
 }
 
+export interface PrepareResult {
+  /** The table changed between keyed and keyless: its target was recreated and needs a new snapshot. */
+  readonly converted: boolean;
+}
+
 export interface Destination {
   /** Connects, creates bookkeeping objects; returns what is durable for the slot incarnation. */
   open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint>;
-  /** Creates or evolves the journal and target of a table (new columns added, dropped ones kept). */
-  prepare(table: TableSchema): Promise<void>;
+  /**
+   * Creates or evolves the journal and target of a table (new columns added, dropped ones kept). A table
+   * that gained or lost its key gets the other kind of target (keyed state or keyless history), empty and
+   * excluded from merges until a new snapshot completes: `converted` says the caller must resync it.
+   */
+  prepare(table: TableSchema): Promise<PrepareResult | void>;
   /** Writes one snapshot range atomically; returns the number of rows written (0 if it was already there). */
   writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number>;
   /** Marks a table's snapshot complete: from now on its merges may run (invariant 2b). */

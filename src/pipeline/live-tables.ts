@@ -8,7 +8,8 @@
  *   the main slot sends them, so changes below the snapshot LSN are superseded by the snapshot rows and
  *   later ones win (invariant 2). Its merges wait for `completeSnapshot` (invariant 2b).
  * - A table that left the publication is forgotten by the store; its destination tables stay.
- * - A resync is the same path as a new table, preceded by `resetTable`.
+ * - A resync is the same path as a new table, preceded by `resetTable`. The stream asks for one when a
+ *   table changes between keyed and keyless (its destination target was recreated).
  * - A skipped table's changes are dropped by the stream and it is not snapshotted; when it leaves the
  *   skipped set it is resynced, since its destination state is stale.
  *
@@ -79,6 +80,8 @@ export class LiveTables {
   #wake: (() => void) | undefined;
   #running: Promise<unknown> | undefined;
   #controller = new AbortController();
+  /** Resyncs the pipeline itself asked for (a table that changed between keyed and keyless). */
+  readonly #resyncs = new Set<string>();
 
   constructor(config: LiveTablesConfig, initial: readonly { table: TableSchema; state: 'streaming' | 'skipped'; signature?: string }[]) {
     this.#c = config;
@@ -99,6 +102,12 @@ export class LiveTables {
    */
   noticeRelation(name: string, relationId: number): void {
     if (this.#tables.get(name)?.table.relationId !== relationId) this.refresh();
+  }
+
+  /** Snapshots a table again while the others stream (its destination target was recreated). */
+  resync(name: string): void {
+    this.#resyncs.add(name);
+    this.refresh();
   }
 
   refresh(): void {
@@ -172,7 +181,8 @@ export class LiveTables {
   async #reconcile(): Promise<void> {
     const { options, cache } = this.#c;
     const skipped = options.control?.skipped ?? new Set<string>();
-    const resync = new Set(options.control?.takeResyncRequests() ?? []);
+    const resync = new Set([...(options.control?.takeResyncRequests() ?? []), ...this.#resyncs]);
+    this.#resyncs.clear();
     // The poll's common case, nothing changed, costs one catalog query; the table schemas are read only
     // when the publications or the controls changed.
     const signatures = await cache.publishedSignatures(options.publication);

@@ -295,9 +295,15 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
       const known = await store.getTables(options.name, incarnation);
       const needSnapshot: TableSchema[] = [];
       for (const t of tables) {
-        await destination.prepare(t);
+        const prepared = await destination.prepare(t);
         const k = known.get(qualifiedName(t));
-        if (k?.signature !== undefined && k.signature !== signatureOf(t).signature) {
+        if (prepared?.converted && k) {
+          // Keyed <-> keyless while floe was down: the recreated target needs a new snapshot.
+          log.info({ table: qualifiedName(t), keyed: t.hasKey }, 'table changed between keyed and keyless; resyncing it');
+          await store.removeTable(options.name, incarnation, qualifiedName(t));
+          await destination.resetTable(t, startLsn);
+          needSnapshot.push(t);
+        } else if (k?.signature !== undefined && k.signature !== signatureOf(t).signature) {
           // Dropped and created again, column list or row filter changed, partitions attached or detached
           // while floe was stopped: its destination state is stale, so it starts over like a new table.
           log.info({ table: qualifiedName(t) }, 'what the publication publishes of the table changed while floe was stopped: resyncing it');
@@ -629,14 +635,16 @@ class Streamer implements StreamSide {
         this.#live.noticeRelation(name, msg.relationId);
         if (!before) {
           this.#options.log.info({ table: name }, 'relation of a table not seen before');
-        } else if (columnsSignature(before) !== columnsSignature(table)) {
-          this.#options.log.info({ table: name, columns: table.columns.length }, 'table columns changed');
+        } else if (columnsSignature(before) !== columnsSignature(table) || before.hasKey !== table.hasKey) {
+          this.#options.log.info({ table: name, columns: table.columns.length, keyed: table.hasKey }, 'table columns or key changed');
           // Changes read under the old columns and types reach the destination before it evolves the table.
           await this.#flushAll();
         }
         // New columns exist in the destination before the first change that uses them.
-        await this.#options.destination.prepare(table);
+        const prepared = await this.#options.destination.prepare(table);
         this.#relations.set(msg.relationId, table);
+        // Keyed <-> keyless: the destination recreated the target; a new snapshot fills it.
+        if (prepared?.converted) this.#live.resync(name);
         return;
       }
       case 'insert':

@@ -27,7 +27,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Cell, Change, ColumnSchema, Position, TableSchema } from '../../model.js';
 import { comparePositions, qualifiedName } from '../../model.js';
-import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, SnapshotRangeRef } from '../destination.js';
+import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, PrepareResult, SnapshotRangeRef } from '../destination.js';
 import { FloeError } from '../../errors.js';
 import { pgArrayToJson } from '../../schema/pg-array.js';
 import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
@@ -125,8 +125,8 @@ export class DuckDbDestination implements Destination {
     return { durable: this.#watermark };
   }
 
-  async prepare(table: TableSchema): Promise<void> {
-    await this.#serial(async () => {
+  async prepare(table: TableSchema): Promise<PrepareResult> {
+    return this.#serial(async () => {
       const c = this.#c();
       const name = qualifiedName(table);
       const existing = await this.#rows(
@@ -162,11 +162,13 @@ export class DuckDbDestination implements Destination {
           targetTypes: table.columns.map((x) => x.type.duckdb),
           snapshotComplete: false,
         });
-        return;
+        return { converted: false };
       }
       const journalColumns = (existing[0]![0] as string[]).slice();
-      const snapshotComplete = Boolean(existing[0]![1]);
+      let snapshotComplete = Boolean(existing[0]![1]);
       const targetTypes = (existing[0]![2] as string[]).slice();
+      const converted = await this.#convertTarget(table, journalColumns, targetTypes);
+      if (converted) snapshotComplete = false;
       // Schema evolution: add new columns before the first change that uses them;
       // columns dropped at the source stay (documented policy) and are no longer filled.
       // A changed type converts the target column when DuckDB can cast the old values, else the
@@ -178,7 +180,7 @@ export class DuckDbDestination implements Destination {
       });
       // Journal rows written before the type change are merged with the old type first.
       const previous = this.#tables.get(name);
-      if (retyped.length > 0 && table.hasKey && previous?.snapshotComplete) await this.#mergeTable(previous);
+      if (retyped.length > 0 && table.hasKey && !converted && previous?.snapshotComplete) await this.#mergeTable(previous);
       // DDL that may fail runs outside the transaction: a failed statement aborts a DuckDB transaction.
       for (const col of retyped) {
         const i = journalColumns.indexOf(col.name);
@@ -206,7 +208,47 @@ export class DuckDbDestination implements Destination {
         }
       }
       this.#tables.set(name, { schema: table, journalColumns, targetTypes, snapshotComplete });
+      return { converted };
     });
+  }
+
+  /**
+   * A table that gained a key (a primary key added to a REPLICA IDENTITY FULL table) or lost it needs the
+   * other kind of target: a keyed table's state cannot be derived from keyless history (its deletes carry
+   * no key), nor history from keyed state. The old target goes, the new one starts empty, and journal
+   * rows loaded so far are never merged into it: the caller resyncs the table (design.md invariant 2b:
+   * no merge until that snapshot completes). Returns whether it converted.
+   */
+  async #convertTarget(table: TableSchema, journalColumns: string[], targetTypes: string[]): Promise<boolean> {
+    const c = this.#c();
+    const [kind] = await this.#rows(
+      `SELECT table_type FROM information_schema.tables WHERE table_schema = ${quoteLiteral(table.schema)} AND table_name = ${quoteLiteral(table.name)}`,
+    );
+    const isView = kind?.[0] === 'VIEW';
+    if (!kind || isView === !table.hasKey) return false;
+    await c.run('BEGIN');
+    try {
+      await c.run(`DROP ${isView ? 'VIEW' : 'TABLE'} ${this.#target(table)}`);
+      if (table.hasKey) {
+        // Every journal column (dropped ones too: merges fill them), in the types the target had.
+        const defs = journalColumns.map(
+          (n, i) => `${quoteIdent(n)} ${table.columns.find((x) => x.name === n)?.type.duckdb ?? targetTypes[i]}`,
+        );
+        await c.run(`CREATE TABLE ${this.#target(table)} (${defs.join(', ')},
+          _floe_lsn UBIGINT NOT NULL, _floe_ordinal BIGINT NOT NULL, _floe_deleted BOOLEAN NOT NULL DEFAULT false, _floe_synced_at TIMESTAMPTZ)`);
+        journalColumns.forEach((n, i) => (targetTypes[i] = table.columns.find((x) => x.name === n)?.type.duckdb ?? targetTypes[i]!));
+      } else {
+        await this.#createTarget(table, journalColumns);
+      }
+      await c.run(
+        `UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = ${this.#nextSeq - 1n}, target_types = ${sqlList(targetTypes)} WHERE source_table = ${quoteLiteral(qualifiedName(table))}`,
+      );
+      await c.run('COMMIT');
+    } catch (err) {
+      await c.run('ROLLBACK').catch(() => undefined);
+      throw wrapDuckDb(err, `converting the target of ${qualifiedName(table)}`);
+    }
+    return true;
   }
 
   async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {

@@ -37,7 +37,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Cell, Change, Position, TableSchema } from '../../model.js';
 import { qualifiedName } from '../../model.js';
-import type { DeleteMode, Destination, DestinationCheckpoint, DestinationHealth, MergeResult, SnapshotRangeRef } from '../destination.js';
+import type {
+  DeleteMode,
+  Destination,
+  DestinationCheckpoint,
+  DestinationHealth,
+  MergeResult,
+  PrepareResult,
+  SnapshotRangeRef,
+} from '../destination.js';
 import { FloeError, coerceError } from '../../errors.js';
 import type { Logger } from '../../telemetry/logger.js';
 import { NdjsonEncoder } from '../encoding/ndjson.js';
@@ -323,7 +331,7 @@ export class SnowflakeDestination implements Destination {
     return { durable: undefined };
   }
 
-  async prepare(table: TableSchema): Promise<void> {
+  async prepare(table: TableSchema): Promise<PrepareResult> {
     const sourceTable = qualifiedName(table);
     const columns = table.columns.map((c) => ({ pg: c.name, sf: snowflakeName(c.name) }));
     const clash = columns.find((c, i) => columns.findIndex((d) => d.sf === c.sf) !== i);
@@ -343,6 +351,7 @@ export class SnowflakeDestination implements Destination {
       ),
     );
     let state = this.#tables.get(sourceTable);
+    let converted = false;
     const existing = rows.rows[0];
     if (!existing) {
       const other = [...this.#tables.values()].find((t) => t.tableName === tableName && t.sourceTable !== sourceTable);
@@ -385,6 +394,7 @@ export class SnowflakeDestination implements Destination {
       const journalColumns = journalPg.map((pg) => ({ pg, sf: snowflakeName(pg) }));
       const snapshotComplete = existing[2] === 'true' || existing[2] === '1' || existing[2] === 'TRUE';
       const mergedSeq = BigInt(existing[3] ?? '0');
+      const wasKeyed = state ? state.schema.hasKey : await this.#targetIsKeyed(target);
       if (!state) {
         state = this.#newState(
           table,
@@ -399,10 +409,51 @@ export class SnowflakeDestination implements Destination {
           mergedSeq,
         );
       }
+      if (wasKeyed !== table.hasKey) converted = await this.#convertTarget(state, table);
       await this.#evolve(state, table);
     }
     state.schema = table;
     if (state.channels.length === 0) await this.#openStreamChannels(state);
+    return { converted };
+  }
+
+  /** Whether a target table holds keyed state (else keyless history): keyed targets have `_FLOE_DELETED`. */
+  async #targetIsKeyed(target: string): Promise<boolean> {
+    const r = await this.#retrying(`describing ${target}`, () => this.#o.sql.query(`DESCRIBE TABLE ${target}`, { signal: this.#signal }));
+    return r.rows.some((row) => row[0] === '_FLOE_DELETED');
+  }
+
+  /**
+   * A table that gained a key (a primary key added to a REPLICA IDENTITY FULL table) or lost it gets the
+   * other kind of target: keyed state cannot be derived from keyless history (its deletes carry no key),
+   * nor history from keyed state. The old target is replaced by an empty one, and journal rows loaded so
+   * far are never merged into it; the caller resyncs the table (no merge until that snapshot completes).
+   */
+  async #convertTarget(state: TableState, table: TableSchema): Promise<boolean> {
+    const sql = this.#o.sql;
+    const [max] = (await sql.query(`SELECT MAX("_FLOE_SEQ") FROM ${state.journal}`, { signal: this.#signal })).rows;
+    const seq = BigInt(max?.[0] ?? '0');
+    const columns = this.#sfColumns(table, state.journalColumns, state.targetTypes).map((c) => {
+      const col = table.columns.find((x) => snowflakeName(x.name) === c.name);
+      return col ? { ...c, type: col.type.snowflake } : c;
+    });
+    const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
+    await this.#retrying(`converting the target of ${state.sourceTable}`, () =>
+      sql.multi(
+        [
+          `DROP TABLE IF EXISTS ${state.target}`,
+          createTarget(state.target, columns, table.hasKey),
+          `UPDATE ${tablesTable} SET "SNAPSHOT_COMPLETE" = FALSE, "MERGED_SEQ" = ${seq}, "TARGET_TYPES" = ${literal(JSON.stringify(columns.map((c) => c.type)))}, "UPDATED_AT" = SYSDATE() WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
+        ],
+        { signal: this.#signal, requestId: randomUUID() },
+      ),
+    );
+    state.targetTypes = columns.map((c) => c.type);
+    state.snapshotComplete = false;
+    state.mergedSeq = seq;
+    state.mergedSeqStale = true;
+    this.#o.log.info({ table: state.sourceTable, keyed: table.hasKey }, 'table changed between keyed and keyless: target recreated');
+    return true;
   }
 
   async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {
