@@ -31,6 +31,9 @@ export interface ChildConfig {
   readonly destination: 'encoding' | 'duckdb';
   /** DuckDB database file (destination 'duckdb'). */
   readonly duckdbPath?: string;
+  /** DuckDB memory_limit and threads (default: the destination's). */
+  readonly duckdbMemoryLimit?: string;
+  readonly duckdbThreads?: number;
   /** Create the slot on an empty table first, then wait for 'go'. */
   readonly prime: boolean;
   /** Write a .cpuprofile of the measured run here (inspector profiler, only while the clock runs). */
@@ -73,7 +76,10 @@ const sampler = setInterval(() => (peakHeap = Math.max(peakHeap, process.memoryU
 // DuckDB's native module is loaded only when used: it would add to the RSS of the EncodingSink runs.
 const DuckDb =
   config.destination === 'duckdb' ? (await import('../src/destination/duckdb/duckdb-destination.js')).DuckDbDestination : undefined;
-const newDestination = (): Destination => (DuckDb ? new DuckDb({ path: config.duckdbPath! }) : new EncodingSink());
+const newDestination = (): Destination =>
+  DuckDb
+    ? new DuckDb({ path: config.duckdbPath!, memoryLimit: config.duckdbMemoryLimit, threads: config.duckdbThreads })
+    : new EncodingSink();
 
 interface Run {
   seconds: number;

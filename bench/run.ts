@@ -54,6 +54,9 @@ const { values: args } = parseArgs({
     destination: { type: 'string' },
     /** With --destination emulator: the pipeline's batch size in bytes (default: the runtime's). */
     'batch-max-bytes': { type: 'string' },
+    /** DuckDB runs: the destination's memory_limit and threads (default: the destination's defaults). */
+    'duckdb-memory-limit': { type: 'string' },
+    'duckdb-threads': { type: 'string' },
   },
   strict: true,
 });
@@ -76,6 +79,8 @@ const OPTS = {
    */
   cpuProf: args['cpu-prof'] === undefined ? undefined : resolve(args['cpu-prof']),
   batchMaxBytes: args['batch-max-bytes'] === undefined ? undefined : count('batch-max-bytes', args['batch-max-bytes']),
+  duckdbMemoryLimit: args['duckdb-memory-limit'],
+  duckdbThreads: args['duckdb-threads'] === undefined ? undefined : count('duckdb-threads', args['duckdb-threads']),
 };
 const TXN_ROWS = 1000;
 const say = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -472,6 +477,8 @@ async function streamingRound(
     slot: 'bench_floe_duck',
     destination: 'duckdb',
     duckdbPath: join(work, `stream-${rep}.duckdb`),
+    duckdbMemoryLimit: OPTS.duckdbMemoryLimit,
+    duckdbThreads: OPTS.duckdbThreads,
     duckdbCheck: `SELECT count(*) FROM _floe_journal."public.stream_orders"`,
   });
   let payloadBytes = knownPayloadBytes ?? 0;
@@ -608,6 +615,8 @@ async function snapshotFloe(url: string, c: pg.Client, work: string, rep: number
     slot: 'bench_snap_duck',
     destination: 'duckdb',
     duckdbPath: file,
+    duckdbMemoryLimit: OPTS.duckdbMemoryLimit,
+    duckdbThreads: OPTS.duckdbThreads,
     duckdbCheck: 'SELECT count(*) FROM public.snap_orders',
   });
   try {
@@ -908,6 +917,8 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
       pgMajor: cluster.major,
       txnRows: TXN_ROWS,
       runTimeoutSeconds: OPTS.runTimeoutMs / 1000,
+      duckdbMemoryLimit: OPTS.duckdbMemoryLimit ?? null,
+      duckdbThreads: OPTS.duckdbThreads ?? null,
     },
     summary: all.map((l) => ({
       group: l.group,
