@@ -15,6 +15,9 @@ export function parseDestination(
   url: string,
   options: { deleteMode: DeleteMode; log?: Logger; registry?: Registry; secrets?: Readonly<Record<string, string>> },
 ): Destination {
+  if (/^duckdb:(\/\/)?(\?|$)/.test(url)) {
+    throw new FloeError('config', 'the DuckDB destination names no file', { hint: 'use --destination duckdb:./warehouse.duckdb' });
+  }
   const m = /^duckdb:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
   if (m) {
     const path = m[1]!;

@@ -28,7 +28,7 @@ export function emulatorCommand(): Command {
     .description(
       'run a local Snowflake emulator (SQL API v2, Snowpipe Streaming, key-pair auth) backed by DuckDB, for development and tests',
     )
-    .option('--port <port>', 'TCP port (0: a free one)', nonNegativeInt('--port'), 8080)
+    .option('--port <port>', 'TCP port (0: a free one)', nonNegativeInt('--port', 65535), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--data <path>', "DuckDB file holding the emulated databases (':memory:' for none)", './.floe/snowflake.duckdb')
     .option('--account <name>', 'account identifier the JWTs must name', 'EMULATOR')

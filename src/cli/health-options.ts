@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { nonNegativeInt, nonNegativeNumber } from './arguments.js';
+import { LOG_LEVELS, nonNegativeInt, nonNegativeNumber } from './arguments.js';
 import type { LogFormat } from '../telemetry/logger.js';
 import { DEFAULT_METRICS_HOST } from '../telemetry/http.js';
 
@@ -20,7 +20,7 @@ export function addHealthOptions(command: Command): Command {
     .addOption(
       new Option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz (0: off)')
         .env('FLOE_METRICS_PORT')
-        .argParser(nonNegativeInt('--metrics-port'))
+        .argParser(nonNegativeInt('--metrics-port', 65535))
         .default(9000),
     )
     .addOption(
@@ -36,7 +36,12 @@ export function addHealthOptions(command: Command): Command {
         'FLOE_READYZ_DETAILS',
       ),
     )
-    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLOE_LOG_LEVEL ?? 'info')
+    .addOption(
+      new Option('--log-level <level>', 'how much to log')
+        .choices(LOG_LEVELS)
+        .env('FLOE_LOG_LEVEL')
+        .default('info'),
+    )
     .addOption(
       new Option('--log-format <format>', 'json lines, or pretty for humans')
         .choices(['json', 'pretty'])

@@ -36,19 +36,19 @@ export function runCommand(): Command {
     .addOption(
       new Option('--max-pipelines <n>', 'at most this many pipelines on this worker')
         .env('FLOE_MAX_PIPELINES')
-        .argParser(positiveInt('--max-pipelines'))
+        .argParser(positiveInt('--max-pipelines', 1000))
         .default(16),
     )
     .option(
       '--poll-interval-ms <n>',
       'how often the control plane is read without a notification (also the takeover delay of a dead worker)',
-      positiveInt('--poll-interval-ms'),
+      positiveInt('--poll-interval-ms', 3_600_000),
       5000,
     )
     .option(
       '--lease-ttl-ms <n>',
       'Redis leases (FLOE_STATE_STORE=redis): how long a lease outlives a worker that stopped renewing it',
-      positiveInt('--lease-ttl-ms'),
+      positiveInt('--lease-ttl-ms', 3_600_000),
       15_000,
     );
   return addConsoleOptions(addHealthOptions(command)).action(async (opts: RunOptions) => {

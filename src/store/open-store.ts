@@ -55,6 +55,12 @@ export function stateStoreConfig(state: string, sourceUrl: string, env: NodeJS.P
     return { kind: 'redis', redisUrl: env.FLOE_REDIS_URL, ...redisExtras };
   }
   if (state === 'memory') return { kind: 'memory' };
+  if (state !== 'source' && !/^postgres(ql)?:\/\//i.test(state)) {
+    // Not retried forever as a PostgreSQL URL: say what --state takes.
+    throw new FloeError('config', `unsupported state store "${state.split(':')[0]!.slice(0, 40)}"`, {
+      hint: "--state takes 'source', 'memory', a postgres:// URL or a redis:// URL",
+    });
+  }
   return { kind: 'postgres', postgresUrl: state === 'source' ? sourceUrl : state };
 }
 
