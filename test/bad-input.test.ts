@@ -30,7 +30,7 @@ async function floe(args: string[], env: Record<string, string> = {}): Promise<R
       timer = setTimeout(() => reject(new Error(`floe ${args.join(' ')} did not fail within 30 s`)), 30_000);
     });
     await Promise.race([program.parseAsync(['node', 'floe', ...args]), timeout]);
-    return { code: process.exitCode ?? 0, stdout, stderr, ms: Date.now() - started };
+    return { code: Number(process.exitCode ?? 0), stdout, stderr, ms: Date.now() - started };
   } catch (err) {
     const { code, line } = failure(err);
     return { code, stdout, stderr: stderr + (line ?? ''), ms: Date.now() - started };
