@@ -36,12 +36,7 @@ export function addHealthOptions(command: Command): Command {
         'FLOE_READYZ_DETAILS',
       ),
     )
-    .addOption(
-      new Option('--log-level <level>', 'how much to log')
-        .choices(LOG_LEVELS)
-        .env('FLOE_LOG_LEVEL')
-        .default('info'),
-    )
+    .addOption(new Option('--log-level <level>', 'how much to log').choices(LOG_LEVELS).env('FLOE_LOG_LEVEL').default('info'))
     .addOption(
       new Option('--log-format <format>', 'json lines, or pretty for humans')
         .choices(['json', 'pretty'])

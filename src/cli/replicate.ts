@@ -43,7 +43,12 @@ export function replicateCommand(): Command {
         .choices(['hard', 'soft'])
         .default('hard'),
     )
-    .option('--snapshot-parallelism <n>', 'parallel COPY connections for the initial snapshot', positiveInt('--snapshot-parallelism', 64), 4)
+    .option(
+      '--snapshot-parallelism <n>',
+      'parallel COPY connections for the initial snapshot',
+      positiveInt('--snapshot-parallelism', 64),
+      4,
+    )
     .option(
       '--snapshot-range-pages <n>',
       'heap pages per snapshot range (bounds memory per range)',
@@ -56,7 +61,12 @@ export function replicateCommand(): Command {
       positiveInt('--batch-max-bytes', 256 * 1024 * 1024),
     )
     .option('--batch-max-ms <n>', 'write a batch once its first change is this old', positiveInt('--batch-max-ms', 3_600_000), 1000)
-    .option('--merge-interval-ms <n>', 'how often journal changes are merged into target tables', positiveInt('--merge-interval-ms', 86_400_000), 5000)
+    .option(
+      '--merge-interval-ms <n>',
+      'how often journal changes are merged into target tables',
+      positiveInt('--merge-interval-ms', 86_400_000),
+      5000,
+    )
     .option(
       '--status-interval-ms <n>',
       'standby status update cadence (keep well under wal_sender_timeout)',
