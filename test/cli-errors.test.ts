@@ -93,7 +93,7 @@ describe('floe replicate refuses bad input', () => {
     [
       'bad number',
       () => ['--source', db.url, '--publication', 'pub_ok', '--batch-max-ms', '-5'],
-      /--batch-max-ms must be a positive integer/,
+      /--batch-max-ms must be an integer from 1 to 3600000/,
     ],
   ];
 
