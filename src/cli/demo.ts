@@ -20,6 +20,8 @@ import { createLogger } from '../telemetry/logger.js';
 import { runPipeline } from '../pipeline/pipeline.js';
 import { verifyDuckDb, type VerifyReport } from '../pipeline/verify.js';
 import { DuckDbDestination } from '../destination/duckdb/duckdb-destination.js';
+import type { Destination } from '../destination/destination.js';
+import { lookAtTheData, startDemoSnowflake, verifySnowflakeDemo, type DemoSnowflake } from '../demo/snowflake-demo.js';
 import { MemoryStateStore } from '../store/memory-store.js';
 import { binDirFor, startCluster, type RunningCluster } from '../postgres/local-cluster.js';
 import { connectSource, type SourceConfig } from '../postgres/source.js';
@@ -46,7 +48,18 @@ export function demoCommand(): Command {
     .option('--seed <n>', 'random seed of the sample data and workload', nonNegativeInt('--seed'), 1)
     .option('--verify', 'at the end, compare every table of source and destination; exit 1 on any difference')
     .option('--json', 'print one JSON summary on stdout at the end')
-    .option('--data <path>', 'DuckDB file to replicate into (replaced at start)', './.floe/demo.duckdb')
+    .addOption(
+      new Option(
+        '--destination <kind>',
+        'duckdb: a local file; snowflake: the Snowflake emulator in this process (Snowpipe Streaming + MERGE)',
+      )
+        .choices(['duckdb', 'snowflake'])
+        .default('duckdb'),
+    )
+    .option(
+      '--data <path>',
+      "DuckDB file to replicate into, or the emulator's data file (replaced at start; default ./.floe/demo.duckdb or ./.floe/demo-snowflake.duckdb)",
+    )
     .addOption(new Option('--pg-major <major>', 'PostgreSQL major version to start').choices(['18', '17', '16', '15', '14']).default('18'))
     .option('--log-level <level>', 'pipeline log level on stderr (trace, debug, info, warn, error)', process.env.FLOE_LOG_LEVEL ?? 'warn')
     .action(async (opts: DemoOptions) => {
@@ -64,7 +77,8 @@ interface DemoOptions {
   seed: number;
   verify?: boolean;
   json?: boolean;
-  data: string;
+  data?: string;
+  destination: 'duckdb' | 'snowflake';
   pgMajor: string;
   logLevel: string;
 }
@@ -82,6 +96,7 @@ export interface DemoSummary {
   transactions: number;
   workload: { inserts: number; updates: number; deletes: number };
   data: string;
+  destination: 'duckdb' | 'snowflake';
 }
 
 const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
@@ -97,7 +112,7 @@ async function demo(opts: DemoOptions): Promise<void> {
           : `install postgresql-${major} (or, in a checkout, npm ci: the development dependencies provide 14, 16 and 17), or use --pg-major 18`,
     });
   }
-  const dataPath = resolve(opts.data);
+  const dataPath = resolve(opts.data ?? (opts.destination === 'snowflake' ? './.floe/demo-snowflake.duckdb' : './.floe/demo.duckdb'));
   for (const f of [dataPath, `${dataPath}.wal`]) rmSync(f, { force: true });
 
   const log = createLogger({ level: opts.logLevel });
@@ -121,7 +136,8 @@ async function demo(opts: DemoOptions): Promise<void> {
     transactions: 0,
   };
   const clients: pg.Client[] = [];
-  let destination: DuckDbDestination | undefined;
+  let destination: Destination | undefined;
+  let snowflake: DemoSnowflake | undefined;
   const pipelineStop = new AbortController();
   let pipelineDone: Promise<void> | undefined;
   let ticker: NodeJS.Timeout | undefined;
@@ -145,7 +161,13 @@ async function demo(opts: DemoOptions): Promise<void> {
     await workload.seed(opts.seedRows, (n) => progress.transient(`floe demo: seeding, ${n.toLocaleString('en-US')} rows`));
 
     // ---- pipeline ------------------------------------------------------------------------
-    destination = new DuckDbDestination({ path: dataPath });
+    if (opts.destination === 'snowflake') {
+      progress.show('floe demo: starting the Snowflake emulator');
+      snowflake = await startDemoSnowflake(dataPath, log);
+      destination = snowflake.destination;
+    } else {
+      destination = new DuckDbDestination({ path: dataPath });
+    }
     const store = new MemoryStateStore();
     pipelineDone = runPipeline(
       {
@@ -265,7 +287,10 @@ async function demo(opts: DemoOptions): Promise<void> {
     if (opts.verify) {
       stats.phase = 'verifying';
       progress.show('floe demo: verifying every table');
-      report = await verifyDuckDb(source, DEMO_PUBLICATION, destination);
+      report =
+        destination instanceof DuckDbDestination
+          ? await verifyDuckDb(source, DEMO_PUBLICATION, destination)
+          : await verifySnowflakeDemo(monitor, snowflake!.emulator);
       progress.done();
     }
     stats.phase = 'done';
@@ -284,9 +309,12 @@ async function demo(opts: DemoOptions): Promise<void> {
       transactions: stats.transactions,
       workload: { inserts: workload.stats.inserts, updates: workload.stats.updates, deletes: workload.stats.deletes },
       data: dataPath,
+      destination: opts.destination,
     };
     if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else process.stdout.write(humanSummary(summary, report));
+    // Where to look, on stderr under --json so stdout stays one JSON document.
+    (opts.json ? process.stderr : process.stdout).write(lookAtTheData(opts.destination, dataPath, undefined));
     if (report && !report.ok) {
       const bad = report.tables.filter((t) => t.missing + t.extra + t.duplicateKeys + (t.orphanDeletes ?? 0) > 0).map((t) => t.table);
       throw new FloeError(
@@ -308,6 +336,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       await pipelineDone.catch(() => undefined);
     }
     await destination?.close().catch(() => undefined);
+    await snowflake?.close().catch(() => undefined);
     for (const c of clients) await c.end().catch(() => undefined);
     await cluster?.stop().catch(() => undefined);
     cluster = undefined;
