@@ -461,8 +461,8 @@ describe('control-plane commands', () => {
       [['destination', 'add', 'x', '--type', 'bigquery', '--path', '/tmp/x'], /argument 'bigquery' is invalid/],
       [['destination', 'add', 'x', '--type', 'duckdb'], /a duckdb destination needs --path <file>/],
       [
-        ['destination', 'add', 'x', '--type', 'duckdb', '--url', 'duckdb:/x.duckdb?threads=2'],
-        /unknown DuckDB destination parameter "threads"/,
+        ['destination', 'add', 'x', '--type', 'duckdb', '--url', 'duckdb:/x.duckdb?colour=red'],
+        /unknown DuckDB destination parameter "colour"/,
       ],
       [
         ['destination', 'add', 'x', '--type', 'duckdb', '--path', '/tmp/x', '--secret', 'password=env:X'],
