@@ -622,11 +622,21 @@ class Streamer implements StreamSide {
         const before = this.#relations.get(msg.relationId);
         const name = qualifiedName(table);
         // floe's own tables (a FOR ALL TABLES publication holds them) are never replicated (invariant 8).
-        if (!before && (table.schema === FLOE_SCHEMA || this.#live.drops(name))) this.#dropped.add(msg.relationId);
-        if (this.#dropped.has(msg.relationId) || (await this.#cache.publishedViaAncestor(msg.relationId, this.#options.publication))) {
+        // A relation met for the first time that the publications do not list now is not prepared either:
+        // pgoutput sends a partition's Relation message after its root's when publishing via the root
+        // (its changes come as the root's), also for a partition detached since. Should it join the
+        // publication, LiveTables snapshots it and lets its changes through.
+        if (
+          !before &&
+          (table.schema === FLOE_SCHEMA ||
+            this.#live.drops(name) ||
+            !(await this.#cache.publishedItself(msg.relationId, this.#options.publication)))
+        ) {
+          this.#dropped.add(msg.relationId);
+        }
+        if (this.#dropped.has(msg.relationId)) {
           // Skipped: not prepared either (a table is often skipped because it cannot be replicated). Its
-          // snapshot job prepares it with this schema when it is unskipped. A partition published via its
-          // root: its changes come as the root's, so it gets no target.
+          // snapshot job prepares it with this schema when it is unskipped.
           this.#relations.set(msg.relationId, table);
           return;
         }

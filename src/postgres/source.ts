@@ -241,9 +241,10 @@ export class SchemaCache {
     return new Map([...published.values()].map((r) => [`${r.schema}.${r.name}`, r.signature] as const));
   }
 
-  /** A partition published only through its root (publish_via_partition_root): no target of its own. */
-  async publishedViaAncestor(relationId: number, publication: string): Promise<boolean> {
-    return publishedViaAncestor(this.#client, relationId, publication);
+  /** Whether the publications list the relation itself now (a partition published via its root is not). */
+  async publishedItself(relationId: number, publication: string): Promise<boolean> {
+    // Relation messages are rare: the full read (with its retry on concurrent DDL) is cheap enough.
+    return (await readPublished(this.#client, publication)).has(relationId);
   }
 
   async #major(): Promise<number> {
@@ -462,22 +463,6 @@ async function queryPublished(client: pg.Client, publication: string): Promise<p
       if (attempt >= 5 || e.code !== 'XX000' || !/could not open relation/.test(e.message ?? '')) throw err;
     }
   }
-}
-
-/**
- * Whether a relation's changes reach the stream only as its partition root's (publish_via_partition_root):
- * pgoutput still sends the partition's own Relation message after the root's, but floe must not create
- * a target for it.
- */
-async function publishedViaAncestor(client: pg.Client, relationId: number, publication: string): Promise<boolean> {
-  const r = await client.query<{ via: boolean }>(
-    `SELECT c.relispartition AND NOT EXISTS (
-              SELECT 1 FROM pg_publication_tables pt
-               WHERE pt.pubname = ANY ($2) AND pt.schemaname = n.nspname AND pt.tablename = c.relname) AS via
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`,
-    [relationId, publicationNames(publication)],
-  );
-  return r.rows[0]?.via === true;
 }
 
 /**
