@@ -9,7 +9,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
-import { createLogger, prettyLine, registerSecret, scrubLine } from '../src/telemetry/logger.js';
+import { createLogger, prettyLine, registerSecret, registerUrlSecrets, scrubLine } from '../src/telemetry/logger.js';
+import { redactUrl } from '../src/postgres/source.js';
 import { testClusters, createTestDatabase, withAdmin, type TestDatabase } from './harness/database.js';
 import { runFloe, startFloe } from './helpers/cli.js';
 import { tempDir } from './helpers/pipeline.js';
@@ -197,5 +198,19 @@ describe('row values quoted in database errors', () => {
       if (before === undefined) delete process.env.FLOE_LOG_ROW_VALUES;
       else process.env.FLOE_LOG_ROW_VALUES = before;
     }
+  });
+});
+
+describe('URL parameters that name a file', () => {
+  it('are paths, not secrets: an error about the key file shows which file', () => {
+    const url = 'snowflake://floe@acct/db/s?private_key_file=/etc/floe/typo-key.p8&private_key_passphrase=pp-secret-123';
+    registerUrlSecrets(url);
+    expect(scrubLine('cannot read private_key_file /etc/floe/typo-key.p8: ENOENT')).toBe(
+      'cannot read private_key_file /etc/floe/typo-key.p8: ENOENT',
+    );
+    expect(scrubLine('passphrase pp-secret-123 rejected')).not.toContain('pp-secret-123');
+    const redacted = redactUrl('postgres://u@h/db?sslkey=/k.pem&sslpassword=pw-secret-9&private_key_file=/etc/k.p8');
+    expect(redacted).toContain('private_key_file=%2Fetc%2Fk.p8');
+    expect(redacted).not.toContain('pw-secret-9');
   });
 });

@@ -9,6 +9,7 @@
  */
 import pg from 'pg';
 import { FloeError, coerceError } from '../errors.js';
+import { isSecretParam } from '../telemetry/logger.js';
 import { withTls } from './tls.js';
 import { quoteIdent } from '../schema/sql-quote.js';
 import type { ColumnSchema, TableSchema } from '../model.js';
@@ -97,7 +98,7 @@ export function redactUrl(url: string): string {
     const u = new URL(url);
     if (u.password) u.password = '***';
     for (const key of [...u.searchParams.keys()]) {
-      if (/pass|secret|key|token/i.test(key)) u.searchParams.set(key, '***');
+      if (isSecretParam(key)) u.searchParams.set(key, '***');
     }
     return u.toString();
   } catch {

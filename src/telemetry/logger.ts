@@ -62,6 +62,14 @@ export function registerSecret(value: string | undefined): void {
   knownSecrets.add(encodeURIComponent(value));
 }
 
+/**
+ * A URL parameter that holds a secret. `*_file` parameters (private_key_file) hold a path, which is not
+ * secret and is what an error about the file must show.
+ */
+export function isSecretParam(name: string): boolean {
+  return /pass|secret|key|token/i.test(name) && !/_file$/i.test(name);
+}
+
 /** Registers the password of a connection URL (and any secret-looking query parameter). */
 export function registerUrlSecrets(url: string | undefined): void {
   if (!url) return;
@@ -71,7 +79,7 @@ export function registerUrlSecrets(url: string | undefined): void {
       registerSecret(u.password);
       registerSecret(decodeURIComponent(u.password));
     }
-    for (const [key, value] of u.searchParams) if (/pass|secret|key|token/i.test(key)) registerSecret(value);
+    for (const [key, value] of u.searchParams) if (isSecretParam(key)) registerSecret(value);
   } catch {
     // not a URL: nothing to take from it
   }
