@@ -5,10 +5,10 @@
  * the demo prints works as printed.
  */
 import { describe, it, expect } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { tempDir } from './helpers/pipeline.js';
-import { runFloe } from './helpers/cli.js';
+import { waitFor } from './helpers/wait.js';
 import { availableMajors } from '../src/postgres/local-cluster.js';
 import type { TableVerifyResult } from '../src/pipeline/verify.js';
 
@@ -20,7 +20,34 @@ describe(`floe demo --destination snowflake on PostgreSQL ${major}`, () => {
     try {
       const data = join(dir.path, 'sf.duckdb');
       const args = ['demo', '--destination', 'snowflake', '--once', '--verify', '--json', '--seed-rows', '300', '--transactions', '100'];
-      const r = await runFloe([...args, '--rate', '0', '--data', data, '--pg-major', String(major)], {}, 120_000);
+      // Run it in the background to read the read-only console while the demo runs.
+      const child = spawn(process.execPath, ['bin/floe.js', ...args, '--rate', '50', '--data', data, '--pg-major', String(major)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      const consoleUrl = await waitFor(
+        'the console URL',
+        () => /floe demo: console at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(stderr)?.[1],
+        60_000,
+      );
+      const pipelines = await waitFor('the demo pipeline in the console', async () => {
+        const res = await fetch(`${consoleUrl}api/v1/pipelines`);
+        const body = (await res.json()) as { pipelines: { name: string; state: string }[] };
+        return body.pipelines.find((p) => p.state === 'streaming') ? body : undefined;
+      });
+      expect(pipelines.pipelines.map((p) => p.name)).toEqual(['floe_demo']);
+      // Read-only: no action, even with a token-less public console.
+      const action = await fetch(`${consoleUrl}api/v1/pipelines/floe_demo/actions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"action":"pause"}',
+      });
+      expect(action.status).toBe(401);
+      const r = { code: await exited, stdout, stderr };
       expect(r.code, r.stderr).toBe(0);
       const lines = r.stdout.trim().split('\n');
       expect(lines).toHaveLength(1);
@@ -37,6 +64,7 @@ describe(`floe demo --destination snowflake on PostgreSQL ${major}`, () => {
       const out = execFileSync('sh', ['-c', query!], { encoding: 'utf8' });
       expect(out).toMatch(/CUSTOMER_ID/);
       expect(out).toMatch(/_FLOE_LSN/);
+      expect(r.stderr).toContain(`  console:  ${consoleUrl} (while the demo runs)`);
     } finally {
       dir.remove();
     }

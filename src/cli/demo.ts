@@ -21,6 +21,10 @@ import { runPipeline } from '../pipeline/pipeline.js';
 import { verifyDuckDb, type VerifyReport } from '../pipeline/verify.js';
 import { DuckDbDestination } from '../destination/duckdb/duckdb-destination.js';
 import type { Destination } from '../destination/destination.js';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { registerConsole } from '../api/server.js';
+import { LocalPipelineStatus } from '../console/local-backend.js';
+import { combineEvents } from '../telemetry/metrics.js';
 import { lookAtTheData, startDemoSnowflake, verifySnowflakeDemo, type DemoSnowflake } from '../demo/snowflake-demo.js';
 import { MemoryStateStore } from '../store/memory-store.js';
 import { binDirFor, startCluster, type RunningCluster } from '../postgres/local-cluster.js';
@@ -61,6 +65,8 @@ export function demoCommand(): Command {
       "DuckDB file to replicate into, or the emulator's data file (replaced at start; default ./.floe/demo.duckdb or ./.floe/demo-snowflake.duckdb)",
     )
     .addOption(new Option('--pg-major <major>', 'PostgreSQL major version to start').choices(['18', '17', '16', '15', '14']).default('18'))
+    .option('--console-port <n>', 'port of the read-only web console on 127.0.0.1 (0: any free port)', nonNegativeInt('--console-port'), 0)
+    .option('--no-console', 'do not serve the web console')
     .option('--log-level <level>', 'pipeline log level on stderr (trace, debug, info, warn, error)', process.env.FLOE_LOG_LEVEL ?? 'warn')
     .action(async (opts: DemoOptions) => {
       await demo(opts);
@@ -81,6 +87,8 @@ interface DemoOptions {
   destination: 'duckdb' | 'snowflake';
   pgMajor: string;
   logLevel: string;
+  consolePort: number;
+  console: boolean;
 }
 
 type Phase = 'starting postgres' | 'seeding' | 'snapshotting' | 'streaming' | 'catching up' | 'stopping' | 'verifying' | 'done';
@@ -141,6 +149,16 @@ async function demo(opts: DemoOptions): Promise<void> {
   const pipelineStop = new AbortController();
   let pipelineDone: Promise<void> | undefined;
   let ticker: NodeJS.Timeout | undefined;
+  let consoleApp: FastifyInstance | undefined;
+  let consoleUrl: string | undefined;
+  const local = new LocalPipelineStatus({
+    name: PIPELINE,
+    source: 'demo',
+    destination: opts.destination,
+    publication: DEMO_PUBLICATION,
+    slot: SLOT,
+  });
+  const consoleBackend = local.backend();
 
   try {
     progress.show(`floe demo: starting PostgreSQL ${major}`);
@@ -159,6 +177,16 @@ async function demo(opts: DemoOptions): Promise<void> {
     const workload = new Workload(workClient, { seed: opts.seed, rowsPerTxn: opts.rowsPerTxn });
     progress.show(`floe demo: seeding ${opts.seedRows.toLocaleString('en-US')} rows per table`);
     await workload.seed(opts.seedRows, (n) => progress.transient(`floe demo: seeding, ${n.toLocaleString('en-US')} rows`));
+
+    // ---- console (read-only, loopback) -----------------------------------------------------
+    if (opts.console) {
+      consoleApp = Fastify({ logger: false });
+      await registerConsole(consoleApp, { backend: consoleBackend, auth: { token: undefined, publicRead: true, readOnly: true } });
+      await consoleApp.listen({ port: opts.consolePort, host: '127.0.0.1' });
+      consoleUrl = `http://127.0.0.1:${(consoleApp.server.address() as { port: number }).port}/`;
+      progress.show(`floe demo: console at ${consoleUrl}`);
+      progress.done();
+    }
 
     // ---- pipeline ------------------------------------------------------------------------
     if (opts.destination === 'snowflake') {
@@ -181,7 +209,7 @@ async function demo(opts: DemoOptions): Promise<void> {
         batchMaxMs: 200,
         mergeIntervalMs: 1000,
         statusIntervalMs: 1000,
-        events: {
+        events: combineEvents(local.events, {
           phase: (p) => {
             if (p === 'snapshotting') {
               stats.phase = 'snapshotting';
@@ -198,7 +226,7 @@ async function demo(opts: DemoOptions): Promise<void> {
             stats.changes += rows;
           },
           retrying: (err, delayMs) => log.warn({ err: err.message, delayMs: Math.round(delayMs) }, 'demo pipeline retrying'),
-        },
+        }),
       },
       pipelineStop.signal,
     );
@@ -221,6 +249,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       lastChanges = stats.changes;
       lastTick = now;
       progress.show(progressText(stats, perSecond));
+      consoleBackend.history.record([local.entry()]);
       if (polling) return;
       polling = true;
       slotLag(monitor)
@@ -314,7 +343,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else process.stdout.write(humanSummary(summary, report));
     // Where to look, on stderr under --json so stdout stays one JSON document.
-    (opts.json ? process.stderr : process.stdout).write(lookAtTheData(opts.destination, dataPath, undefined));
+    (opts.json ? process.stderr : process.stdout).write(lookAtTheData(opts.destination, dataPath, consoleUrl));
     if (report && !report.ok) {
       const bad = report.tables.filter((t) => t.missing + t.extra + t.duplicateKeys + (t.orphanDeletes ?? 0) > 0).map((t) => t.table);
       throw new FloeError(
@@ -337,6 +366,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     }
     await destination?.close().catch(() => undefined);
     await snowflake?.close().catch(() => undefined);
+    await consoleApp?.close().catch(() => undefined);
     for (const c of clients) await c.end().catch(() => undefined);
     await cluster?.stop().catch(() => undefined);
     cluster = undefined;
