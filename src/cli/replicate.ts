@@ -9,6 +9,8 @@ import { TimedStateStore } from '../store/timed-store.js';
 import { parseDestination } from './destination-url.js';
 import { onShutdownSignal } from './signals.js';
 import { addHealthOptions, type HealthOptions } from './health-options.js';
+import { Console } from '../console/console.js';
+import { LocalPipelineStatus } from '../console/local-backend.js';
 import { FloeMetrics, combineEvents } from '../telemetry/metrics.js';
 import { PipelineReadiness, ReadinessChecks, startTelemetryServer } from '../telemetry/http.js';
 import { registerUrlSecrets } from '../telemetry/logger.js';
@@ -73,12 +75,15 @@ export function replicateCommand(): Command {
       positiveInt('--status-interval-ms', 600_000),
       10_000,
     );
-  return addHealthOptions(command).action(async (opts: ReplicateOptions) => {
-    await replicate(opts);
-  });
+  return addHealthOptions(command)
+    .option('--console-public-read', 'let the read-only web console and GET /api/v1 on the metrics port be read without FLOE_API_TOKEN')
+    .action(async (opts: ReplicateOptions) => {
+      await replicate(opts);
+    });
 }
 
 interface ReplicateOptions extends HealthOptions {
+  consolePublicRead?: boolean;
   source: string;
   publication: string;
   slot: string;
@@ -184,7 +189,20 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   const sourceName = sourceNameFromUrl(opts.source);
   const webhookOptions = webhookOptionsFromEnv(process.env, { log, metrics });
   const notifier = webhookOptions ? new WebhookNotifier(webhookOptions) : undefined;
-  const alerts = new AlertManager({ policy: alertPolicy, sink: notifier, log, metrics });
+  // The read-only console on the metrics port: this pipeline's figures, its source's WAL, recent alerts.
+  const consolePage = new Console(
+    { publicRead: opts.consolePublicRead ?? false, readOnly: true },
+    { alertSink: notifier, thresholds: alertPolicy },
+  );
+  const local = new LocalPipelineStatus({
+    name,
+    source: sourceName,
+    destination: opts.destination.split(':')[0]!,
+    publication: opts.publication,
+    slot: opts.slot,
+  });
+  const consoleBackend = local.backend(consolePage);
+  const alerts = new AlertManager({ policy: alertPolicy, sink: consolePage.alerts, log, metrics });
   const monitor = new WalMonitor({
     intervalMs: Math.max(1, opts.monitorInterval * 1000),
     minIntervalPerSourceMs: Math.min(10_000, opts.monitorInterval * 1000),
@@ -195,6 +213,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
     metrics,
     alerts,
     onCheck: (health) => {
+      consolePage.onSourceHealth(health);
       const slot = health.slots.find((s) => s.slot === opts.slot);
       if (slot?.confirmedFlushLagSeconds != null) metrics.setReplicationLagSeconds(name, slot.confirmedFlushLagSeconds);
     },
@@ -219,6 +238,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
           readyzDetails: opts.readyzDetails === true,
           metrics,
           readiness,
+          extend: (app) => consolePage.mount(app, consoleBackend),
         })
       : undefined;
   const controller = new AbortController();
@@ -231,6 +251,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
   const running = [
     opts.monitorInterval > 0 ? monitor.run(helpers.signal) : Promise.resolve(),
     heartbeat ? heartbeat.run(helpers.signal) : Promise.resolve(),
+    telemetry ? consolePage.run(consoleBackend, helpers.signal, log) : Promise.resolve(),
   ];
   try {
     await runPipeline(
@@ -248,7 +269,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         batchMaxMs: opts.batchMaxMs,
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
-        events: combineEvents(progress.events, metrics.pipelineEvents(name), pipelineReadiness.events),
+        events: combineEvents(progress.events, metrics.pipelineEvents(name), pipelineReadiness.events, local.events),
         failpoints: crashFailpoints(process.env.FLOE_TEST_CRASH_AT),
       },
       controller.signal,

@@ -53,13 +53,14 @@ export class LocalPipelineStatus {
     };
   }
 
-  backend(): ConsoleBackend {
+  /** A read-only backend; `parts` are a Console's (floe replicate), fresh ones otherwise (floe demo). */
+  backend(parts?: Pick<ConsoleBackend, 'history' | 'alerts' | 'sources'>): ConsoleBackend {
     const report = (): StatusReport => ({ pipelines: [this.entry()], workers: [], sources: [] });
     return {
       status: async () => report(),
-      history: new PipelineHistory({ intervalMs: 2000 }),
-      alerts: new RecentAlerts(undefined),
-      sources: new SourceHealthBoard({ warningMb: 0, dangerMb: 0 }),
+      history: parts?.history ?? new PipelineHistory({ intervalMs: 2000 }),
+      alerts: parts?.alerts ?? new RecentAlerts(undefined),
+      sources: parts?.sources ?? new SourceHealthBoard({ warningMb: 0, dangerMb: 0 }),
     };
   }
 }
