@@ -270,6 +270,34 @@ describe('streaming', () => {
     expect(r.body.data).toEqual([['10'], ['15']]);
   });
 
+  it('commits numbers exactly through the fast integer and DECIMAL(18) paths and the wide-text path alike', async () => {
+    const setup = await sql('CREATE TABLE IF NOT EXISTS APP.RAW.NUMS (K NUMBER(10,0), W NUMBER(38,0), S NUMBER(38,10), N NUMBER(5,2))');
+    expect(setup.status).toBe(200);
+    const open = (await call('PUT', ch('NUMS-STREAMING', 'N1'), {})).json() as { next_continuation_token: string };
+    const rows = [
+      { K: 1, W: 0, S: '0', N: -0 },
+      { K: 2, W: -12345678901234, S: '-5', N: '-999' },
+      { K: 3, W: '12345678901234567890123456789012345678', S: '1234567890123456789012345678.0123456789', N: 1.005 },
+      { K: 4, W: '-99999999999999999999', S: 0.1, N: '1e2' },
+      { K: 5, W: '00042', S: '-0.00000000005', N: '001' },
+      { K: 6, W: '123456789012345678', S: 12345678, N: 999.994 },
+    ];
+    expect((await append('NUMS-STREAMING', 'N1', open.next_continuation_token, rows, '1')).status).toBe(200);
+    await waitFor(
+      'commit',
+      async () => (await channelStatus('NUMS-STREAMING', ['N1'])).channel_statuses.N1!.last_committed_offset_token === '1',
+    );
+    const r = await sql('SELECT K, W, S, N FROM APP.RAW.NUMS ORDER BY K');
+    expect(r.body.data).toEqual([
+      ['1', '0', '0.0000000000', '0.00'],
+      ['2', '-12345678901234', '-5.0000000000', '-999.00'],
+      ['3', '12345678901234567890123456789012345678', '1234567890123456789012345678.0123456789', '1.01'],
+      ['4', '-99999999999999999999', '0.1000000000', '100.00'],
+      ['5', '42', '-0.0000000001', '1.00'],
+      ['6', '123456789012345678', '12345678.0000000000', '999.99'],
+    ]);
+  });
+
   it('reopening invalidates the old continuation token and returns the committed offset; uncommitted batches are discarded', async () => {
     await emu.faults.set({ stallCommits: true });
     const first = (await call('PUT', ch('EVENTS-STREAMING', 'CH3'), {})).json() as { next_continuation_token: string };

@@ -23,6 +23,13 @@ export function columnExpr(type: SfType, ref: string, binaryFormat: 'BASE64' | '
     case 'ARRAY':
     case 'OBJECT':
       return `CAST(${ref} AS JSON)`;
+    case 'NUMBER':
+      // DuckDB parses text into a DECIMAL wider than 18 digits (128-bit) ~50x slower than into DECIMAL(18,s);
+      // texts are normalized (coerceValue), so 18 characters or fewer always fit DECIMAL(18,s) and widen exactly.
+      if (type.size > 18 && type.scale <= 18) {
+        return `CASE WHEN length(${ref}) <= 18 THEN CAST(CAST(${ref} AS DECIMAL(18,${type.scale})) AS ${duckType(type)}) ELSE CAST(${ref} AS ${duckType(type)}) END`;
+      }
+      return `CAST(${ref} AS ${duckType(type)})`;
     default:
       return `CAST(${ref} AS ${duckType(type)})`;
   }
@@ -40,7 +47,18 @@ function fail(column: string, type: SfType, what: string): Coerced {
   return { ok: false, message: `${what} for column "${column}" of type ${renderSfType(type)}` };
 }
 
+/** The last date validDate accepted: rows of a batch mostly share their dates, and a Date per value shows in profiles. */
+let lastValidDate = '';
+
 function validDate(y: string, m: string, d: string): boolean {
+  const key = `${y}-${m}-${d}`;
+  if (key === lastValidDate) return true;
+  const ok = validDateUncached(y, m, d);
+  if (ok) lastValidDate = key;
+  return ok;
+}
+
+function validDateUncached(y: string, m: string, d: string): boolean {
   const dt = new Date(Date.UTC(Number(y), Number(m) - 1, Number(d)));
   return dt.getUTCFullYear() === Number(y) && dt.getUTCMonth() === Number(m) - 1 && dt.getUTCDate() === Number(d);
 }
@@ -78,6 +96,28 @@ function toDecimal(text: string, scale: number): { digits: string; intDigits: nu
   return { digits: `${neg && scaled !== 0n ? '-' : ''}${ip}${scale > 0 ? `.${fp}` : ''}`, intDigits };
 }
 
+const PLAIN_INTEGER = /^-?[1-9]\d{0,17}$/;
+
+/**
+ * The common case of a NUMBER value, an integer of at most 18 digits (a JSON number or a numeric string), without
+ * toDecimal's BigInt arithmetic; undefined for anything else (the general path decides).
+ */
+function plainInteger(value: unknown, size: number, scale: number): Coerced | undefined {
+  let text: string;
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) return undefined;
+    text = String(value);
+  } else if (typeof value === 'string' && PLAIN_INTEGER.test(value)) {
+    text = value;
+  } else {
+    return undefined;
+  }
+  if (text === '0' || text === '-0') return ok(scale > 0 ? `0.${'0'.repeat(scale)}` : '0');
+  const digits = text.startsWith('-') ? text.length - 1 : text.length;
+  if (digits > size - scale) return undefined;
+  return ok(scale > 0 ? `${text}.${'0'.repeat(scale)}` : text);
+}
+
 /** Epoch seconds (Snowflake's integer form) as an ISO text. */
 function epoch(seconds: number, as: 'date' | 'tz' | 'ntz'): Coerced | undefined {
   const d = new Date(seconds * 1000);
@@ -94,6 +134,8 @@ export function coerceValue(value: unknown, column: string, type: SfType, nullab
   }
   switch (type.base) {
     case 'NUMBER': {
+      const fast = plainInteger(value, type.size, type.scale);
+      if (fast !== undefined) return fast;
       const text =
         typeof value === 'number' ? (Number.isFinite(value) ? String(value) : '') : typeof value === 'string' ? value.trim() : '';
       if (!NUMERIC.test(text)) return fail(column, type, 'Numeric value is not recognized');

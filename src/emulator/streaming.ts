@@ -133,6 +133,12 @@ export interface StreamingState {
 
 const up = (s: string) => s.toUpperCase();
 
+/** Rows of a batch that set the same columns (the others take their DEFAULT), as normalized texts. */
+interface Group {
+  readonly present: TableColumn[];
+  readonly rows: (string | null)[][];
+}
+
 export class StreamingService {
   readonly #channels = new Map<string, Channel>();
   #timer: NodeJS.Timeout | undefined;
@@ -145,6 +151,8 @@ export class StreamingService {
   /** Pipe targets and their columns, valid while the engine's catalog version is unchanged. */
   readonly #targets = new Map<string, { version: number; target: PipeTarget; columns: TableColumn[] }>();
   #commitConn: DuckDBConnection | undefined;
+  /** Staging tables that exist on each commit connection (temp tables are per connection). */
+  readonly #stages = new WeakMap<DuckDBConnection, Set<number>>();
 
   constructor(
     readonly engine: SqlEngine,
@@ -482,7 +490,7 @@ export class StreamingService {
     const binaryFormat = target.named ? 'HEX' : 'BASE64';
     const errors: string[] = [];
     // Rows grouped by which columns they leave to the column DEFAULT (usually one group: none).
-    const groups = new Map<string, { present: TableColumn[]; rows: (string | null)[][] }>();
+    const groups = new Map<string, Group>();
     for (const row of batch.rows) {
       const m = mapRow(row, columns, target.named, binaryFormat);
       if ('error' in m) {
@@ -501,21 +509,40 @@ export class StreamingService {
     const rowsSql = (present: TableColumn[]) =>
       `SELECT ${present.map((c, k) => columnExpr(c.type, `__r[${k + 1}]`, binaryFormat)).join(', ')} ` +
       `FROM (SELECT unnest(from_json($1, '[["VARCHAR"]]')) AS __r)`;
-    const insertAll = async (list: { present: TableColumn[]; rows: (string | null)[][] }[]) => {
+    const insertAll = async (list: Group[]) => {
       for (const g of list) {
         if (g.rows.length === 0) continue;
         if (g.present.length === 0) {
           for (let k = 0; k < g.rows.length; k++) await conn.run(`INSERT INTO ${table} DEFAULT VALUES`);
           continue;
         }
-        await conn.run(`INSERT INTO ${table} (${g.present.map((c) => quoteId(c.name)).join(', ')}) ${rowsSql(g.present)}`, [
-          JSON.stringify(g.rows),
-        ]);
+        // The texts go through DuckDB's appender into a VARCHAR staging table and are cast by one set-based
+        // INSERT ... SELECT: an order of magnitude faster than shipping them as one JSON parameter, and the
+        // casts (columnExpr) stay exactly those of the row-by-row path below.
+        const stage = await this.#stage(conn, g.present.length);
+        const appender = await conn.createAppender(stage, 'main', 'temp');
+        try {
+          for (const r of g.rows) {
+            for (const v of r) {
+              if (v === null) appender.appendNull();
+              else appender.appendVarchar(v);
+            }
+            appender.endRow();
+          }
+          appender.flushSync();
+        } finally {
+          appender.closeSync();
+        }
+        const casts = g.present.map((c, k) => columnExpr(c.type, `c${k}`, binaryFormat)).join(', ');
+        await conn.run(
+          `INSERT INTO ${table} (${g.present.map((c) => quoteId(c.name)).join(', ')}) SELECT ${casts} FROM temp.main.${stage}`,
+        );
+        await conn.run(`DELETE FROM temp.main.${stage}`);
       }
     };
     // The rows and the channel's new committed state land in one transaction: after a crash or restart the
     // committed offset token never disagrees with the table.
-    const commit = async (list: { present: TableColumn[]; rows: (string | null)[][] }[], rowErrors: string[]) => {
+    const commit = async (list: Group[], rowErrors: string[]) => {
       const inserted = list.reduce((n, g) => n + g.rows.length, 0);
       const next: PersistedChannel = {
         ...persisted(ch),
@@ -541,6 +568,8 @@ export class StreamingService {
         await conn.run('COMMIT');
       } catch (err) {
         await conn.run('ROLLBACK').catch(() => undefined);
+        // A staging table created inside the rolled-back transaction is gone with it.
+        this.#stages.delete(conn);
         throw err;
       }
       Object.assign(ch, next);
@@ -566,6 +595,19 @@ export class StreamingService {
       }
       await commit(kept, errors);
     }
+  }
+
+  /** A connection-local VARCHAR staging table with `width` columns c0..c(width-1), created on first use. */
+  async #stage(conn: DuckDBConnection, width: number): Promise<string> {
+    const name = `__floe_stage_${width}`;
+    let made = this.#stages.get(conn);
+    if (!made) this.#stages.set(conn, (made = new Set()));
+    if (!made.has(width)) {
+      const cols = Array.from({ length: width }, (_, k) => `c${k} VARCHAR`).join(', ');
+      await conn.run(`CREATE TEMP TABLE IF NOT EXISTS ${name} (${cols})`);
+      made.add(width);
+    }
+    return name;
   }
 
   async #persist(conn: DuckDBConnection, state: PersistedChannel): Promise<void> {
@@ -644,30 +686,40 @@ function mapRow(
 ): { texts: (string | null)[]; defaulted: number[] } | { error: string } {
   if (row === null || typeof row !== 'object' || Array.isArray(row)) return { error: 'Row is not a JSON object' };
   const obj = row as Record<string, unknown>;
-  const byColumn = new Map<string, unknown>();
+  let byColumn: Map<string, unknown> | undefined;
   if (named?.columns) {
+    byColumn = new Map();
     const targets = named.targetColumns ?? columns.slice(0, named.columns.length).map((c) => c.name);
-    named.columns.forEach((pc, k) => byColumn.set(targets[k]!, getPath(obj, pc.path)));
-  } else {
-    const keys = Object.keys(obj);
-    const sensitive = named?.matchCase === 'sensitive';
-    for (const c of columns) {
-      // Exact key first; otherwise a case-insensitive match (the default pipe loads MATCH_BY_COLUMN_NAME).
-      if (Object.hasOwn(obj, c.name)) byColumn.set(c.name, obj[c.name]);
-      else if (!sensitive) {
-        const k = keys.find((x) => x.toUpperCase() === c.name.toUpperCase());
-        if (k !== undefined) byColumn.set(c.name, obj[k]);
-      }
-    }
+    for (const [k, pc] of named.columns.entries()) byColumn.set(targets[k]!, getPath(obj, pc.path));
   }
+  const sensitive = named?.matchCase === 'sensitive';
+  let keys: string[] | undefined;
   const texts: (string | null)[] = [];
   const defaulted: number[] = [];
-  for (const [k, c] of columns.entries()) {
-    if (!byColumn.has(c.name) && c.hasDefault) {
+  for (let k = 0; k < columns.length; k++) {
+    const c = columns[k]!;
+    let present = false;
+    let value: unknown;
+    if (byColumn) {
+      present = byColumn.has(c.name);
+      value = byColumn.get(c.name);
+    } else if (Object.hasOwn(obj, c.name)) {
+      present = true;
+      value = obj[c.name];
+    } else if (!sensitive) {
+      // No exact key: a case-insensitive match (the default pipe loads MATCH_BY_COLUMN_NAME).
+      keys ??= Object.keys(obj);
+      const key = keys.find((x) => x.toUpperCase() === c.name.toUpperCase());
+      if (key !== undefined) {
+        present = true;
+        value = obj[key];
+      }
+    }
+    if (!present && c.hasDefault) {
       defaulted.push(k);
       continue;
     }
-    const r = coerceValue(byColumn.get(c.name), c.name, c.type, c.nullable, binaryFormat);
+    const r = coerceValue(value, c.name, c.type, c.nullable, binaryFormat);
     if (!r.ok) return { error: r.message };
     texts.push(r.text);
   }
