@@ -5,6 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { startEmulator, type RunningEmulator } from '../src/emulator/emulator.js';
 import { waitFor } from './helpers/wait.js';
@@ -189,6 +192,39 @@ describe('auth', () => {
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
     });
     expect(again.status).toBe(401);
+  });
+
+  it('refuses a token-type header on /oauth/token, which the documented exchange does not send', async () => {
+    const tok = await call('POST', '/oauth/token', undefined, {
+      raw: `grant_type=${encodeURIComponent('urn:ietf:params:oauth:grant-type:jwt-bearer')}&scope=${new URL(emu.url).host}`,
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-Snowflake-Authorization-Token-Type': 'KEYPAIR_JWT' },
+    });
+    expect(tok.status).toBe(400);
+    expect(tok.json()).toMatchObject({ code: 'invalid_request' });
+  });
+});
+
+describe('DuckDB sandbox', () => {
+  it('SQL cannot read, write or attach local files, nor turn external access back on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'floe-emu-sandbox-'));
+    writeFileSync(join(dir, 'secret.csv'), 'k,v\nSECRET_VALUE,1\n');
+    writeFileSync(join(dir, 'secret.json'), '{"k": "SECRET_VALUE"}\n');
+    for (const statement of [
+      `SELECT * FROM '${join(dir, 'secret.csv')}'`,
+      `SELECT * FROM '${join(dir, 'secret.json')}'`,
+      `SELECT * FROM '/etc/passwd'`,
+      `SELECT * FROM read_csv('/etc/passwd')`,
+      `SELECT * FROM read_json('/etc/hostname')`,
+      `ATTACH '/tmp/floe-emulator-attach.duckdb' AS x`,
+      `SET enable_external_access = true`,
+    ]) {
+      const r = await sql(statement);
+      expect(r.status, statement).not.toBe(200);
+      expect(JSON.stringify(r.body)).not.toMatch(/root:|SECRET_VALUE/);
+    }
+    rmSync(dir, { recursive: true, force: true });
+    // Direct queries (tests, no auth) share the engine: the lock holds there too.
+    await expect(emu.query(`SELECT * FROM read_csv('/etc/passwd')`)).rejects.toThrow();
   });
 });
 

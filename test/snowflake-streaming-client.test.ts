@@ -100,6 +100,9 @@ describe('bootstrap', () => {
       expect(form.get('scope')).toBe('my-org-my-account.ingest.local');
       expect(form.get('grant_type')).toBe('urn:ietf:params:oauth:grant-type:jwt-bearer');
       expect(exchange!.headers.authorization).toMatch(/^Bearer /);
+      // The documented exchange sends Authorization and Content-Type, and no token-type header.
+      expect(exchange!.headers['x-snowflake-authorization-token-type']).toBeUndefined();
+      expect(exchange!.headers['content-type']).toBe('application/x-www-form-urlencoded');
       const [open] = stub.of('open');
       expect(open!.headers.authorization).toMatch(/^Bearer .+\..+\.c2ln$/); // the stub's scoped token
       expect(open!.headers['x-snowflake-authorization-token-type']).toBe('OAUTH');

@@ -175,6 +175,14 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (faults.config.compat?.requireAccept && !(accept && /application\/json|\*\/\*/.test(accept))) {
         return reply.code(400).send({ code: '391902', message: `Unsupported Accept header ${accept ?? 'null'} is specified` });
       }
+      if (route === 'token' && request.headers['x-snowflake-authorization-token-type'] !== undefined) {
+        // The documented exchange sends Authorization and Content-Type only: a token type there is a client bug.
+        return reply.code(400).send({
+          code: 'invalid_request',
+          message:
+            'X-Snowflake-Authorization-Token-Type is not part of the /oauth/token exchange; send only Authorization and Content-Type.',
+        });
+      }
       let who: Principal;
       try {
         let authorization = request.headers.authorization;

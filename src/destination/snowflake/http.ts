@@ -482,9 +482,9 @@ export class SnowflakeHttp {
 }
 
 /** The key-pair JWT as a token source (account host: SQL API, hostname discovery, token exchange). */
-export function keyPairTokens(auth: KeyPairAuth, type: TokenType | undefined = 'KEYPAIR_JWT'): TokenSource {
+export function keyPairTokens(auth: KeyPairAuth, type: TokenType | null = 'KEYPAIR_JWT'): TokenSource {
   return {
-    token: () => Promise.resolve({ value: auth.token(), type }),
+    token: () => Promise.resolve({ value: auth.token(), type: type ?? undefined }),
     refresh: () => auth.invalidate(),
     identity: `${auth.subject} with public key ${auth.fingerprint}`,
   };

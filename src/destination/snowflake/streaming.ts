@@ -224,7 +224,8 @@ class IngestSession {
     this.#account = new URL(o.accountUrl);
     this.#now = o.now ?? Date.now;
     this.accountTokens = keyPairTokens(o.auth);
-    const exchangeTokens = keyPairTokens(o.auth, undefined); // Redpanda (live) sends no token type on /oauth/token
+    // null, not undefined (which means the default, KEYPAIR_JWT): the documented exchange sends no token type.
+    const exchangeTokens = keyPairTokens(o.auth, null);
     this.ingestTokens = {
       identity: this.accountTokens.identity,
       refresh: () => {

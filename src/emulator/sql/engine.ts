@@ -119,11 +119,21 @@ export class SqlEngine {
 
   static async open(path: string, account: string, warehouses: readonly string[]): Promise<SqlEngine> {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    const instance = await DuckDBInstance.create(path, { memory_limit: '1GB' });
+    // SQL reaches DuckDB from anyone holding a key: no file, extension or network access from statements
+    // (`SELECT * FROM '/etc/passwd'`, read_csv, ATTACH, COPY TO, INSTALL), and the settings locked so no
+    // statement can turn that back on. The database file itself stays reachable (opened here, before the lock).
+    const instance = await DuckDBInstance.create(path, {
+      memory_limit: '1GB',
+      enable_external_access: 'false',
+      autoinstall_known_extensions: 'false',
+      autoload_known_extensions: 'false',
+    });
     const engine = new SqlEngine(instance, account);
     for (const w of warehouses) engine.warehouses.add(w);
-    const conn = await engine.connect();
+    const conn = await instance.connect();
     try {
+      await conn.run("SET GLOBAL TimeZone = 'UTC'");
+      await conn.run('SET lock_configuration = true');
       await conn.run(`CREATE SCHEMA IF NOT EXISTS ${META}`);
       await conn.run(
         `CREATE TABLE IF NOT EXISTS ${META}.pipes (database VARCHAR, schema VARCHAR, name VARCHAR, definition JSON, created_on_ms BIGINT)`,
@@ -139,10 +149,9 @@ export class SqlEngine {
     return engine;
   }
 
+  /** A connection; every one is in UTC (set globally in open, where the configuration is locked). */
   async connect(): Promise<DuckDBConnection> {
-    const conn = await this.instance.connect();
-    await conn.run("SET TimeZone = 'UTC'");
-    return conn;
+    return this.instance.connect();
   }
 
   close(): void {
