@@ -83,7 +83,9 @@ describe('resolvePipelineConfig', () => {
   it('resolves a valid pipeline into what the runtime needs', () => {
     const r = resolvePipelineConfig(
       {
-        pipeline: pipeline({ options: { batch_max_bytes: 2097152, merge_interval_ms: '250', delete_mode: 'soft' } }),
+        pipeline: pipeline({
+          options: { batch_max_bytes: 2097152, merge_interval_ms: '250', delete_mode: 'soft', max_uncommitted_bytes: 268435456 },
+        }),
         source: source({ options: { connect_timeout_ms: 3000 } }),
         destination: destination(),
       },
@@ -99,7 +101,7 @@ describe('resolvePipelineConfig', () => {
       configVersion: 7,
       sourceName: 'app',
       destination: { type: 'duckdb', url: 'duckdb:/var/lib/floe/wh.duckdb', deleteMode: 'soft', secrets: {} },
-      runtime: { batchMaxBytes: 2097152, mergeIntervalMs: 250, batchMaxMs: undefined },
+      runtime: { batchMaxBytes: 2097152, mergeIntervalMs: 250, batchMaxMs: undefined, maxUncommittedBytes: 268435456 },
     });
     expect(c.source.connectTimeoutMs).toBe(3000);
     // The password travels inside the URL, encoded so that pg decodes it back exactly.

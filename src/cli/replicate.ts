@@ -70,6 +70,11 @@ export function replicateCommand(): Command {
       5000,
     )
     .option(
+      '--max-uncommitted-bytes <n>',
+      'bytes of row text written but not yet committed by the destination before floe stops reading the source (default: 67108864)',
+      positiveInt('--max-uncommitted-bytes', 16 * 1024 * 1024 * 1024),
+    )
+    .option(
       '--status-interval-ms <n>',
       'standby status update cadence (keep well under wal_sender_timeout)',
       positiveInt('--status-interval-ms', 600_000),
@@ -95,6 +100,7 @@ interface ReplicateOptions extends HealthOptions {
   snapshotRangePages: number;
   batchMaxBytes?: number;
   batchMaxMs: number;
+  maxUncommittedBytes?: number;
   mergeIntervalMs: number;
   statusIntervalMs: number;
 }
@@ -267,6 +273,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         snapshotRangePages: opts.snapshotRangePages,
         batchMaxBytes: opts.batchMaxBytes,
         batchMaxMs: opts.batchMaxMs,
+        maxUncommittedBytes: opts.maxUncommittedBytes,
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
         events: combineEvents(progress.events, metrics.pipelineEvents(name), pipelineReadiness.events, local.events),

@@ -345,6 +345,7 @@ export function checkDestinationOptions(type: DestinationType, options: unknown)
 const pipelineOptionsSchema = z.strictObject({
   batch_max_bytes: intOption(1024, 256 * 1024 * 1024),
   batch_max_ms: intOption(1, 3_600_000),
+  max_uncommitted_bytes: intOption(1024 * 1024, 16 * 1024 * 1024 * 1024),
   merge_interval_ms: intOption(1, 86_400_000),
   status_interval_ms: intOption(100, 600_000),
   snapshot_parallelism: intOption(1, 64),
@@ -389,6 +390,7 @@ export interface RuntimeOptions {
   readonly snapshotRangePages?: number;
   readonly batchMaxBytes?: number;
   readonly batchMaxMs?: number;
+  readonly maxUncommittedBytes?: number;
   readonly mergeIntervalMs?: number;
   readonly statusIntervalMs?: number;
   readonly publicationPollMs?: number;
@@ -509,6 +511,7 @@ function resolve(pipeline: PipelineRow, source: SourceRow | undefined, destinati
       snapshotRangePages: options.snapshot_range_pages,
       batchMaxBytes: options.batch_max_bytes,
       batchMaxMs: options.batch_max_ms,
+      maxUncommittedBytes: options.max_uncommitted_bytes,
       mergeIntervalMs: options.merge_interval_ms,
       statusIntervalMs: options.status_interval_ms,
       publicationPollMs: options.publication_poll_ms,

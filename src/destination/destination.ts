@@ -2,11 +2,18 @@
  * The seam between the pipeline and a warehouse.
  *
  * Contract (design.md §2):
- * - `writeChanges` appends a batch of changes to the journal. When the promise
- *   resolves the batch is either durable or accepted; `durableThrough()` tells
- *   which positions are durable. Writes are idempotent by position: a change at
- *   or below the destination's durable watermark (for the same slot
- *   incarnation) is skipped, so replays after a crash never duplicate history.
+ * - `writeChanges` appends a batch of changes to the journal and resolves when
+ *   the destination has ACCEPTED it, which is not necessarily COMMITTED:
+ *   - a synchronous destination (DuckDB) has no `watchDurable`: accepted is
+ *     committed, so a resolved `writeChanges` makes its batch durable;
+ *   - an asynchronous one (Snowflake) has `watchDurable` and reports there, in
+ *     order, the position through which every change it was handed is committed.
+ *   The runtime may call `writeChanges` again before earlier batches commit
+ *   (calls never overlap: the next starts after the previous resolved), and it
+ *   acknowledges the slot only from what is durable (design.md invariant 1).
+ *   Writes are idempotent by position: a change the destination already holds
+ *   (for the same slot incarnation) is skipped, so replays after a crash or a
+ *   stream restart never duplicate history.
  * - `writeSnapshotRange` loads one CTID range of a table atomically together
  *   with a marker, so a range is in the journal entirely or not at all, and a
  *   range written once is never written again.
@@ -50,20 +57,29 @@ export interface Destination {
    * merged, and the journal's history gets a truncate marker at (snapshotLsn, -2).
    */
   resetTable(table: TableSchema, snapshotLsn: bigint): Promise<void>;
-  /** Appends changes (in position order) to the journals. */
+  /** Appends changes (in position order) to the journals; resolves once they are accepted (see above). */
   writeChanges(changes: readonly Change[]): Promise<void>;
   /** The highest position durable in the destination. */
   durableThrough(): Promise<Position | undefined>;
+  /**
+   * Asynchronous destinations only. `durable(p)`: every change handed to `writeChanges` so far with a position
+   * at or below `p` is committed (p never decreases). `failed(err)`: an accepted write can no longer commit
+   * (a row error, or a channel that lost uncommitted rows): the runtime stops and, for a retryable error,
+   * restarts from its acknowledged position. Replaces any earlier watcher.
+   */
+  watchDurable?(watcher: DurableWatcher): void;
   /** Applies journal rows loaded since the last merge to the target tables. */
   merge(signal?: AbortSignal): Promise<MergeResult>;
   close(): Promise<void>;
-  /**
-   * Batch size (bytes of row text) this destination works best with when the operator sets none: one batch
-   * is in flight at a time, so a destination whose writes wait for an asynchronous commit wants larger ones.
-   */
+  /** Batch size (bytes of row text) this destination works best with when the operator sets none. */
   readonly preferredBatchBytes?: number;
   /** How the destination's service looks from here (the Snowflake circuit breaker); absent: always fine. */
   health?(): DestinationHealth;
+}
+
+export interface DurableWatcher {
+  durable(position: Position): void;
+  failed(err: unknown): void;
 }
 
 export interface DestinationHealth {

@@ -7,22 +7,29 @@
  *
  * Acknowledgement (design.md invariants 1 and 3): the flush LSN sent to the
  * server is the end LSN of the last transaction whose every change the
- * destination made durable *and* the state store recorded. When nothing is in
- * flight (no open transaction, nothing buffered, no write running) the
- * keepalive's wal_end may be acknowledged, so an idle publication never pins WAL.
+ * destination made durable *and* the state store recorded. Writes are
+ * pipelined: a batch is handed to the destination as soon as the previous one
+ * was ACCEPTED, and a queue of written batches (their last change and the last
+ * transaction they complete) waits for the destination to report COMMITTED
+ * positions (`watchDurable`; for a synchronous destination, accepted is
+ * committed). Only the prefix of that queue the committed position covers is
+ * recorded and acknowledged, so the acknowledgement follows commits, never
+ * sends. When nothing is in flight (no open transaction, nothing buffered or
+ * uncommitted) the keepalive's wal_end may be acknowledged, so an idle
+ * publication never pins WAL.
  *
- * Backpressure (invariant 5): changes are batched by bytes and time; one batch
- * is written while the next fills; when the next is full the loop stops
- * reading the socket. A timer keeps sending status updates meanwhile, well
- * inside wal_sender_timeout.
+ * Backpressure (invariant 5): changes are batched by bytes and time; once the
+ * bytes written but not yet committed reach `maxUncommittedBytes` and the
+ * next batch is full, the loop stops reading the socket. A timer keeps sending
+ * status updates meanwhile, well inside wal_sender_timeout.
  */
 import type pg from 'pg';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FloeError, coerceError } from '../errors.js';
-import type { Change, Cell, TableSchema } from '../model.js';
-import { qualifiedName } from '../model.js';
+import type { Change, Cell, Position, TableSchema } from '../model.js';
+import { comparePositions, qualifiedName } from '../model.js';
 import type { Destination } from '../destination/destination.js';
 import type { StateStore } from '../store/state-store.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -63,6 +70,12 @@ export interface PipelineOptions {
   readonly batchMaxBytes?: number;
   /** ... or when its first change is this old. (Default: 1000 ms) */
   readonly batchMaxMs?: number;
+  /**
+   * Bytes of row text written to the destination but not yet committed there; beyond it the socket is not
+   * read (backpressure). With an asynchronous destination this, not the commit latency, bounds how much
+   * is in flight. (Default: 64 MiB)
+   */
+  readonly maxUncommittedBytes?: number;
   /** Journal → target merge cadence. (Default: 5000 ms) */
   readonly mergeIntervalMs?: number;
   /** Standby status update cadence; must stay well under wal_sender_timeout. (Default: 10000 ms) */
@@ -81,7 +94,7 @@ export interface PipelineOptions {
 export interface PipelineEvents {
   phase?(phase: 'connecting' | 'snapshotting' | 'streaming' | 'stopping' | 'stopped'): void;
   snapshotRange?(table: string, rows: number): void;
-  /** After a batch is durable: its size, the durable LSN, changes per op and how long the write took. */
+  /** After a batch is durable: its size, the durable LSN, changes per op and how long from write to commit. */
   batchWritten?(rows: number, bytes: number, durableLsn: bigint, details?: BatchDetails): void;
   /** A status update went out: the acknowledged LSN and the server's last known WAL end. */
   acknowledged?(lsn: bigint, serverWalEnd: bigint): void;
@@ -110,6 +123,7 @@ const DEFAULTS = {
   snapshotRangePages: 4096,
   batchMaxBytes: 1 << 20,
   batchMaxMs: 1000,
+  maxUncommittedBytes: 64 << 20,
   mergeIntervalMs: 5000,
   statusIntervalMs: 10_000,
   slotWaitReportMs: 5000,
@@ -122,7 +136,7 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
   // A first start that fails (unreachable host, wrong password, ...) is reported at once: retrying
   // would hide a configuration mistake. Once the pipeline has passed preflight, transient failures
   // are retried with backoff.
-  const state = { passedPreflight: false };
+  const state = { passedPreflight: false, progressed: false };
   for (;;) {
     try {
       await runOnce(options, signal, state);
@@ -136,6 +150,10 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
         throw e;
       }
       if (e.retry !== 'timed' || !state.passedPreflight) throw e;
+      // A run that acknowledged something was healthy: its failure (e.g. a Snowflake channel that lost
+      // uncommitted rows and needs a replay from the slot) restarts quickly, not after a growing backoff.
+      if (state.progressed) attempt = 0;
+      state.progressed = false;
       attempt++;
       const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random() / 2);
       options.log.warn({ err: e.message, kind: e.kind, attempt, delayMs: Math.round(delay) }, 'pipeline failed, reconnecting');
@@ -175,7 +193,11 @@ async function dropNewSlot(meta: pg.Client, slotName: string, cause: FloeError):
   }
 }
 
-async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { passedPreflight: boolean }): Promise<void> {
+async function runOnce(
+  options: PipelineOptions,
+  signal: AbortSignal,
+  state: { passedPreflight: boolean; progressed: boolean },
+): Promise<void> {
   const preferred = options.destination.preferredBatchBytes;
   const o = { ...DEFAULTS, ...(preferred ? { batchMaxBytes: preferred } : {}), ...stripUndefined(options) };
   const { log, store, destination } = options;
@@ -434,6 +456,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: { p
     } finally {
       // Live snapshots stop with the stream; an interrupted one resumes at the next start.
       await live.stop();
+      if (streamer.ackLsn > startLsn) state.progressed = true;
     }
     if (streamer.ackLsn > streamer.sentLsn) {
       // Transactions made durable after CopyDone: the slot is released once the stream ended, so
@@ -461,6 +484,18 @@ interface Batch {
 
 const newBatch = (): Batch => ({ changes: [], bytes: 0, startedAt: 0, lastCommit: undefined, endsMidTransaction: false });
 
+/** A batch handed to the destination and not yet durable: what acknowledging it needs, not its rows. */
+interface Written {
+  /** Its last change; undefined for a batch that only completes a transaction. */
+  readonly last: Position | undefined;
+  readonly lastCommit: { lsn: bigint; endLsn: bigint } | undefined;
+  readonly bytes: number;
+  readonly changes: number;
+  readonly endsMidTransaction: boolean;
+  readonly ops: Readonly<Record<Change['op'], number>> | undefined;
+  readonly startedAt: number;
+}
+
 class Streamer implements StreamSide {
   readonly #options: PipelineOptions;
   readonly #live: LiveTables;
@@ -472,7 +507,20 @@ class Streamer implements StreamSide {
   readonly #incarnation: string;
   readonly #relations = new Map<number, TableSchema>();
   #batch = newBatch();
-  #inFlight: Promise<void> | undefined;
+  /** The `writeChanges` call running (one at a time, so the destination receives batches in order). */
+  #writing: Promise<void> | undefined;
+  /** Written batches not yet durable, oldest first. */
+  readonly #unacked: Written[] = [];
+  #uncommittedBytes = 0;
+  /** What the destination reported committed (asynchronous) or accepted (synchronous). */
+  #durablePosition: Position | undefined;
+  /** Durable batches whose transaction the store has not recorded yet, and the last such transaction. */
+  readonly #toRecord: Written[] = [];
+  #recordTarget: { lsn: bigint; endLsn: bigint } | undefined;
+  #recorder: Promise<void> | undefined;
+  /** Woken whenever something became durable or the streamer failed (backpressure, drain). */
+  #progress = new Set<() => void>();
+  readonly #asynchronous: boolean;
   #failure: unknown;
   #txn: { lsn: bigint; commitTimeMicros: bigint; ordinal: number } | undefined;
   /** What the server may forget: only durable and recorded positions. */
@@ -500,6 +548,9 @@ class Streamer implements StreamSide {
     this.#incarnation = incarnation;
     this.#ackLsn = startLsn;
     for (const t of tables) this.#relations.set(t.relationId, t);
+    const { destination } = options;
+    this.#asynchronous = typeof destination.watchDurable === 'function';
+    destination.watchDurable?.({ durable: (p) => this.#onDurable(p), failed: (err) => this.#fail(err) });
   }
 
   /** The LSN the server may forget: the end of the last durable, recorded transaction. */
@@ -536,8 +587,10 @@ class Streamer implements StreamSide {
     const statusTimer = setInterval(() => this.#sendStatus(false), this.#o.statusIntervalMs);
     const batchTimer = setInterval(
       () => {
+        // Over the uncommitted bound the batch keeps filling until #add applies backpressure.
+        if (this.#uncommittedBytes >= this.#o.maxUncommittedBytes) return;
         if (this.#batch.changes.length > 0 && Date.now() - this.#batch.startedAt >= this.#o.batchMaxMs) this.#startFlush();
-        else if (this.#batch.lastCommit && !this.#inFlight) this.#startFlush();
+        else if (this.#batch.lastCommit && !this.#writing) this.#startFlush();
       },
       Math.max(50, Math.min(250, this.#o.batchMaxMs)),
     );
@@ -588,7 +641,9 @@ class Streamer implements StreamSide {
       clearInterval(batchTimer);
       clearInterval(mergeTimer);
       signal.removeEventListener('abort', onAbort);
-      await this.#inFlight?.catch(() => undefined);
+      await this.#writing?.catch(() => undefined);
+      await this.#recorder?.catch(() => undefined);
+      this.#wake();
       await merging?.catch(() => undefined);
     }
     if (this.#failure !== undefined) {
@@ -718,64 +773,149 @@ class Streamer implements StreamSide {
     b.changes.push(change);
     b.bytes += rowBytes(cells);
     if (mayFlush && b.bytes >= this.#o.batchMaxBytes) {
-      // One write in flight; waiting here stops reading the socket (backpressure).
-      await this.#inFlight;
+      // Waiting here stops reading the socket (backpressure): for the write being accepted, then for
+      // commits while too much is uncommitted.
+      await this.#writing;
+      while (this.#failure === undefined && this.#uncommittedBytes >= this.#o.maxUncommittedBytes) await this.#nextProgress();
       if (this.#failure !== undefined) throw coerceError(this.#failure);
       this.#startFlush();
     }
   }
 
-  /** Writes everything received so far: the batch being written, then the one filling. */
+  /** Writes everything received so far and waits until it is durable and recorded. */
   async #flushAll(): Promise<void> {
-    while (this.#failure === undefined && (this.#inFlight || this.#batch.changes.length > 0 || this.#batch.lastCommit)) {
-      await this.#inFlight;
+    while (this.#failure === undefined && !this.#drained()) {
+      await this.#writing;
       this.#startFlush();
-      await this.#inFlight;
+      await this.#writing;
+      if (this.#unacked.length > 0 && this.#failure === undefined) await this.#nextProgress();
+      await this.#recorder;
     }
   }
 
+  #drained(): boolean {
+    const b = this.#batch;
+    return !this.#writing && b.changes.length === 0 && !b.lastCommit && this.#unacked.length === 0 && !this.#recorder;
+  }
+
   #startFlush(): void {
-    if (this.#inFlight || this.#failure !== undefined) return;
+    if (this.#writing || this.#failure !== undefined) return;
     const b = this.#batch;
     if (b.changes.length === 0 && !b.lastCommit) return;
     b.endsMidTransaction = this.#txn !== undefined;
     this.#batch = newBatch();
-    this.#inFlight = this.#flush(b)
+    let ops: Record<Change['op'], number> | undefined;
+    if (this.#options.events?.batchWritten) {
+      ops = { r: 0, i: 0, u: 0, d: 0, t: 0 };
+      for (const ch of b.changes) ops[ch.op]++;
+    }
+    const written: Written = {
+      last: b.changes.at(-1)?.position,
+      lastCommit: b.lastCommit,
+      bytes: b.bytes,
+      changes: b.changes.length,
+      endsMidTransaction: b.endsMidTransaction,
+      ops,
+      startedAt: performance.now(),
+    };
+    // Queued before the write: a commit can be reported before the write call returns.
+    this.#unacked.push(written);
+    this.#uncommittedBytes += b.bytes;
+    this.#writing = this.#options.destination
+      .writeChanges(b.changes)
+      .then(() => {
+        // Synchronous destination: accepted is committed.
+        if (!this.#asynchronous && written.last) this.#onDurable(written.last);
+        else this.#settle();
+      })
       .catch((err) => this.#fail(err))
       .finally(() => {
-        this.#inFlight = undefined;
+        this.#writing = undefined;
       });
   }
 
-  async #flush(b: Batch): Promise<void> {
-    const { destination, store } = this.#options;
-    const started = performance.now();
-    await destination.writeChanges(b.changes);
-    await this.#options.failpoints?.afterDestinationWrite?.({ changes: b.changes.length, endsMidTransaction: b.endsMidTransaction });
-    if (b.lastCommit && b.changes.length === 0 && Date.now() - this.#idleRecordedAt < 60_000) {
-      // Only empty transactions (PostgreSQL 14 sends them; changes of floe's own or skipped tables are
-      // dropped): acknowledged like the idle path, recorded at most once a minute. Recording each would
-      // itself be a transaction, sent back empty: a write every batch tick, forever.
-      if (b.lastCommit.endLsn > this.#ackLsn) this.#ackLsn = b.lastCommit.endLsn;
-    } else if (b.lastCommit) {
-      if (b.changes.length === 0) this.#idleRecordedAt = Date.now();
-      // Invariant 3: the store only hears of what the destination holds.
-      await store.recordDurable(this.#options.name, this.#incarnation, b.lastCommit.lsn, b.lastCommit.endLsn);
-      this.#durableLsn = b.lastCommit.lsn;
-      if (b.lastCommit.endLsn > this.#ackLsn) this.#ackLsn = b.lastCommit.endLsn;
+  /** The destination committed every change handed to it up to `position`. */
+  #onDurable(position: Position): void {
+    if (!this.#durablePosition || comparePositions(position, this.#durablePosition) > 0) this.#durablePosition = position;
+    this.#settle();
+  }
+
+  /** Moves the written batches the durable position covers to the store's queue (oldest first, a prefix). */
+  #settle(): void {
+    const durable = this.#durablePosition;
+    let moved = false;
+    for (;;) {
+      const head = this.#unacked[0];
+      if (!head) break;
+      if (head.last && (!durable || comparePositions(head.last, durable) > 0)) break;
+      this.#unacked.shift();
+      this.#uncommittedBytes -= head.bytes;
+      this.#toRecord.push(head);
+      if (head.lastCommit) this.#recordTarget = head.lastCommit;
+      moved = true;
     }
-    const events = this.#options.events;
-    if (events?.batchWritten) {
-      const ops = { r: 0, i: 0, u: 0, d: 0, t: 0 };
-      for (const ch of b.changes) ops[ch.op]++;
-      events.batchWritten(b.changes.length, b.bytes, this.#durableLsn, { ops, seconds: (performance.now() - started) / 1000 });
+    if (!moved) return;
+    this.#kickRecorder();
+    this.#wake();
+  }
+
+  #kickRecorder(): void {
+    if (this.#recorder || this.#failure !== undefined || this.#toRecord.length === 0) return;
+    this.#recorder = this.#record()
+      .catch((err) => this.#fail(err))
+      .finally(() => {
+        this.#recorder = undefined;
+        this.#wake();
+        this.#kickRecorder();
+      });
+  }
+
+  /**
+   * Invariant 3: the store hears of a transaction only once the destination committed all of it; then the
+   * slot is acknowledged. One store write at a time, coalescing what became durable meanwhile.
+   */
+  async #record(): Promise<void> {
+    const { store, failpoints, events } = this.#options;
+    while (this.#toRecord.length > 0 && this.#failure === undefined) {
+      const batches = this.#toRecord.splice(0);
+      const target = this.#recordTarget;
+      this.#recordTarget = undefined;
+      for (const w of batches) await failpoints?.afterDestinationWrite?.({ changes: w.changes, endsMidTransaction: w.endsMidTransaction });
+      if (target && batches.every((w) => w.changes === 0) && Date.now() - this.#idleRecordedAt < 60_000) {
+        // Only empty transactions (PostgreSQL 14 sends them; changes of floe's own or skipped tables are
+        // dropped): acknowledged like the idle path, recorded at most once a minute. Recording each would
+        // itself be a transaction, sent back empty: a write every batch tick, forever.
+        if (target.endLsn > this.#ackLsn) this.#ackLsn = target.endLsn;
+      } else if (target) {
+        if (batches.every((w) => w.changes === 0)) this.#idleRecordedAt = Date.now();
+        await store.recordDurable(this.#options.name, this.#incarnation, target.lsn, target.endLsn);
+        this.#durableLsn = target.lsn;
+        if (target.endLsn > this.#ackLsn) this.#ackLsn = target.endLsn;
+      }
+      if (events?.batchWritten) {
+        const now = performance.now();
+        for (const w of batches) {
+          if (w.changes === 0) continue;
+          events.batchWritten(w.changes, w.bytes, this.#durableLsn, { ops: w.ops!, seconds: (now - w.startedAt) / 1000 });
+        }
+      }
+      this.#sendStatus(false);
     }
-    this.#sendStatus(false);
+  }
+
+  #nextProgress(): Promise<void> {
+    return new Promise((resolve) => this.#progress.add(resolve));
+  }
+
+  #wake(): void {
+    const waiting = this.#progress;
+    this.#progress = new Set();
+    for (const resolve of waiting) resolve();
   }
 
   /** Nothing received is waiting to become durable. */
   #idle(): boolean {
-    return !this.#txn && this.#batch.changes.length === 0 && !this.#batch.lastCommit && !this.#inFlight;
+    return !this.#txn && this.#drained();
   }
 
   #sendStatus(replyRequested: boolean): void {
@@ -803,8 +943,9 @@ class Streamer implements StreamSide {
     if (this.#failure !== undefined) return;
     this.#failure = err;
     this.#options.log.error({ err: coerceError(err).message, stack: (err as Error)?.stack }, 'pipeline error');
-    // Unblock the read loop.
+    // Unblock the read loop and whoever waits for commits.
     this.#stream.destroy();
+    this.#wake();
   }
 }
 

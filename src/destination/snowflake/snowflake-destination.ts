@@ -17,11 +17,13 @@
  * committed token says which changes it holds: after a crash the runtime replays from its durable
  * LSN and every change at or below its channel's committed token is skipped. Channel names carry the
  * pipeline and the slot incarnation, so a new incarnation never compares against old tokens.
- * `writeChanges` resolves only when every channel's committed token covers the batch; until then a
- * transient failure (breaker open, 5xx, network) is waited out and retried, after reopening the
- * channel and skipping what it committed — the batch stays in memory, the runtime stops reading the
- * socket (backpressure) and keeps answering keepalives. Terminal failures (auth, row errors, a
- * rejected statement) reject.
+ * Pipelined: `writeChanges` resolves once every channel ACCEPTED its part of the batch (a transient
+ * failure — breaker open, 5xx, network — is waited out and retried meanwhile, the runtime stops reading
+ * the socket and keeps answering keepalives); the commit is awaited in the background, and
+ * `watchDurable` reports, in batch order, the last position of the batches whose every channel's
+ * committed token covers them. The runtime acknowledges only that (design invariant 1), and bounds
+ * what is uncommitted. Terminal failures (auth, row errors, a rejected statement) reject the next
+ * write and are reported to the watcher.
  *
  * Snapshot ranges use their own channel per range (`..._S<index>`), tokens the row number in the
  * range. A range is recorded in `_FLOE_RANGES` only after all its rows are committed. A range
@@ -42,6 +44,7 @@ import type {
   Destination,
   DestinationCheckpoint,
   DestinationHealth,
+  DurableWatcher,
   MergeResult,
   PrepareResult,
   SnapshotRangeRef,
@@ -56,7 +59,7 @@ import type { SnowflakeConfig } from './config.js';
 import { SnowflakeBreaker, type SnowflakeBreakerOptions } from './http.js';
 import { SnowflakeMetrics } from './metrics.js';
 import { SqlApiClient } from './sql-api.js';
-import { StreamingClient } from './streaming.js';
+import { ChannelRewoundError, StreamingClient } from './streaming.js';
 import {
   addColumn,
   appendHistoryStatements,
@@ -174,9 +177,12 @@ export function createSnowflakeClients(
     auth,
     baseUrlOverride: config.baseUrl !== undefined,
     role: config.role,
-    // A batch is acknowledged only once committed, and the runtime keeps one batch in flight: the poll
-    // interval bounds throughput, so poll often while someone waits (one bulk request per pipe).
+    // Commits are awaited in the background while later batches are appended; the poll interval adds to
+    // the commit → acknowledgement latency only (one bulk request per pipe per round).
     statusPollIntervalMs: 250,
+    // Nothing uncommitted is kept for replay: after a reopen that lost accepted rows the runtime restarts
+    // the stream from its acknowledged position (docs/architecture.md, "Recovery without replay buffers").
+    replayUncommitted: false,
     breaker,
     log,
     metrics,
@@ -265,6 +271,12 @@ interface TableState {
   mergeChain: Promise<unknown>;
 }
 
+/** A batch accepted by the channels, waiting for their commits. */
+interface PendingBatch {
+  readonly last: Position;
+  committed: boolean;
+}
+
 const TOKEN_LSN_WIDTH = 20;
 const TOKEN_ORDINAL_WIDTH = 10;
 const TOKEN_ROW_WIDTH = 12;
@@ -286,6 +298,11 @@ export class SnowflakeDestination implements Destination {
   #pipeline = '';
   #incarnation = '';
   #durable: Position | undefined;
+  /** Accepted batches in write order; the committed prefix is reported to the watcher. */
+  #pending: PendingBatch[] = [];
+  #watcher: DurableWatcher | undefined;
+  /** A background commit wait failed for good: later writes reject with it. */
+  #failure: FloeError | undefined;
   #inflightIds = 0;
   #lastRetention = 0;
 
@@ -317,6 +334,9 @@ export class SnowflakeDestination implements Destination {
     // A pipeline that reconnects opens again: channels are reopened and seqs re-read in prepare().
     this.#tables.clear();
     this.#durable = undefined;
+    // Commits still awaited belong to the previous stream, which restarts from its acknowledged position.
+    this.#pending = [];
+    this.#failure = undefined;
     const [createDb, ...rest] = setupStatements(this.#names);
     await this.#retrying('creating the database', async () => {
       // The database may exist while the role may not create databases: that is fine.
@@ -555,11 +575,13 @@ export class SnowflakeDestination implements Destination {
   }
 
   async writeChanges(changes: readonly Change[]): Promise<void> {
+    if (this.#failure) throw this.#failure;
     if (changes.length === 0) return;
     // Per channel: the lines and tokens of the changes it does not hold yet, in position order.
     const perChannel = new Map<ChannelState, { state: TableState; lines: string[]; tokens: string[]; encoder: NdjsonEncoder }>();
     const writes: { state: TableState; id: number }[] = [];
     const started = new Set<TableState>();
+    const batch: PendingBatch = { last: changes[changes.length - 1]!.position, committed: false };
     try {
       for (const ch of changes) {
         const state = this.#known(ch.table);
@@ -581,15 +603,50 @@ export class SnowflakeDestination implements Destination {
         state.rowsSinceMerge++;
       }
       for (const out of perChannel.values()) splitLines(out.encoder, out.lines);
-      await Promise.all([...perChannel].map(([channel, out]) => this.#deliver(out.state, channel, out.lines, out.tokens)));
-    } finally {
+      this.#pending.push(batch);
+      await Promise.all([...perChannel].map(([channel, out]) => this.#append(out.state, channel, out.lines, out.tokens)));
+    } catch (err) {
       for (const w of writes) this.#endWrite(w.state, w.id);
+      throw err;
     }
-    this.#durable = changes[changes.length - 1]!.position;
+    // Seqs of the batch stay "in flight" (outside merge windows) until its rows are committed.
+    const commits = [...perChannel].map(([channel, out]) => this.#committed(out.state, channel, out.tokens));
+    void Promise.all(commits).then(
+      () => {
+        for (const w of writes) this.#endWrite(w.state, w.id);
+        batch.committed = true;
+        this.#reportDurable();
+      },
+      (err: unknown) => {
+        for (const w of writes) this.#endWrite(w.state, w.id);
+        this.#failAsync(err);
+      },
+    );
   }
 
   async durableThrough(): Promise<Position | undefined> {
     return this.#durable;
+  }
+
+  watchDurable(watcher: DurableWatcher): void {
+    this.#watcher = watcher;
+    if (this.#failure) watcher.failed(this.#failure);
+  }
+
+  /** Reports the committed prefix of the accepted batches. */
+  #reportDurable(): void {
+    let advanced = false;
+    while (this.#pending[0]?.committed) {
+      this.#durable = this.#pending.shift()!.last;
+      advanced = true;
+    }
+    if (advanced) this.#watcher?.durable(this.#durable!);
+  }
+
+  #failAsync(err: unknown): void {
+    if (this.#signal.aborted) return;
+    this.#failure ??= coerceError(err);
+    this.#watcher?.failed(this.#failure);
   }
 
   /**
@@ -635,8 +692,8 @@ export class SnowflakeDestination implements Destination {
   }
 
   /**
-   * A batch waits for Snowpipe Streaming's asynchronous commit before the next one is written: larger
-   * batches amortise that wait (bench/README.md: 1 MiB ≈ 9k rows/s, 4 MiB ≈ 15k rows/s into the emulator).
+   * Larger requests: a channel takes at most 10 appends per second (snowflake-api.md), so a batch of
+   * 4 MiB spread over a table's channels keeps each request big enough for tens of MB/s.
    */
   readonly preferredBatchBytes = 4 << 20;
 
@@ -792,13 +849,11 @@ export class SnowflakeDestination implements Destination {
   }
 
   /**
-   * Appends lines to a channel and waits until it committed them. Transient failures are waited out
-   * (honouring the breaker's retry-after): the channel keeps what it did not get accepted and sends it
-   * on `flush`, and replays what it had accepted but not committed when it reopens itself.
+   * Appends lines to a channel until it accepted them. Transient failures are waited out (honouring the
+   * breaker's retry-after): the channel keeps what it did not get accepted and sends it on `flush`.
    */
-  async #deliver(state: TableState, cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
+  async #append(state: TableState, cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
     if (lines.length === 0) return;
-    const last = tokens[tokens.length - 1]!;
     let next = 0;
     let appending = false;
     await this.#retrying(`writing to channel ${cs.name}`, async () => {
@@ -812,16 +867,20 @@ export class SnowflakeDestination implements Destination {
         await cs.channel.append(l, t, this.#signal);
         appending = false;
       }
-      await cs.channel.waitCommitted(last, this.#signal);
     }).catch((err: unknown) => {
-      // Invariant 7: say which table and which positions were refused.
-      const e = coerceError(err);
-      throw new FloeError(
-        e.kind,
-        `Snowflake did not take changes of ${state.sourceTable} at positions ${tokenText(tokens[0]!)} to ${tokenText(last)}: ${e.message}`,
-        { cause: err, retry: e.retry, hint: e.hint },
-      );
+      throw refused(state, tokens, err);
     });
+  }
+
+  /** Waits until the channel committed the last of `tokens` (transient failures are waited out). */
+  async #committed(state: TableState, cs: ChannelState, tokens: string[]): Promise<void> {
+    if (tokens.length === 0) return;
+    const last = tokens[tokens.length - 1]!;
+    await this.#retrying(`waiting for channel ${cs.name} to commit`, () => cs.channel.waitCommitted(last, this.#signal)).catch(
+      (err: unknown) => {
+        throw refused(state, tokens, err);
+      },
+    );
   }
 
   /** Runs `fn` until it succeeds or fails for good; waits between attempts, at most 30 s. */
@@ -831,7 +890,8 @@ export class SnowflakeDestination implements Destination {
         return await fn();
       } catch (err) {
         const e = coerceError(err);
-        if (e.retry !== 'timed' || this.#signal.aborted) throw e;
+        // A rewound channel kept no copy of what it lost: only a replay from the slot brings it back.
+        if (e.retry !== 'timed' || this.#signal.aborted || err instanceof ChannelRewoundError) throw e;
         const hinted = (err as { retryAfterMs?: unknown }).retryAfterMs;
         const backoff = Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + Math.random() / 2);
         const delay = typeof hinted === 'number' && hinted > 0 ? Math.min(hinted, 60_000) : backoff;
@@ -1029,6 +1089,16 @@ export class SnowflakeDestination implements Destination {
     if (!state) throw new FloeError('internal', `table ${qualifiedName(table)} was not prepared in the destination`);
     return state;
   }
+}
+
+/** Invariant 7: an error that says which table and which positions were refused. */
+function refused(state: TableState, tokens: readonly string[], err: unknown): FloeError {
+  const e = coerceError(err);
+  return new FloeError(
+    e.kind,
+    `Snowflake did not take changes of ${state.sourceTable} at positions ${tokenText(tokens[0]!)} to ${tokenText(tokens[tokens.length - 1]!)}: ${e.message}`,
+    { cause: err, retry: e.retry, hint: e.hint },
+  );
 }
 
 /** An offset token as a position `X/Y#ordinal`, for messages. */

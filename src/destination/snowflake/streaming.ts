@@ -18,7 +18,9 @@
  *
  * A reopen bumps the server's client sequencer and discards its uncommitted data, so the channel then
  * re-appends every kept request above the newly reported committed token, in order: no gap and no
- * duplicate (tokens strictly increase between requests). Appends are serialized (one request in flight,
+ * duplicate (tokens strictly increase between requests). With `replayUncommitted: false` (floe's
+ * destination) accepted requests are kept as tokens only: a reopen that finds accepted rows above the
+ * committed token fails the channel with `ChannelRewoundError`, and the caller replays from its source. Appends are serialized (one request in flight,
  * the continuation token of answer N is needed for request N+1) and paced to at most N requests per
  * second in any one-second window.
  *
@@ -156,6 +158,14 @@ export interface StreamingClientOptions {
    * limit is never what bounds a request, and level 1 costs a third of the CPU of level 6.
    */
   readonly gzipLevel?: number;
+  /**
+   * Keep accepted-but-uncommitted requests (compressed) to re-append them after a reopen (Default: true).
+   * false: keep nothing; a reopen whose committed token is behind what the server had accepted fails the
+   * channel with `ChannelRewoundError`, and the caller replays from its own durable position (floe's
+   * runtime restarts the replication stream: the slot keeps the WAL). Memory then does not grow with the
+   * commit latency.
+   */
+  readonly replayUncommitted?: boolean;
   /** Interval between bulk status polls while someone waits for a commit (Default: 1000 ms). */
   readonly statusPollIntervalMs?: number;
   readonly retry?: Partial<RetryPolicy>;
@@ -338,7 +348,23 @@ function toStatus(raw: RawStatus | undefined): ChannelStatus {
   };
 }
 
-/** One append request: its body stays compressed in memory until its end token is committed. */
+/**
+ * A channel was reopened and its committed token is behind rows the server had accepted: the server
+ * discarded them. Retryable, but not in place: the channel kept no copy (`replayUncommitted: false`), so
+ * whoever wrote them must replay from its durable position.
+ */
+export class ChannelRewoundError extends FloeError {
+  constructor(message: string) {
+    super('destination', message, {
+      retry: 'timed',
+      hint: 'floe restarts the replication stream from its acknowledged position; nothing is lost',
+    });
+  }
+}
+
+const NO_BODY = Buffer.alloc(0);
+
+/** One append request: its body stays compressed in memory until its end token is committed (if replaying). */
 interface Request {
   readonly body: Buffer;
   readonly rawBytes: number;
@@ -572,6 +598,7 @@ class NamedChannel implements Channel {
   readonly #maxWire: number;
   readonly #maxRaw: number;
   readonly #level: number;
+  readonly #replay: boolean;
   #openStatus: ChannelStatus | undefined;
   #continuation = '';
   #committed: string | null = null;
@@ -610,6 +637,7 @@ class NamedChannel implements Channel {
     this.#maxWire = o.maxRequestBytes ?? MAX_WIRE_BYTES;
     this.#maxRaw = o.maxUncompressedRequestBytes ?? MAX_UNCOMPRESSED_BYTES;
     this.#level = o.gzipLevel ?? 1;
+    this.#replay = o.replayUncommitted ?? true;
   }
 
   get committedOffsetToken(): string | null {
@@ -804,7 +832,8 @@ class NamedChannel implements Channel {
       if (outcome === 'accepted') {
         this.#queued.shift();
         req.acceptedAt = Date.now();
-        this.#kept.push(req);
+        // Without replay only the tokens stay, to see whether a reopen lost accepted rows.
+        this.#kept.push(this.#replay ? req : { ...req, body: NO_BODY });
         this.#o.metrics?.appended(req.rows, req.rawBytes, req.body.length);
         reopens = 0;
       } else {
@@ -892,6 +921,15 @@ class NamedChannel implements Channel {
     this.#kept = [...this.#kept, ...this.#queued];
     this.#queued = [];
     this.#settle(status.committedOffsetToken);
+    const lost = this.#kept.filter((r) => r.body === NO_BODY);
+    if (lost.length > 0) {
+      const rows = lost.reduce((n, r) => n + r.rows, 0);
+      this.#failure = new ChannelRewoundError(
+        `${this.#describe()} was reopened with committed offset token ${status.committedOffsetToken ?? 'none'}; the server discarded ${rows} accepted but uncommitted row(s) up to ${lost.at(-1)!.endToken ?? 'unknown'}`,
+      );
+      this.#kept = [];
+      throw this.#failure;
+    }
     this.#queued = this.#kept;
     this.#kept = [];
   }
