@@ -45,6 +45,7 @@ async function jwt(
 let emu: RunningEmulator;
 let key: ReturnType<typeof keyPair>;
 let token: string;
+const admin = (): Record<string, string> => ({ authorization: `Bearer ${emu.adminToken}` });
 
 async function call(
   method: string,
@@ -155,10 +156,25 @@ describe('auth', () => {
     expect((await call('GET', '/v2/streaming/hostname', undefined, { bearer: 'not-a-jwt' })).status).toBe(401);
   });
 
-  it('registers users through the admin route', async () => {
+  it('registers users through the admin route, which needs the admin token', async () => {
     const k = keyPair();
+    const body = JSON.stringify({ name: USER, publicKeyPem: k.publicPem });
+    for (const headers of [
+      {} as Record<string, string>,
+      { authorization: 'Bearer wrong-token-wrong-token' },
+      { authorization: emu.adminToken },
+    ]) {
+      const refused = await fetch(`${emu.url}/_emulator/users`, { method: 'POST', headers, body });
+      expect(refused.status).toBe(401);
+      expect(await refused.text()).not.toContain(emu.adminToken);
+    }
+    expect((await fetch(`${emu.url}/_emulator/state`)).status).toBe(401);
+    expect((await fetch(`${emu.url}/_emulator/faults`, { method: 'DELETE' })).status).toBe(401);
+    // The user's key was not replaced.
+    expect((await call('GET', '/v2/streaming/hostname')).status).toBe(200);
     const res = await fetch(`${emu.url}/_emulator/users`, {
       method: 'POST',
+      headers: admin(),
       body: JSON.stringify({ name: 'second', publicKeyPem: k.publicPem }),
     });
     expect(await res.json()).toEqual({ name: 'SECOND', fingerprint: k.fingerprint });
@@ -593,7 +609,7 @@ describe('faults', () => {
     emu.faults.set({ routes: { open: { errorRate: 1, status: 503 } } });
     const bare = await call('PUT', ch('EVENTS-STREAMING', 'F1'), {});
     expect(bare.text).toBe('"ERR_GENERAL_EXCEPTION_RETRY_REQUEST"');
-    const res = await fetch(`${emu.url}/_emulator/faults`, { method: 'DELETE' });
+    const res = await fetch(`${emu.url}/_emulator/faults`, { method: 'DELETE', headers: admin() });
     expect(res.status).toBe(200);
     expect((await sql('SELECT 1')).status).toBe(200);
   });
@@ -629,13 +645,15 @@ describe('faults', () => {
 
   it('stalls commits: offset tokens stop advancing until cleared', async () => {
     const open = (await call('PUT', ch('EVENTS-STREAMING', 'F4'), {})).json() as { next_continuation_token: string };
-    await fetch(`${emu.url}/_emulator/faults`, { method: 'POST', body: JSON.stringify({ stallCommits: true }) });
+    await fetch(`${emu.url}/_emulator/faults`, { method: 'POST', headers: admin(), body: JSON.stringify({ stallCommits: true }) });
     expect((await append('EVENTS-STREAMING', 'F4', open.next_continuation_token, [{ ID: 70 }], '70')).status).toBe(200);
     await new Promise((r) => setTimeout(r, 300)); // well past the 100 ms commit delay
     expect((await channelStatus('EVENTS-STREAMING', ['F4'])).channel_statuses.F4!.last_committed_offset_token).toBeNull();
-    const state = (await (await fetch(`${emu.url}/_emulator/state`)).json()) as { channels: { channel: string; pendingRows: number }[] };
+    const state = (await (await fetch(`${emu.url}/_emulator/state`, { headers: admin() })).json()) as {
+      channels: { channel: string; pendingRows: number }[];
+    };
     expect(state.channels.find((c) => c.channel === 'F4')!.pendingRows).toBe(1);
-    await fetch(`${emu.url}/_emulator/faults`, { method: 'DELETE' });
+    await fetch(`${emu.url}/_emulator/faults`, { method: 'DELETE', headers: admin() });
     await waitFor(
       'commit',
       async () => (await channelStatus('EVENTS-STREAMING', ['F4'])).channel_statuses.F4!.last_committed_offset_token === '70',

@@ -17,6 +17,8 @@ interface EmulatorCliOptions {
   user: string[];
   warehouse: string[];
   commitDelayMs: number;
+  commitJitterMs: number;
+  adminToken?: string;
   channelRps: number;
   verbose?: boolean;
 }
@@ -35,6 +37,11 @@ export function emulatorCommand(): Command {
     .option('--user <NAME=public-key.pem>', 'register a user and its RSA public key (repeatable)', collect, [])
     .option('--warehouse <name>', 'a warehouse that exists (repeatable; default COMPUTE_WH)', collect, [])
     .option('--commit-delay-ms <ms>', 'delay before appended rows are committed', nonNegativeInt('--commit-delay-ms'), 200)
+    .option('--commit-jitter-ms <ms>', 'up to this much more commit delay, random per batch', nonNegativeInt('--commit-jitter-ms'), 0)
+    .option(
+      '--admin-token <token>',
+      'token the admin routes /_emulator/* require (default: FLOE_EMULATOR_ADMIN_TOKEN, else a random one, printed)',
+    )
     .option('--channel-rps <n>', 'append requests per second per channel before 429 (0: unlimited)', nonNegativeInt('--channel-rps'), 10)
     .option('--verbose', 'print one line per request on stderr (method, path, status, milliseconds)')
     .action(async (opts: EmulatorCliOptions) => {
@@ -58,7 +65,20 @@ async function runEmulator(opts: EmulatorCliOptions): Promise<void> {
     }
     return { name: spec.slice(0, eq), pem };
   });
+  const fromEnv = opts.adminToken ?? process.env.FLOE_EMULATOR_ADMIN_TOKEN;
+  if (fromEnv !== undefined && fromEnv.length < 16) {
+    throw new FloeError('config', 'the emulator admin token must be at least 16 characters', { hint: 'e.g. openssl rand -base64 24' });
+  }
+  if (!isLoopback(opts.host)) {
+    process.stderr.write(
+      `\n  WARNING: floe emulator is listening on ${opts.host}, reachable from other machines.\n` +
+        `  It is a test tool: anyone who can reach it and holds a registered key can read and change its data,\n` +
+        `  and anyone with the admin token can replace keys. Use --host 127.0.0.1 unless you need otherwise.\n\n`,
+    );
+  }
   const emulator = await startEmulator({
+    adminToken: fromEnv,
+    commitJitterMs: opts.commitJitterMs,
     port: opts.port,
     host: opts.host,
     dataPath: opts.data,
@@ -89,11 +109,13 @@ async function runEmulator(opts: EmulatorCliOptions): Promise<void> {
       `  openssl genrsa 2048 | openssl pkcs8 -topk8 -inform PEM -out rsa_key.p8 -nocrypt`,
       `  openssl rsa -in rsa_key.p8 -pubout -out rsa_key.pub`,
       `  floe emulator --user FLOE_USER=rsa_key.pub ...      (at start), or while running:`,
-      `  curl -X POST ${emulator.url}/_emulator/users -H 'Content-Type: application/json' \\`,
+      `  curl -X POST ${emulator.url}/_emulator/users -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \\`,
       `       -d "{\\"name\\": \\"FLOE_USER\\", \\"publicKeyPem\\": $(jq -Rs . < rsa_key.pub)}"`,
       ``,
       `Use it from floe: snowflake://FLOE_USER@${emulator.account}/DB/SCHEMA?private_key_file=./rsa_key.p8&base_url=${emulator.url}`,
-      `Admin routes (faults, state): see docs/emulator.md. Ctrl-C stops.`,
+      `Admin routes (faults, state; docs/emulator.md) need Authorization: Bearer <admin token>:`,
+      `  admin token: ${fromEnv === undefined ? emulator.adminToken : '(as given by --admin-token / FLOE_EMULATOR_ADMIN_TOKEN)'}`,
+      `Ctrl-C stops.`,
       ``,
     ].join('\n'),
   );
@@ -104,4 +126,8 @@ async function runEmulator(opts: EmulatorCliOptions): Promise<void> {
     });
   });
   await emulator.close();
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }

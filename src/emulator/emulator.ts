@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthFailure, Authenticator, type Principal } from './auth.js';
 import { Faults, faultConfigSchema, type FaultConfig, type RouteName } from './faults.js';
 import { SqlEngine, renderResult, type StatementResult } from './sql/engine.js';
@@ -26,6 +27,10 @@ export interface EmulatorOptions {
   readonly account?: string;
   /** Delay between an append and its rows becoming visible. (Default: 200) */
   readonly commitDelayMs?: number;
+  /** Up to this much more delay, uniformly random per batch; a channel's batches still commit in order. (Default: 0) */
+  readonly commitJitterMs?: number;
+  /** Bearer token the admin routes (`/_emulator/*`) require. (Default: a random one, see RunningEmulator.adminToken) */
+  readonly adminToken?: string;
   /** Append requests per second per channel before 429; 0 disables. (Default: 10) */
   readonly channelRps?: number;
   /** Warehouses that exist. (Default: ['COMPUTE_WH']) */
@@ -34,7 +39,7 @@ export interface EmulatorOptions {
   readonly sqlSyncWaitMs?: number;
   /** Rows per SQL API result partition; bigger results are paged with `?partition=n`. (Default: 100000) */
   readonly sqlPartitionRows?: number;
-  /** Largest append body on the wire, bytes. (Default: 4 MiB) */
+  /** Largest append body on the wire, bytes. (Default: 4,000,000: Snowflake documents 4 MB) */
   readonly maxAppendBytes?: number;
   /** HTTP status of STALE_CONTINUATION_TOKEN_SEQUENCER. (Default: 400) */
   readonly staleTokenStatus?: number;
@@ -54,6 +59,8 @@ export interface RunningEmulator {
   readonly url: string;
   readonly port: number;
   readonly account: string;
+  /** What admin routes need in `Authorization: Bearer ...`. */
+  readonly adminToken: string;
   /** Registers a user's RSA public key (PEM); returns its fingerprint `SHA256:...`. */
   addUser(name: string, publicKeyPem: string): string;
   readonly faults: {
@@ -74,12 +81,15 @@ const MiB = 1024 * 1024;
 export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator> {
   const account = (options.account ?? 'EMULATOR').toUpperCase();
   const host = options.host ?? '127.0.0.1';
-  const maxAppendBytes = options.maxAppendBytes ?? 4 * MiB;
+  const maxAppendBytes = options.maxAppendBytes ?? 4_000_000;
+  const adminToken = options.adminToken ?? randomBytes(24).toString('base64url');
+  if (adminToken.length < 16) throw new Error('the emulator admin token must be at least 16 characters');
   const engine = await SqlEngine.open(options.dataPath ?? ':memory:', account, options.warehouses ?? ['COMPUTE_WH']);
   const auth = new Authenticator(account);
   const faults = new Faults();
   const streaming = new StreamingService(engine, {
     commitDelayMs: options.commitDelayMs ?? 200,
+    commitJitterMs: options.commitJitterMs ?? 0,
     channelRps: options.channelRps ?? 10,
     staleTokenStatus: options.staleTokenStatus ?? 400,
   });
@@ -383,7 +393,19 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     }),
   );
 
-  // --- admin (no auth, no faults) -----------------------------------------------------
+  // --- admin (admin token, no faults) ---------------------------------------------------
+
+  // Admin routes replace user keys and inject faults: they need the admin token, compared in constant time.
+  const adminDigest = createHash('sha256').update(adminToken).digest();
+  app.addHook('onRequest', async (request, reply) => {
+    if (!request.url.startsWith('/_emulator/')) return;
+    const given = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1] ?? '';
+    if (!timingSafeEqual(createHash('sha256').update(given).digest(), adminDigest)) {
+      return reply.code(401).send({
+        message: 'admin routes need Authorization: Bearer <admin token> (printed by floe emulator at start, or FLOE_EMULATOR_ADMIN_TOKEN)',
+      });
+    }
+  });
 
   app.post('/_emulator/users', async (request, reply) => {
     const body = safeJson(request);
@@ -486,6 +508,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     url,
     port,
     account,
+    adminToken,
     addUser: (name, pem) => auth.addUser(name, pem),
     faults: { set: (c) => applyFaults(faultConfigSchema.parse(c)), clear: clearFaults, get: () => faults.config },
     state,

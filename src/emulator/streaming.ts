@@ -109,6 +109,8 @@ interface PipeTarget {
 
 export interface StreamingOptions {
   commitDelayMs: number;
+  /** Extra random delay per batch, 0..commitJitterMs. */
+  commitJitterMs: number;
   channelRps: number;
   /** Status code for a stale continuation token (undocumented; default 400). */
   staleTokenStatus: number;
@@ -358,7 +360,11 @@ export class StreamingService {
   append(ch: Channel, rows: unknown[], startOffset: string | null, endOffset: string | null): string {
     ch.rowSeq++;
     const now = Date.now();
-    ch.pending.push({ rows, startOffset, endOffset, dueAt: now + this.options.commitDelayMs, acceptedAt: now });
+    const jitter = this.options.commitJitterMs > 0 ? Math.random() * this.options.commitJitterMs : 0;
+    // Never due before the batch ahead of it: a channel commits in append order, so its committed offset
+    // token only ever covers rows that are in the table.
+    const dueAt = Math.max(now + this.options.commitDelayMs + jitter, ch.pending.at(-1)?.dueAt ?? 0);
+    ch.pending.push({ rows, startOffset, endOffset, dueAt, acceptedAt: now });
     this.schedule();
     return this.token(ch);
   }
