@@ -45,7 +45,7 @@ export class ReadinessChecks implements Readiness {
 
   ready(): Promise<ReadinessResult & { checks: Record<string, string> }> {
     const now = Date.now();
-    if (!this.#cached || now - this.#cached.at > this.#cacheMs) this.#cached = { at: now, result: this.#run() };
+    if (!this.#cached || now - this.#cached.at >= this.#cacheMs) this.#cached = { at: now, result: this.#run() };
     return this.#cached.result;
   }
 
