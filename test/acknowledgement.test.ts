@@ -48,7 +48,7 @@ describe.each(testClusters('every'))('acknowledgement on PostgreSQL $major', (cl
     ]);
     return parseLsn(r!.lsn);
   };
-  const currentLsn = async () => parseLsn((await db.sql<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`))[0]!.lsn);
+  const currentLsn = async () => parseLsn((await db.sql<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`))[0]!.lsn);
 
   it('never confirms past the durable position while the destination stalls', async () => {
     await db.sql(`CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE t`);

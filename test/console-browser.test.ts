@@ -184,11 +184,7 @@ describe.runIf(existsSync(CHROMIUM))(`web console in chromium, floe run on Postg
       const m = /^floe_snapshot_rows_total\{pipeline="shop"\} (\d+)/m.exec(text);
       return Number(m?.[1] ?? 0);
     };
-    // The workload stops first: with updates running through a resync the destination has been seen to
-    // miss the last updates (reported in notes/console.md; not a console defect), and this test is
-    // about the console's resync reaching the pipeline.
-    workload.abort();
-    await writing;
+    // The workload keeps updating orders through the resync: no update may be lost.
     const before = await snapshotRows();
     await page.goto(`${url}#/pipelines/shop`);
     await page.locator('#tables tr[data-table="public.orders"] button[data-action="resync"]').click();
@@ -208,8 +204,13 @@ describe.runIf(existsSync(CHROMIUM))(`web console in chromium, floe run on Postg
         ).rowCount === 1,
       90_000,
     );
+    workload.abort();
+    await writing;
     // Everything the workload wrote is durable once the slot confirms past it (floe confirms only what is).
-    const [{ lsn }] = (await source.sql<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`)) as [{ lsn: string }];
+    // The test clusters commit asynchronously (synchronous_commit off): the walsender sends WAL once it is
+    // flushed, so the target is the insert position, which is past every commit (pg_current_wal_lsn(),
+    // the write position, can be behind the last commits and the check would pass before floe saw them).
+    const [{ lsn }] = (await source.sql<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`)) as [{ lsn: string }];
     await waitFor(
       'floe to confirm the last change',
       async () =>

@@ -70,7 +70,7 @@ describe.each(testClusters('every'))('crash recovery on PostgreSQL $major', (clu
 
   /** Runs floe normally until the slot has confirmed everything written so far, then stops it gracefully. */
   async function catchUpAndStop(): Promise<void> {
-    const [cur] = await db.sql<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
+    const [cur] = await db.sql<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`);
     const target = parseLsn(cur!.lsn);
     const p = startFloe(args());
     // The slot can be active while the snapshot runs (it is held with the exported snapshot); wait for

@@ -130,7 +130,7 @@ describe.each(testClusters())('randomized workload with kill -9 on PostgreSQL $m
   });
 
   async function catchUpAndStop(seed: number): Promise<void> {
-    const [cur] = await db.sql<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
+    const [cur] = await db.sql<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`);
     const target = parseLsn(cur!.lsn);
     const p = startFloe(args());
     await waitFor('streaming', () => p.stderr().includes('"phase":"streaming"'), 90_000);

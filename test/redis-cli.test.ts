@@ -84,7 +84,7 @@ describe('floe replicate with FLOE_STATE_STORE=redis', () => {
         async () => (await redis.hget(key, 'ack')) !== null && (await redis.hget(key, 'ack')) !== '0',
         60_000,
       );
-      const [{ lsn }] = (await db.sql<{ lsn: string }>(`INSERT INTO t VALUES (51, 'new') RETURNING pg_current_wal_lsn()::text AS lsn`)) as [
+      const [{ lsn }] = (await db.sql<{ lsn: string }>(`INSERT INTO t VALUES (51, 'new') RETURNING pg_current_wal_insert_lsn()::text AS lsn`)) as [
         { lsn: string },
       ];
       await waitFor(
