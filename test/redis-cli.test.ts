@@ -84,9 +84,9 @@ describe('floe replicate with FLOE_STATE_STORE=redis', () => {
         async () => (await redis.hget(key, 'ack')) !== null && (await redis.hget(key, 'ack')) !== '0',
         60_000,
       );
-      const [{ lsn }] = (await db.sql<{ lsn: string }>(`INSERT INTO t VALUES (51, 'new') RETURNING pg_current_wal_insert_lsn()::text AS lsn`)) as [
-        { lsn: string },
-      ];
+      const [{ lsn }] = (await db.sql<{ lsn: string }>(
+        `INSERT INTO t VALUES (51, 'new') RETURNING pg_current_wal_insert_lsn()::text AS lsn`,
+      )) as [{ lsn: string }];
       await waitFor(
         'the insert recorded as durable in Redis',
         async () => BigInt((await redis.hget(key, 'durable')) ?? '0') >= parseLsn(lsn),
