@@ -17,6 +17,17 @@
  * committed token says which changes it holds: after a crash the runtime replays from its durable
  * LSN and every change at or below its channel's committed token is skipped. Channel names carry the
  * pipeline and the slot incarnation, so a new incarnation never compares against old tokens.
+ *
+ * Channel sets. The channel of a change depends on `channels_per_table`, so after a restart with another
+ * count a replayed change may hash to a channel that never received it (whose token can be above it: the
+ * change would be skipped and lost) or away from the one that committed it (sent again: twice in the
+ * journal). So every count an incarnation streams with is recorded in `_FLOE_CHANNELS`, each count has
+ * its own channels (the first keeps the names `C<i>`, later ones are `N<count>C<i>`), and a replayed
+ * change counts as written when the channel it hashes to in ANY recorded set committed it. That is
+ * exact: a channel whose committed token is at or above a change's position was fed, in one session,
+ * every change from that session's start (at or below today's acknowledged position) up to that token,
+ * in order; the change was among them, so it either went to that very channel (and is committed) or was
+ * found written already. Earlier sets are opened only to read their tokens.
  * Pipelined: `writeChanges` resolves once every channel ACCEPTED its part of the batch (a transient
  * failure — breaker open, 5xx, network — is waited out and retried meanwhile, the runtime stops reading
  * the socket and keeps answering keepalives); the commit is awaited in the background, and
@@ -265,11 +276,24 @@ interface TableState {
   /** First seq of each write in flight: a merge window ends below the lowest. */
   readonly inflight: Map<number, bigint>;
   channels: ChannelState[];
+  /** Committed tokens of the channels of earlier channel sets, per set (null: the channel holds nothing). */
+  earlier: { readonly count: number; readonly tokens: readonly (string | null)[] }[];
   lastMergeAt: number;
   rowsSinceMerge: number;
   /** Merges of one table run one after the other (the timer's and a retype's). */
   mergeChain: Promise<unknown>;
 }
+
+/** A `channels_per_table` an incarnation streamed with; the first one recorded keeps the names `C<i>`. */
+interface ChannelSet {
+  readonly count: number;
+  readonly first: boolean;
+}
+
+const channelSuffix = (set: ChannelSet, i: number): string => (set.first ? `C${i}` : `N${set.count}C${i}`);
+
+/** Whether a channel whose committed offset token is `committed` holds the change with offset token `token`. */
+const holds = (committed: string | null | undefined, token: string): boolean => committed != null && token <= committed;
 
 /** A batch accepted by the channels, waiting for their commits. */
 interface PendingBatch {
@@ -300,6 +324,8 @@ export class SnowflakeDestination implements Destination {
   #durable: Position | undefined;
   /** Accepted batches in write order; the committed prefix is reported to the watcher. */
   #pending: PendingBatch[] = [];
+  /** The channel sets this pipeline incarnation has used, from `_FLOE_CHANNELS` (read at open). */
+  #channelSets: ChannelSet[] = [];
   #watcher: DurableWatcher | undefined;
   /** A background commit wait failed for good: later writes reject with it. */
   #failure: FloeError | undefined;
@@ -347,8 +373,43 @@ export class SnowflakeDestination implements Destination {
       });
       await this.#o.sql.multi(rest, { signal: this.#signal, requestId: randomUUID() });
     });
+    this.#channelSets = await this.#recordChannelSet();
     // Each channel's committed token is the watermark; there is no single one to report.
     return { durable: undefined };
+  }
+
+  /** Reads the channel sets of this incarnation and records the current count if it is new. */
+  async #recordChannelSet(): Promise<ChannelSet[]> {
+    const table = bookkeeping(this.#names, '_FLOE_CHANNELS');
+    const mine = `"PIPELINE" = ${literal(this.#pipeline)} AND "INCARNATION" = ${literal(this.#incarnation)}`;
+    const { rows } = await this.#retrying('reading the channel sets', () =>
+      this.#o.sql.query(`SELECT "CHANNEL_COUNT", "FIRST" FROM ${table} WHERE ${mine}`, { signal: this.#signal }),
+    );
+    const sets = new Map<number, ChannelSet>();
+    for (const [count, first] of rows) {
+      const set = { count: Number(count), first: first === 'true' || first === '1' || first === 'TRUE' };
+      if (!sets.has(set.count) || set.first) sets.set(set.count, set);
+    }
+    if (!sets.has(this.#channelsPerTable)) {
+      // A pipeline from before channel sets has no row: its channels are named C<i> for today's count.
+      const set = { count: this.#channelsPerTable, first: sets.size === 0 };
+      const requestId = randomUUID();
+      await this.#retrying('recording the channel set', () =>
+        this.#o.sql.multi(
+          [
+            `INSERT INTO ${table} ("PIPELINE", "INCARNATION", "CHANNEL_COUNT", "FIRST", "CREATED_AT") VALUES (${literal(this.#pipeline)}, ${literal(this.#incarnation)}, ${set.count}, ${set.first ? 'TRUE' : 'FALSE'}, SYSDATE())`,
+          ],
+          { signal: this.#signal, requestId },
+        ),
+      );
+      if (!set.first)
+        this.#o.log.info(
+          { channelsPerTable: set.count, earlier: [...sets.keys()] },
+          'channels_per_table changed: replays are checked against every earlier channel set',
+        );
+      sets.set(set.count, set);
+    }
+    return [...sets.values()];
   }
 
   async prepare(table: TableSchema): Promise<PrepareResult> {
@@ -585,10 +646,12 @@ export class SnowflakeDestination implements Destination {
     try {
       for (const ch of changes) {
         const state = this.#known(ch.table);
-        const channel = state.channels[channelIndex(ch, state.channels.length)]!;
+        const hash = keyHash(ch);
+        const channel = state.channels[hash % state.channels.length]!;
         const token = positionToken(ch.position);
-        const committed = channel.channel.committedOffsetToken;
-        if (committed !== null && token <= committed) continue; // replayed: the channel holds it
+        if (holds(channel.channel.committedOffsetToken, token) || state.earlier.some((set) => holds(set.tokens[hash % set.count], token))) {
+          continue; // replayed: a channel it was sent to holds it
+        }
         if (!started.has(state)) {
           started.add(state);
           writes.push({ state, id: this.#beginWrite(state) });
@@ -745,6 +808,7 @@ export class SnowflakeDestination implements Destination {
       nextSeq: 0n,
       inflight: new Map(),
       channels: [],
+      earlier: [],
       lastMergeAt: 0,
       rowsSinceMerge: 0,
       mergeChain: Promise.resolve(),
@@ -828,14 +892,22 @@ export class SnowflakeDestination implements Destination {
 
   async #openStreamChannels(state: TableState): Promise<void> {
     const pipe = { database: this.#names.database, schema: this.#names.landing, pipe: state.pipe };
-    const channels = await Promise.all(
-      Array.from({ length: this.#channelsPerTable }, async (_, i) => {
-        const name = this.#channelName(`C${i}`);
-        const channel = await this.#retrying(`opening channel ${name}`, () => this.#o.streaming.openChannel(pipe, name, this.#signal));
-        rejectEarlierRowErrors(channel, state.sourceTable);
-        return { channel, name };
-      }),
-    );
+    const open = async (set: ChannelSet, i: number) => {
+      const name = this.#channelName(channelSuffix(set, i));
+      const channel = await this.#retrying(`opening channel ${name}`, () => this.#o.streaming.openChannel(pipe, name, this.#signal));
+      rejectEarlierRowErrors(channel, state.sourceTable);
+      return { channel, name };
+    };
+    const current = this.#channelSets.find((s) => s.count === this.#channelsPerTable) ?? { count: this.#channelsPerTable, first: true };
+    const channels = await Promise.all(Array.from({ length: current.count }, (_, i) => open(current, i)));
+    // Earlier sets are only read: their committed tokens say what a replay must not send again.
+    state.earlier = [];
+    for (const set of this.#channelSets.filter((s) => s !== current)) {
+      const tokens = await Promise.all(
+        Array.from({ length: set.count }, async (_, i) => (await open(set, i)).channel.committedOffsetToken),
+      );
+      if (tokens.some((t) => t !== null)) state.earlier.push({ count: set.count, tokens });
+    }
     // After the (re)open nothing an earlier process left pending can still commit, so the journal's
     // highest seq is final and load order continues above it.
     const [max] = (
@@ -1119,9 +1191,8 @@ function splitLines(encoder: NdjsonEncoder, out: string[]): void {
   }
 }
 
-/** Channel of a change: the same for every change of a key (FNV-1a of the key's text). */
-function channelIndex(change: Change, channels: number): number {
-  if (channels <= 1) return 0;
+/** Hash of a change's key (FNV-1a of the key's text): its channel is `keyHash % count`, the same for every change of a key. */
+function keyHash(change: Change): number {
   const cols = change.table.columns;
   let h = 0x811c9dc5;
   const mix = (s: string) => {
@@ -1138,7 +1209,7 @@ function channelIndex(change: Change, channels: number): number {
     const cell = change.cells[i];
     mix(typeof cell === 'string' ? cell : '\u0000');
   }
-  return (h >>> 0) % channels;
+  return h >>> 0;
 }
 
 class MergeMetrics {

@@ -67,7 +67,7 @@ export interface Names {
   readonly landing: string;
 }
 
-export const bookkeeping = (n: Names, table: '_FLOE_TABLES' | '_FLOE_RANGES' | '_FLOE_MERGES'): string =>
+export const bookkeeping = (n: Names, table: '_FLOE_TABLES' | '_FLOE_RANGES' | '_FLOE_MERGES' | '_FLOE_CHANNELS'): string =>
   qualified(n.database, n.landing, table);
 
 export function setupStatements(n: Names): string[] {
@@ -77,6 +77,9 @@ export function setupStatements(n: Names): string[] {
     `CREATE SCHEMA IF NOT EXISTS ${quoteSf(n.database)}.${quoteSf(n.landing)}`,
     `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_TABLES')} ("SOURCE_TABLE" VARCHAR, "TARGET_TABLE" VARCHAR, "JOURNAL_COLUMNS" VARCHAR, "TARGET_TYPES" VARCHAR, "SNAPSHOT_COMPLETE" BOOLEAN, "MERGED_SEQ" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_TZ(6))`,
     `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_RANGES')} ("PIPELINE" VARCHAR, "INCARNATION" VARCHAR, "SOURCE_TABLE" VARCHAR, "RANGE_INDEX" NUMBER(10,0), "SNAPSHOT_LSN" NUMBER(20,0), "ROW_COUNT" NUMBER(38,0), "LOADED_AT" TIMESTAMP_TZ(6))`,
+    // Every channels_per_table a pipeline incarnation has streamed with: a replay after a change of the
+    // count is checked against each (snowflake-destination.ts, "Channel sets").
+    `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_CHANNELS')} ("PIPELINE" VARCHAR, "INCARNATION" VARCHAR, "CHANNEL_COUNT" NUMBER(10,0), "FIRST" BOOLEAN, "CREATED_AT" TIMESTAMP_TZ(6))`,
     `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_MERGES')} ("SOURCE_TABLE" VARCHAR, "MERGED_SEQ" NUMBER(38,0), "JOURNAL_ROWS" NUMBER(38,0), "MERGED_AT" TIMESTAMP_TZ(6))`,
   ];
 }
