@@ -1,152 +1,318 @@
 /**
- * `npm run bench -- --destination emulator`: floe streaming into the Snowflake emulator (`floe emulator`,
- * in this process) through the real wire clients — JWT, Snowpipe Streaming channels, SQL API MERGE.
+ * `npm run bench -- --destination emulator`: floe streaming into the Snowflake emulator through the real
+ * wire clients (JWT, Snowpipe Streaming channels, SQL API MERGE), at Snowflake-like commit latencies.
  *
- * 1. Throughput: `--changes` rows inserted in 1000-row transactions as fast as PostgreSQL takes them;
- *    rows/s until every row is committed in the journal, and until every row is merged into the target.
- * 2. Latency at a steady load: 1000-row transactions at half the measured journal rate for 20 s; for each
- *    transaction, the time from its COMMIT returning to its rows being visible in the target table
+ * Three processes: PostgreSQL, `floe emulator` (bench/emulator-process.ts) and `floe replicate` (the CLI
+ * as users run it), so each one's CPU and memory are its own. For each emulator commit delay (0.2 s and
+ * 5 s by default, `--commit-delays`), alternated `--repeat` times:
+ *
+ * 1. Throughput: `--changes` rows inserted in 1000-row transactions as fast as PostgreSQL takes them.
+ *    The journal's row count is sampled every 250 ms; the rate is its slope between 10 % and 90 % of the
+ *    rows (so the commit delay itself, a fixed shift, is not counted as slowness). NDJSON MB/s is floe's
+ *    `floe_snowflake_bytes_appended_total` over the same span. floe's peak RSS is the child's VmHWM.
+ * 2. Latency at a steady load (first repetition of each delay): 1000-row transactions at half the
+ *    measured rate for 20 s; per transaction, COMMIT returning → rows visible in the target
  *    (commit → Snowpipe commit → MERGE), p50/p95/max.
- *
- * The emulator (DuckDB) runs in the same process and shares the CPU with floe: these numbers bound floe
- * plus a local Snowflake, not a real account (whose ingest-to-query latency is 5–10 s by itself).
  */
-import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import type pg from 'pg';
-import { startEmulator } from '../src/emulator/emulator.js';
-import { parseSnowflakeUrl } from '../src/destination/snowflake/config.js';
-import { createSnowflakeDestination } from '../src/destination/snowflake/snowflake-destination.js';
-import { runPipeline } from '../src/pipeline/pipeline.js';
-import { MemoryStateStore } from '../src/store/memory-store.js';
-import { silentLogger } from '../src/telemetry/logger.js';
+import { spawnEmulator, type EmulatorProcess } from './emulator-process.js';
 
-export interface EmulatorBenchResult {
+export interface DelayRun {
+  readonly commitDelayMs: number;
   readonly rows: number;
   readonly journalRowsPerSecond: number;
-  readonly targetRowsPerSecond: number;
-  readonly steadyRowsPerSecond: number;
-  readonly commitToTargetMs: { readonly p50: number; readonly p95: number; readonly max: number; readonly samples: number };
+  readonly ndjsonMBPerSecond: number;
+  readonly sourceRowsPerSecond: number;
+  readonly peakRssMB: number;
+  /** CPU seconds during the throughput phase (insert until the journal holds every row). */
+  readonly floeCpuSeconds: number;
+  readonly emulatorCpuSeconds: number;
+  readonly commitToTargetMs?: {
+    readonly p50: number;
+    readonly p95: number;
+    readonly max: number;
+    readonly samples: number;
+    /** MERGE transactions during the steady load, and their mean duration (floe's merge histogram). */
+    readonly merges?: number;
+    readonly meanMergeMs?: number;
+  };
+}
+
+export interface EmulatorBenchResult {
+  readonly runs: readonly DelayRun[];
+  readonly summary: readonly {
+    readonly commitDelayMs: number;
+    readonly journalRowsPerSecond: { readonly median: number; readonly min: number; readonly max: number };
+    readonly ndjsonMBPerSecond: number;
+    readonly peakRssMB: number;
+    readonly commitToTargetMs?: DelayRun['commitToTargetMs'];
+  }[];
+  /** Median over repetitions of (rate at the longest delay ÷ rate at the shortest, same repetition). */
+  readonly slowOverFastRatio: { readonly median: number; readonly min: number; readonly max: number };
+}
+
+export interface EmulatorBenchOptions {
+  readonly url: string;
+  readonly work: string;
+  readonly rows: number;
+  readonly repeat: number;
+  readonly commitDelaysMs: readonly number[];
+  readonly mergeIntervalMs: number;
+  readonly batchMaxBytes?: number;
+  readonly maxUncommittedBytes?: number;
+  readonly say: (m: string) => void;
 }
 
 const TXN = 1000;
+const DATABASE = 'BENCH';
 
-export async function emulatorBench(
-  url: string,
-  c: pg.Client,
-  work: string,
-  rows: number,
-  say: (m: string) => void,
-  batchMaxBytes?: number,
-): Promise<EmulatorBenchResult> {
-  const emulator = await startEmulator({ commitDelayMs: 200 });
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const keyFile = join(work, 'bench_key.p8');
-  writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
-  emulator.addUser('BENCH', publicKey.export({ type: 'spki', format: 'pem' }).toString());
-  const destination = createSnowflakeDestination(
-    parseSnowflakeUrl(
-      `snowflake://bench@${emulator.account}/BENCH/PUBLIC?private_key_file=${keyFile}&warehouse=COMPUTE_WH&merge_interval=1s&channels_per_table=4&base_url=${emulator.url}`,
-    ),
-    { log: silentLogger },
-  );
-  await c.query(
-    `CREATE TABLE sf_bench (id bigint PRIMARY KEY, payload text, at timestamptz); CREATE PUBLICATION sf_bench_pub FOR TABLE sf_bench`,
-  );
-  const controller = new AbortController();
-  let phase = '';
-  const done = runPipeline(
-    {
-      name: 'sf_bench',
-      source: { url },
-      publication: 'sf_bench_pub',
-      slotName: 'sf_bench',
-      destination,
-      store: new MemoryStateStore(),
-      log: silentLogger,
-      mergeIntervalMs: 250,
-      batchMaxBytes,
-      events: { phase: (p) => (phase = p) },
-    },
-    controller.signal,
-  );
-  const count = async (table: string) => Number((await emulator.query(`SELECT COUNT(*) FROM "BENCH".${table}`)).rows[0]![0]);
-  const journal = '"PUBLIC_FLOE_LANDING"."PUBLIC_SF_BENCH"';
-  const target = '"PUBLIC"."PUBLIC_SF_BENCH"';
-  const until = async (what: string, check: () => Promise<boolean>) => {
-    const deadline = Date.now() + 600_000;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
+export async function emulatorBench(c: pg.Client, o: EmulatorBenchOptions): Promise<EmulatorBenchResult> {
+  const runs: DelayRun[] = [];
+  let n = 0;
+  for (let rep = 0; rep < o.repeat; rep++) {
+    // Alternate which delay goes first, so a drift in the machine's load does not favour one.
+    const order = rep % 2 === 0 ? o.commitDelaysMs : [...o.commitDelaysMs].reverse();
+    for (const delay of order) {
+      runs.push(await oneRun(c, o, delay, ++n, rep === 0));
     }
-  };
-  try {
-    await until('streaming', async () => phase === 'streaming');
-    say(`emulator: inserting ${rows} rows in ${TXN}-row transactions`);
-    const insert = async (lo: number) =>
-      c.query(`INSERT INTO sf_bench SELECT g, repeat('x', 100), now() FROM generate_series(${lo}, ${lo + TXN - 1}) g`);
-    const t0 = performance.now();
-    for (let lo = 1; lo <= rows; lo += TXN) await insert(lo);
-    await until('journal', async () => (await count(journal)) >= rows);
-    const journalSeconds = (performance.now() - t0) / 1000;
-    await until('target', async () => (await count(target)) >= rows);
-    const targetSeconds = (performance.now() - t0) / 1000;
-    const journalRate = rows / journalSeconds;
-    say(`emulator: ${Math.round(journalRate)} rows/s into the journal, ${Math.round(rows / targetSeconds)} rows/s merged`);
-
-    // Steady load at half the journal rate: commit → visible in the target, per transaction.
-    const txnsPerSecond = Math.max(1, journalRate / 2 / TXN);
-    const latencies: number[] = [];
-    const pending = new Map<number, number>();
-    let next = rows + 1;
-    const end = Date.now() + 20_000;
-    say(`emulator: steady load of ${Math.round(txnsPerSecond * TXN)} rows/s for 20 s`);
-    const poller = (async () => {
-      while (Date.now() < end + 30_000 && (Date.now() < end || pending.size > 0)) {
-        const ids = [...pending.keys()];
-        if (ids.length > 0) {
-          const seen = await emulator.query(`SELECT "ID" FROM "BENCH".${target} WHERE "ID" IN (${ids.join(', ')})`);
-          const now = performance.now();
-          for (const [id] of seen.rows) {
-            const at = pending.get(Number(id));
-            if (at !== undefined) {
-              latencies.push(now - at);
-              pending.delete(Number(id));
-            }
-          }
-        }
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
-    const steadyStart = performance.now();
-    let sent = 0;
-    while (Date.now() < end) {
-      const due = steadyStart + (sent * 1000) / txnsPerSecond;
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      await insert(next);
-      // The transaction's last row marks it.
-      pending.set(next + TXN - 1, performance.now());
-      next += TXN;
-      sent++;
-    }
-    const steadySeconds = (performance.now() - steadyStart) / 1000;
-    await poller;
-    latencies.sort((a, b) => a - b);
-    const pct = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN);
+  }
+  const delays = [...o.commitDelaysMs].sort((a, b) => a - b);
+  const summary = delays.map((d) => {
+    const mine = runs.filter((r) => r.commitDelayMs === d);
+    const rates = mine.map((r) => r.journalRowsPerSecond);
     return {
-      rows,
-      journalRowsPerSecond: Math.round(journalRate),
-      targetRowsPerSecond: Math.round(rows / targetSeconds),
-      steadyRowsPerSecond: Math.round((sent * TXN) / steadySeconds),
-      commitToTargetMs: { p50: pct(0.5), p95: pct(0.95), max: Math.round(latencies.at(-1) ?? NaN), samples: latencies.length },
+      commitDelayMs: d,
+      journalRowsPerSecond: { median: median(rates), min: Math.min(...rates), max: Math.max(...rates) },
+      ndjsonMBPerSecond: median(mine.map((r) => r.ndjsonMBPerSecond)),
+      peakRssMB: Math.max(...mine.map((r) => r.peakRssMB)),
+      ...(mine.find((r) => r.commitToTargetMs) ? { commitToTargetMs: mine.find((r) => r.commitToTargetMs)!.commitToTargetMs } : {}),
+    };
+  });
+  const fast = runs.filter((r) => r.commitDelayMs === delays[0]);
+  const slow = runs.filter((r) => r.commitDelayMs === delays.at(-1));
+  const ratios = slow.map((s, i) => s.journalRowsPerSecond / (fast[i]?.journalRowsPerSecond ?? NaN));
+  return {
+    runs,
+    summary,
+    slowOverFastRatio: { median: round2(median(ratios)), min: round2(Math.min(...ratios)), max: round2(Math.max(...ratios)) },
+  };
+}
+
+async function oneRun(c: pg.Client, o: EmulatorBenchOptions, delayMs: number, n: number, withLatency: boolean): Promise<DelayRun> {
+  const table = `sf_bench${n}`;
+  const slot = `sf_bench${n}`;
+  const emulator = await spawnEmulator({ work: o.work, commitDelayMs: delayMs });
+  await c.query(
+    `CREATE TABLE ${table} (id bigint PRIMARY KEY, payload text, at timestamptz); CREATE PUBLICATION ${table}_pub FOR TABLE ${table}`,
+  );
+  const metricsPort = await freePort();
+  const floe = startReplicate(o, emulator, table, slot, metricsPort);
+  const journal = `"${DATABASE}"."PUBLIC_FLOE_LANDING"."PUBLIC_${table.toUpperCase()}"`;
+  const target = `"${DATABASE}"."PUBLIC"."PUBLIC_${table.toUpperCase()}"`;
+  const count = async (t: string) => Number((await emulator.sql(`SELECT COUNT(*) FROM ${t}`))[0]?.[0] ?? 0);
+  try {
+    await until('floe to stream', () => Promise.resolve(floe.stderr().includes('"phase":"streaming"')), floe);
+    o.say(`emulator ${delayMs} ms: inserting ${o.rows} rows in ${TXN}-row transactions`);
+    const insert = (lo: number) =>
+      c.query(`INSERT INTO ${table} SELECT g, repeat('x', 100), now() FROM generate_series(${lo}, ${lo + TXN - 1}) g`);
+    const floeCpu0 = cpuSeconds(floe.pid);
+    const emuCpu0 = emulator.cpuSeconds();
+    const t0 = performance.now();
+    const inserting = (async () => {
+      for (let lo = 1; lo <= o.rows; lo += TXN) await insert(lo);
+      return (performance.now() - t0) / 1000;
+    })();
+    // The journal's row count over time.
+    const samples: { t: number; rows: number }[] = [];
+    for (;;) {
+      const rows = await count(journal);
+      samples.push({ t: (performance.now() - t0) / 1000, rows });
+      if (rows >= o.rows) break;
+      if (floe.exited()) throw new Error(`floe exited: ${floe.stderr().slice(-500)}`);
+      if (performance.now() - t0 > 600_000) throw new Error('timed out waiting for the journal');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const sourceSeconds = await inserting;
+    const a = samples.find((s) => s.rows >= o.rows * 0.1)!;
+    const b = samples.find((s) => s.rows >= o.rows * 0.9)!;
+    const rate = (b.rows - a.rows) / Math.max(0.001, b.t - a.t);
+    // Appends run a commit delay ahead of the journal count: bytes per row times the row rate.
+    const mbps = ((await metric(metricsPort, 'floe_snowflake_bytes_appended_total')) / o.rows) * (rate / 1e6);
+    const floeCpu = cpuSeconds(floe.pid) - floeCpu0;
+    const emulatorCpu = emulator.cpuSeconds() - emuCpu0;
+    o.say(`emulator ${delayMs} ms: ${Math.round(rate)} rows/s, ${mbps.toFixed(1)} MB/s NDJSON into the journal`);
+    const merges0 = {
+      n: await metric(metricsPort, 'floe_snowflake_merges_total'),
+      s: await metric(metricsPort, 'floe_snowflake_merge_seconds_sum'),
+    };
+    const latency = withLatency ? await steadyLatency(c, o, table, target, emulator, rate, o.rows + 1) : undefined;
+    const merges = (await metric(metricsPort, 'floe_snowflake_merges_total')) - merges0.n;
+    const mergeSeconds = (await metric(metricsPort, 'floe_snowflake_merge_seconds_sum')) - merges0.s;
+    const peakRssMB = peakRss(floe.pid);
+    return {
+      commitDelayMs: delayMs,
+      rows: o.rows,
+      journalRowsPerSecond: Math.round(rate),
+      ndjsonMBPerSecond: round2(mbps),
+      sourceRowsPerSecond: Math.round(o.rows / sourceSeconds),
+      peakRssMB,
+      floeCpuSeconds: round2(floeCpu),
+      emulatorCpuSeconds: round2(emulatorCpu),
+      ...(latency
+        ? { commitToTargetMs: { ...latency, merges, meanMergeMs: Math.round((mergeSeconds * 1000) / Math.max(1, merges)) } }
+        : {}),
     };
   } finally {
-    controller.abort();
-    await done.catch(() => undefined);
-    await destination.close();
-    await c.query(`SELECT pg_drop_replication_slot('sf_bench')`).catch(() => undefined);
+    await floe.stop();
+    await c.query(`SELECT pg_drop_replication_slot('${slot}')`).catch(() => undefined);
+    await c.query(`DROP PUBLICATION IF EXISTS ${table}_pub; DROP TABLE IF EXISTS ${table}`);
     await emulator.close();
   }
 }
+
+/** Steady load at half the measured rate for 20 s: commit → visible in the target, per transaction. */
+async function steadyLatency(
+  c: pg.Client,
+  o: EmulatorBenchOptions,
+  table: string,
+  target: string,
+  emulator: EmulatorProcess,
+  rate: number,
+  firstId: number,
+): Promise<NonNullable<DelayRun['commitToTargetMs']>> {
+  const txnsPerSecond = Math.max(1, rate / 2 / TXN);
+  const latencies: number[] = [];
+  const pending = new Map<number, number>();
+  let next = firstId;
+  const end = Date.now() + 20_000;
+  o.say(`  steady load of ${Math.round(txnsPerSecond * TXN)} rows/s for 20 s`);
+  const poller = (async () => {
+    while (Date.now() < end + 60_000 && (Date.now() < end || pending.size > 0)) {
+      const ids = [...pending.keys()];
+      if (ids.length > 0) {
+        const seen = await emulator.sql(`SELECT "ID" FROM ${target} WHERE "ID" IN (${ids.join(', ')})`);
+        const now = performance.now();
+        for (const [id] of seen) {
+          const at = pending.get(Number(id));
+          if (at === undefined) continue;
+          latencies.push(now - at);
+          pending.delete(Number(id));
+        }
+      }
+      // Each probe is a query the emulator answers beside the merges: often enough for p50/p95, no more.
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  const start = performance.now();
+  let sent = 0;
+  while (Date.now() < end) {
+    const wait = start + (sent * 1000) / txnsPerSecond - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    await c.query(`INSERT INTO ${table} SELECT g, repeat('x', 100), now() FROM generate_series(${next}, ${next + TXN - 1}) g`);
+    // The transaction's last row marks it.
+    pending.set(next + TXN - 1, performance.now());
+    next += TXN;
+    sent++;
+  }
+  await poller;
+  latencies.sort((x, y) => x - y);
+  const pct = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN);
+  return { p50: pct(0.5), p95: pct(0.95), max: Math.round(latencies.at(-1) ?? NaN), samples: latencies.length };
+}
+
+interface ReplicateChild {
+  readonly pid: number;
+  stderr(): string;
+  exited(): boolean;
+  stop(): Promise<void>;
+}
+
+/** `floe replicate` into the emulator, as a user runs it. */
+function startReplicate(
+  o: EmulatorBenchOptions,
+  emulator: EmulatorProcess,
+  table: string,
+  slot: string,
+  metricsPort: number,
+): ReplicateChild {
+  const url =
+    `snowflake://${emulator.user}@${emulator.account}/${DATABASE}/PUBLIC?private_key_file=${emulator.keyFile}` +
+    `&warehouse=COMPUTE_WH&merge_interval=${o.mergeIntervalMs}ms&channels_per_table=4&base_url=${emulator.url}`;
+  const args = [
+    ...['bin/floe.js', 'replicate', '--source', o.url, '--publication', `${table}_pub`, '--slot', slot, '--destination', url],
+    ...['--metrics-port', String(metricsPort), '--log-level', 'info', '--merge-interval-ms', String(o.mergeIntervalMs)],
+    ...(o.batchMaxBytes ? ['--batch-max-bytes', String(o.batchMaxBytes)] : []),
+    ...(o.maxUncommittedBytes ? ['--max-uncommitted-bytes', String(o.maxUncommittedBytes)] : []),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  let exited = false;
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-200_000)));
+  const done = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  return {
+    pid: child.pid!,
+    stderr: () => stderr,
+    exited: () => exited,
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      await done;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function until(what: string, check: () => Promise<boolean>, floe: ReplicateChild): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  while (!(await check())) {
+    if (floe.exited()) throw new Error(`floe exited while waiting for ${what}: ${floe.stderr().slice(-500)}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A metric of floe's /metrics, summed over its label sets. */
+async function metric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  let total = 0;
+  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) total += Number(m[1]);
+  return total;
+}
+
+/** Peak resident set of a process (VmHWM), in MB. */
+function peakRss(pid: number): number {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Math.round(Number(m?.[1] ?? 0) / 1024);
+}
+
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const round2 = (x: number): number => Math.round(x * 100) / 100;

@@ -54,6 +54,12 @@ const { values: args } = parseArgs({
     destination: { type: 'string' },
     /** With --destination emulator: the pipeline's batch size in bytes (default: the runtime's). */
     'batch-max-bytes': { type: 'string' },
+    /** With --destination emulator: the emulator's commit delays to compare, in ms (default 200,5000). */
+    'commit-delays': { type: 'string', default: '200,5000' },
+    /** With --destination emulator: floe's --max-uncommitted-bytes (default: the runtime's). */
+    'max-uncommitted-bytes': { type: 'string' },
+    /** With --destination emulator: merge_interval in ms (default 1000). */
+    'merge-interval-ms': { type: 'string', default: '1000' },
     /** DuckDB runs: the destination's memory_limit and threads (default: the destination's defaults). */
     'duckdb-memory-limit': { type: 'string' },
     'duckdb-threads': { type: 'string' },
@@ -79,6 +85,10 @@ const OPTS = {
    */
   cpuProf: args['cpu-prof'] === undefined ? undefined : resolve(args['cpu-prof']),
   batchMaxBytes: args['batch-max-bytes'] === undefined ? undefined : count('batch-max-bytes', args['batch-max-bytes']),
+  commitDelaysMs: args['commit-delays'].split(',').map((d) => count('commit-delays', d)),
+  maxUncommittedBytes:
+    args['max-uncommitted-bytes'] === undefined ? undefined : count('max-uncommitted-bytes', args['max-uncommitted-bytes']),
+  mergeIntervalMs: count('merge-interval-ms', args['merge-interval-ms']),
   duckdbMemoryLimit: args['duckdb-memory-limit'],
   duckdbThreads: args['duckdb-threads'] === undefined ? undefined : count('duckdb-threads', args['duckdb-threads']),
 };
@@ -989,7 +999,18 @@ async function main(): Promise<void> {
       const [v] = (await c.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows;
       if (args.destination === 'emulator') {
         const { emulatorBench } = await import('./emulator.js');
-        const r = await emulatorBench(url, c, work, Math.min(OPTS.changes, 200_000), say, OPTS.batchMaxBytes);
+        const r = await emulatorBench(c, {
+          url,
+          work,
+          // The default --changes is sized for the local benchmarks; 300k rows keep a 5 s delay run short.
+          rows: args.changes === '1000000' ? 300_000 : OPTS.changes,
+          repeat: OPTS.repeat,
+          commitDelaysMs: OPTS.commitDelaysMs,
+          mergeIntervalMs: OPTS.mergeIntervalMs,
+          batchMaxBytes: OPTS.batchMaxBytes,
+          maxUncommittedBytes: OPTS.maxUncommittedBytes,
+          say,
+        });
         process.stdout.write(
           JSON.stringify({ postgres: v!.v, cpus: cpus().length, loadAtStart: LOAD_AT_START, snowflakeEmulator: r }, null, 2) + '\n',
         );

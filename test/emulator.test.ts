@@ -183,14 +183,16 @@ describe('auth', () => {
   });
 
   it('discovers the ingest host and exchanges the JWT for a scoped token that the streaming and SQL routes accept', async () => {
+    // The documented shapes by default: {"hostname": ...} and {"token": ...}.
     const host = await call('GET', '/v2/streaming/hostname');
-    expect(host.text).toBe(new URL(emu.url).host);
+    const { hostname } = host.json() as { hostname: string };
+    expect(hostname).toBe(new URL(emu.url).host);
     const tok = await call('POST', '/oauth/token', undefined, {
-      raw: `grant_type=${encodeURIComponent('urn:ietf:params:oauth:grant-type:jwt-bearer')}&scope=${host.text}`,
+      raw: `grant_type=${encodeURIComponent('urn:ietf:params:oauth:grant-type:jwt-bearer')}&scope=${hostname}`,
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
     });
     expect(tok.status).toBe(200);
-    const scoped = tok.text;
+    const scoped = (tok.json() as { token: string }).token;
     expect(scoped.split('.')).toHaveLength(3);
     const open = await call(
       'PUT',
@@ -208,6 +210,26 @@ describe('auth', () => {
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
     });
     expect(again.status).toBe(401);
+  });
+
+  it('is as strict as the documented headers: Accept everywhere, User-Agent and a JSON Content-Type on the SQL API, 405 on a wrong method', async () => {
+    const statement = { statement: 'SELECT 1', warehouse: 'COMPUTE_WH' };
+    const noAccept = await call('POST', '/api/v2/statements', statement, { headers: { Accept: '' } });
+    expect([noAccept.status, (noAccept.json() as SqlBody).code]).toEqual([400, '391902']);
+    const noAgent = await call('POST', '/api/v2/statements', statement, { headers: { 'User-Agent': '' } });
+    expect(noAgent.status).toBe(400);
+    expect((noAgent.json() as SqlBody).message).toMatch(/User-Agent/);
+    const wrongType = await call('POST', '/api/v2/statements', undefined, {
+      raw: JSON.stringify(statement),
+      headers: { 'Content-Type': 'text/plain' },
+    });
+    expect(wrongType.status).toBe(415);
+    expect((await call('GET', '/api/v2/statements')).status).toBe(405);
+    expect((await call('POST', '/api/v2/statements/01b2c3d4-0000-0000-0000-000000000000', statement)).status).toBe(405);
+    const streamingNoAccept = await call('PUT', ch('EVENTS-STREAMING', 'NOACCEPT'), {}, { headers: { Accept: '' } });
+    expect([streamingNoAccept.status, (streamingNoAccept.json() as SqlBody).code]).toEqual([400, '391902']);
+    // What floe's clients send passes: the same request with the documented headers.
+    expect((await call('POST', '/api/v2/statements', statement, { headers: { 'User-Agent': 'floe-test/1' } })).status).toBe(200);
   });
 
   it('refuses a token-type header on /oauth/token, which the documented exchange does not send', async () => {
@@ -615,16 +637,17 @@ describe('faults', () => {
   });
 
   it('adds latency and switches response shapes', async () => {
-    emu.faults.set({ routes: { hostname: { latencyMs: 150 } }, compat: { hostname: 'json', token: 'json', healthyStatus: 'ACTIVE' } });
+    // The shapes live services answer (plain text) are behind the compat switch.
+    emu.faults.set({ routes: { hostname: { latencyMs: 150 } }, compat: { hostname: 'text', token: 'text', healthyStatus: 'ACTIVE' } });
     const t0 = Date.now();
     const h = await call('GET', '/v2/streaming/hostname');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
-    expect(h.json()).toEqual({ hostname: new URL(emu.url).host });
+    expect(h.text).toBe(new URL(emu.url).host);
     const tok = await call('POST', '/oauth/token', undefined, {
       raw: 'grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer',
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
     });
-    expect(Object.keys(tok.json() as object)).toEqual(['token']);
+    expect(tok.text.split('.')).toHaveLength(3);
     const open = (await call('PUT', ch('EVENTS-STREAMING', 'F2'), {})).json() as { channel_status: { channel_status_code: string } };
     expect(open.channel_status.channel_status_code).toBe('ACTIVE');
     emu.faults.clear();

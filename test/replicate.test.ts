@@ -3,6 +3,7 @@ import { testClusters, createTestDatabase, type TestDatabase } from './harness/d
 import { startPipeline } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
+import { EncodingSink } from '../src/destination/encoding/encoding-sink.js';
 import { parseLsn } from '../src/postgres/lsn.js';
 
 describe.each(testClusters())('snapshot + stream on PostgreSQL $major', (cluster) => {
@@ -68,5 +69,32 @@ describe.each(testClusters())('snapshot + stream on PostgreSQL $major', (cluster
     expect(progress!.durableLsn).toBeGreaterThan(0n);
     await dest.close();
     await db.dropSlot('slot1');
+  });
+
+  it("calls merge as often as the destination prefers when no merge interval is set (Snowflake's merge_interval then holds)", async () => {
+    await db.sql(`CREATE TABLE tick (id int PRIMARY KEY); CREATE PUBLICATION tick_pub FOR TABLE tick`);
+    let merges = 0;
+    /** A destination that decides itself which merges are due, and asks to be called every 20 ms. */
+    class Frequent extends EncodingSink {
+      readonly preferredMergeIntervalMs = 20;
+      override async merge(signal?: AbortSignal) {
+        merges++;
+        return super.merge(signal);
+      }
+    }
+    const p = startPipeline({
+      source: { url: db.url },
+      publication: 'tick_pub',
+      slotName: 'tick_slot',
+      destination: new Frequent(),
+      mergeIntervalMs: undefined,
+    });
+    try {
+      // At the runtime's own default (5 s) this would take minutes.
+      await waitFor('20 merge calls', () => merges >= 20, 20_000);
+    } finally {
+      await p.stop();
+      await db.dropSlot('tick_slot');
+    }
   });
 });

@@ -65,9 +65,8 @@ export function replicateCommand(): Command {
     .option('--batch-max-ms <n>', 'write a batch once its first change is this old', positiveInt('--batch-max-ms', 3_600_000), 1000)
     .option(
       '--merge-interval-ms <n>',
-      'how often journal changes are merged into target tables',
+      'how often journal changes are merged into target tables (default: 5000; Snowflake: every 1000, its merge_interval decides)',
       positiveInt('--merge-interval-ms', 86_400_000),
-      5000,
     )
     .option(
       '--max-uncommitted-bytes <n>',
@@ -101,7 +100,7 @@ interface ReplicateOptions extends HealthOptions {
   batchMaxBytes?: number;
   batchMaxMs: number;
   maxUncommittedBytes?: number;
-  mergeIntervalMs: number;
+  mergeIntervalMs?: number;
   statusIntervalMs: number;
 }
 

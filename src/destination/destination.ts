@@ -73,6 +73,12 @@ export interface Destination {
   close(): Promise<void>;
   /** Batch size (bytes of row text) this destination works best with when the operator sets none. */
   readonly preferredBatchBytes?: number;
+  /**
+   * How often the runtime calls `merge` when the operator sets no merge interval. A destination that
+   * decides per table when a merge is due (Snowflake: `merge_interval`, `merge_rows`) asks for frequent
+   * calls, so its own cadence is what holds.
+   */
+  readonly preferredMergeIntervalMs?: number;
   /** How the destination's service looks from here (the Snowflake circuit breaker); absent: always fine. */
   health?(): DestinationHealth;
 }

@@ -153,6 +153,27 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     request.raw.socket.destroy();
   };
 
+  /**
+   * The documented request headers (reference §1.3, §3.1): `Accept: application/json` on every call (391902
+   * without it; `compat.requireAccept: false` relaxes it), and on the SQL API a `User-Agent` and, on a POST,
+   * `Content-Type: application/json` (415 otherwise; none at all is read as JSON).
+   */
+  const refuseHeaders = (kind: 'streaming' | 'sql' | 'account', request: FastifyRequest): { status: number; body: object } | undefined => {
+    const accept = request.headers.accept;
+    if (faults.config.compat?.requireAccept !== false && !(accept && /application\/json|\*\/\*/.test(accept))) {
+      return { status: 400, body: { code: '391902', message: `Unsupported Accept header ${accept ?? 'null'} is specified` } };
+    }
+    if (kind !== 'sql') return undefined;
+    if (!request.headers['user-agent']) {
+      return { status: 400, body: { code: '390142', message: 'The User-Agent header is required (<application>/<version>).' } };
+    }
+    const type = request.headers['content-type'];
+    if (request.method === 'POST' && type !== undefined && !/^application\/json\b/i.test(type)) {
+      return { status: 415, body: { message: `Unsupported Content-Type ${type}; send application/json.` } };
+    }
+    return undefined;
+  };
+
   /** Runs fault decisions, auth and the handler; maps errors to Snowflake bodies. */
   const handle =
     (
@@ -181,10 +202,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
           message ?? 'Injected fault.',
         );
       }
-      const accept = request.headers.accept;
-      if (faults.config.compat?.requireAccept && !(accept && /application\/json|\*\/\*/.test(accept))) {
-        return reply.code(400).send({ code: '391902', message: `Unsupported Accept header ${accept ?? 'null'} is specified` });
-      }
+      const refused = refuseHeaders(kind, request);
+      if (refused) return reply.code(refused.status).send(refused.body);
       if (route === 'token' && request.headers['x-snowflake-authorization-token-type'] !== undefined) {
         // The documented exchange sends Authorization and Content-Type only: a token type there is a client bug.
         return reply.code(400).send({
@@ -257,7 +276,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     handle('hostname', 'account', async (request, reply) => {
       let h = request.headers.host ?? `${host}:${port}`;
       if (faults.config.compat?.hostnameUnderscores) h = h.replaceAll('-', '_');
-      const shape = faults.config.compat?.hostname ?? 'text';
+      // The REST reference documents {"hostname": ...}; live services answer plain text (compat switch).
+      const shape = faults.config.compat?.hostname ?? 'json';
       if (shape === 'json') return reply.type('application/json').send({ hostname: h });
       if (shape === 'quoted') return reply.type('application/json').send(JSON.stringify(h));
       return reply.type('text/plain').send(h);
@@ -273,8 +293,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       }
       const role = /session:role:(\S+)/.exec(form.get('scope') ?? '')?.[1];
       const { token } = await auth.issueScoped(who.user, role);
-      if (faults.config.compat?.token === 'json') return reply.type('application/json').send({ token });
-      return reply.type('text/plain').send(token);
+      // Documented: {"token": ...}; observed: the bare token as text (compat switch).
+      if (faults.config.compat?.token === 'text') return reply.type('text/plain').send(token);
+      return reply.type('application/json').send({ token });
     }),
   );
 
@@ -392,6 +413,16 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       return reply.code(r.status).send(r.body);
     }),
   );
+
+  // A route called with a method it does not take: 405, as the SQL API answers (its documented error codes).
+  const wrongMethod = (allowed: string) => async (_request: FastifyRequest, reply: FastifyReply) =>
+    reply
+      .code(405)
+      .header('Allow', allowed)
+      .send({ message: `method not allowed; this route takes ${allowed}` });
+  app.route({ method: ['GET', 'PUT', 'DELETE', 'PATCH'], url: '/api/v2/statements', handler: wrongMethod('POST') });
+  app.route({ method: ['POST', 'PUT', 'DELETE', 'PATCH'], url: '/api/v2/statements/:handle', handler: wrongMethod('GET') });
+  app.route({ method: ['GET', 'PUT', 'DELETE', 'PATCH'], url: '/api/v2/statements/:handle/cancel', handler: wrongMethod('POST') });
 
   // --- admin (admin token, no faults) ---------------------------------------------------
 

@@ -42,17 +42,17 @@ export const faultConfigSchema = z
     invalidateChannels: z.object({ channel: z.string().optional(), code: z.string().optional() }).strict().optional(),
     compat: z
       .object({
-        /** Hostname body: 'text' (default), 'json' ({"hostname": ...}) or 'quoted' (a JSON string). */
+        /** Hostname body: 'json' ({"hostname": ...}, documented; default), 'text' (observed live) or 'quoted' (a JSON string). */
         hostname: z.enum(['text', 'json', 'quoted']).optional(),
         /** Hostname returned with '_' in place of '-' (to test the client's underscore fix). */
         hostnameUnderscores: z.boolean().optional(),
-        /** Token body: 'text' (default) or 'json' ({"token": ...}). */
+        /** Token body: 'json' ({"token": ...}, documented; default) or 'text' (the bare token, observed live). */
         token: z.enum(['text', 'json']).optional(),
         /** Error body shape of the streaming API: 'code' (default), 'error_code', 'error', 'string'. */
         errorShape: z.enum(['code', 'error_code', 'error', 'string']).optional(),
         /** Healthy channel_status_code: 'SUCCESS' (default) or 'ACTIVE'. */
         healthyStatus: z.enum(['SUCCESS', 'ACTIVE']).optional(),
-        /** Reject requests without `Accept: application/json` with 391902. */
+        /** Reject requests without `Accept: application/json` with 391902 (default true; false accepts any). */
         requireAccept: z.boolean().optional(),
         /** Rows per SQL API result partition (small values exercise `?partition=n` paging). */
         partitionRows: z.number().int().min(1).optional(),

@@ -198,8 +198,13 @@ async function runOnce(
   signal: AbortSignal,
   state: { passedPreflight: boolean; progressed: boolean },
 ): Promise<void> {
-  const preferred = options.destination.preferredBatchBytes;
-  const o = { ...DEFAULTS, ...(preferred ? { batchMaxBytes: preferred } : {}), ...stripUndefined(options) };
+  const { preferredBatchBytes, preferredMergeIntervalMs } = options.destination;
+  const o = {
+    ...DEFAULTS,
+    ...(preferredBatchBytes ? { batchMaxBytes: preferredBatchBytes } : {}),
+    ...(preferredMergeIntervalMs ? { mergeIntervalMs: preferredMergeIntervalMs } : {}),
+    ...stripUndefined(options),
+  };
   const { log, store, destination } = options;
   options.events?.phase?.('connecting');
   const meta = await connectSource({ ...options.source, applicationName: 'floe-meta' });

@@ -759,6 +759,8 @@ export class SnowflakeDestination implements Destination {
    * 4 MiB spread over a table's channels keeps each request big enough for tens of MB/s.
    */
   readonly preferredBatchBytes = 4 << 20;
+  /** merge() is cheap when nothing is due: called every second, `merge_interval` and `merge_rows` decide. */
+  readonly preferredMergeIntervalMs = 1000;
 
   health(): DestinationHealth {
     return { breaker: this.#o.breaker?.state ?? 'closed' };
