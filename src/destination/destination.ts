@@ -39,8 +39,11 @@ export interface PrepareResult {
 }
 
 export interface Destination {
-  /** Connects, creates bookkeeping objects; returns what is durable for the slot incarnation. */
-  open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint>;
+  /**
+   * Connects, creates bookkeeping objects; returns what is durable for the slot incarnation. `signal` is
+   * the run's stop request: a setup that retries (an unreachable service) gives up when it aborts.
+   */
+  open(pipeline: string, incarnation: string, signal?: AbortSignal): Promise<DestinationCheckpoint>;
   /**
    * Creates or evolves the journal and target of a table (new columns added, dropped ones kept). A table
    * that gained or lost its key gets the other kind of target (keyed state or keyless history), empty and

@@ -294,7 +294,7 @@ async function runOnce(
       snapshotLsn = created.consistentPoint;
       startLsn = created.consistentPoint;
       try {
-        await destination.open(options.name, incarnation);
+        await destination.open(options.name, incarnation, signal);
         for (const t of tables) {
           await destination.prepare(t);
           // Rows of an earlier incarnation (or of a run whose state was not kept) may be stale.
@@ -318,7 +318,7 @@ async function runOnce(
     } else {
       incarnation = progress!.incarnation;
       startLsn = progress!.ackLsn;
-      await destination.open(options.name, incarnation);
+      await destination.open(options.name, incarnation, signal);
       const known = await store.getTables(options.name, incarnation);
       const needSnapshot: TableSchema[] = [];
       for (const t of tables) {

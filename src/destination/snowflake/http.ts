@@ -125,11 +125,17 @@ export class SnowflakeHttpError extends FloeError {
 /** The breaker is open: nothing was sent. Retry after `retryAfterMs`. */
 export class BreakerOpenError extends FloeError {
   readonly retryAfterMs: number;
-  constructor(retryAfterMs: number) {
-    super('destination', `Snowflake circuit breaker is open after repeated failures; next probe in ${Math.ceil(retryAfterMs / 1000)} s`, {
-      retry: 'timed',
-      hint: 'Snowflake is failing or unreachable; floe holds back and probes again (check the Snowflake status page and the network)',
-    });
+  /** `lastFailure`: the message of the failure that counted last, so the log says why the breaker is open. */
+  constructor(retryAfterMs: number, lastFailure?: string) {
+    const why = lastFailure ? ` (last: ${lastFailure})` : '';
+    super(
+      'destination',
+      `Snowflake circuit breaker is open after repeated failures${why}; next probe in ${Math.ceil(retryAfterMs / 1000)} s`,
+      {
+        retry: 'timed',
+        hint: 'Snowflake is failing or unreachable; floe holds back and probes again (check the Snowflake status page and the network)',
+      },
+    );
     this.retryAfterMs = retryAfterMs;
   }
 }
@@ -154,6 +160,8 @@ export class SnowflakeBreaker {
   readonly #listeners = new Set<(state: BreakerStateName) => void>();
   #openedAt = 0;
   #last: BreakerStateName = 'closed';
+  /** The last transient failure counted against the breaker. */
+  #lastFailure: string | undefined;
 
   constructor(o: SnowflakeBreakerOptions = {}) {
     this.halfOpenAfterMs = o.halfOpenAfterMs ?? 30_000;
@@ -168,7 +176,8 @@ export class SnowflakeBreaker {
       if (name === this.#last) return;
       this.#last = name;
       o.metrics?.breakerState(name);
-      if (name === 'open') o.log?.warn({ halfOpenAfterMs: this.halfOpenAfterMs }, 'snowflake circuit breaker opened');
+      if (name === 'open')
+        o.log?.warn({ halfOpenAfterMs: this.halfOpenAfterMs, lastFailure: this.#lastFailure }, 'snowflake circuit breaker opened');
       else o.log?.info({ state: name }, 'snowflake circuit breaker state changed');
       for (const listener of this.#listeners) {
         try {
@@ -201,10 +210,19 @@ export class SnowflakeBreaker {
   }
 
   async execute<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const remembered = async () => {
+      try {
+        return await fn();
+      } catch (err) {
+        // Before the breaker counts it: the 'opened' log line names it too.
+        if (err instanceof SnowflakeHttpError && err.transient) this.#lastFailure = err.message;
+        throw err;
+      }
+    };
     try {
-      return await this.#policy.execute(fn, signal);
+      return await this.#policy.execute(remembered, signal);
     } catch (err) {
-      if (err instanceof BrokenCircuitError) throw new BreakerOpenError(Math.max(this.retryAfterMs(), 1));
+      if (err instanceof BrokenCircuitError) throw new BreakerOpenError(Math.max(this.retryAfterMs(), 1), this.#lastFailure);
       throw err;
     }
   }

@@ -354,7 +354,7 @@ export class SnowflakeDestination implements Destination {
     };
   }
 
-  async open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint> {
+  async open(pipeline: string, incarnation: string, signal?: AbortSignal): Promise<DestinationCheckpoint> {
     this.#pipeline = pipeline;
     this.#incarnation = incarnation;
     // A pipeline that reconnects opens again: channels are reopened and seqs re-read in prepare().
@@ -363,27 +363,35 @@ export class SnowflakeDestination implements Destination {
     // Commits still awaited belong to the previous stream, which restarts from its acknowledged position.
     this.#pending = [];
     this.#failure = undefined;
+    // A stop request ends the setup's calls and their retries (an unreachable or failing Snowflake).
+    const setup = signal ? AbortSignal.any([this.#signal, signal]) : this.#signal;
     const [createDb, ...rest] = setupStatements(this.#names);
-    await this.#retrying('creating the database', async () => {
-      // The database may exist while the role may not create databases: that is fine.
-      await this.#o.sql.query(createDb!, { signal: this.#signal }).catch((err: unknown) => {
-        const e = coerceError(err);
-        if (e.retry === 'timed') throw e;
-        this.#o.log.debug({ err: e.message }, 'CREATE DATABASE IF NOT EXISTS failed; assuming the database exists');
-      });
-      await this.#o.sql.multi(rest, { signal: this.#signal, requestId: randomUUID() });
-    });
-    this.#channelSets = await this.#recordChannelSet();
+    await this.#retrying(
+      'creating the database',
+      async () => {
+        // The database may exist while the role may not create databases: that is fine.
+        await this.#o.sql.query(createDb!, { signal: setup }).catch((err: unknown) => {
+          const e = coerceError(err);
+          if (e.retry === 'timed') throw e;
+          this.#o.log.debug({ err: e.message }, 'CREATE DATABASE IF NOT EXISTS failed; assuming the database exists');
+        });
+        await this.#o.sql.multi(rest, { signal: setup, requestId: randomUUID() });
+      },
+      setup,
+    );
+    this.#channelSets = await this.#recordChannelSet(setup);
     // Each channel's committed token is the watermark; there is no single one to report.
     return { durable: undefined };
   }
 
   /** Reads the channel sets of this incarnation and records the current count if it is new. */
-  async #recordChannelSet(): Promise<ChannelSet[]> {
+  async #recordChannelSet(stop: AbortSignal): Promise<ChannelSet[]> {
     const table = bookkeeping(this.#names, '_FLOE_CHANNELS');
     const mine = `"PIPELINE" = ${literal(this.#pipeline)} AND "INCARNATION" = ${literal(this.#incarnation)}`;
-    const { rows } = await this.#retrying('reading the channel sets', () =>
-      this.#o.sql.query(`SELECT "CHANNEL_COUNT", "FIRST" FROM ${table} WHERE ${mine}`, { signal: this.#signal }),
+    const { rows } = await this.#retrying(
+      'reading the channel sets',
+      () => this.#o.sql.query(`SELECT "CHANNEL_COUNT", "FIRST" FROM ${table} WHERE ${mine}`, { signal: stop }),
+      stop,
     );
     const sets = new Map<number, ChannelSet>();
     for (const [count, first] of rows) {
@@ -394,13 +402,16 @@ export class SnowflakeDestination implements Destination {
       // A pipeline from before channel sets has no row: its channels are named C<i> for today's count.
       const set = { count: this.#channelsPerTable, first: sets.size === 0 };
       const requestId = randomUUID();
-      await this.#retrying('recording the channel set', () =>
-        this.#o.sql.multi(
-          [
-            `INSERT INTO ${table} ("PIPELINE", "INCARNATION", "CHANNEL_COUNT", "FIRST", "CREATED_AT") VALUES (${literal(this.#pipeline)}, ${literal(this.#incarnation)}, ${set.count}, ${set.first ? 'TRUE' : 'FALSE'}, SYSDATE())`,
-          ],
-          { signal: this.#signal, requestId },
-        ),
+      await this.#retrying(
+        'recording the channel set',
+        () =>
+          this.#o.sql.multi(
+            [
+              `INSERT INTO ${table} ("PIPELINE", "INCARNATION", "CHANNEL_COUNT", "FIRST", "CREATED_AT") VALUES (${literal(this.#pipeline)}, ${literal(this.#incarnation)}, ${set.count}, ${set.first ? 'TRUE' : 'FALSE'}, SYSDATE())`,
+            ],
+            { signal: stop, requestId },
+          ),
+        stop,
       );
       if (!set.first)
         this.#o.log.info(
@@ -957,22 +968,26 @@ export class SnowflakeDestination implements Destination {
     );
   }
 
-  /** Runs `fn` until it succeeds or fails for good; waits between attempts, at most 30 s. */
-  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` until it succeeds or fails for good; waits between attempts, at most 30 s. `stop` (the run's
+   * stop request, during setup) ends the retries too: nothing is written yet that a drain would need.
+   */
+  async #retrying<T>(what: string, fn: () => Promise<T>, stop?: AbortSignal): Promise<T> {
+    const signal = stop ? AbortSignal.any([this.#signal, stop]) : this.#signal;
     for (let attempt = 0; ; attempt++) {
       try {
         return await fn();
       } catch (err) {
         const e = coerceError(err);
         // A rewound channel kept no copy of what it lost: only a replay from the slot brings it back.
-        if (e.retry !== 'timed' || this.#signal.aborted || err instanceof ChannelRewoundError) throw e;
+        if (e.retry !== 'timed' || signal.aborted || err instanceof ChannelRewoundError) throw e;
         const hinted = (err as { retryAfterMs?: unknown }).retryAfterMs;
         const backoff = Math.min(30_000, 200 * 2 ** Math.min(attempt, 8)) * (0.5 + Math.random() / 2);
         const delay = typeof hinted === 'number' && hinted > 0 ? Math.min(hinted, 60_000) : backoff;
         this.#o.log.warn({ what, err: e.message, attempt, delayMs: Math.round(delay) }, 'Snowflake call failed; retrying');
         this.#o.onRetry?.(what, e, delay);
-        await sleep(delay, undefined, { signal: this.#signal }).catch(() => undefined);
-        if (this.#signal.aborted) throw e;
+        await sleep(delay, undefined, { signal }).catch(() => undefined);
+        if (signal.aborted) throw e;
       }
     }
   }
