@@ -22,6 +22,7 @@
  * without a primary key) have no merge: their target is a typed view of the
  * journal, i.e. append-only history.
  */
+import { checkColumnNames, tableNameClash } from '../../schema/destination-names.js';
 import { DuckDBInstance, DuckDBTimestampTZValue as TimestampTZ, type DuckDBConnection } from '@duckdb/node-api';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -126,6 +127,8 @@ export class DuckDbDestination implements Destination {
   }
 
   async prepare(table: TableSchema): Promise<PrepareResult> {
+    // DuckDB compares identifiers case-insensitively.
+    checkColumnNames(table, 'DuckDB', (n) => n.toLowerCase());
     return this.#serial(async () => {
       const c = this.#c();
       const name = qualifiedName(table);
@@ -134,6 +137,10 @@ export class DuckDbDestination implements Destination {
       );
       const dataCols = table.columns.map((col) => col.name);
       if (existing.length === 0) {
+        const [other] = await this.#rows(
+          `SELECT source_table FROM ${META}.source_table WHERE lower(source_table) = ${quoteLiteral(name.toLowerCase())} AND source_table <> ${quoteLiteral(name)}`,
+        );
+        if (other) throw tableNameClash(String(other[0]), name, 'DuckDB', name.toLowerCase());
         await c.run('BEGIN');
         try {
           await c.run(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(table.schema)}`);

@@ -45,6 +45,7 @@
  * Merge windows are `_FLOE_SEQ` ranges: (merged seq, highest seq below every write still in
  * flight]. See sql.ts for the MERGE and its guards.
  */
+import { checkColumnNames, tableNameClash } from '../../schema/destination-names.js';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, Histogram, type Registry } from 'prom-client';
@@ -426,13 +427,7 @@ export class SnowflakeDestination implements Destination {
   async prepare(table: TableSchema): Promise<PrepareResult> {
     const sourceTable = qualifiedName(table);
     const columns = table.columns.map((c) => ({ pg: c.name, sf: snowflakeName(c.name) }));
-    const clash = columns.find((c, i) => columns.findIndex((d) => d.sf === c.sf) !== i);
-    if (clash) {
-      throw new FloeError('schema', `columns of ${sourceTable} map to the same Snowflake name ${clash.sf}`, {
-        hint: 'rename one of the columns at the source',
-        retry: 'manual',
-      });
-    }
+    checkColumnNames(table, 'Snowflake', snowflakeName);
     const { journal, target, pipe } = this.objectsOf(table);
     const tableName = tableNameFor(table.schema, table.name);
     const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
@@ -447,12 +442,7 @@ export class SnowflakeDestination implements Destination {
     const existing = rows.rows[0];
     if (!existing) {
       const other = [...this.#tables.values()].find((t) => t.tableName === tableName && t.sourceTable !== sourceTable);
-      if (other) {
-        throw new FloeError('schema', `${sourceTable} and ${other.sourceTable} map to the same Snowflake table ${tableName}`, {
-          hint: 'rename one of the tables at the source, or replicate them into different Snowflake schemas',
-          retry: 'manual',
-        });
-      }
+      if (other) throw tableNameClash(other.sourceTable, sourceTable, 'Snowflake', tableName);
       const sfCols = this.#sfColumns(
         table,
         columns,
