@@ -51,6 +51,19 @@ export interface DuckDbDestinationOptions {
 }
 
 const META = '_floe';
+/** floe's columns of a keyed target, after the data columns. `_floe_key` is the key's journal text (keyText). */
+const TARGET_META =
+  '_floe_key VARCHAR, _floe_lsn UBIGINT NOT NULL, _floe_ordinal BIGINT NOT NULL, _floe_deleted BOOLEAN NOT NULL DEFAULT false, _floe_synced_at TIMESTAMPTZ';
+
+/**
+ * The lossless text of a key: the PostgreSQL text of its columns as the journal holds them (the same from
+ * the snapshot and the stream); several columns are length-prefixed so no two keys share a text. NULL if
+ * a column is NULL (an old key that is not there).
+ */
+function keyText(columns: readonly string[]): string {
+  if (columns.length === 1) return columns[0]!;
+  return columns.map((c) => `length(${c})::VARCHAR || ':' || ${c}`).join(' || ');
+}
 const JOURNAL = '_floe_journal';
 
 interface KnownTable {
@@ -174,7 +187,7 @@ export class DuckDbDestination implements Destination {
       const journalColumns = (existing[0]![0] as string[]).slice();
       let snapshotComplete = Boolean(existing[0]![1]);
       const targetTypes = (existing[0]![2] as string[]).slice();
-      const converted = await this.#convertTarget(table, journalColumns, targetTypes);
+      const converted = (await this.#convertTarget(table, journalColumns, targetTypes)) || (await this.#addKeyText(table, targetTypes));
       if (converted) snapshotComplete = false;
       // Schema evolution: add new columns before the first change that uses them;
       // columns dropped at the source stay (documented policy) and are no longer filled.
@@ -220,6 +233,43 @@ export class DuckDbDestination implements Destination {
   }
 
   /**
+   * A keyed target from before `_floe_key` gets the column, filled from the journal row each target row
+   * came from (same position, same typed key). A row that cannot be matched so (a key value the target
+   * type could not hold) makes the table start over: emptied and resynced, like a converted target.
+   * Returns whether it must be resynced.
+   */
+  async #addKeyText(table: TableSchema, targetTypes: string[]): Promise<boolean> {
+    if (!table.hasKey) return false;
+    const c = this.#c();
+    const target = this.#target(table);
+    const [has] = await this.#rows(
+      `SELECT count(*) FROM information_schema.columns WHERE table_schema = ${quoteLiteral(table.schema)} AND table_name = ${quoteLiteral(table.name)} AND column_name = '_floe_key'`,
+    );
+    if (Number(has?.[0] ?? 0) > 0) return false;
+    const keys = table.columns.filter((col) => col.isKey);
+    const match = keys.map((k) => `t.${quoteIdent(k.name)} = ${k.type.duckdbCast(`j.${quoteIdent(k.name)}`)}`).join(' AND ');
+    await c.run('BEGIN');
+    try {
+      await c.run(`ALTER TABLE ${target} ADD COLUMN _floe_key VARCHAR`);
+      await c.run(`UPDATE ${target} AS t SET _floe_key = ${keyText(keys.map((k) => `j.${quoteIdent(k.name)}`))}
+        FROM ${this.#journal(table)} AS j WHERE j._floe_lsn = t._floe_lsn AND j._floe_ordinal = t._floe_ordinal AND ${match}`);
+      const [unmatched] = await this.#rows(`SELECT count(*) FROM ${target} WHERE _floe_key IS NULL`);
+      const resync = Number(unmatched?.[0] ?? 0) > 0;
+      if (resync) {
+        await c.run(`DELETE FROM ${target}`);
+        await c.run(
+          `UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = ${this.#nextSeq - 1n}, target_types = ${sqlList(targetTypes)} WHERE source_table = ${quoteLiteral(qualifiedName(table))}`,
+        );
+      }
+      await c.run('COMMIT');
+      return resync;
+    } catch (err) {
+      await c.run('ROLLBACK').catch(() => undefined);
+      throw wrapDuckDb(err, `adding _floe_key to the target of ${qualifiedName(table)}`);
+    }
+  }
+
+  /**
    * A table that gained a key (a primary key added to a REPLICA IDENTITY FULL table) or lost it needs the
    * other kind of target: a keyed table's state cannot be derived from keyless history (its deletes carry
    * no key), nor history from keyed state. The old target goes, the new one starts empty, and journal
@@ -241,8 +291,7 @@ export class DuckDbDestination implements Destination {
         const defs = journalColumns.map(
           (n, i) => `${quoteIdent(n)} ${table.columns.find((x) => x.name === n)?.type.duckdb ?? targetTypes[i]}`,
         );
-        await c.run(`CREATE TABLE ${this.#target(table)} (${defs.join(', ')},
-          _floe_lsn UBIGINT NOT NULL, _floe_ordinal BIGINT NOT NULL, _floe_deleted BOOLEAN NOT NULL DEFAULT false, _floe_synced_at TIMESTAMPTZ)`);
+        await c.run(`CREATE TABLE ${this.#target(table)} (${defs.join(', ')}, ${TARGET_META})`);
         journalColumns.forEach((n, i) => (targetTypes[i] = table.columns.find((x) => x.name === n)?.type.duckdb ?? targetTypes[i]!));
       } else {
         await this.#createTarget(table, journalColumns);
@@ -528,9 +577,10 @@ export class DuckDbDestination implements Destination {
       const p = alias ? `${alias}.` : '';
       return `((${p}_floe_lsn::HUGEINT << 32) + (${p}_floe_ordinal + 1))`;
     };
-    // Key columns are NOT NULL (primary key or replica identity index), so plain equality is exact and
-    // keeps every join a hash join.
-    const keyJoin = (a: string, b: string) => keys.map((k) => `${a}.${quoteIdent(k)} = ${b}.${quoteIdent(k)}`).join(' AND ');
+    // Keys match on their lossless text (`_floe_key`), never on the typed columns: a value the target
+    // type cannot hold ('NaN' in a DECIMAL key) must neither fail the merge nor match another row. Key
+    // columns are NOT NULL, so plain equality is exact and keeps every join a hash join.
+    const latestKey = keyText(keys.map((k) => `l.${quoteIdent(k)}`));
     const soft = this.#options.deleteMode === 'soft';
     const fromCol = (k: string) => quoteIdent('_floe_from_' + k);
     // Target columns are those known now; a column dropped at the source keeps its last values.
@@ -622,16 +672,14 @@ export class DuckDbDestination implements Destination {
       });
       // Plain equality keeps this a hash join (a NULL old key never matches, which is what we want);
       // a disjunctive or null-safe condition here turns it into a nested loop over the whole target.
-      const moveJoin = keys
-        .map((k) => `mv.${quoteIdent(k)} = ${typeOf.get(k)?.type.duckdbCast(`l.${fromCol(k)}`) ?? `l.${fromCol(k)}`}`)
-        .join(' AND ');
+      const movedFrom = keyText(keys.map((k) => `l.${fromCol(k)}`));
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_apply AS
-        SELECT ${selectCols.join(', ')}, l._floe_op, l._floe_lsn, l._floe_ordinal
-        FROM _floe_latest l LEFT JOIN ${target} tg ON ${keyJoin('l', 'tg')}
-        LEFT JOIN ${target} mv ON ${moveJoin}
+        SELECT ${selectCols.join(', ')}, ${latestKey} AS _floe_key, l._floe_op, l._floe_lsn, l._floe_ordinal
+        FROM _floe_latest l LEFT JOIN ${target} tg ON tg._floe_key = ${latestKey}
+        LEFT JOIN ${target} mv ON mv._floe_key = ${movedFrom}
         WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${pos('tg')}`);
-      await c.run(`DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_apply a WHERE ${keyJoin('a', target)})`);
-      const colList = cols.map(quoteIdent).join(', ');
+      await c.run(`DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_apply a WHERE a._floe_key = ${target}._floe_key)`);
+      const colList = [...cols.map(quoteIdent), '_floe_key'].join(', ');
       if (soft) {
         await c.run(`INSERT INTO ${target} (${colList}, _floe_lsn, _floe_ordinal, _floe_deleted, _floe_synced_at)
           SELECT ${colList}, _floe_lsn, _floe_ordinal, _floe_op = 'd', now() FROM _floe_apply`);
@@ -676,13 +724,10 @@ export class DuckDbDestination implements Destination {
       const stored = known.targetTypes[i];
       return stored && stored !== ct.type.duckdb ? `CAST(${cast} AS ${stored})` : cast;
     });
-    const keys = t.columns
-      .filter((col) => col.isKey)
-      .map((col) => quoteIdent(col.name))
-      .join(', ');
-    await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_lsn, _floe_ordinal, _floe_synced_at)
-      SELECT ${select.join(', ')}, _floe_lsn, _floe_ordinal, now() FROM ${journal} WHERE ${window}
-      QUALIFY row_number() OVER (PARTITION BY ${keys} ORDER BY _floe_lsn DESC, _floe_ordinal DESC, _floe_seq DESC) = 1`);
+    const keyCols = t.columns.filter((col) => col.isKey).map((col) => quoteIdent(col.name));
+    await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_key, _floe_lsn, _floe_ordinal, _floe_synced_at)
+      SELECT ${select.join(', ')}, ${keyText(keyCols)}, _floe_lsn, _floe_ordinal, now() FROM ${journal} WHERE ${window}
+      QUALIFY row_number() OVER (PARTITION BY ${keyCols.join(', ')} ORDER BY _floe_lsn DESC, _floe_ordinal DESC, _floe_seq DESC) = 1`);
     return Number(probe?.[2] ?? 0);
   }
 
@@ -691,7 +736,7 @@ export class DuckDbDestination implements Destination {
     if (table.hasKey) {
       const defs = table.columns.map((col) => `${quoteIdent(col.name)} ${col.type.duckdb}`);
       await c.run(`CREATE TABLE IF NOT EXISTS ${this.#target(table)} (${defs.join(', ')},
-        _floe_lsn UBIGINT NOT NULL, _floe_ordinal BIGINT NOT NULL, _floe_deleted BOOLEAN NOT NULL DEFAULT false, _floe_synced_at TIMESTAMPTZ)`);
+        ${TARGET_META})`);
       return;
     }
     // Append-only history: a typed view over the journal. Columns dropped at the source stay as text.
