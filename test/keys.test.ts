@@ -232,6 +232,23 @@ describe('merge keys into DuckDB and Snowflake', () => {
     ]);
   }, 180_000);
 
+  it("keys the target type cannot hold ('infinity', a BC date, year 10000, NaN): no duplicate rows; updates and deletes apply", async () => {
+    await db.sql(`CREATE TABLE hk (id int, valid_to timestamptz, d date, n numeric(10,2), v text, PRIMARY KEY (id, valid_to, d, n));
+      INSERT INTO hk VALUES (1, 'infinity', '2020-01-01', 1, 'inf'), (2, '2020-01-01', '0044-03-15 BC', 1, 'bc'),
+        (3, '10000-01-01', '2020-01-01', 1, 'y10k'), (4, '2020-01-01', '2020-01-01', 'NaN', 'nan'), (5, '2020-01-01', '2020-01-01', 1, 'plain')`);
+    await scenario('hk', [
+      { table: 'hk', columns: ['v'], want: [['bc'], ['inf'], ['nan'], ['plain'], ['y10k']], what: 'snapshot' },
+      {
+        sql: `UPDATE hk SET v = v || '2'`,
+        table: 'hk',
+        columns: ['v'],
+        want: [['bc2'], ['inf2'], ['nan2'], ['plain2'], ['y10k2']],
+        what: 'updates of every key (a NULL key would add rows instead)',
+      },
+      { sql: `DELETE FROM hk WHERE id <= 4`, table: 'hk', columns: ['v'], want: [['plain2']], what: 'deletes of those keys' },
+    ]);
+  }, 180_000);
+
   it('JSON: a duplicate key keeps its last value in Snowflake (not NULL); wide numbers follow the documented rule', async () => {
     await db.sql(`CREATE TABLE js (id int PRIMARY KEY, j json, jb jsonb);
       INSERT INTO js VALUES (1, '{"a": 1, "a": 2}', '{"n": 123456789012345678901234567890123456789012}'),

@@ -78,7 +78,7 @@ describe('Snowflake DDL', () => {
     expect(norm(createTarget(SPEC.target, COLUMNS, true))).toBe(
       norm(`CREATE TABLE IF NOT EXISTS "DB"."S"."PUBLIC_ORDERS" (
         "ID" NUMBER(10,0), "NAME" VARCHAR, "DOC" VARIANT,
-        "_FLOE_LSN" NUMBER(20,0), "_FLOE_ORDINAL" NUMBER(10,0), "_FLOE_DELETED" BOOLEAN, "_FLOE_SYNCED_AT" TIMESTAMP_TZ(6))`),
+        "_FLOE_KEY" VARCHAR, "_FLOE_LSN" NUMBER(20,0), "_FLOE_ORDINAL" NUMBER(10,0), "_FLOE_DELETED" BOOLEAN, "_FLOE_SYNCED_AT" TIMESTAMP_TZ(6))`),
     );
   });
 
@@ -108,18 +108,18 @@ describe('Snowflake MERGE', () => {
         'BEGIN',
         `MERGE INTO "DB"."S"."PUBLIC_ORDERS" t USING (
            SELECT TRY_TO_NUMBER(w."ID", 10, 0) AS "ID", w."NAME" AS "NAME", TRY_PARSE_JSON(w."DOC", 'd') AS "DOC",
-                  w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"
+                  w."ID" AS "_FLOE_KEY", w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"
            FROM (SELECT j.* FROM "DB"."L"."PUBLIC_ORDERS" j
                  WHERE j."_FLOE_SEQ" > 10 AND j."_FLOE_SEQ" <= 20
                  QUALIFY ROW_NUMBER() OVER (PARTITION BY j."ID" ORDER BY j."_FLOE_LSN" DESC, j."_FLOE_ORDINAL" DESC) = 1) w
-         ) s ON t."ID" = s."ID"
+         ) s ON t."_FLOE_KEY" = s."_FLOE_KEY"
          WHEN MATCHED AND s."_FLOE_OP" = 'd' AND ${NEWER} THEN DELETE
          WHEN MATCHED AND s."_FLOE_OP" <> 'd' AND ${NEWER} THEN UPDATE SET
            "NAME" = s."NAME", "DOC" = s."DOC", "_FLOE_LSN" = s."_FLOE_LSN", "_FLOE_ORDINAL" = s."_FLOE_ORDINAL",
            "_FLOE_DELETED" = FALSE, "_FLOE_SYNCED_AT" = SYSDATE()
          WHEN NOT MATCHED AND s."_FLOE_OP" <> 'd' THEN
-           INSERT ("ID", "NAME", "DOC", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED", "_FLOE_SYNCED_AT")
-           VALUES (s."ID", s."NAME", s."DOC", s."_FLOE_LSN", s."_FLOE_ORDINAL", FALSE, SYSDATE())`,
+           INSERT ("ID", "NAME", "DOC", "_FLOE_KEY", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED", "_FLOE_SYNCED_AT")
+           VALUES (s."ID", s."NAME", s."DOC", s."_FLOE_KEY", s."_FLOE_LSN", s."_FLOE_ORDINAL", FALSE, SYSDATE())`,
         ...BOOKKEEPING,
         'COMMIT',
       ].map(norm),
@@ -137,8 +137,10 @@ describe('Snowflake MERGE', () => {
       deleted: boolean,
     ) => `"NAME" = IFF(s."_FLOE_HAS_NAME", s."NAME", t."NAME"), "DOC" = IFF(s."_FLOE_HAS_DOC", s."DOC", t."DOC"),
            "_FLOE_LSN" = s."_FLOE_LSN", "_FLOE_ORDINAL" = s."_FLOE_ORDINAL", "_FLOE_DELETED" = ${deleted ? 'TRUE' : 'FALSE'}, "_FLOE_SYNCED_AT" = SYSDATE()`;
-    const insert = (deleted: boolean) => `INSERT ("ID", "NAME", "DOC", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED", "_FLOE_SYNCED_AT")
-           VALUES (s."ID", s."NAME", s."DOC", s."_FLOE_LSN", s."_FLOE_ORDINAL", ${deleted ? 'TRUE' : 'FALSE'}, SYSDATE())`;
+    const insert = (
+      deleted: boolean,
+    ) => `INSERT ("ID", "NAME", "DOC", "_FLOE_KEY", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED", "_FLOE_SYNCED_AT")
+           VALUES (s."ID", s."NAME", s."DOC", s."_FLOE_KEY", s."_FLOE_LSN", s."_FLOE_ORDINAL", ${deleted ? 'TRUE' : 'FALSE'}, SYSDATE())`;
     // No delete between a row and its key's latest change, except that change itself.
     const order = `PARTITION BY j."ID" ORDER BY j."_FLOE_LSN", j."_FLOE_ORDINAL"`;
     const alive = `(SUM(IFF(j."_FLOE_OP" = 'd', 1, 0)) OVER (${order} ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)
@@ -154,12 +156,12 @@ describe('Snowflake MERGE', () => {
            SELECT TRY_TO_NUMBER(w."ID", 10, 0) AS "ID",
                   GET(w."_FLOE_IMG_NAME", 'v')::VARCHAR AS "NAME", w."_FLOE_IMG_NAME" IS NOT NULL AS "_FLOE_HAS_NAME",
                   TRY_PARSE_JSON(GET(w."_FLOE_IMG_DOC", 'v')::VARCHAR, 'd') AS "DOC", w."_FLOE_IMG_DOC" IS NOT NULL AS "_FLOE_HAS_DOC",
-                  w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"
+                  w."ID" AS "_FLOE_KEY", w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"
            FROM (SELECT j."_FLOE_OP", j."_FLOE_LSN", j."_FLOE_ORDINAL", j."ID", ${img('NAME')}, ${img('DOC')}
                  FROM (SELECT j.*, ${alive} AS "_FLOE_ALIVE" FROM "DB"."L"."PUBLIC_ORDERS" j
                        WHERE j."_FLOE_SEQ" > 10 AND j."_FLOE_SEQ" <= 20 AND j."_FLOE_OP" <> 't' AND NOT ${older('j')}) j
                  QUALIFY ROW_NUMBER() OVER (PARTITION BY j."ID" ORDER BY j."_FLOE_LSN" DESC, j."_FLOE_ORDINAL" DESC) = 1) w
-         ) s ON t."ID" = s."ID"
+         ) s ON t."_FLOE_KEY" = s."_FLOE_KEY"
          WHEN MATCHED AND s."_FLOE_OP" = 'd' AND ${NEWER} THEN UPDATE SET ${set(true)}
          WHEN MATCHED AND s."_FLOE_OP" <> 'd' AND ${NEWER} THEN UPDATE SET ${set(false)}
          WHEN NOT MATCHED AND s."_FLOE_OP" <> 'd' THEN ${insert(false)}
@@ -203,12 +205,12 @@ describe('Snowflake MERGE', () => {
     });
     expect(norm(seed)).toBe(
       norm(`MERGE INTO "DB"."S"."PUBLIC_ORDERS" t USING (
-          SELECT TRY_TO_NUMBER('5', 10, 0) AS "ID", o."DOC", 20 AS "_FLOE_LSN", 0 AS "_FLOE_ORDINAL"
-          FROM "DB"."S"."PUBLIC_ORDERS" o WHERE o."ID" = TRY_TO_NUMBER('1', 10, 0)
-        ) s ON t."ID" = s."ID"
+          SELECT TRY_TO_NUMBER('5', 10, 0) AS "ID", '5' AS "_FLOE_KEY", o."DOC", 20 AS "_FLOE_LSN", 0 AS "_FLOE_ORDINAL"
+          FROM "DB"."S"."PUBLIC_ORDERS" o WHERE o."_FLOE_KEY" = '1'
+        ) s ON t."_FLOE_KEY" = s."_FLOE_KEY"
         WHEN MATCHED AND ${NEWER} THEN UPDATE SET "DOC" = s."DOC", "_FLOE_LSN" = s."_FLOE_LSN", "_FLOE_ORDINAL" = s."_FLOE_ORDINAL"
-        WHEN NOT MATCHED THEN INSERT ("ID", "DOC", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED")
-          VALUES (s."ID", s."DOC", s."_FLOE_LSN", s."_FLOE_ORDINAL", FALSE)`),
+        WHEN NOT MATCHED THEN INSERT ("ID", "_FLOE_KEY", "DOC", "_FLOE_LSN", "_FLOE_ORDINAL", "_FLOE_DELETED")
+          VALUES (s."ID", s."_FLOE_KEY", s."DOC", s."_FLOE_LSN", s."_FLOE_ORDINAL", FALSE)`),
     );
     // Seeds run inside the merge transaction, before the MERGE that deletes the old key.
     const statements = mergeStatements({ ...SPEC, perColumn: true, seeds: [seed] });

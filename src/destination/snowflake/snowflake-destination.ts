@@ -81,6 +81,7 @@ import {
   literal,
   mergeStatements,
   moveSeedStatement,
+  backfillKeyTextStatement,
   qualified,
   quoteSf,
   retentionStatements,
@@ -476,7 +477,8 @@ export class SnowflakeDestination implements Destination {
       const journalColumns = journalPg.map((pg) => ({ pg, sf: snowflakeName(pg) }));
       const snapshotComplete = existing[2] === 'true' || existing[2] === '1' || existing[2] === 'TRUE';
       const mergedSeq = BigInt(existing[3] ?? '0');
-      const wasKeyed = state ? state.schema.hasKey : await this.#targetIsKeyed(target);
+      const described = state ? undefined : await this.#targetColumns(target);
+      const wasKeyed = state ? state.schema.hasKey : described!.includes('_FLOE_DELETED');
       if (!state) {
         state = this.#newState(
           table,
@@ -492,6 +494,7 @@ export class SnowflakeDestination implements Destination {
         );
       }
       if (wasKeyed !== table.hasKey) converted = await this.#convertTarget(state, table);
+      else if (table.hasKey && described && !described.includes('_FLOE_KEY')) converted = await this.#addKeyText(state, table);
       await this.#evolve(state, table);
     }
     state.schema = table;
@@ -500,9 +503,34 @@ export class SnowflakeDestination implements Destination {
   }
 
   /** Whether a target table holds keyed state (else keyless history): keyed targets have `_FLOE_DELETED`. */
-  async #targetIsKeyed(target: string): Promise<boolean> {
+  /** The column names of a target (keyed targets have `_FLOE_DELETED`). */
+  async #targetColumns(target: string): Promise<string[]> {
     const r = await this.#retrying(`describing ${target}`, () => this.#o.sql.query(`DESCRIBE TABLE ${target}`, { signal: this.#signal }));
-    return r.rows.some((row) => row[0] === '_FLOE_DELETED');
+    return r.rows.map((row) => String(row[0]));
+  }
+
+  /**
+   * A keyed target from before `_FLOE_KEY` gets the column, filled from the journal row each target row
+   * came from. A row that cannot be matched so (a key its type could not hold) makes the table resync
+   * once (returns true: the caller resyncs it).
+   */
+  async #addKeyText(state: TableState, table: TableSchema): Promise<boolean> {
+    const keys = this.#sfColumns(table, state.journalColumns, state.targetTypes).filter((c) => c.isKey);
+    const requestId = randomUUID();
+    await this.#retrying(`adding _FLOE_KEY to ${state.target}`, () =>
+      this.#o.sql.multi(
+        ['BEGIN', addColumn(state.target, '_FLOE_KEY', 'VARCHAR'), backfillKeyTextStatement(state.target, state.journal, keys), 'COMMIT'],
+        { signal: this.#signal, requestId },
+      ),
+    );
+    const [missing] = (
+      await this.#retrying(`checking _FLOE_KEY of ${state.target}`, () =>
+        this.#o.sql.query(`SELECT COUNT(*) FROM ${state.target} WHERE "_FLOE_KEY" IS NULL`, { signal: this.#signal }),
+      )
+    ).rows;
+    const resync = Number(missing?.[0] ?? 0) > 0;
+    if (resync) this.#o.log.warn({ table: state.sourceTable }, 'target rows whose key the journal cannot match: resyncing the table once');
+    return resync;
   }
 
   /**

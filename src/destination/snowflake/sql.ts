@@ -18,7 +18,7 @@
  *   UNBOUNDED FOLLOWING), IFF, COALESCE, OBJECT_CONSTRUCT, GET,
  *   ARRAY_CONTAINS, ARRAY_CONSTRUCT, TRY_PARSE_JSON, TO_BINARY(.., 'HEX'),
  *   TRY_TO_NUMBER(x, p, s), TRY_TO_DATE, TRY_TO_TIMESTAMP_TZ, SYSDATE(),
- *   COUNT, SUM, MAX, `::` casts, `||`.
+ *   COUNT, SUM, MAX, LENGTH (key text of several key columns), `::` casts, `||`.
  *   Beyond the emulator's agreed list: SUBSTR (bytea '\x' prefix, casts.ts),
  *   TRY_TO_TIMESTAMP_NTZ (timestamp without time zone, casts.ts).
  *
@@ -104,7 +104,13 @@ export function createJournal(journal: string, columns: readonly SfColumn[]): st
 export function createTarget(target: string, columns: readonly SfColumn[], hasKey: boolean): string {
   const data = columns.map((c) => `${quoteSf(c.name)} ${c.type}`);
   const meta = hasKey
-    ? ['"_FLOE_LSN" NUMBER(20,0)', '"_FLOE_ORDINAL" NUMBER(10,0)', '"_FLOE_DELETED" BOOLEAN', '"_FLOE_SYNCED_AT" TIMESTAMP_TZ(6)']
+    ? [
+        '"_FLOE_KEY" VARCHAR',
+        '"_FLOE_LSN" NUMBER(20,0)',
+        '"_FLOE_ORDINAL" NUMBER(10,0)',
+        '"_FLOE_DELETED" BOOLEAN',
+        '"_FLOE_SYNCED_AT" TIMESTAMP_TZ(6)',
+      ]
     : [
         '"_FLOE_OP" VARCHAR(1)',
         '"_FLOE_LSN" NUMBER(20,0)',
@@ -185,12 +191,15 @@ export function mergeStatements(m: MergeSpec): string[] {
   const partition = `PARTITION BY ${keys.map((k) => `j.${quoteSf(k.name)}`).join(', ')}`;
   const latestFirst = `ROW_NUMBER() OVER (${partition} ORDER BY j."_FLOE_LSN" DESC, j."_FLOE_ORDINAL" DESC) = 1`;
   const meta = 'w."_FLOE_OP", w."_FLOE_LSN", w."_FLOE_ORDINAL"';
+  // w's key columns are the journal's text: the key's lossless text, matched against the target's.
+  const sourceKey = `${keyText(keys.map((k) => `w.${quoteSf(k.name)}`))} AS "_FLOE_KEY"`;
   const has = (c: SfColumn) => quoteSf(`_FLOE_HAS_${c.name}`);
   let source: string;
   if (!m.perColumn) {
     // Every row carries every value: each key's latest row is its new state.
     const cols = m.columns.map((c) => `${c.cast(`w.${quoteSf(c.name)}`)} AS ${quoteSf(c.name)}`);
-    source = `SELECT ${[...cols, meta].join(', ')} FROM (SELECT j.* FROM ${m.journal} j WHERE ${where} ` + `QUALIFY ${latestFirst}) w`;
+    source =
+      `SELECT ${[...cols, sourceKey, meta].join(', ')} FROM (SELECT j.* FROM ${m.journal} j WHERE ${where} ` + `QUALIFY ${latestFirst}) w`;
   } else {
     // Per column, the latest image of the key that has the value (a JSON object, so a known NULL is
     // not mistaken for a missing value); none means the target keeps its value (invariant 4).
@@ -208,10 +217,10 @@ export function mergeStatements(m: MergeSpec): string[] {
       ...data.flatMap((c) => [`${c.cast(`GET(w.${img(c)}, 'v')::VARCHAR`)} AS ${quoteSf(c.name)}`, `w.${img(c)} IS NOT NULL AS ${has(c)}`]),
     ];
     source =
-      `SELECT ${[...cols, meta].join(', ')} FROM (SELECT ${['j."_FLOE_OP"', 'j."_FLOE_LSN"', 'j."_FLOE_ORDINAL"', ...keys.map((k) => `j.${quoteSf(k.name)}`), ...images].join(', ')} ` +
+      `SELECT ${[...cols, sourceKey, meta].join(', ')} FROM (SELECT ${['j."_FLOE_OP"', 'j."_FLOE_LSN"', 'j."_FLOE_ORDINAL"', ...keys.map((k) => `j.${quoteSf(k.name)}`), ...images].join(', ')} ` +
       `FROM (SELECT j.*, ${alive(partition)} AS "_FLOE_ALIVE" FROM ${m.journal} j WHERE ${where}) j QUALIFY ${latestFirst}) w`;
   }
-  const on = keys.map((k) => `t.${quoteSf(k.name)} = s.${quoteSf(k.name)}`).join(' AND ');
+  const on = 't."_FLOE_KEY" = s."_FLOE_KEY"';
   const value = (c: SfColumn) => (m.perColumn ? `IFF(s.${has(c)}, s.${quoteSf(c.name)}, t.${quoteSf(c.name)})` : `s.${quoteSf(c.name)}`);
   const set = (deleted: boolean) =>
     [
@@ -221,11 +230,23 @@ export function mergeStatements(m: MergeSpec): string[] {
       `"_FLOE_DELETED" = ${deleted ? 'TRUE' : 'FALSE'}`,
       `"_FLOE_SYNCED_AT" = SYSDATE()`,
     ].join(', ');
-  const insertCols = [...m.columns.map((c) => quoteSf(c.name)), '"_FLOE_LSN"', '"_FLOE_ORDINAL"', '"_FLOE_DELETED"', '"_FLOE_SYNCED_AT"'];
+  const insertCols = [
+    ...m.columns.map((c) => quoteSf(c.name)),
+    '"_FLOE_KEY"',
+    '"_FLOE_LSN"',
+    '"_FLOE_ORDINAL"',
+    '"_FLOE_DELETED"',
+    '"_FLOE_SYNCED_AT"',
+  ];
   const insertValues = (deleted: boolean) =>
-    [...m.columns.map((c) => `s.${quoteSf(c.name)}`), 's."_FLOE_LSN"', 's."_FLOE_ORDINAL"', deleted ? 'TRUE' : 'FALSE', 'SYSDATE()'].join(
-      ', ',
-    );
+    [
+      ...m.columns.map((c) => `s.${quoteSf(c.name)}`),
+      's."_FLOE_KEY"',
+      's."_FLOE_LSN"',
+      's."_FLOE_ORDINAL"',
+      deleted ? 'TRUE' : 'FALSE',
+      'SYSDATE()',
+    ].join(', ');
   const isNewer = newer('s', 't');
   const clauses = [
     soft
@@ -278,16 +299,46 @@ export function moveSeedStatement(m: MoveSeed): string {
   const keys = m.columns.filter((c) => c.isKey);
   const moved = m.columns.filter((c) => !c.isKey && m.unchanged.includes(c.name));
   const lit = (v: string | null) => (v === null ? 'NULL' : literal(v));
-  const newKey = keys.map((k, i) => `${k.cast(lit(m.newKey[i] ?? null))} AS ${quoteSf(k.name)}`);
-  const oldMatch = keys.map((k, i) => `o.${quoteSf(k.name)} = ${k.cast(lit(m.oldKey[i] ?? null))}`).join(' AND ');
-  const on = keys.map((k) => `t.${quoteSf(k.name)} = s.${quoteSf(k.name)}`).join(' AND ');
-  const cols = [...keys, ...moved].map((c) => quoteSf(c.name));
+  const newKey = [
+    ...keys.map((k, i) => `${k.cast(lit(m.newKey[i] ?? null))} AS ${quoteSf(k.name)}`),
+    `${keyText(keys.map((_, i) => lit(m.newKey[i] ?? null)))} AS "_FLOE_KEY"`,
+  ];
+  const oldMatch = `o."_FLOE_KEY" = ${keyText(keys.map((_, i) => lit(m.oldKey[i] ?? null)))}`;
+  const on = 't."_FLOE_KEY" = s."_FLOE_KEY"';
+  const cols = [...keys.map((c) => quoteSf(c.name)), '"_FLOE_KEY"', ...moved.map((c) => quoteSf(c.name))];
   return (
     `MERGE INTO ${m.target} t USING (SELECT ${[...newKey, ...moved.map((c) => `o.${quoteSf(c.name)}`)].join(', ')}, ` +
     `${m.position.lsn} AS "_FLOE_LSN", ${m.position.ordinal} AS "_FLOE_ORDINAL" FROM ${m.target} o WHERE ${oldMatch}) s ON ${on} ` +
     `WHEN MATCHED AND ${newer('s', 't')} THEN UPDATE SET ${[...moved.map((c) => `${quoteSf(c.name)} = s.${quoteSf(c.name)}`), '"_FLOE_LSN" = s."_FLOE_LSN"', '"_FLOE_ORDINAL" = s."_FLOE_ORDINAL"'].join(', ')} ` +
     `WHEN NOT MATCHED THEN INSERT (${[...cols, '"_FLOE_LSN"', '"_FLOE_ORDINAL"', '"_FLOE_DELETED"'].join(', ')}) ` +
     `VALUES (${[...cols.map((c) => `s.${c}`), 's."_FLOE_LSN"', 's."_FLOE_ORDINAL"', 'FALSE'].join(', ')})`
+  );
+}
+
+/**
+ * The lossless text of a key: the PostgreSQL text of its columns as the journal holds them (the same from
+ * the snapshot and the stream); several columns are length-prefixed so no two keys share a text. Keyed
+ * targets keep it in `_FLOE_KEY` and merges match on it, never on the typed key columns, whose `TRY_`
+ * casts make a key the type cannot hold (NaN, 'infinity', BC dates, years past 9999) NULL.
+ */
+export function keyText(columns: readonly string[]): string {
+  if (columns.length === 1) return columns[0]!;
+  return columns.map((c) => `LENGTH(${c})::VARCHAR || ':' || ${c}`).join(' || ');
+}
+
+/**
+ * Fills `_FLOE_KEY` of a keyed target created before it, from the journal row each target row came from
+ * (same position, same typed key).
+ */
+export function backfillKeyTextStatement(target: string, journal: string, keys: readonly SfColumn[]): string {
+  const text = keyText(keys.map((k) => `j.${quoteSf(k.name)}`));
+  const typed = keys.map((k) => `${k.cast(`j.${quoteSf(k.name)}`)} AS ${quoteSf(k.name)}`);
+  const match = keys.map((k) => `t.${quoteSf(k.name)} = s.${quoteSf(k.name)}`).join(' AND ');
+  return (
+    `MERGE INTO ${target} t USING (SELECT ${[`${text} AS "_FLOE_KEY"`, 'j."_FLOE_LSN"', 'j."_FLOE_ORDINAL"', ...typed].join(', ')} FROM ${journal} j ` +
+    `QUALIFY ROW_NUMBER() OVER (PARTITION BY j."_FLOE_LSN", j."_FLOE_ORDINAL", ${text} ORDER BY j."_FLOE_SEQ") = 1) s ` +
+    `ON t."_FLOE_LSN" = s."_FLOE_LSN" AND t."_FLOE_ORDINAL" = s."_FLOE_ORDINAL" AND ${match} ` +
+    `WHEN MATCHED THEN UPDATE SET "_FLOE_KEY" = s."_FLOE_KEY"`
   );
 }
 

@@ -368,6 +368,15 @@ export class SqlEngine {
         await this.setColumnType(conn, c.table, c.column, c.type);
         return status('Statement executed successfully.');
       }
+      case 'drop-column': {
+        const cols = await this.requireTable(conn, c.table);
+        if (!cols.some((x) => x.name === c.column)) {
+          if (c.ifExists) return status('Statement executed successfully.');
+          throw SqlFailure.compilation(`invalid identifier '${c.column}'`, '000904', '42000');
+        }
+        await conn.run(`ALTER TABLE ${duckTable(c.table)} DROP COLUMN ${quoteId(c.column)}`);
+        return status('Statement executed successfully.');
+      }
       case 'drop-table': {
         const cols = await this.tableColumns(conn, c.table);
         if (!cols) {

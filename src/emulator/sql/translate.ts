@@ -73,6 +73,7 @@ export type Command =
   | { kind: 'create-table'; table: ObjectName; columns: ColumnDef[]; ifNotExists: boolean; orReplace: boolean }
   | { kind: 'add-columns'; table: ObjectName; columns: ColumnDef[]; ifNotExists: boolean }
   | { kind: 'alter-column-type'; table: ObjectName; column: string; type: SfType }
+  | { kind: 'drop-column'; table: ObjectName; column: string; ifExists: boolean }
   | { kind: 'drop-table'; table: ObjectName; ifExists: boolean }
   | { kind: 'truncate'; table: ObjectName; ifExists: boolean }
   | { kind: 'use'; what: 'database' | 'schema' | 'warehouse' | 'role'; database?: string; name: string }
@@ -699,6 +700,13 @@ class Translator {
       const type = this.typeName();
       this.expectEnd();
       return { kind: 'alter-column-type', table, column, type };
+    }
+    if (this.acceptWord('DROP')) {
+      this.acceptWord('COLUMN');
+      const ifExists = this.acceptWord('IF', 'EXISTS');
+      const column = this.identifier();
+      this.expectEnd();
+      return { kind: 'drop-column', table, column, ifExists };
     }
     throw SqlFailure.unsupported(`ALTER TABLE ... ${this.peek().text}`, this.peek().pos);
   }
