@@ -73,6 +73,13 @@ export function coerceError(err: unknown, context?: string): FloeError {
     // A certificate problem is configuration: retrying the same handshake gives the same answer.
     return new FloeError('connection', message, { cause: err, retry: 'manual', hint: tls });
   }
+  if (code === 'ERR_INVALID_URL') {
+    // Node's message is "Invalid URL" and its `input` holds the URL, password included: never echo it.
+    return new FloeError('config', context ? `${context}: a connection URL is not a valid URL` : 'a connection URL is not a valid URL', {
+      cause: err,
+      hint: 'percent-encode # ? / @ : in the user name or password (%23 %3F %2F %40 %3A), or leave the password out of the URL and use PGPASSWORD or a password file',
+    });
+  }
   if (code === '28P01' || code === '28000') {
     return new FloeError('auth', message, { cause: err, hint: 'check the user name and password in the connection URL' });
   }

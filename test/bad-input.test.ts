@@ -101,6 +101,22 @@ describe('bad input', () => {
       () => replicate('--status-interval-ms', '99999999999'),
       /--status-interval-ms must be an integer from 1 to 600000/,
     ],
+    [
+      'replicate: a password with unencoded # ? / in the source URL',
+      () => [...replicate().map((a) => (a === src.url ? src.url.replace('postgres@', 'postgres:hunter2#a?b/c@') : a))],
+      /a connection URL is not a valid URL.*percent-encode/,
+    ],
+    [
+      'replicate: a webhook URL with user:password@',
+      () => replicate(),
+      /FLOE_ALERT_WEBHOOK_URL \(entry 1\) carries user:password@/,
+      { FLOE_ALERT_WEBHOOK_URL: 'https://alerts:hunter2@hooks.example/x' },
+    ],
+    [
+      'replicate: a DuckDB file under /proc',
+      () => replicate('--destination', 'duckdb:/proc/floe.duckdb'),
+      /under \/proc, a kernel filesystem/,
+    ],
     ['replicate: zero batch time', () => replicate('--batch-max-ms', '0'), /--batch-max-ms must be an integer from 1 to 3600000/],
     ['replicate: batch bytes not a number', () => replicate('--batch-max-bytes', 'lots'), /--batch-max-bytes must be an integer/],
     [
@@ -351,6 +367,22 @@ describe('bad input', () => {
     expect(await src.sql(`SELECT slot_name FROM pg_replication_slots WHERE database = current_database()`)).toEqual([]);
     const [schema] = await src.sql<{ n: number }>(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'floe'`);
     expect(schema!.n).toBe(0);
+  });
+
+  it('a control-plane role without grants gets a hint about the control plane, not the replication user', async () => {
+    const role = `floe_noacl_${ctl.name}`;
+    await ctl.sql(`CREATE ROLE ${role} LOGIN`);
+    try {
+      const url = new URL(ctl.url);
+      url.username = role;
+      const r = await floe(['source', 'list'], { FLOE_DATABASE_URL: url.toString() });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/permission denied/);
+      expect(r.stderr).toMatch(/control-plane role needs USAGE on schema floe/);
+      expect(r.stderr).not.toMatch(/replication user/);
+    } finally {
+      await ctl.sql(`DROP ROLE ${role}`);
+    }
   });
 
   it('tells how to keep passwords off the command line in --help', async () => {

@@ -97,6 +97,27 @@ describe('floe doctor', () => {
     await db.sql(`DROP PUBLICATION everything; DROP TABLE money`);
   });
 
+  it('works for a least-privilege replication role (no superuser, no pg_monitor): no permission errors', async () => {
+    const role = `floe_lp_${db.name}`;
+    await db.sql(`CREATE TABLE lp_money (id int PRIMARY KEY, amount numeric); CREATE PUBLICATION lp_pub FOR TABLE lp_money;
+      CREATE ROLE ${role} LOGIN REPLICATION; GRANT SELECT ON lp_money TO ${role}`);
+    try {
+      const url = new URL(db.url);
+      url.username = role;
+      const findings = await checkSource(url.toString(), 'lp_pub');
+      expect(JSON.stringify(findings)).not.toMatch(/permission denied/);
+      expect(findings.filter((f) => f.severity === 'error')).toEqual([]);
+      expect(findings.find((f) => f.check === 'wide numeric columns')?.detail).toContain('public.lp_money.amount');
+    } finally {
+      await db.sql(`DROP PUBLICATION lp_pub; DROP TABLE lp_money; DROP ROLE ${role}`);
+    }
+  });
+
+  it('DuckDB: a path under /proc is an error, even for root (access(2) says writable there)', async () => {
+    const [finding] = await checkDestination('duckdb:/proc/floe.duckdb');
+    expect(finding).toMatchObject({ severity: 'error', detail: expect.stringContaining('/proc') });
+  });
+
   it('DuckDB: a writable path is ok, an unwritable directory is an error', async () => {
     expect(await checkDestination(`duckdb:${join(sf.dir.path, 'new', 'w.duckdb')}`)).toEqual([expect.objectContaining({ severity: 'ok' })]);
     const ro = join(sf.dir.path, 'ro');

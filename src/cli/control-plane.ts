@@ -1,8 +1,8 @@
 /** What the control-plane commands (migrate, source, destination, pipeline, status) share. */
 import { Option } from 'commander';
 import type pg from 'pg';
-import { FloeError, coerceError } from '../errors.js';
-import { DATABASE_URL_ENV, connectControlPlane } from '../control/repository.js';
+import { FloeError } from '../errors.js';
+import { DATABASE_URL_ENV, connectControlPlane, controlPlaneError } from '../control/repository.js';
 
 export function databaseUrlOption(): Option {
   return new Option('--database-url <url>', 'control-plane PostgreSQL URL (schema floe)').env(DATABASE_URL_ENV);
@@ -31,7 +31,7 @@ export async function withControlPlane<T>(
       const e = err as { message: string; hint?: string };
       throw new FloeError('config', e.message, e.hint ? { hint: e.hint, cause: err } : { cause: err });
     }
-    throw coerceError(err);
+    throw controlPlaneError(err);
   } finally {
     await db.end().catch(() => undefined);
   }

@@ -1,6 +1,7 @@
 import { FloeError } from '../errors.js';
 import type { DeleteMode, Destination } from '../destination/destination.js';
-import { DuckDbDestination } from '../destination/duckdb/duckdb-destination.js';
+import { DuckDbDestination, pseudoFilesystem } from '../destination/duckdb/duckdb-destination.js';
+import { resolve } from 'node:path';
 import { createSnowflakeDestination } from '../destination/snowflake/snowflake-destination.js';
 import { parseSnowflakeUrl } from '../destination/snowflake/config.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
@@ -38,6 +39,12 @@ export function parseDestination(
       throw new FloeError('config', `invalid threads "${threadsText}"`, { hint: 'use a whole number of DuckDB threads such as 1 or 2' });
     }
     const threads = threadsText === undefined ? undefined : Number(threadsText);
+    const pseudo = path === ':memory:' ? undefined : pseudoFilesystem(resolve(path));
+    if (pseudo) {
+      throw new FloeError('config', `the DuckDB file ${resolve(path)} is under ${pseudo}, a kernel filesystem`, {
+        hint: 'choose a path on a disk',
+      });
+    }
     return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit, threads });
   }
   if (url.startsWith('snowflake://')) {

@@ -15,8 +15,8 @@
  */
 import type pg from 'pg';
 import { Command } from 'commander';
-import { accessSync, constants, existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { accessSync, constants, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { FloeError, coerceError } from '../errors.js';
 import { connectSource, preflight, serverInfo } from '../postgres/source.js';
@@ -24,6 +24,7 @@ import { parseSnowflakeUrl, type SnowflakeConfig } from '../destination/snowflak
 import { createSnowflakeClients } from '../destination/snowflake/snowflake-destination.js';
 import { literal, quoteSf } from '../destination/snowflake/sql.js';
 import { silentLogger } from '../telemetry/logger.js';
+import { pseudoFilesystem } from '../destination/duckdb/duckdb-destination.js';
 
 export type Severity = 'ok' | 'warn' | 'error';
 
@@ -165,7 +166,10 @@ async function sourceHazards(client: pg.Client, publication: string): Promise<Fi
   const wide = await client.query<{ col: string }>(
     `SELECT format('%s.%s.%s', c.schemaname, c.tablename, a.attname) AS col
        FROM pg_publication_tables c
-       JOIN pg_attribute a ON a.attrelid = format('%I.%I', c.schemaname, c.tablename)::regclass
+       -- Catalog joins, not a regclass cast: a least-privilege role reads the catalogs of any schema.
+       JOIN pg_namespace n ON n.nspname = c.schemaname
+       JOIN pg_class r ON r.relnamespace = n.oid AND r.relname = c.tablename
+       JOIN pg_attribute a ON a.attrelid = r.oid
       WHERE c.pubname = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'numeric'::regtype
         AND (a.atttypmod = -1 OR ((a.atttypmod - 4) >> 16) > 38)
       ORDER BY 1 LIMIT 20`,
@@ -214,14 +218,21 @@ async function checkDuckDb(path: string): Promise<Finding[]> {
   const check = 'DuckDB file';
   if (path === ':memory:') return [{ check, severity: 'ok', detail: 'in memory' }];
   const full = resolve(path);
+  const pseudo = pseudoFilesystem(full);
+  if (pseudo)
+    return [{ check, severity: 'error', detail: `${full} is under ${pseudo}, a kernel filesystem`, fix: 'choose a path on a disk' }];
   if (!existsSync(full)) {
     let dir = dirname(full);
     while (!existsSync(dir)) dir = dirname(dir);
+    // A real write, not access(2): root passes access() on read-only mounts and pseudo filesystems.
+    const probe = join(dir, `.floe-doctor-${process.pid}-${Date.now()}`);
     try {
-      accessSync(dir, constants.W_OK);
+      writeFileSync(probe, '');
+      rmSync(probe, { force: true });
       return [{ check, severity: 'ok', detail: `${full} will be created (${dir} is writable)` }];
-    } catch {
-      return [{ check, severity: 'error', detail: `${dir} is not writable`, fix: 'choose a path in a writable directory' }];
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      return [{ check, severity: 'error', detail: `${dir} is not writable (${code})`, fix: 'choose a path in a writable directory' }];
     }
   }
   try {

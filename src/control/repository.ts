@@ -40,9 +40,20 @@ export async function connectControlPlane(url: string | undefined, options: { mi
     if (!options.migrating) await checkSchemaVersion(client);
   } catch (err) {
     await client.end().catch(() => undefined);
-    throw coerceError(err);
+    throw controlPlaneError(err);
   }
   return client;
+}
+
+/** An error on the control plane; a missing privilege is the control-plane role's, not the replication user's. */
+export function controlPlaneError(err: unknown): FloeError {
+  if (!(err instanceof FloeError) && (err as { code?: string }).code === '42501') {
+    return new FloeError('auth', (err as Error).message, {
+      cause: err,
+      hint: 'the control-plane role needs USAGE on schema floe and SELECT, INSERT, UPDATE, DELETE on its tables (GRANT ... ON ALL TABLES IN SCHEMA floe); see "who may write the control plane" in docs/operations.md',
+    });
+  }
+  return coerceError(err);
 }
 
 // ---- row mapping ------------------------------------------------------------------------------

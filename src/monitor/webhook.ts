@@ -53,12 +53,35 @@ export function webhookOptionsFromEnv(env: NodeJS.ProcessEnv, rest: Pick<Webhook
     .map((u) => u.trim())
     .filter((u) => u !== '');
   if (urls.length === 0) return undefined;
+  urls.forEach(checkWebhookUrl);
   const format = (env.FLOE_ALERT_WEBHOOK_FORMAT ?? 'json').trim();
   if (format !== 'json' && format !== 'slack') {
     throw new FloeError('config', `FLOE_ALERT_WEBHOOK_FORMAT must be json or slack, got "${format}"`);
   }
   const secret = env.FLOE_ALERT_WEBHOOK_SECRET || undefined;
   return { urls, format, secret, ...rest };
+}
+
+/**
+ * A webhook URL must be http(s) and carry no `user:password@`: fetch refuses credentials in a URL, so every
+ * alert would be dropped. The URL itself is never echoed (it may hold a token).
+ */
+function checkWebhookUrl(url: string, index: number): void {
+  const which = `FLOE_ALERT_WEBHOOK_URL (entry ${index + 1})`;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new FloeError('config', `${which} is not a valid URL`, { hint: 'use https://host/path' });
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+    throw new FloeError('config', `${which} must be an http or https URL, not ${u.protocol}`, { hint: 'use https://host/path' });
+  }
+  if (u.username || u.password) {
+    throw new FloeError('config', `${which} carries user:password@, which HTTP clients refuse to send: every alert would be dropped`, {
+      hint: 'put the token in the path or query as the receiver expects, and sign alerts with FLOE_ALERT_WEBHOOK_SECRET',
+    });
+  }
 }
 
 /** The Slack-compatible body: `text` for notifications plus blocks for the message itself. */

@@ -60,6 +60,14 @@ const TARGET_META =
  * the snapshot and the stream); several columns are length-prefixed so no two keys share a text. NULL if
  * a column is NULL (an old key that is not there).
  */
+/**
+ * The kernel filesystem a path is under (/proc, /sys, /dev), if any: DuckDB would block there without
+ * end (an uninterruptible read of a pseudo file), so such paths are refused before opening.
+ */
+export function pseudoFilesystem(path: string): string | undefined {
+  return ['/proc', '/sys', '/dev'].find((root) => path === root || path.startsWith(`${root}/`));
+}
+
 function keyText(columns: readonly string[]): string {
   if (columns.length === 1) return columns[0]!;
   return columns.map((c) => `length(${c})::VARCHAR || ':' || ${c}`).join(' || ');
