@@ -151,6 +151,32 @@ describe('file: references', () => {
   });
 });
 
+describe('TLS files in control-plane source URLs', () => {
+  const ca = join(secretsDir, 'ca.crt');
+  writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n');
+  const env = { FLOE_SECRETS_DIR: secretsDir };
+  const resolve = (url: string, e: Record<string, string>) => {
+    try {
+      return resolveSource(source({ url }), e).config.url;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+
+  it('are read only inside FLOE_SECRETS_DIR, like file: references', () => {
+    const base = 'postgres://floe@db.example:5432/app?sslmode=verify-full';
+    expect(resolve(`${base}&sslrootcert=${ca}`, env)).toContain('sslrootcert');
+    expect(resolve(`${base}&sslrootcert=${ca}`, {})).toMatch(
+      /TLS files in control-plane URLs are off on this worker \(FLOE_SECRETS_DIR is not set\)/,
+    );
+    for (const key of ['sslrootcert', 'sslcert', 'sslkey']) {
+      expect(resolve(`${base}&${key}=/etc/passwd`, env)).toMatch(
+        new RegExp(`source app: ${key}: file /etc/passwd is outside FLOE_SECRETS_DIR`),
+      );
+    }
+  });
+});
+
 describe('enc: references are bound to their row, setting and host', () => {
   const env = { FLOE_SECRET_KEY: KEY };
   const key = () => loadSecretKey(env);

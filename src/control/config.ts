@@ -13,7 +13,7 @@ import { checkSnowflakeUrl } from '../destination/snowflake/config.js';
 import { FloeError } from '../errors.js';
 import type { DeleteMode } from '../destination/destination.js';
 import { redactUrl, type SourceConfig } from '../postgres/source.js';
-import { checkSecretRef, resolveSecret, type Environment } from './secrets.js';
+import { checkSecretRef, resolveSecret, secretsDirPath, type Environment } from './secrets.js';
 
 // ---- rows --------------------------------------------------------------------------------------
 
@@ -544,6 +544,7 @@ function withSafeSerialization(config: ResolvedPipeline): ResolvedPipeline {
  */
 export function resolveSource(source: SourceRow, env: Environment = process.env): { config: SourceConfig; secretValues: string[] } {
   checkSourceUrl(source.url);
+  checkTlsFiles(source.url, `source ${source.name}`, env);
   const options = parseSourceOptions(source.options);
   // The row writer chooses the host: the password goes in cleartext only where the worker's operator allows.
   const allowed = (env[CLEARTEXT_HOSTS_ENV] ?? '').split(',').map((h) => h.trim().toLowerCase());
@@ -566,6 +567,24 @@ function withOperatorEndpoint(type: DestinationType, url: string, env: Environme
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
+
+/**
+ * TLS files (`sslrootcert`, `sslcert`, `sslkey`) that a control-plane row names are read by the worker: like
+ * `file:` secret references, only inside FLOE_SECRETS_DIR (a row writer must not make a worker read, or
+ * present as its client key, any file it can reach).
+ */
+function checkTlsFiles(url: string, what: string, env: Environment): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return; // checkSourceUrl reported it
+  }
+  for (const key of ['sslrootcert', 'sslcert', 'sslkey']) {
+    const path = u.searchParams.get(key);
+    if (path !== null) secretsDirPath(path, `${what}: ${key}`, env, 'TLS files in control-plane URLs');
+  }
+}
 
 /** An optional integer option; numeric strings are accepted (hand-written JSON, --option flags). */
 function intOption(min: number, max: number) {

@@ -123,32 +123,12 @@ function readSecretEnv(name: string, what: string, env: Environment): string {
  * it), read up to MAX_SECRET_FILE_BYTES. Opened non-blocking, so a FIFO or device cannot hang the worker.
  */
 function readSecretFile(path: string, what: string, env: Environment): string {
-  const dir = env[SECRETS_DIR_ENV];
-  if (!dir || !isAbsolute(dir)) {
-    throw new FloeError('config', `${what}: file: secret references are off on this worker (${SECRETS_DIR_ENV} is not set)`, {
-      hint: `set ${SECRETS_DIR_ENV} on every worker to the absolute path of the directory holding floe's secret files`,
-    });
-  }
+  const real = secretsDirPath(path, what, env, 'file: secret references', 'secret file');
   const fail = (reason: string, hint?: string): never => {
     throw new FloeError('config', `${what}: secret file ${path} ${reason}`, {
       hint: hint ?? 'check that the file exists on every floe worker and is readable by its user',
     });
   };
-  let real: string;
-  let realDir: string;
-  try {
-    realDir = realpathSync(dir);
-  } catch (err) {
-    throw new FloeError('config', `${what}: ${SECRETS_DIR_ENV} ${dir} cannot be read (${errorCode(err)})`);
-  }
-  try {
-    real = realpathSync(path);
-  } catch (err) {
-    return fail(`cannot be read (${errorCode(err)})`);
-  }
-  if (!real.startsWith(realDir.endsWith(sep) ? realDir : realDir + sep)) {
-    fail(`is outside ${SECRETS_DIR_ENV} (${dir})`, `put the file under ${dir} on every worker, or ask the worker's operator to`);
-  }
   let fd: number;
   try {
     fd = openSync(real, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -172,6 +152,39 @@ function readSecretFile(path: string, what: string, env: Environment): string {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * The real path of a file a control-plane row names, if it lies inside FLOE_SECRETS_DIR (after resolving
+ * symbolic links, so a link cannot point out of it). `kind` says what the rule applies to, for the message.
+ */
+export function secretsDirPath(path: string, what: string, env: Environment, kind: string, noun = 'file'): string {
+  const dir = env[SECRETS_DIR_ENV];
+  if (!dir || !isAbsolute(dir)) {
+    throw new FloeError('config', `${what}: ${kind} are off on this worker (${SECRETS_DIR_ENV} is not set)`, {
+      hint: `set ${SECRETS_DIR_ENV} on every worker to the absolute path of the directory holding floe's secret files`,
+    });
+  }
+  let realDir: string;
+  try {
+    realDir = realpathSync(dir);
+  } catch (err) {
+    throw new FloeError('config', `${what}: ${SECRETS_DIR_ENV} ${dir} cannot be read (${errorCode(err)})`);
+  }
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch (err) {
+    throw new FloeError('config', `${what}: ${noun} ${path} cannot be read (${errorCode(err)})`, {
+      hint: 'check that the file exists on every floe worker and is readable by its user',
+    });
+  }
+  if (!real.startsWith(realDir.endsWith(sep) ? realDir : realDir + sep)) {
+    throw new FloeError('config', `${what}: ${noun} ${path} is outside ${SECRETS_DIR_ENV} (${dir})`, {
+      hint: `put the file under ${dir} on every worker, or ask the worker's operator to`,
+    });
+  }
+  return real;
 }
 
 function errorCode(err: unknown): string {
