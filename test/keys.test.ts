@@ -249,6 +249,39 @@ describe('merge keys into DuckDB and Snowflake', () => {
     ]);
   }, 180_000);
 
+  it('a table whose key moves to other columns is re-keyed (resynced): no duplicates, changes by the new key apply', async () => {
+    await db.sql(`CREATE TABLE rk (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text);
+      INSERT INTO rk SELECT g, 'c' || g, 'v' FROM generate_series(1, 5) g`);
+    await scenario('rk', [
+      {
+        table: 'rk',
+        columns: ['code', 'v'],
+        want: [
+          ['c1', 'v'],
+          ['c2', 'v'],
+          ['c3', 'v'],
+          ['c4', 'v'],
+          ['c5', 'v'],
+        ],
+        what: 'snapshot',
+      },
+      {
+        sql: `ALTER TABLE rk DROP CONSTRAINT rk_pkey; ALTER TABLE rk ADD PRIMARY KEY (code);
+          UPDATE rk SET v = 'x', id = id + 100 WHERE code = 'c2'; DELETE FROM rk WHERE code = 'c3'; INSERT INTO rk VALUES (6, 'c6', 'new')`,
+        table: 'rk',
+        columns: ['code', 'id', 'v'],
+        want: [
+          ['c1', '1', 'v'],
+          ['c2', '102', 'x'],
+          ['c4', '4', 'v'],
+          ['c5', '5', 'v'],
+          ['c6', '6', 'new'],
+        ],
+        what: 'after the key moved from id to code',
+      },
+    ]);
+  }, 180_000);
+
   it('JSON: a duplicate key keeps its last value in Snowflake (not NULL); wide numbers follow the documented rule', async () => {
     await db.sql(`CREATE TABLE js (id int PRIMARY KEY, j json, jb jsonb);
       INSERT INTO js VALUES (1, '{"a": 1, "a": 2}', '{"n": 123456789012345678901234567890123456789012}'),

@@ -705,7 +705,7 @@ class Streamer implements StreamSide {
         this.#live.noticeRelation(name, msg.relationId);
         if (!before) {
           this.#options.log.info({ table: name }, 'relation of a table not seen before');
-        } else if (columnsSignature(before) !== columnsSignature(table) || before.hasKey !== table.hasKey) {
+        } else if (columnsSignature(before) !== columnsSignature(table) || keySignature(before) !== keySignature(table)) {
           this.#options.log.info({ table: name, columns: table.columns.length, keyed: table.hasKey }, 'table columns or key changed');
           // Changes read under the old columns and types reach the destination before it evolves the table.
           await this.#flushAll();
@@ -963,6 +963,8 @@ async function waitForSlotRelease(meta: pg.Client, slotName: string): Promise<vo
 }
 
 const columnsSignature = (t: TableSchema): string => t.columns.map((c) => `${c.name}:${c.type.duckdb}`).join('\0');
+/** Which columns are the key (none: keyless): a change of it converts or re-keys the target. */
+const keySignature = (t: TableSchema): string => (t.hasKey ? t.columns.filter((c) => c.isKey).map((c) => c.name) : []).join('\0');
 
 function fillUnchanged(table: TableSchema, oldKind: 'K' | 'O' | undefined, oldCells: readonly Cell[], cells: Cell[]): void {
   for (let i = 0; i < cells.length; i++) {

@@ -154,7 +154,7 @@ export class DuckDbDestination implements Destination {
       const c = this.#c();
       const name = qualifiedName(table);
       const existing = await this.#rows(
-        `SELECT journal_columns, snapshot_complete, target_types FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`,
+        `SELECT journal_columns, snapshot_complete, target_types, key_columns FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`,
       );
       const dataCols = table.columns.map((col) => col.name);
       if (existing.length === 0) {
@@ -195,7 +195,13 @@ export class DuckDbDestination implements Destination {
       const journalColumns = (existing[0]![0] as string[]).slice();
       let snapshotComplete = Boolean(existing[0]![1]);
       const targetTypes = (existing[0]![2] as string[]).slice();
-      const converted = (await this.#convertTarget(table, journalColumns, targetTypes)) || (await this.#addKeyText(table, targetTypes));
+      const keys = table.columns.filter((x) => x.isKey).map((x) => x.name);
+      const keysBefore = ((existing[0]![3] as string[] | null) ?? []).slice();
+      const converted =
+        (await this.#convertTarget(table, journalColumns, targetTypes)) ||
+        (await this.#rekey(table, keysBefore, keys)) ||
+        (await this.#addKeyText(table, targetTypes));
+
       if (converted) snapshotComplete = false;
       // Schema evolution: add new columns before the first change that uses them;
       // columns dropped at the source stay (documented policy) and are no longer filled.
@@ -238,6 +244,28 @@ export class DuckDbDestination implements Destination {
       this.#tables.set(name, { schema: table, journalColumns, targetTypes, snapshotComplete });
       return { converted };
     });
+  }
+
+  /**
+   * A keyed table whose key columns changed (another primary key or replica identity index): its target
+   * rows carry keys of the old columns, which no change names any more. The target is emptied and the
+   * table resynced (returns true), like a converted target.
+   */
+  async #rekey(table: TableSchema, before: readonly string[], now: readonly string[]): Promise<boolean> {
+    if (!table.hasKey || before.length === 0 || before.join('\0') === now.join('\0')) return false;
+    const c = this.#c();
+    await c.run('BEGIN');
+    try {
+      await c.run(`DELETE FROM ${this.#target(table)}`);
+      await c.run(
+        `UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = ${this.#nextSeq - 1n} WHERE source_table = ${quoteLiteral(qualifiedName(table))}`,
+      );
+      await c.run('COMMIT');
+    } catch (err) {
+      await c.run('ROLLBACK').catch(() => undefined);
+      throw wrapDuckDb(err, `re-keying the target of ${qualifiedName(table)}`);
+    }
+    return true;
   }
 
   /**
@@ -414,9 +442,11 @@ export class DuckDbDestination implements Destination {
           appender.closeSync();
         }
         if (table.hasKey) await c.run(`DELETE FROM ${this.#target(table)}`);
-        // Rows loaded before the reset are never merged: the new snapshot replaces them.
+        // Rows loaded before the reset are never merged: the new snapshot replaces them. The key it is
+        // merged on is recorded here, so a re-key interrupted before this point is detected again.
+        const keys = table.hasKey ? table.columns.filter((x) => x.isKey).map((x) => x.name) : [];
         await c.run(
-          `UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = ${this.#nextSeq - 1n} WHERE source_table = ${quoteLiteral(name)}`,
+          `UPDATE ${META}.source_table SET snapshot_complete = false, merged_seq = ${this.#nextSeq - 1n}, key_columns = ${sqlList(keys)} WHERE source_table = ${quoteLiteral(name)}`,
         );
         await c.run(`DELETE FROM ${META}.snapshot_range WHERE source_table = ${quoteLiteral(name)}`);
         await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);

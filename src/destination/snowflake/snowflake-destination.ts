@@ -434,7 +434,7 @@ export class SnowflakeDestination implements Destination {
     const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
     const rows = await this.#retrying(`reading the bookkeeping of ${sourceTable}`, () =>
       this.#o.sql.query(
-        `SELECT "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "TARGET_TABLE" FROM ${tablesTable} WHERE "SOURCE_TABLE" = ${literal(sourceTable)} ORDER BY "MERGED_SEQ" DESC LIMIT 1`,
+        `SELECT "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "TARGET_TABLE", "KEY_COLUMNS" FROM ${tablesTable} WHERE "SOURCE_TABLE" = ${literal(sourceTable)} ORDER BY "MERGED_SEQ" DESC LIMIT 1`,
         { signal: this.#signal },
       ),
     );
@@ -454,7 +454,7 @@ export class SnowflakeDestination implements Destination {
           [
             createJournal(journal, sfCols),
             createTarget(target, sfCols, table.hasKey),
-            `INSERT INTO ${tablesTable} ("SOURCE_TABLE", "TARGET_TABLE", "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "UPDATED_AT") VALUES (${literal(sourceTable)}, ${literal(tableName)}, ${literal(JSON.stringify(columns.map((c) => c.pg)))}, ${literal(JSON.stringify(table.columns.map((c) => c.type.snowflake)))}, FALSE, 0, SYSDATE())`,
+            `INSERT INTO ${tablesTable} ("SOURCE_TABLE", "TARGET_TABLE", "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "KEY_COLUMNS", "UPDATED_AT") VALUES (${literal(sourceTable)}, ${literal(tableName)}, ${literal(JSON.stringify(columns.map((c) => c.pg)))}, ${literal(JSON.stringify(table.columns.map((c) => c.type.snowflake)))}, FALSE, 0, ${literal(keyColumnsOf(table))}, SYSDATE())`,
           ],
           { signal: this.#signal, requestId: randomUUID() },
         ),
@@ -493,8 +493,25 @@ export class SnowflakeDestination implements Destination {
           mergedSeq,
         );
       }
+      const keysBefore = existing[5] ?? null;
       if (wasKeyed !== table.hasKey) converted = await this.#convertTarget(state, table);
-      else if (table.hasKey && described && !described.includes('_FLOE_KEY')) converted = await this.#addKeyText(state, table);
+      else if (table.hasKey && keysBefore !== null && keysBefore !== keyColumnsOf(table)) {
+        // Another key (primary key or replica identity index): target rows carry keys no change names any
+        // more. No merge until the resync the caller starts has emptied the target and snapshotted again.
+        this.#o.log.info({ table: sourceTable }, 'the key columns changed: resyncing the table');
+        state.snapshotComplete = false;
+        converted = true;
+      }
+      if (keysBefore === null) {
+        // A table from before KEY_COLUMNS: its target was merged on today's key. (A changed key is recorded
+        // by resetTable, so a resync interrupted before it is detected again.)
+        await this.#retrying(`recording the key of ${sourceTable}`, () =>
+          this.#o.sql.query(
+            `UPDATE ${tablesTable} SET "KEY_COLUMNS" = ${literal(keyColumnsOf(table))} WHERE "SOURCE_TABLE" = ${literal(sourceTable)}`,
+            { signal: this.#signal },
+          ),
+        );
+      } else if (table.hasKey && described && !described.includes('_FLOE_KEY')) converted = await this.#addKeyText(state, table);
       await this.#evolve(state, table);
     }
     state.schema = table;
@@ -654,7 +671,7 @@ export class SnowflakeDestination implements Destination {
       // Keyed: rows loaded before are never merged (the new snapshot replaces them). Keyless: the
       // target is history and gets the marker too.
       ...(table.hasKey ? [`DELETE FROM ${state.target}`] : []),
-      `UPDATE ${tablesTable} SET "SNAPSHOT_COMPLETE" = FALSE, ${table.hasKey ? `"MERGED_SEQ" = ${seq}, ` : ''}"UPDATED_AT" = SYSDATE() WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
+      `UPDATE ${tablesTable} SET "SNAPSHOT_COMPLETE" = FALSE, ${table.hasKey ? `"MERGED_SEQ" = ${seq}, ` : ''}"KEY_COLUMNS" = ${literal(keyColumnsOf(table))}, "UPDATED_AT" = SYSDATE() WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
       `DELETE FROM ${bookkeeping(this.#names, '_FLOE_RANGES')} WHERE "SOURCE_TABLE" = ${literal(state.sourceTable)}`,
       'COMMIT',
     ];
@@ -1197,6 +1214,9 @@ export class SnowflakeDestination implements Destination {
     return state;
   }
 }
+
+/** The merge key's columns as recorded in `_FLOE_TABLES` (a JSON list; empty for keyless history). */
+const keyColumnsOf = (t: TableSchema): string => JSON.stringify(t.hasKey ? t.columns.filter((c) => c.isKey).map((c) => c.name) : []);
 
 /** Invariant 7: an error that says which table and which positions were refused. */
 function refused(state: TableState, tokens: readonly string[], err: unknown): FloeError {

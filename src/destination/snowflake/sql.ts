@@ -76,6 +76,8 @@ export function setupStatements(n: Names): string[] {
     `CREATE SCHEMA IF NOT EXISTS ${quoteSf(n.database)}.${quoteSf(n.schema)}`,
     `CREATE SCHEMA IF NOT EXISTS ${quoteSf(n.database)}.${quoteSf(n.landing)}`,
     `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_TABLES')} ("SOURCE_TABLE" VARCHAR, "TARGET_TABLE" VARCHAR, "JOURNAL_COLUMNS" VARCHAR, "TARGET_TYPES" VARCHAR, "SNAPSHOT_COMPLETE" BOOLEAN, "MERGED_SEQ" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_TZ(6))`,
+    // Added after the first release: which columns are the merge key (a change of them re-keys the target).
+    `ALTER TABLE ${bookkeeping(n, '_FLOE_TABLES')} ADD COLUMN IF NOT EXISTS "KEY_COLUMNS" VARCHAR`,
     `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_RANGES')} ("PIPELINE" VARCHAR, "INCARNATION" VARCHAR, "SOURCE_TABLE" VARCHAR, "RANGE_INDEX" NUMBER(10,0), "SNAPSHOT_LSN" NUMBER(20,0), "ROW_COUNT" NUMBER(38,0), "LOADED_AT" TIMESTAMP_TZ(6))`,
     // Every channels_per_table a pipeline incarnation has streamed with: a replay after a change of the
     // count is checked against each (snowflake-destination.ts, "Channel sets").
