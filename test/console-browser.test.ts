@@ -18,6 +18,7 @@ import { testClusters, createTestDatabase, type TestDatabase } from './harness/d
 import { tempDir } from './helpers/pipeline.js';
 import { startFloe, type FloeProcess } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
+import { waitForSlotPastWrites } from './helpers/slot.js';
 import { migrate } from '../src/control/schema.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { verifyDuckDb } from '../src/pipeline/verify.js';
@@ -207,17 +208,7 @@ describe.runIf(existsSync(CHROMIUM))(`web console in chromium, floe run on Postg
     workload.abort();
     await writing;
     // Everything the workload wrote is durable once the slot confirms past it (floe confirms only what is).
-    // The test clusters commit asynchronously (synchronous_commit off): the walsender sends WAL once it is
-    // flushed, so the target is the insert position, which is past every commit (pg_current_wal_lsn(),
-    // the write position, can be behind the last commits and the check would pass before floe saw them).
-    const [{ lsn }] = (await source.sql<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`)) as [{ lsn: string }];
-    await waitFor(
-      'floe to confirm the last change',
-      async () =>
-        (await source.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'floe_shop' AND confirmed_flush_lsn >= $1::pg_lsn`, [lsn]))
-          .length === 1,
-      60_000,
-    );
+    await waitForSlotPastWrites(source, 'floe_shop');
     // SIGTERM drains: everything received is written and merged before floe exits.
     worker!.kill('SIGTERM');
     expect((await worker!.exited).code).toBe(0);

@@ -14,6 +14,7 @@ import { testClusters, createTestDatabase, type TestDatabase } from './harness/d
 import { tempDir } from './helpers/pipeline.js';
 import { startFloe, type FloeProcess } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
+import { waitForSlotPastWrites } from './helpers/slot.js';
 import { migrate } from '../src/control/schema.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { verifyDuckDb } from '../src/pipeline/verify.js';
@@ -99,14 +100,7 @@ describe.each(testClusters())('resync under writes through floe run on PostgreSQ
       await writing;
     }
     // Past every commit (see the header).
-    const [{ lsn }] = (await source.sql<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`)) as [{ lsn: string }];
-    await waitFor(
-      'floe to confirm the last change',
-      async () =>
-        (await source.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'floe_p' AND confirmed_flush_lsn >= $1::pg_lsn`, [lsn]))
-          .length === 1,
-      60_000,
-    );
+    await waitForSlotPastWrites(source, 'floe_p');
     worker!.kill('SIGTERM');
     const exit = await worker!.exited;
     if (process.env.FLOE_RESYNC_LOG) (await import('node:fs')).writeFileSync(process.env.FLOE_RESYNC_LOG, exit.stderr);
