@@ -134,7 +134,14 @@ describe.each(testClusters())('what the publication publishes, into Snowflake, o
         ALTER PUBLICATION pub_dr ADD TABLE dr; COMMIT`);
       await db.sql(`INSERT INTO dr VALUES (11, 'new')`);
       // A live resync through the emulator's merges: generous under a loaded machine.
-      await waitFor('the new table only', async () => (await target(schema, 'DR', 'ID, V')) === '[["10","new"],["11","new"]]', 90_000);
+      let seen = '';
+      await waitFor(
+        'the new table only',
+        async () => (seen = await target(schema, 'DR', 'ID, V')) === '[["10","new"],["11","new"]]',
+        120_000,
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; the target holds ${seen}`);
+      });
     });
   });
 
