@@ -324,6 +324,27 @@ describe('engine', () => {
     await run(`MERGE INTO M USING (SELECT 5 AS ID UNION ALL SELECT 5) s ON M.ID = s.ID WHEN NOT MATCHED THEN INSERT (ID) VALUES (s.ID)`);
     expect(await run('SELECT COUNT(*) FROM M WHERE ID = 5')).toEqual([['2']]);
   });
+
+  it('types a column added in another connection once its transaction commits (a reader meanwhile must not keep the old columns)', async () => {
+    await run(`CREATE TABLE IF NOT EXISTS CV (A INT); INSERT INTO CV VALUES (1)`);
+    const [writer, reader] = [await engine.connect(), await engine.connect()];
+    const on = async (conn: typeof writer, sql: string) => (await engine.execute(conn, session, engine.split(sql)[0]!)).rows;
+    const types = async (conn: typeof writer, sql: string) =>
+      (await engine.execute(conn, session, engine.split(sql)[0]!)).columns.map((c) => `${c.name} ${c.type.base}(${c.type.size})`);
+    try {
+      await on(writer, 'USE SCHEMA D.S');
+      await on(reader, 'USE SCHEMA D.S');
+      await on(writer, 'BEGIN');
+      await on(writer, 'ALTER TABLE CV ADD COLUMN B VARCHAR(7)');
+      // Uncommitted: the reader still sees the table without B (and reads its columns now).
+      expect(await on(reader, 'SELECT * FROM CV')).toEqual([['1']]);
+      await on(writer, 'COMMIT');
+      expect(await types(reader, 'SELECT A, B FROM CV')).toEqual(['A NUMBER(38)', 'B VARCHAR(7)']);
+    } finally {
+      writer.closeSync();
+      reader.closeSync();
+    }
+  });
 });
 
 describe('streaming value coercion', () => {

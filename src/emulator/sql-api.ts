@@ -328,7 +328,7 @@ export class SqlApi {
       };
     } finally {
       // A transaction left open at the end of the request is rolled back with the session.
-      await conn.run('ROLLBACK').catch(() => undefined);
+      await this.engine.rollback(conn).catch(() => undefined);
       st.conn = undefined;
       conn.closeSync();
     }

@@ -243,18 +243,43 @@ export class SqlEngine {
   }
 
   async run(conn: DuckDBConnection, session: Session, c: Command, signal?: AbortSignal): Promise<StatementResult> {
-    if (
+    // A statement that may change the catalog moves the version before it runs and again once it has run:
+    // a reader that reads the catalog meanwhile (reads do not take the write lock) caches what it saw under
+    // the middle version, which the second move retires. DDL inside a transaction becomes visible to other
+    // connections only at COMMIT (or is undone by ROLLBACK), so that moves it again.
+    const ddl =
       c.kind !== 'wait' &&
       c.kind !== 'query' &&
       c.kind !== 'merge' &&
       c.kind !== 'transaction' &&
       c.kind !== 'use' &&
       !c.kind.startsWith('show') &&
-      c.kind !== 'describe-table'
-    ) {
+      c.kind !== 'describe-table';
+    const ends = c.kind === 'transaction' && c.action !== 'begin' && this.#uncommittedDdl.delete(conn);
+    if (ddl) {
       this.catalogVersion++;
+      this.#uncommittedDdl.add(conn);
     }
-    if (c.kind === 'transaction' && c.action === 'rollback') this.catalogVersion++;
+    try {
+      return await this.#dispatch(conn, session, c, signal);
+    } finally {
+      if (ddl || ends) this.catalogVersion++;
+    }
+  }
+
+  /** Connections that ran DDL since their last COMMIT or ROLLBACK (autocommitted DDL is forgotten at the next one). */
+  readonly #uncommittedDdl = new WeakSet<DuckDBConnection>();
+
+  /** Rolls back what a request left open; a rolled-back DDL moves the catalog version. */
+  async rollback(conn: DuckDBConnection): Promise<void> {
+    try {
+      await conn.run('ROLLBACK');
+    } finally {
+      if (this.#uncommittedDdl.delete(conn)) this.catalogVersion++;
+    }
+  }
+
+  async #dispatch(conn: DuckDBConnection, session: Session, c: Command, signal?: AbortSignal): Promise<StatementResult> {
     switch (c.kind) {
       case 'wait':
         try {
