@@ -7,7 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { FloeError } from '../src/errors.js';
-import { decodePgOutput, type PgOutputMessage } from '../src/postgres/pgoutput.js';
+import { decodePgOutput, splitStreamed, type PgOutputMessage } from '../src/postgres/pgoutput.js';
 import { decodeReplicationFrame, encodeStandbyStatus, type ReplicationFrame } from '../src/postgres/replication-protocol.js';
 
 const MAJORS = [15, 18] as const;
@@ -425,8 +425,57 @@ describe('pgoutput malformed and unsupported input', () => {
     expect((caught as FloeError).message).toMatch(pattern);
   };
 
-  it('rejects streaming, two-phase and unknown message types, naming the tag', () => {
-    for (const tag of ['S', 'E', 'c', 'A', 'b', 'P', 'K', 'r', 'p']) {
+  it('decodes the protocol 2 stream messages, and takes the xid out of a streamed data message', () => {
+    const u64 = (n: bigint): Buffer => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(n);
+      return b;
+    };
+    expect(decodePgOutput(Buffer.concat([Buffer.from('S'), u32(771), Buffer.from([1])]))).toStrictEqual({
+      tag: 'streamStart',
+      xid: 771,
+      firstSegment: true,
+    });
+    expect(decodePgOutput(Buffer.from('E'))).toStrictEqual({ tag: 'streamStop' });
+    expect(
+      decodePgOutput(Buffer.concat([Buffer.from('c'), u32(771), Buffer.from([0]), u64(0x1_0000_0010n), u64(0x1_0000_0040n), u64(0n)])),
+    ).toStrictEqual({
+      tag: 'streamCommit',
+      xid: 771,
+      flags: 0,
+      commitLsn: 0x1_0000_0010n,
+      endLsn: 0x1_0000_0040n,
+      commitTimeMicros: 946_684_800_000_000n,
+    });
+    expect(decodePgOutput(Buffer.concat([Buffer.from('A'), u32(771), u32(772)]))).toStrictEqual({
+      tag: 'streamAbort',
+      xid: 771,
+      subXid: 772,
+    });
+    // A Stream Abort of protocol 4 (abort LSN and time) is not what floe asked for.
+    expectFloe(Buffer.concat([Buffer.from('A'), u32(771), u32(772), u64(1n), u64(1n)]), /Stream Abort message has 16 unexpected trailing/);
+    expectFloe(Buffer.concat([Buffer.from('S'), u32(771)]), /Stream Start message truncated: first segment flag/);
+
+    const streamedInsert = Buffer.concat([
+      Buffer.from('I'),
+      u32(772),
+      u32(16384),
+      Buffer.from('N'),
+      u16(1),
+      Buffer.from('t'),
+      u32(2),
+      Buffer.from('ok'),
+    ]);
+    const { xid, message } = splitStreamed(streamedInsert);
+    expect(xid).toBe(772);
+    expect(decodePgOutput(message)).toStrictEqual({ tag: 'insert', relationId: 16384, newTuple: ['ok'] });
+    const origin = Buffer.concat([Buffer.from('O'), u64(5n), Buffer.from('up\0')]);
+    expect(splitStreamed(origin)).toStrictEqual({ xid: undefined, message: origin });
+    expect(() => splitStreamed(Buffer.from('I\0\0'))).toThrow(/streamed 'I' \(0x49\) message truncated/);
+  });
+
+  it('rejects two-phase and unknown message types, naming the tag', () => {
+    for (const tag of ['b', 'P', 'K', 'r', 'p']) {
       expectFloe(Buffer.from(`${tag}\0\0\0\0`, 'latin1'), new RegExp(`'${tag}'.*proto_version`));
     }
     expectFloe(Buffer.from('z'), /unknown message type 'z'/);

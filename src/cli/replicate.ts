@@ -78,6 +78,10 @@ export function replicateCommand(): Command {
       'standby status update cadence (keep well under wal_sender_timeout)',
       positiveInt('--status-interval-ms', 600_000),
       10_000,
+    )
+    .option(
+      '--no-stream-large-transactions',
+      "use pgoutput protocol 1: the server spills a transaction larger than logical_decoding_work_mem to its own disk and sends it at commit (default: protocol 2 with streaming 'on'; floe keeps such a transaction in FLOE_SPOOL_DIR, else the OS temp directory, until it commits)",
     );
   return addHealthOptions(command)
     .option('--console-public-read', 'let the read-only web console and GET /api/v1 on the metrics port be read without FLOE_API_TOKEN')
@@ -102,6 +106,7 @@ interface ReplicateOptions extends HealthOptions {
   maxUncommittedBytes?: number;
   mergeIntervalMs?: number;
   statusIntervalMs: number;
+  streamLargeTransactions: boolean;
 }
 
 /**
@@ -275,6 +280,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         maxUncommittedBytes: opts.maxUncommittedBytes,
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
+        streamLargeTransactions: opts.streamLargeTransactions,
         events: combineEvents(progress.events, metrics.pipelineEvents(name), pipelineReadiness.events, local.events),
         failpoints: crashFailpoints(process.env.FLOE_TEST_CRASH_AT),
       },

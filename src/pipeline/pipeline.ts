@@ -26,6 +26,7 @@
 import type pg from 'pg';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FloeError, coerceError } from '../errors.js';
 import type { Change, Cell, Position, TableSchema } from '../model.js';
@@ -43,7 +44,8 @@ import {
   temporarySlotName,
 } from '../postgres/replication.js';
 import { decodeReplicationFrame, encodeStandbyStatus } from '../postgres/replication-protocol.js';
-import { decodePgOutput } from '../postgres/pgoutput.js';
+import { decodePgOutput, splitStreamed, type PgOutputMessage } from '../postgres/pgoutput.js';
+import { TransactionSpool } from './transaction-spool.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { copySnapshot, planRanges, type SnapshotTask } from './snapshot.js';
 import type { PipelineControl, TableState } from './controls.js';
@@ -87,6 +89,14 @@ export interface PipelineOptions {
   readonly control?: PipelineControl;
   /** How often the publication's table list is re-read while streaming. (Default: 10000 ms) */
   readonly publicationPollMs?: number;
+  /**
+   * Protocol 2 with `streaming 'on'`: the server sends a transaction larger than its
+   * logical_decoding_work_mem while it runs instead of spilling it to its disk; floe keeps it in
+   * `spoolDir` until it commits (transaction-spool.ts). (Default: true)
+   */
+  readonly streamLargeTransactions?: boolean;
+  /** Where streamed transactions wait for their commit. (Default: FLOE_SPOOL_DIR, else the OS temp directory) */
+  readonly spoolDir?: string;
   /** Test hooks at risky steps. */
   readonly failpoints?: Failpoints;
 }
@@ -128,6 +138,7 @@ const DEFAULTS = {
   statusIntervalMs: 10_000,
   slotWaitReportMs: 5000,
   publicationPollMs: 10_000,
+  streamLargeTransactions: true,
 };
 
 /** Runs until `signal` aborts (then drains and resolves) or a non-retryable error (then rejects). */
@@ -452,14 +463,18 @@ async function runOnce(
       ...tables.map((table) => ({ table, state: 'streaming' as const, ...signatureOf(table) })),
       ...skippedTables.map((table) => ({ table, state: 'skipped' as const, ...signatureOf(table) })),
     ]);
-    const stream = startReplication(repl, { slotName: options.slotName, publication: options.publication, startLsn });
-    const streamer = new Streamer(options, o, stream, cache, published, incarnation, startLsn, live);
+    const streaming = o.streamLargeTransactions;
+    const spool = streaming ? TransactionSpool.open(o.spoolDir ?? (process.env.FLOE_SPOOL_DIR || tmpdir()), options.name) : undefined;
+    const stream = startReplication(repl, { slotName: options.slotName, publication: options.publication, startLsn, streaming });
+    const streamer = new Streamer(options, o, stream, cache, published, incarnation, startLsn, live, spool);
     for (const t of skippedTables) streamer.setDropped(t.relationId, true);
     live.start(streamer, signal);
     try {
       await streamer.run(signal);
     } finally {
-      // Live snapshots stop with the stream; an interrupted one resumes at the next start.
+      // Live snapshots stop with the stream; an interrupted one resumes at the next start. Streamed
+      // transactions not committed yet are sent again from the start then.
+      spool?.close();
       await live.stop();
       if (streamer.ackLsn > startLsn) state.progressed = true;
     }
@@ -528,6 +543,9 @@ class Streamer implements StreamSide {
   readonly #asynchronous: boolean;
   #failure: unknown;
   #txn: { lsn: bigint; commitTimeMicros: bigint; ordinal: number } | undefined;
+  /** Streamed transactions waiting for their commit; the one whose block is being received. */
+  readonly #spool: TransactionSpool | undefined;
+  #streamXid: number | undefined;
   /** What the server may forget: only durable and recorded positions. */
   #ackLsn: bigint;
   #durableLsn = 0n;
@@ -544,8 +562,10 @@ class Streamer implements StreamSide {
     incarnation: string,
     startLsn: bigint,
     live: LiveTables,
+    spool: TransactionSpool | undefined,
   ) {
     this.#options = options;
+    this.#spool = spool;
     this.#live = live;
     this.#o = o;
     this.#stream = stream;
@@ -666,7 +686,15 @@ class Streamer implements StreamSide {
       return;
     }
     if (frame.walEnd > this.#lastWalEnd) this.#lastWalEnd = frame.walEnd;
-    const msg = decodePgOutput(frame.data);
+    if (this.#streamXid !== undefined) {
+      // Inside a stream block: data messages wait in the spool for the transaction's outcome.
+      const { xid, message } = splitStreamed(frame.data);
+      if (xid !== undefined) return this.#spool!.append(this.#streamXid, xid, message);
+    }
+    await this.#onMessage(decodePgOutput(frame.data));
+  }
+
+  async #onMessage(msg: PgOutputMessage): Promise<void> {
     switch (msg.tag) {
       case 'begin':
         this.#txn = { lsn: msg.finalLsn, commitTimeMicros: msg.commitTimeMicros, ordinal: 0 };
@@ -756,11 +784,38 @@ class Streamer implements StreamSide {
           );
         }
         return;
+      case 'streamStart':
+        if (!this.#spool || this.#txn || this.#streamXid !== undefined)
+          throw new FloeError('replication', 'pgoutput: unexpected Stream Start');
+        this.#spool.start(msg.xid, msg.firstSegment);
+        this.#streamXid = msg.xid;
+        return;
+      case 'streamStop':
+        this.#streamXid = undefined;
+        return;
+      case 'streamAbort':
+        this.#spool?.abort(msg.xid, msg.subXid);
+        return;
+      case 'streamCommit':
+        return this.#replayStreamed(msg);
       case 'type':
       case 'origin':
       case 'message':
         return;
     }
+  }
+
+  /**
+   * A streamed transaction committed: its spooled messages take the normal path now, under its commit
+   * LSN, as if it had arrived whole between Begin and Commit (the positions are the same either way).
+   */
+  async #replayStreamed(commit: Extract<PgOutputMessage, { tag: 'streamCommit' }>): Promise<void> {
+    if (!this.#spool || this.#txn || this.#streamXid !== undefined)
+      throw new FloeError('replication', 'pgoutput: unexpected Stream Commit');
+    this.#txn = { lsn: commit.commitLsn, commitTimeMicros: commit.commitTimeMicros, ordinal: 0 };
+    for await (const message of this.#spool.commit(commit.xid)) await this.#onMessage(decodePgOutput(message));
+    this.#batch.lastCommit = { lsn: commit.commitLsn, endLsn: commit.endLsn };
+    this.#txn = undefined;
   }
 
   #table(relationId: number): TableSchema {
@@ -918,9 +973,9 @@ class Streamer implements StreamSide {
     for (const resolve of waiting) resolve();
   }
 
-  /** Nothing received is waiting to become durable. */
+  /** Nothing received is waiting to become durable (a streamed transaction not committed yet is). */
   #idle(): boolean {
-    return !this.#txn && this.#drained();
+    return !this.#txn && this.#streamXid === undefined && !this.#spool?.pending && this.#drained();
   }
 
   #sendStatus(replyRequested: boolean): void {

@@ -2,9 +2,14 @@
  * Decoder for the pgoutput logical replication protocol, version 1 (the
  * "Logical Replication Message Formats" chapter of the PostgreSQL docs). One
  * call decodes one message: the `data` of an XLogData frame (see
- * replication-protocol.ts). floe requests `proto_version '1'` in text mode, so
- * the streaming (v2+), two-phase (v3+) messages and binary tuple data are
- * rejected rather than guessed at.
+ * replication-protocol.ts). floe requests text mode with `proto_version '1'`, or
+ * `proto_version '2'` with `streaming 'on'` (transactions too large for the
+ * server's logical_decoding_work_mem arrive in blocks while they run). Two-phase
+ * (v3+) messages and binary tuple data are rejected rather than guessed at.
+ *
+ * Inside a stream block (Stream Start .. Stream Stop) the data messages carry the
+ * (sub)transaction's xid right after the tag: `splitStreamed` takes it out, so
+ * the rest decodes as the v1 message it otherwise is.
  *
  * Wire notes:
  * - integers are big-endian; LSNs are unsigned 64-bit, times are signed 64-bit
@@ -37,7 +42,11 @@ export type PgOutputMessage =
   | { tag: 'update'; relationId: number; oldKind: 'K' | 'O' | undefined; oldTuple: Cell[] | undefined; newTuple: Cell[] }
   | { tag: 'delete'; relationId: number; oldKind: 'K' | 'O'; oldTuple: Cell[] }
   | { tag: 'truncate'; cascade: boolean; restartIdentity: boolean; relationIds: number[] }
-  | { tag: 'message'; transactional: boolean; lsn: bigint; prefix: string; content: Buffer };
+  | { tag: 'message'; transactional: boolean; lsn: bigint; prefix: string; content: Buffer }
+  | { tag: 'streamStart'; xid: number; firstSegment: boolean }
+  | { tag: 'streamStop' }
+  | { tag: 'streamCommit'; xid: number; flags: number; commitLsn: bigint; endLsn: bigint; commitTimeMicros: bigint }
+  | { tag: 'streamAbort'; xid: number; subXid: number };
 
 /** Microseconds between 1970-01-01 and 2000-01-01 (the PostgreSQL epoch). */
 const PG_EPOCH_OFFSET_MICROS = 946_684_800_000_000n;
@@ -52,7 +61,11 @@ const B = 0x42,
   U = 0x55,
   D = 0x44,
   T = 0x54,
-  M = 0x4d;
+  M = 0x4d,
+  STREAM_START = 0x53,
+  STREAM_STOP = 0x45,
+  STREAM_COMMIT = 0x63,
+  STREAM_ABORT = 0x41;
 const K = 0x4b,
   N = 0x4e;
 const KIND_NULL = 0x6e,
@@ -62,10 +75,6 @@ const KIND_NULL = 0x6e,
 
 /** Messages of later protocol versions, named so the error says what arrived. */
 const UNSUPPORTED: Record<string, string> = {
-  S: 'Stream Start (protocol v2)',
-  E: 'Stream Stop (protocol v2)',
-  c: 'Stream Commit (protocol v2)',
-  A: 'Stream Abort (protocol v2)',
   b: 'Begin Prepare (protocol v3)',
   P: 'Prepare (protocol v3)',
   K: 'Commit Prepared (protocol v3)',
@@ -74,7 +83,7 @@ const UNSUPPORTED: Record<string, string> = {
 };
 
 const HINT =
-  'the replication stream is not pgoutput protocol v1 text output as floe requested; check the server version and restart the pipeline';
+  'the replication stream is not the pgoutput text output floe requested (protocol 1, or 2 with streaming); check the server version and restart the pipeline';
 
 function protocolError(message: string): FloeError {
   return new FloeError('replication', `pgoutput: ${message}`, { hint: HINT });
@@ -339,7 +348,51 @@ function decodeMessage(r: Reader): PgOutputMessage {
   return { tag: 'message', transactional: (flags & 1) !== 0, lsn, prefix, content };
 }
 
-/** Decodes one pgoutput v1 message (the payload of one XLogData frame). */
+function decodeStreamStart(r: Reader): PgOutputMessage {
+  const xid = r.u32('xid');
+  const first = r.u8('first segment flag');
+  r.done();
+  return { tag: 'streamStart', xid, firstSegment: first === 1 };
+}
+
+function decodeStreamCommit(r: Reader): PgOutputMessage {
+  const xid = r.u32('xid');
+  const flags = r.u8('flags');
+  const commitLsn = r.u64('commit LSN');
+  const endLsn = r.u64('end LSN');
+  const commitTimeMicros = r.time('commit timestamp');
+  r.done();
+  return { tag: 'streamCommit', xid, flags, commitLsn, endLsn, commitTimeMicros };
+}
+
+function decodeStreamAbort(r: Reader): PgOutputMessage {
+  const xid = r.u32('xid');
+  const subXid = r.u32('subtransaction xid');
+  // Protocol 4 (parallel apply) appends the abort LSN and time; floe asks for 2, which has neither.
+  r.done();
+  return { tag: 'streamAbort', xid, subXid };
+}
+
+/** Tags of the messages that carry an xid inside a stream block. */
+const STREAMED_DATA = new Set([R, Y, I, U, D, T, M]);
+
+/**
+ * A data message of a stream block: the (sub)transaction xid it carries, and the message without it
+ * (a v1 message). Other messages of a block (an Origin) carry no xid: `xid` is undefined for them.
+ */
+export function splitStreamed(buf: Buffer): { xid: number | undefined; message: Buffer } {
+  if (buf.length === 0) throw protocolError('empty message');
+  if (!STREAMED_DATA.has(buf[0]!)) return { xid: undefined, message: buf };
+  if (buf.length < 5)
+    throw protocolError(`streamed ${describeByte(buf[0]!)} message truncated: xid needs 4 bytes, message has ${buf.length - 1}`);
+  const xid = buf.readUInt32BE(1);
+  const message = Buffer.allocUnsafe(buf.length - 4);
+  message[0] = buf[0]!;
+  buf.copy(message, 1, 5);
+  return { xid, message };
+}
+
+/** Decodes one pgoutput message (the payload of one XLogData frame; inside a stream block, after `splitStreamed`). */
 export function decodePgOutput(buf: Buffer): PgOutputMessage {
   if (buf.length === 0) throw protocolError('empty message');
   switch (buf[0]) {
@@ -363,12 +416,21 @@ export function decodePgOutput(buf: Buffer): PgOutputMessage {
       return decodeMessage(new Reader(buf, 'Message'));
     case O:
       return decodeOrigin(new Reader(buf, 'Origin'));
+    case STREAM_START:
+      return decodeStreamStart(new Reader(buf, 'Stream Start'));
+    case STREAM_STOP:
+      new Reader(buf, 'Stream Stop').done();
+      return { tag: 'streamStop' };
+    case STREAM_COMMIT:
+      return decodeStreamCommit(new Reader(buf, 'Stream Commit'));
+    case STREAM_ABORT:
+      return decodeStreamAbort(new Reader(buf, 'Stream Abort'));
     default: {
       const tag = buf[0]!;
       const name = UNSUPPORTED[String.fromCharCode(tag)];
       throw protocolError(
         name
-          ? `unsupported message ${describeByte(tag)}: ${name}; floe requests proto_version '1'`
+          ? `unsupported message ${describeByte(tag)}: ${name}; floe requests proto_version '1' or '2'`
           : `unknown message type ${describeByte(tag)}`,
       );
     }

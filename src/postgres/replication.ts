@@ -151,15 +151,18 @@ export async function dropSlot(client: pg.Client, slotName: string): Promise<voi
   ]);
 }
 
-/** Starts streaming pgoutput v1 from `startLsn`. The readable side is in object mode: each chunk is exactly one
- * CopyData payload (byte mode would concatenate frames), and at most 512 frames wait unread before the socket
- * is paused. */
-export function startReplication(repl: pg.Client, options: { slotName: string; publication: string; startLsn: Lsn }): Duplex {
+/** Starts streaming pgoutput from `startLsn`: protocol 1, or protocol 2 with in-progress transactions streamed
+ * (`streaming`, PostgreSQL 14+). The readable side is in object mode: each chunk is exactly one CopyData payload
+ * (byte mode would concatenate frames), and at most 512 frames wait unread before the socket is paused. */
+export function startReplication(
+  repl: pg.Client,
+  options: { slotName: string; publication: string; startLsn: Lsn; streaming: boolean },
+): Duplex {
   const names = publicationNames(options.publication).map(quoteIdent).join(',');
   const pubLiteral = `'${names.replaceAll("'", "''")}'`;
   const sql =
     `START_REPLICATION SLOT ${quoteIdent(options.slotName)} LOGICAL ${formatLsn(options.startLsn)} ` +
-    `(proto_version '1', publication_names ${pubLiteral}, messages 'true')`;
+    `(${options.streaming ? "proto_version '2', streaming 'on'" : "proto_version '1'"}, publication_names ${pubLiteral}, messages 'true')`;
   const stream = copyBoth(sql, { alignOnCopyDataFrame: true, readableObjectMode: true, readableHighWaterMark: 512 });
   repl.query(stream as never);
   return stream;
