@@ -25,13 +25,16 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { registerConsole } from '../api/server.js';
 import { LocalPipelineStatus } from '../console/local-backend.js';
 import { combineEvents } from '../telemetry/metrics.js';
-import { lookAtTheData, startDemoSnowflake, verifySnowflakeDemo, type DemoSnowflake } from '../demo/snowflake-demo.js';
+import type { DemoSnowflake } from '../demo/snowflake-demo.js';
 import { MemoryStateStore } from '../store/memory-store.js';
 import { binDirFor, startCluster, type RunningCluster } from '../postgres/local-cluster.js';
 import { connectSource, type SourceConfig } from '../postgres/source.js';
 import { formatLsn, parseLsn } from '../postgres/lsn.js';
 import { DEMO_PUBLICATION, Workload, createDemoSchema } from '../demo/workload.js';
 import { onShutdownSignal } from './signals.js';
+
+/** The emulator side of the demo, loaded when used: it brings DuckDB and the emulator into the process. */
+const snowflakeDemo = () => import('../demo/snowflake-demo.js');
 
 const SLOT = 'floe_demo';
 const PIPELINE = 'floe_demo';
@@ -191,7 +194,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     // ---- pipeline ------------------------------------------------------------------------
     if (opts.destination === 'snowflake') {
       progress.show('floe demo: starting the Snowflake emulator');
-      snowflake = await startDemoSnowflake(dataPath, log);
+      snowflake = await (await snowflakeDemo()).startDemoSnowflake(dataPath, log);
       destination = snowflake.destination;
     } else {
       destination = new DuckDbDestination({ path: dataPath });
@@ -319,7 +322,7 @@ async function demo(opts: DemoOptions): Promise<void> {
       report =
         destination instanceof DuckDbDestination
           ? await verifyDuckDb(source, DEMO_PUBLICATION, destination)
-          : await verifySnowflakeDemo(monitor, snowflake!.emulator);
+          : await (await snowflakeDemo()).verifySnowflakeDemo(monitor, snowflake!.emulator);
       progress.done();
     }
     stats.phase = 'done';
@@ -343,7 +346,7 @@ async function demo(opts: DemoOptions): Promise<void> {
     if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else process.stdout.write(humanSummary(summary, report));
     // Where to look, on stderr under --json so stdout stays one JSON document.
-    (opts.json ? process.stderr : process.stdout).write(lookAtTheData(opts.destination, dataPath, consoleUrl));
+    (opts.json ? process.stderr : process.stdout).write((await snowflakeDemo()).lookAtTheData(opts.destination, dataPath, consoleUrl));
     if (report && !report.ok) {
       const bad = report.tables.filter((t) => t.missing + t.extra + t.duplicateKeys + (t.orphanDeletes ?? 0) > 0).map((t) => t.table);
       throw new FloeError(

@@ -17,7 +17,6 @@ import type pg from 'pg';
 import { Command } from 'commander';
 import { accessSync, constants, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { DuckDBInstance } from '@duckdb/node-api';
 import { FloeError, coerceError } from '../errors.js';
 import { connectSource, preflight, serverInfo } from '../postgres/source.js';
 import { parseSnowflakeUrl, type SnowflakeConfig } from '../destination/snowflake/config.js';
@@ -236,6 +235,7 @@ async function checkDuckDb(path: string): Promise<Finding[]> {
     }
   }
   try {
+    const { DuckDBInstance } = await import('@duckdb/node-api');
     const db = await DuckDBInstance.create(full);
     const conn = await db.connect();
     await conn.run('CREATE TEMP TABLE _floe_doctor (x INTEGER)');

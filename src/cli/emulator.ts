@@ -6,7 +6,6 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { nonNegativeInt } from './arguments.js';
 import { FloeError } from '../errors.js';
-import { startEmulator } from '../emulator/emulator.js';
 import { onShutdownSignal } from './signals.js';
 
 interface EmulatorCliOptions {
@@ -76,6 +75,8 @@ async function runEmulator(opts: EmulatorCliOptions): Promise<void> {
         `  and anyone with the admin token can replace keys. Use --host 127.0.0.1 unless you need otherwise.\n\n`,
     );
   }
+  // Loaded here: the emulator (and DuckDB under it) is not part of any other command.
+  const { startEmulator } = await import('../emulator/emulator.js');
   const emulator = await startEmulator({
     adminToken: fromEnv,
     commitJitterMs: opts.commitJitterMs,
