@@ -40,6 +40,8 @@ export interface ChildConfig {
   readonly profile?: string;
   /** Query run on the DuckDB database after the run, its single value reported as `check`. */
   readonly duckdbCheck?: string;
+  /** false: pgoutput protocol 1 (default: floe's, protocol 2 with streaming). */
+  readonly streamLargeTransactions?: boolean;
 }
 
 export interface ChildResult {
@@ -68,7 +70,15 @@ process.on('disconnect', () => process.exit(1));
 
 const log = process.env.FLOE_BENCH_LOG ? createLogger({ level: process.env.FLOE_BENCH_LOG }) : silentLogger;
 const store = new MemoryStateStore();
-const base = { name: config.slot, source: { url: config.url }, publication: config.publication, slotName: config.slot, store, log };
+const base = {
+  name: config.slot,
+  source: { url: config.url },
+  publication: config.publication,
+  slotName: config.slot,
+  store,
+  log,
+  streamLargeTransactions: config.streamLargeTransactions,
+};
 
 let peakHeap = 0;
 const sampler = setInterval(() => (peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed)), 50);

@@ -12,7 +12,11 @@
  *    a. psql `COPY (SELECT * FROM t) TO STDOUT` into /dev/null: the reference;
  *    b. a fresh floe pipeline into EncodingSink, from start until the streaming phase;
  *    c. the same into DuckDB (with the journal → target merge; the copy alone is shown too).
- * 3. big transaction: one transaction of K rows, floe into EncodingSink; its peak RSS.
+ * 3. big transaction: one transaction of K rows (larger than logical_decoding_work_mem), drained by
+ *    a. pg_recvlogical with pgoutput v1 (the server spills the transaction to its disk): the reference;
+ *    b. pg_recvlogical with protocol 2 and streaming on (the server streams it while decoding);
+ *    c. floe with its defaults (protocol 2, streaming) into EncodingSink, and its peak RSS;
+ *    d. floe with --no-stream-large-transactions (protocol 1) into EncodingSink.
  *
  * Every floe pipeline runs in its own process (bench/floe-child.ts), so its CPU
  * time and peak RSS are its own and a run over --run-timeout can be killed.
@@ -414,8 +418,9 @@ async function alternate(rep: number, steps: (() => Promise<void>)[]): Promise<v
 }
 
 /**
- * pg_recvlogical with pgoutput v1 from `slot` into /dev/null, stopping at the first message at or
- * past `end`; checks afterwards that the slot's confirmed position passed `beforeLastCommit`.
+ * pg_recvlogical with pgoutput v1 (or protocol 2 with streaming on) from `slot` into /dev/null, stopping
+ * at the first message at or past `end`; checks afterwards that the slot's confirmed position passed
+ * `beforeLastCommit`.
  */
 async function recvlogical(
   cluster: RunningCluster,
@@ -425,6 +430,7 @@ async function recvlogical(
   publication: string,
   end: bigint,
   beforeLastCommit: bigint,
+  protocol: 1 | 2 = 1,
 ): Promise<{ seconds: number; busyCores: number }> {
   const recv = clientBinary(cluster, 'pg_recvlogical');
   say(`  pg_recvlogical (${recv})`);
@@ -435,8 +441,7 @@ async function recvlogical(
     slot,
     '-d',
     url,
-    '-o',
-    'proto_version=1',
+    ...(protocol === 1 ? ['-o', 'proto_version=1'] : ['-o', 'proto_version=2', '-o', 'streaming=on']),
     '-o',
     `publication_names=${publication}`,
     '-f',
@@ -657,49 +662,57 @@ async function bigTxnBench(cluster: RunningCluster, url: string, c: pg.Client): 
     say(`big transaction, repetition ${rep + 1} of ${OPTS.repeat}`);
     // Emptied before the slots exist, so they see only this repetition's transaction.
     await c.query('TRUNCATE big_orders');
-    await c.query(`SELECT pg_create_logical_replication_slot('bench_big_recv', 'pgoutput')`);
-    const child = new FloeChild({
-      url,
-      publication: 'bench_big',
-      slot: 'bench_floe_big',
-      destination: 'encoding',
-      prime: true,
-      profile: profileFile('big-transaction-encoding', rep),
-    });
+    for (const slot of ['bench_big_recv', 'bench_big_recv2'])
+      await c.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    const child = (slot: string, streamLargeTransactions: boolean) =>
+      new FloeChild({
+        url,
+        publication: 'bench_big',
+        slot,
+        destination: 'encoding',
+        prime: true,
+        streamLargeTransactions,
+        profile: profileFile(`big-transaction-encoding${streamLargeTransactions ? '' : '-v1'}`, rep),
+      });
+    const children = [child('bench_floe_big', true), child('bench_floe_big_v1', false)] as const;
     try {
-      await child.ready();
+      for (const ch of children) await ch.ready();
       const t0 = performance.now();
       const { beforeLastCommit, afterLastCommit } = await generate(c, 'big_orders', 1, n, n);
       say(`  generated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       const payload = payloadBytes ?? (await copyBytes(clientBinary(cluster, 'psql'), url, 'big_orders'));
       payloadBytes = payload;
+      const recv = (slot: string, protocol: 1 | 2, name: string, reference: boolean) => async () => {
+        const r = await recvlogical(cluster, url, c, slot, 'bench_big', afterLastCommit, beforeLastCommit, protocol);
+        results.push({
+          group: 'big transaction',
+          rep,
+          name,
+          rows: n,
+          seconds: r.seconds,
+          payloadBytes: payload,
+          reference,
+          extra: { busyCores: round(r.busyCores, 2) },
+        });
+      };
+      const floe = (ch: FloeChild, name: string) => async () => {
+        say(`  ${name}`);
+        const o = await ch.go(beforeLastCommit, OPTS.runTimeoutMs);
+        floeResult('big transaction', rep, name, o, payload, n, {
+          baselineRssMB: o.result ? round(o.result.baselineRssBytes / 2 ** 20, 0) : 0,
+        });
+        await ch.finish();
+      };
       await alternate(rep, [
-        async () => {
-          const r = await recvlogical(cluster, url, c, 'bench_big_recv', 'bench_big', afterLastCommit, beforeLastCommit);
-          results.push({
-            group: 'big transaction',
-            rep,
-            name: 'pg_recvlogical v1 → discard',
-            rows: n,
-            seconds: r.seconds,
-            payloadBytes: payload,
-            reference: true,
-            extra: { busyCores: round(r.busyCores, 2) },
-          });
-        },
-        async () => {
-          say('  floe → EncodingSink');
-          const o = await child.go(beforeLastCommit, OPTS.runTimeoutMs);
-          floeResult('big transaction', rep, 'floe → EncodingSink', o, payload, n, {
-            baselineRssMB: o.result ? round(o.result.baselineRssBytes / 2 ** 20, 0) : 0,
-          });
-          await child.finish();
-        },
+        recv('bench_big_recv', 1, 'pg_recvlogical v1 → discard', true),
+        recv('bench_big_recv2', 2, 'pg_recvlogical v2 streaming → discard', false),
+        floe(children[0], 'floe → EncodingSink'),
+        floe(children[1], 'floe protocol 1 → EncodingSink'),
       ]);
     } finally {
-      await child.kill();
+      for (const ch of children) await ch.kill();
     }
-    for (const slot of ['bench_big_recv', 'bench_floe_big']) await dropSlot(c, slot);
+    for (const slot of ['bench_big_recv', 'bench_big_recv2', 'bench_floe_big', 'bench_floe_big_v1']) await dropSlot(c, slot);
   }
   await c.query('DROP PUBLICATION bench_big; DROP TABLE big_orders');
 }
