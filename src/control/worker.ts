@@ -60,17 +60,24 @@ export class WorkerRegistration {
          started_at = now(), heartbeat_at = now()`,
       [id, hostname(), process.pid, maxPipelines],
     );
-    this.#timer = setInterval(() => void this.#beat(), this.#o.heartbeatIntervalMs);
+    this.#timer = setInterval(() => {
+      this.#beating ??= this.#beat().finally(() => (this.#beating = undefined));
+    }, this.#o.heartbeatIntervalMs);
     this.#timer.unref();
   }
 
   /** Removes the row (graceful stop): other workers count one worker less at once. */
   async unregister(): Promise<void> {
     clearInterval(this.#timer);
+    // A heartbeat still running re-inserts the row (its upsert may land after the DELETE otherwise).
+    await this.#beating;
     await this.#db.query(`DELETE FROM floe.worker WHERE id = $1`, [this.#o.id]).catch((err) => {
       this.#o.log.warn({ err: coerceError(err).message }, 'could not remove the worker row');
     });
   }
+
+  /** The heartbeat running now, if any. */
+  #beating: Promise<void> | undefined;
 
   async #beat(): Promise<void> {
     const { id, maxPipelines, log } = this.#o;
