@@ -6,7 +6,7 @@
  * streams rather than spilling to its disk.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -164,6 +164,20 @@ describe.each(clusters)('streamed transactions on PostgreSQL $major', (cluster) 
       spool.remove();
     }
   }, 180_000);
+
+  it('an unusable spool directory stops the first start in one line, before any slot exists', async () => {
+    await db.sql(`CREATE TABLE sp (id int PRIMARY KEY); CREATE PUBLICATION sp FOR TABLE sp`);
+    const dir = tempDir();
+    const file = join(dir.path, 'not-a-directory');
+    writeFileSync(file, '');
+    try {
+      const p = startPipeline({ source: { url: db.url }, publication: 'sp', slotName: 'stx_sp', spoolDir: file });
+      await expect(p.done).rejects.toThrow(/cannot use .*not-a-directory.* for streamed transactions/);
+      expect(await db.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'stx_sp'`)).toEqual([]);
+    } finally {
+      dir.remove();
+    }
+  });
 
   it('kill -9 while a streamed transaction is half received: after a restart the target equals the source, each change once', async () => {
     await db.sql(`CREATE TABLE k9 (id int PRIMARY KEY, v text, pad text);

@@ -217,10 +217,15 @@ async function runOnce(
     ...stripUndefined(options),
   };
   const { log, store, destination } = options;
+  // Checked before anything exists on the source: an unusable spool directory leaves no slot behind.
+  const spool = o.streamLargeTransactions
+    ? TransactionSpool.open(o.spoolDir ?? (process.env.FLOE_SPOOL_DIR || tmpdir()), options.name)
+    : undefined;
   options.events?.phase?.('connecting');
-  const meta = await connectSource({ ...options.source, applicationName: 'floe-meta' });
+  let meta: pg.Client | undefined;
   let repl: pg.Client | undefined;
   try {
+    meta = await connectSource({ ...options.source, applicationName: 'floe-meta' });
     await preflight(meta, options.publication);
     state.passedPreflight = true;
     const info = await serverInfo(meta);
@@ -463,18 +468,19 @@ async function runOnce(
       ...tables.map((table) => ({ table, state: 'streaming' as const, ...signatureOf(table) })),
       ...skippedTables.map((table) => ({ table, state: 'skipped' as const, ...signatureOf(table) })),
     ]);
-    const streaming = o.streamLargeTransactions;
-    const spool = streaming ? TransactionSpool.open(o.spoolDir ?? (process.env.FLOE_SPOOL_DIR || tmpdir()), options.name) : undefined;
-    const stream = startReplication(repl, { slotName: options.slotName, publication: options.publication, startLsn, streaming });
+    const stream = startReplication(repl, {
+      slotName: options.slotName,
+      publication: options.publication,
+      startLsn,
+      streaming: spool !== undefined,
+    });
     const streamer = new Streamer(options, o, stream, cache, published, incarnation, startLsn, live, spool);
     for (const t of skippedTables) streamer.setDropped(t.relationId, true);
     live.start(streamer, signal);
     try {
       await streamer.run(signal);
     } finally {
-      // Live snapshots stop with the stream; an interrupted one resumes at the next start. Streamed
-      // transactions not committed yet are sent again from the start then.
-      spool?.close();
+      // Live snapshots stop with the stream; an interrupted one resumes at the next start.
       await live.stop();
       if (streamer.ackLsn > startLsn) state.progressed = true;
     }
@@ -488,7 +494,9 @@ async function runOnce(
     }
   } finally {
     await repl?.end().catch(() => undefined);
-    await meta.end().catch(() => undefined);
+    await meta?.end().catch(() => undefined);
+    // Streamed transactions not committed yet are sent again from their start at the next start.
+    spool?.close();
   }
 }
 

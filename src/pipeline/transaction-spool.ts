@@ -30,7 +30,6 @@ interface Spooled {
   readonly path: string;
   /** Sub-transactions rolled back since their changes were sent. */
   readonly aborted: Set<number>;
-  bytes: number;
 }
 
 export class TransactionSpool {
@@ -46,7 +45,9 @@ export class TransactionSpool {
     const dir = join(root, `floe-spool-${encodeURIComponent(pipeline)}`);
     try {
       rmSync(dir, { recursive: true, force: true });
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      mkdirSync(root, { recursive: true });
+      // Not recursive: fails if anything (another user's directory or link) took the name since the rm.
+      mkdirSync(dir, { mode: 0o700 });
     } catch (err) {
       throw new FloeError('config', `cannot use ${dir} for streamed transactions: ${(err as Error).message}`, {
         hint: 'set FLOE_SPOOL_DIR to a writable local directory',
@@ -61,13 +62,6 @@ export class TransactionSpool {
     return this.#txns.size > 0;
   }
 
-  /** Bytes held for open streamed transactions (memory and disk). */
-  get bytes(): number {
-    let n = 0;
-    for (const t of this.#txns.values()) n += t.bytes;
-    return n;
-  }
-
   /** A Stream Start: the first block of a transaction opens its file; a later one must find it. */
   start(xid: number, firstSegment: boolean): void {
     if (this.#txns.has(xid)) return;
@@ -80,7 +74,7 @@ export class TransactionSpool {
         },
       );
     }
-    this.#txns.set(xid, { pending: [], pendingBytes: 0, fd: undefined, path: join(this.#dir, `${xid}`), aborted: new Set(), bytes: 0 });
+    this.#txns.set(xid, { pending: [], pendingBytes: 0, fd: undefined, path: join(this.#dir, `${xid}`), aborted: new Set() });
   }
 
   /** One data message of transaction `xid`, from its (sub-)transaction `subXid`. */
@@ -91,7 +85,6 @@ export class TransactionSpool {
     head.writeUInt32BE(message.length, 4);
     t.pending.push(head, message);
     t.pendingBytes += 8 + message.length;
-    t.bytes += 8 + message.length;
     if (t.pendingBytes >= FLUSH_BYTES) this.#flush(t);
   }
 
