@@ -32,12 +32,14 @@ describe('floe doctor', () => {
     const findings = await checkDestination(sf.url());
     expect(findings.filter((f) => f.severity === 'error')).toEqual([]);
     expect(findings.map((f) => f.check)).toEqual(
-      expect.arrayContaining(['credentials', 'role', 'warehouse', 'CREATE TABLE, INSERT', 'Snowpipe Streaming', 'pipes']),
+      expect.arrayContaining(['credentials', 'role', 'warehouse', 'CREATE TABLE, INSERT', 'Snowpipe Streaming', 'CREATE PIPE', 'pipes']),
     );
     // No role= in the URL: a warning with the fix.
     expect(findings.find((f) => f.check === 'role')).toMatchObject({ severity: 'warn', fix: expect.stringContaining('role=') });
-    // The probe table is gone again.
+    expect(findings.find((f) => f.check === 'CREATE PIPE')).toMatchObject({ severity: 'ok' });
+    // The probe table and pipe are gone again.
     expect((await sf.emulator.state()).tables.some((t) => t.name === '_FLOE_DOCTOR_PROBE')).toBe(false);
+    expect(await sf.rows(`SHOW PIPES LIKE '_FLOE_DOCTOR_PIPE' IN ACCOUNT`)).toEqual([]);
   }, 60_000);
 
   it('a key the account does not know: an error naming the fingerprint floe presents', async () => {

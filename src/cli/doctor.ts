@@ -21,7 +21,7 @@ import { FloeError, coerceError } from '../errors.js';
 import { connectSource, preflight, serverInfo } from '../postgres/source.js';
 import { parseSnowflakeUrl, type SnowflakeConfig } from '../destination/snowflake/config.js';
 import { createSnowflakeClients } from '../destination/snowflake/snowflake-destination.js';
-import { literal, quoteSf } from '../destination/snowflake/sql.js';
+import { createPipe, literal, quoteSf } from '../destination/snowflake/sql.js';
 import { silentLogger } from '../telemetry/logger.js';
 import { pseudoFilesystem } from '../destination/duckdb/duckdb-destination.js';
 
@@ -376,6 +376,20 @@ export async function checkSnowflake(config: SnowflakeConfig): Promise<Finding[]
           'the role needs INSERT on the journal tables and the account must allow Snowpipe Streaming (high-performance)',
         ),
       );
+    }
+    // A table whose Snowflake name is not upper-case-safe is loaded through a named pipe floe creates.
+    const probePipe = `${db}.${quoteSf(config.landingSchema)}.${quoteSf('_FLOE_DOCTOR_PIPE')}`;
+    try {
+      await sql.query(createPipe(probePipe, probeTable));
+      await sql.query(`DROP PIPE IF EXISTS ${probePipe}`);
+      findings.push({ check: 'CREATE PIPE', severity: 'ok', detail: `in ${config.database}.${config.landingSchema}` });
+    } catch (err) {
+      findings.push({
+        check: 'CREATE PIPE',
+        severity: 'warn',
+        detail: `${coerceError(err).message}; tables whose names are not upper case (e.g. "Orders") cannot be loaded`,
+        fix: `GRANT CREATE PIPE ON SCHEMA ${config.database}.${config.landingSchema} TO ROLE ${config.role ?? '<role>'}`,
+      });
     }
     try {
       const pipes = await sql.query(`SHOW PIPES IN SCHEMA ${db}.${quoteSf(config.landingSchema)}`);

@@ -183,6 +183,12 @@ export class StreamingService {
     }
   }
 
+  /**
+   * Path segments are documented as case-insensitive (reference §1.6): a segment names the object its
+   * upper-cased spelling names, exactly. So the default pipe of a table whose name is not upper case
+   * (`"public_Orders"`), or a named pipe created with a quoted lower-case name, is not reachable here —
+   * stricter than an account may be, so a client that depends on it fails here first.
+   */
   async resolvePipe(database: string, schema: string, pipe: string): Promise<PipeTarget> {
     const conn = await this.engine.connect();
     try {
@@ -192,14 +198,17 @@ export class StreamingService {
           'ERR_PIPE_DOES_NOT_EXIST_OR_NOT_AUTHORIZED',
           `Pipe ${database}.${schema}.${pipe} does not exist or not authorized.`,
         );
-      const m = /^(.*)-STREAMING$/i.exec(pipe);
+      const [db, sc, name] = [database, schema, pipe].map(up) as [string, string, string];
+      const exact = (o: { database: string; schema: string; name: string }, n: string) =>
+        o.database === db && o.schema === sc && o.name === n;
+      const m = /^(.*)-STREAMING$/.exec(name);
       if (m) {
-        const table = await resolveTable(conn, database, schema, m[1]!);
-        if (!table) throw missing();
+        const table = await resolveTable(conn, db, sc, m[1]!);
+        if (!table || !exact(table, m[1]!)) throw missing();
         return { database: table.database, schema: table.schema, pipe: `${table.name}-STREAMING`, table, named: undefined };
       }
-      const named = await this.engine.namedPipe(conn, database, schema, pipe);
-      if (!named) throw missing();
+      const named = await this.engine.namedPipe(conn, db, sc, name);
+      if (!named || !exact(named, name)) throw missing();
       const table = await resolveTable(conn, named.database, named.schema, named.table);
       if (!table)
         throw new StreamingFailure(

@@ -6,7 +6,8 @@
  *   (VARCHAR, like the DuckDB journal) plus `_FLOE_LSN`, `_FLOE_ORDINAL`, `_FLOE_OP`,
  *   `_FLOE_COMMIT_TIME`, `_FLOE_UNCHANGED` (columns not sent: unchanged TOAST), `_FLOE_SEQ` (load
  *   order, assigned by floe, increasing per table) and `_FLOE_RANGE` (snapshot range of an 'r' row);
- *   it is loaded through the table's default pipe `SCHEMA_TABLE-STREAMING`;
+ *   it is loaded through the table's default pipe `SCHEMA_TABLE-STREAMING`, or, when that name is not
+ *   upper-case-safe, through a named pipe floe creates (`pipeNameFor` in sql.ts says why);
  * - a target `DB.SCHEMA."SCHEMA_TABLE"`: current state, typed, each row keeping its position;
  * - bookkeeping in the landing schema: `_FLOE_TABLES` (journal columns, merged seq, snapshot
  *   complete), `_FLOE_RANGES` (snapshot ranges loaded), `_FLOE_MERGES` (merge log, for retention).
@@ -77,11 +78,13 @@ import {
   appendHistoryStatements,
   bookkeeping,
   createJournal,
+  createPipe,
   createTarget,
   literal,
   mergeStatements,
   moveSeedStatement,
   backfillKeyTextStatement,
+  pipeNameFor,
   qualified,
   quoteSf,
   retentionStatements,
@@ -267,6 +270,11 @@ interface TableState {
   readonly journal: string;
   readonly target: string;
   readonly pipe: string;
+  /**
+   * The default pipe a journal was loaded through before it got its named pipe (a table from before
+   * named pipes): its channels' committed tokens also say what a replay must not send again.
+   */
+  legacyPipe: string | undefined;
   journalColumns: JournalColumn[];
   /** Snowflake type of each journal column's target column (may lag the type table after a retype that failed). */
   targetTypes: string[];
@@ -347,12 +355,14 @@ export class SnowflakeDestination implements Destination {
   }
 
   /** Names of the objects of a source table: for tests, `floe doctor` and docs. */
-  objectsOf(table: { schema: string; name: string }): { journal: string; target: string; pipe: string } {
+  objectsOf(table: { schema: string; name: string }): { journal: string; target: string; pipe: string; namedPipe: boolean } {
     const name = tableNameFor(table.schema, table.name);
+    const pipe = pipeNameFor(name);
     return {
       journal: qualified(this.#names.database, this.#names.landing, name),
       target: qualified(this.#names.database, this.#names.schema, name),
-      pipe: `${name}-STREAMING`,
+      pipe: pipe.name,
+      namedPipe: pipe.named,
     };
   }
 
@@ -429,12 +439,13 @@ export class SnowflakeDestination implements Destination {
     const sourceTable = qualifiedName(table);
     const columns = table.columns.map((c) => ({ pg: c.name, sf: snowflakeName(c.name) }));
     checkColumnNames(table, 'Snowflake', snowflakeName);
-    const { journal, target, pipe } = this.objectsOf(table);
+    const { journal, target, pipe, namedPipe } = this.objectsOf(table);
     const tableName = tableNameFor(table.schema, table.name);
+    const pipeDdl = namedPipe ? [createPipe(qualified(this.#names.database, this.#names.landing, pipe), journal)] : [];
     const tablesTable = bookkeeping(this.#names, '_FLOE_TABLES');
     const rows = await this.#retrying(`reading the bookkeeping of ${sourceTable}`, () =>
       this.#o.sql.query(
-        `SELECT "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "TARGET_TABLE", "KEY_COLUMNS" FROM ${tablesTable} WHERE "SOURCE_TABLE" = ${literal(sourceTable)} ORDER BY "MERGED_SEQ" DESC LIMIT 1`,
+        `SELECT "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "TARGET_TABLE", "KEY_COLUMNS", "PIPE" FROM ${tablesTable} WHERE "SOURCE_TABLE" = ${literal(sourceTable)} ORDER BY "MERGED_SEQ" DESC LIMIT 1`,
         { signal: this.#signal },
       ),
     );
@@ -453,8 +464,9 @@ export class SnowflakeDestination implements Destination {
         this.#o.sql.multi(
           [
             createJournal(journal, sfCols),
+            ...pipeDdl,
             createTarget(target, sfCols, table.hasKey),
-            `INSERT INTO ${tablesTable} ("SOURCE_TABLE", "TARGET_TABLE", "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "KEY_COLUMNS", "UPDATED_AT") VALUES (${literal(sourceTable)}, ${literal(tableName)}, ${literal(JSON.stringify(columns.map((c) => c.pg)))}, ${literal(JSON.stringify(table.columns.map((c) => c.type.snowflake)))}, FALSE, 0, ${literal(keyColumnsOf(table))}, SYSDATE())`,
+            `INSERT INTO ${tablesTable} ("SOURCE_TABLE", "TARGET_TABLE", "JOURNAL_COLUMNS", "TARGET_TYPES", "SNAPSHOT_COMPLETE", "MERGED_SEQ", "KEY_COLUMNS", "PIPE", "UPDATED_AT") VALUES (${literal(sourceTable)}, ${literal(tableName)}, ${literal(JSON.stringify(columns.map((c) => c.pg)))}, ${literal(JSON.stringify(table.columns.map((c) => c.type.snowflake)))}, FALSE, 0, ${literal(keyColumnsOf(table))}, ${literal(pipe)}, SYSDATE())`,
           ],
           { signal: this.#signal, requestId: randomUUID() },
         ),
@@ -493,6 +505,7 @@ export class SnowflakeDestination implements Destination {
           mergedSeq,
         );
       }
+      if (namedPipe && existing[6] == null) await this.#moveToNamedPipe(state, pipeDdl);
       const keysBefore = existing[5] ?? null;
       if (wasKeyed !== table.hasKey) converted = await this.#convertTarget(state, table);
       else if (table.hasKey && keysBefore !== null && keysBefore !== keyColumnsOf(table)) {
@@ -519,7 +532,17 @@ export class SnowflakeDestination implements Destination {
     return { converted };
   }
 
-  /** Whether a target table holds keyed state (else keyless history): keyed targets have `_FLOE_DELETED`. */
+  /**
+   * A table from before named pipes whose name needs one (its row has no PIPE): the named pipe is created
+   * if missing, and the default pipe the journal was loaded through stays `legacyPipe`, whose channels a
+   * replay is checked against too, at every start: what they committed before an unclean stop must not
+   * be sent again through the new pipe, and nothing records when no replay can reach them any more.
+   */
+  async #moveToNamedPipe(state: TableState, pipeDdl: string[]): Promise<void> {
+    state.legacyPipe = `${state.tableName}-STREAMING`;
+    await this.#retrying(`creating the pipe of ${state.sourceTable}`, () => this.#o.sql.query(pipeDdl[0]!, { signal: this.#signal }));
+  }
+
   /** The column names of a target (keyed targets have `_FLOE_DELETED`). */
   async #targetColumns(target: string): Promise<string[]> {
     const r = await this.#retrying(`describing ${target}`, () => this.#o.sql.query(`DESCRIBE TABLE ${target}`, { signal: this.#signal }));
@@ -848,6 +871,7 @@ export class SnowflakeDestination implements Destination {
       journal,
       target,
       pipe,
+      legacyPipe: undefined,
       journalColumns,
       targetTypes,
       snapshotComplete,
@@ -939,8 +963,8 @@ export class SnowflakeDestination implements Destination {
   }
 
   async #openStreamChannels(state: TableState): Promise<void> {
-    const pipe = { database: this.#names.database, schema: this.#names.landing, pipe: state.pipe };
-    const open = async (set: ChannelSet, i: number) => {
+    const open = async (set: ChannelSet, i: number, pipeName = state.pipe) => {
+      const pipe = { database: this.#names.database, schema: this.#names.landing, pipe: pipeName };
       const name = this.#channelName(channelSuffix(set, i));
       const channel = await this.#retrying(`opening channel ${name}`, () => this.#o.streaming.openChannel(pipe, name, this.#signal));
       rejectEarlierRowErrors(channel, state.sourceTable);
@@ -950,12 +974,14 @@ export class SnowflakeDestination implements Destination {
     const channels = await Promise.all(Array.from({ length: current.count }, (_, i) => open(current, i)));
     // Earlier sets are only read: their committed tokens say what a replay must not send again.
     state.earlier = [];
-    for (const set of this.#channelSets.filter((s) => s !== current)) {
+    const read = async (set: ChannelSet, pipe?: string) => {
       const tokens = await Promise.all(
-        Array.from({ length: set.count }, async (_, i) => (await open(set, i)).channel.committedOffsetToken),
+        Array.from({ length: set.count }, async (_, i) => (await open(set, i, pipe)).channel.committedOffsetToken),
       );
       if (tokens.some((t) => t !== null)) state.earlier.push({ count: set.count, tokens });
-    }
+    };
+    for (const set of this.#channelSets.filter((s) => s !== current)) await read(set);
+    if (state.legacyPipe) for (const set of this.#channelSets) await this.#readLegacy(state, () => read(set, state.legacyPipe));
     // After the (re)open nothing an earlier process left pending can still commit, so the journal's
     // highest seq is final and load order continues above it.
     const [max] = (
@@ -966,6 +992,23 @@ export class SnowflakeDestination implements Destination {
     const highest = BigInt(max?.[0] ?? '0');
     state.nextSeq = (highest > state.mergedSeq ? highest : state.mergedSeq) + 1n;
     state.channels = channels;
+  }
+
+  /**
+   * Reads channels of the default pipe a table used before its named pipe. A default pipe that does not
+   * resolve (the mixed-case name it had never reached a pipe) never held anything.
+   */
+  async #readLegacy(state: TableState, read: () => Promise<void>): Promise<void> {
+    try {
+      await read();
+    } catch (err) {
+      const e = coerceError(err);
+      if (!/ERR_(PIPE|TABLE)_DOES_NOT_EXIST/.test(e.message)) throw e;
+      this.#o.log.info(
+        { table: state.sourceTable, pipe: state.legacyPipe },
+        'the default pipe used before the named pipe does not resolve: nothing to check replays against',
+      );
+    }
   }
 
   /**

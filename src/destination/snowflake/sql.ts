@@ -29,6 +29,7 @@
  * lower-case becomes its upper-case form (what an unquoted Snowflake name
  * resolves to); any other name is kept as it is; every name is quoted.
  */
+import { createHash } from 'node:crypto';
 import type { DeleteMode } from '../destination.js';
 import type { Position } from '../../model.js';
 
@@ -46,6 +47,31 @@ export const literal = (s: string): string => `'${s.replaceAll('\\', '\\\\').rep
  * never collide.
  */
 export const tableNameFor = (schema: string, table: string): string => `${snowflakeName(schema)}_${snowflakeName(table)}`;
+
+/** A name Snowflake reads the same quoted or not: what a case-insensitive REST path segment resolves to. */
+const UPPER_CASE_SAFE = /^[A-Z_][A-Z0-9_]*$/;
+
+/**
+ * The pipe a journal is loaded through. REST path segments are documented as case-insensitive, so a
+ * segment names the object its upper-cased spelling names: the default pipe `<TABLE>-STREAMING` of a
+ * table with an upper-case-safe name is reached that way. The default pipe of a mixed-case or quoted
+ * name (`public_Orders`) may resolve to nothing, or to another table's pipe (`PUBLIC_ORDERS`), and how
+ * Snowflake treats it is undocumented; such a journal gets a named pipe floe creates, whose name is
+ * upper-case-safe and unique to the exact table name (a hash of it).
+ */
+export function pipeNameFor(tableName: string): { readonly name: string; readonly named: boolean } {
+  if (UPPER_CASE_SAFE.test(tableName)) return { name: `${tableName}-STREAMING`, named: false };
+  const readable = tableName
+    .toUpperCase()
+    .replace(/[^A-Z0-9_]/g, '_')
+    .slice(0, 100);
+  const hash = createHash('sha256').update(tableName).digest('hex').slice(0, 10).toUpperCase();
+  return { name: `FLOE_PIPE_${readable}_${hash}`, named: true };
+}
+
+/** The named streaming pipe of a journal: columns matched by their exact names (the NDJSON keys are those). */
+export const createPipe = (pipe: string, journal: string): string =>
+  `CREATE PIPE IF NOT EXISTS ${pipe} AS COPY INTO ${journal} FROM TABLE(DATA_SOURCE(TYPE => 'STREAMING')) MATCH_BY_COLUMN_NAME = CASE_SENSITIVE`;
 
 export const qualified = (database: string, schema: string, table: string): string =>
   `${quoteSf(database)}.${quoteSf(schema)}.${quoteSf(table)}`;
@@ -78,6 +104,8 @@ export function setupStatements(n: Names): string[] {
     `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_TABLES')} ("SOURCE_TABLE" VARCHAR, "TARGET_TABLE" VARCHAR, "JOURNAL_COLUMNS" VARCHAR, "TARGET_TYPES" VARCHAR, "SNAPSHOT_COMPLETE" BOOLEAN, "MERGED_SEQ" NUMBER(38,0), "UPDATED_AT" TIMESTAMP_TZ(6))`,
     // Added after the first release: which columns are the merge key (a change of them re-keys the target).
     `ALTER TABLE ${bookkeeping(n, '_FLOE_TABLES')} ADD COLUMN IF NOT EXISTS "KEY_COLUMNS" VARCHAR`,
+    // Added later: the pipe the journal is loaded through (NULL: the table's default pipe, as before).
+    `ALTER TABLE ${bookkeeping(n, '_FLOE_TABLES')} ADD COLUMN IF NOT EXISTS "PIPE" VARCHAR`,
     `CREATE TABLE IF NOT EXISTS ${bookkeeping(n, '_FLOE_RANGES')} ("PIPELINE" VARCHAR, "INCARNATION" VARCHAR, "SOURCE_TABLE" VARCHAR, "RANGE_INDEX" NUMBER(10,0), "SNAPSHOT_LSN" NUMBER(20,0), "ROW_COUNT" NUMBER(38,0), "LOADED_AT" TIMESTAMP_TZ(6))`,
     // Every channels_per_table a pipeline incarnation has streamed with: a replay after a change of the
     // count is checked against each (snowflake-destination.ts, "Channel sets").

@@ -439,6 +439,19 @@ export class SqlEngine {
       }
       case 'create-pipe':
         return this.createPipe(conn, c);
+      case 'drop-pipe': {
+        const pipe = await this.namedPipe(conn, c.pipe.database, c.pipe.schema, c.pipe.name);
+        if (!pipe) {
+          if (c.ifExists) return status(`Drop statement executed successfully (${c.pipe.name} already dropped).`);
+          throw SqlFailure.notFound(`${c.pipe.database}.${c.pipe.schema}.${c.pipe.name}`);
+        }
+        await conn.run(`DELETE FROM ${META}.pipes WHERE database = $1 AND schema = $2 AND name = $3`, [
+          pipe.database,
+          pipe.schema,
+          pipe.name,
+        ]);
+        return status(`${pipe.name} successfully dropped.`);
+      }
       case 'show-pipes':
         return this.showPipes(conn, c);
       case 'show-grants':

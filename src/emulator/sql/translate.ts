@@ -75,6 +75,7 @@ export type Command =
   | { kind: 'alter-column-type'; table: ObjectName; column: string; type: SfType }
   | { kind: 'drop-column'; table: ObjectName; column: string; ifExists: boolean }
   | { kind: 'drop-table'; table: ObjectName; ifExists: boolean }
+  | { kind: 'drop-pipe'; pipe: ObjectName; ifExists: boolean }
   | { kind: 'truncate'; table: ObjectName; ifExists: boolean }
   | { kind: 'use'; what: 'database' | 'schema' | 'warehouse' | 'role'; database?: string; name: string }
   | {
@@ -713,6 +714,12 @@ class Translator {
 
   drop(): Command {
     this.expectWord('DROP');
+    if (this.acceptWord('PIPE')) {
+      const ifExists = this.acceptWord('IF', 'EXISTS');
+      const pipe = this.objectName(this.identifierChain());
+      this.expectEnd();
+      return { kind: 'drop-pipe', pipe, ifExists };
+    }
     if (!this.acceptWord('TABLE')) throw SqlFailure.unsupported(`DROP ${this.peek().text}`, this.peek().pos);
     const ifExists = this.acceptWord('IF', 'EXISTS');
     const table = this.objectName(this.identifierChain());
