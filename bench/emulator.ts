@@ -27,6 +27,9 @@ export interface DelayRun {
   readonly ndjsonMBPerSecond: number;
   readonly sourceRowsPerSecond: number;
   readonly peakRssMB: number;
+  /** Sampled with the journal count while loading: V8's heap (live data plus garbage not yet collected) and Buffers. */
+  readonly loadingHeapTotalMB: number;
+  readonly loadingExternalMB: number;
   /** CPU seconds during the throughput phase (insert until the journal holds every row). */
   readonly floeCpuSeconds: number;
   readonly emulatorCpuSeconds: number;
@@ -63,6 +66,8 @@ export interface EmulatorBenchOptions {
   readonly mergeIntervalMs: number;
   readonly batchMaxBytes?: number;
   readonly maxUncommittedBytes?: number;
+  /** NODE_OPTIONS of the floe process (e.g. `--max-old-space-size=160`); default: the bench's own environment. */
+  readonly floeNodeOptions?: string;
   readonly say: (m: string) => void;
 }
 
@@ -127,9 +132,13 @@ async function oneRun(c: pg.Client, o: EmulatorBenchOptions, delayMs: number, n:
     })();
     // The journal's row count over time.
     const samples: { t: number; rows: number }[] = [];
+    const memory = { heap: 0, external: 0, rss: 0 };
     for (;;) {
       const rows = await count(journal);
       samples.push({ t: (performance.now() - t0) / 1000, rows });
+      memory.heap = Math.max(memory.heap, await metric(metricsPort, 'floe_nodejs_heap_size_total_bytes'));
+      memory.external = Math.max(memory.external, await metric(metricsPort, 'floe_nodejs_external_memory_bytes'));
+      memory.rss = Math.max(memory.rss, await metric(metricsPort, 'floe_process_resident_memory_bytes'));
       if (rows >= o.rows) break;
       if (floe.exited()) throw new Error(`floe exited: ${floe.stderr().slice(-500)}`);
       if (performance.now() - t0 > 600_000) throw new Error('timed out waiting for the journal');
@@ -144,6 +153,8 @@ async function oneRun(c: pg.Client, o: EmulatorBenchOptions, delayMs: number, n:
     const floeCpu = cpuSeconds(floe.pid) - floeCpu0;
     const emulatorCpu = emulator.cpuSeconds() - emuCpu0;
     o.say(`emulator ${delayMs} ms: ${Math.round(rate)} rows/s, ${mbps.toFixed(1)} MB/s NDJSON into the journal`);
+    const mb = (x: number) => Math.round(x / 1048576);
+    o.say(`  floe while loading: V8 heap ≤ ${mb(memory.heap)} MB, Buffers ≤ ${mb(memory.external)} MB, RSS ≤ ${mb(memory.rss)} MB`);
     const merges0 = {
       n: await metric(metricsPort, 'floe_snowflake_merges_total'),
       s: await metric(metricsPort, 'floe_snowflake_merge_seconds_sum'),
@@ -159,6 +170,8 @@ async function oneRun(c: pg.Client, o: EmulatorBenchOptions, delayMs: number, n:
       ndjsonMBPerSecond: round2(mbps),
       sourceRowsPerSecond: Math.round(o.rows / sourceSeconds),
       peakRssMB,
+      loadingHeapTotalMB: Math.round(memory.heap / 1048576),
+      loadingExternalMB: Math.round(memory.external / 1048576),
       floeCpuSeconds: round2(floeCpu),
       emulatorCpuSeconds: round2(emulatorCpu),
       ...(latency
@@ -247,7 +260,8 @@ function startReplicate(
     ...(o.batchMaxBytes ? ['--batch-max-bytes', String(o.batchMaxBytes)] : []),
     ...(o.maxUncommittedBytes ? ['--max-uncommitted-bytes', String(o.maxUncommittedBytes)] : []),
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const env = o.floeNodeOptions === undefined ? process.env : { ...process.env, NODE_OPTIONS: o.floeNodeOptions };
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
   let stderr = '';
   let exited = false;
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-200_000)));

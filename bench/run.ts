@@ -62,6 +62,8 @@ const { values: args } = parseArgs({
     'commit-delays': { type: 'string', default: '200,5000' },
     /** With --destination emulator: floe's --max-uncommitted-bytes (default: the runtime's). */
     'max-uncommitted-bytes': { type: 'string' },
+    /** With --destination emulator: NODE_OPTIONS for the floe process, e.g. --max-old-space-size=160. */
+    'floe-node-options': { type: 'string' },
     /** With --destination emulator: merge_interval in ms (default 1000). */
     'merge-interval-ms': { type: 'string', default: '1000' },
     /** DuckDB runs: the destination's memory_limit and threads (default: the destination's defaults). */
@@ -1022,6 +1024,7 @@ async function main(): Promise<void> {
           mergeIntervalMs: OPTS.mergeIntervalMs,
           batchMaxBytes: OPTS.batchMaxBytes,
           maxUncommittedBytes: OPTS.maxUncommittedBytes,
+          floeNodeOptions: args['floe-node-options'],
           say,
         });
         process.stdout.write(
