@@ -256,7 +256,8 @@ function startReplicate(
     `&warehouse=COMPUTE_WH&merge_interval=${o.mergeIntervalMs}ms&channels_per_table=4&base_url=${emulator.url}`;
   const args = [
     ...['bin/floe.js', 'replicate', '--source', o.url, '--publication', `${table}_pub`, '--slot', slot, '--destination', url],
-    ...['--metrics-port', String(metricsPort), '--log-level', 'info', '--merge-interval-ms', String(o.mergeIntervalMs)],
+    // No --merge-interval-ms: the runtime asks as often as the Snowflake destination prefers; merge_interval decides.
+    ...['--metrics-port', String(metricsPort), '--log-level', 'info'],
     ...(o.batchMaxBytes ? ['--batch-max-bytes', String(o.batchMaxBytes)] : []),
     ...(o.maxUncommittedBytes ? ['--max-uncommitted-bytes', String(o.maxUncommittedBytes)] : []),
   ];
