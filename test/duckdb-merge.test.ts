@@ -3,6 +3,9 @@
  * into the empty target, later merges take the general path, and the memory knobs reach DuckDB.
  */
 import { describe, it, expect } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { mapColumnType } from '../src/schema/type-map.js';
 import type { Cell, TableSchema } from '../src/model.js';
@@ -76,6 +79,67 @@ describe('DuckDB destination merges', () => {
       await d.close();
     }
   });
+
+  it('merges a window larger than its memory limit: in chunks that never split a transaction', async () => {
+    // 5 s of a busy source is a window of hundreds of thousands of rows; one merge of it ran out of
+    // DuckDB's memory_limit ("failed to pin block") and failed again at every retry: the pipeline was wedged.
+    const dir = mkdtempSync(join(tmpdir(), 'floe-chunks-'));
+    const d = new DuckDbDestination({ path: join(dir, 'w.duckdb'), memoryLimit: '32MB' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await d.completeSnapshot(T);
+      const note = 'x'.repeat(150);
+      const txns = 1000;
+      const perTxn = 500;
+      for (let t = 0; t < txns; t++) {
+        const lsn = 0x1000n + BigInt(t);
+        // Keys repeat every 800 transactions: the last 200 update keys the first 200 inserted.
+        const base = (t % 800) * perTxn;
+        await d.writeChanges(
+          Array.from({ length: perTxn }, (_, i) => ({
+            table: T,
+            op: 'i' as const,
+            position: { lsn, ordinal: i },
+            commitTimeMicros: 0n,
+            cells: [String(base + i), `${note}${t}`, '{}', String(t)],
+          })),
+        );
+      }
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: txns * perTxn });
+      expect(await d.query(`SELECT count(*), min(amount), max(amount) FROM public.orders`)).toEqual([[400_000n, '200', '999']]);
+    } finally {
+      await d.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  it('a chunk boundary never splits a transaction: a key change keeps its unchanged TOAST value', async () => {
+    const d = new DuckDbDestination({ path: ':memory:' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await d.completeSnapshot(T);
+      const change = (lsn: bigint, ordinal: number, op: 'i' | 'd', cells: Cell[]) => ({
+        table: T,
+        op,
+        position: { lsn, ordinal },
+        commitTimeMicros: 0n,
+        cells,
+      });
+      await d.writeChanges([change(0x10n, 0, 'i', ['1', 'the body', '{}', '1'])]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 1 });
+      // 99,999 inserts, then a transaction moving key 1 to 2 with the note unchanged: the 100,000th row
+      // of the window (a chunk's size) is that transaction's delete, its insert the next one.
+      const filler = Array.from({ length: 99_999 }, (_, i) => change(0x20n, i, 'i', [String(10 + i), 'f', '{}', '0']));
+      for (let i = 0; i < filler.length; i += 10_000) await d.writeChanges(filler.slice(i, i + 10_000));
+      await d.writeChanges([change(0x30n, 0, 'd', ['1', null, null, null]), change(0x30n, 1, 'i', ['2', undefined, '{}', '2'])]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 100_001 });
+      expect(await d.query(`SELECT id, note FROM public.orders WHERE id IN (1, 2)`)).toEqual([[2, 'the body']]);
+    } finally {
+      await d.close();
+    }
+  }, 120_000);
 
   it('caps DuckDB at 128MB and one thread by default, or what the options say', async () => {
     const settings = `SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('preserve_insertion_order')`;

@@ -75,6 +75,12 @@ function keyText(columns: readonly string[]): string {
   return columns.map((c) => `length(${c})::VARCHAR || ':' || ${c}`).join(' || ');
 }
 const JOURNAL = '_floe_journal';
+/**
+ * Journal rows merged per transaction at first (about 15 MB of bench rows per copy the merge makes, well
+ * inside the 128MB default memory_limit), and the least a chunk is halved to after running out of memory.
+ */
+const MERGE_CHUNK_ROWS = 100_000;
+const MIN_MERGE_CHUNK_ROWS = 1_000;
 
 interface KnownTable {
   schema: TableSchema;
@@ -99,6 +105,8 @@ export class DuckDbDestination implements Destination {
   #chain: Promise<unknown> = Promise.resolve();
   /** Names staging tables of snapshot ranges. */
   #stages = 0;
+  /** Journal rows per merge transaction; halved when a chunk runs out of DuckDB's memory_limit. */
+  #chunkRows = MERGE_CHUNK_ROWS;
 
   constructor(options: DuckDbDestinationOptions) {
     this.#options = {
@@ -604,14 +612,50 @@ export class DuckDbDestination implements Destination {
     }
   }
 
+  /**
+   * Merges everything loaded since the last merge, in chunks of at most `#chunkRows` journal rows, each
+   * its own transaction: a window of a busy few seconds (hundreds of thousands of rows) merged at once
+   * ran out of memory_limit and failed again at every retry. A chunk never splits a transaction (a key
+   * change's delete and insert, or a truncate, stay together), and latest-position-wins makes merging
+   * the chunks in order equal to merging the whole window. A chunk that still runs out of memory (wide
+   * rows) is retried at half the size, down to one transaction.
+   */
   async #mergeTable(known: KnownTable): Promise<number> {
+    const name = qualifiedName(known.schema);
+    const [row] = await this.#rows(`SELECT merged_seq FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`);
+    let from = BigInt((row?.[0] as bigint | undefined) ?? 0n);
+    const to = this.#nextSeq - 1n;
+    let merged = 0;
+    while (from < to) {
+      const end = await this.#chunkEnd(known, from, to);
+      try {
+        merged += await this.#mergeWindow(known, from, end);
+        from = end;
+      } catch (err) {
+        if (!/Out of Memory Error/.test((err as Error).message) || this.#chunkRows <= MIN_MERGE_CHUNK_ROWS) throw err;
+        this.#chunkRows = Math.max(MIN_MERGE_CHUNK_ROWS, Math.floor(this.#chunkRows / 2));
+      }
+    }
+    return merged;
+  }
+
+  /** The last seq of the next chunk after `from`: `#chunkRows` rows, extended to the end of the last one's transaction. */
+  async #chunkEnd(known: KnownTable, from: bigint, to: bigint): Promise<bigint> {
+    const journal = this.#journal(known.schema);
+    const [last] = await this.#rows(
+      `SELECT _floe_seq, _floe_lsn FROM ${journal} WHERE _floe_seq > ${from} AND _floe_seq <= ${to} ORDER BY _floe_seq LIMIT 1 OFFSET ${this.#chunkRows - 1}`,
+    );
+    if (!last) return to;
+    const [end] = await this.#rows(
+      `SELECT max(_floe_seq) FROM ${journal} WHERE _floe_seq > ${from} AND _floe_seq <= ${to} AND _floe_lsn = ${last[1] as bigint}`,
+    );
+    return end?.[0] as bigint;
+  }
+
+  async #mergeWindow(known: KnownTable, from: bigint, to: bigint): Promise<number> {
     const c = this.#c();
     const t = known.schema;
     const name = qualifiedName(t);
-    const [row] = await this.#rows(`SELECT merged_seq FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`);
-    const from = BigInt((row?.[0] as bigint | undefined) ?? 0n);
-    const to = this.#nextSeq - 1n;
-    if (to <= from) return 0;
     const journal = this.#journal(t);
     const target = this.#target(t);
     const keys = t.columns.filter((col) => col.isKey).map((col) => col.name);
