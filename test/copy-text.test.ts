@@ -17,6 +17,24 @@ describe('COPY text parser', () => {
     ]);
   });
 
+  it('gives the same rows whether a chunk mixes plain and escaped rows or splits them anywhere', () => {
+    const rows: string[][] = [];
+    for (let i = 0; i < 500; i++) rows.push([String(i), i % 5 === 0 ? `a\\tb${i}` : `plain ${i} é`, i % 7 === 0 ? '\\N' : `z${i}`]);
+    const text = Buffer.from(rows.map((r) => r.join('\t') + '\n').join(''), 'utf8');
+    const expected = rows.map(([a, b, c]) => [a, b!.replace('\\t', '\t'), c === '\\N' ? null : c]);
+    expect(new CopyTextParser(3).push(text)).toEqual(expected);
+    for (const size of [7, 64, 1000]) {
+      const p = new CopyTextParser(3);
+      const got = [];
+      for (let i = 0; i < text.length; i += size) got.push(...p.push(text.subarray(i, i + size)));
+      p.end();
+      expect(got).toEqual(expected);
+    }
+    // One column: no tab anywhere in the chunk.
+    const single = Buffer.from(Array.from({ length: 300 }, (_, i) => `v${i}\n`).join(''));
+    expect(new CopyTextParser(1).push(single)).toEqual(Array.from({ length: 300 }, (_, i) => [`v${i}`]));
+  });
+
   it('tells an escaped backslash-N from NULL', () => {
     const p = new CopyTextParser(2);
     expect(p.push(Buffer.from('\\\\N\t\\N\n'))).toEqual([['\\N', null]]);

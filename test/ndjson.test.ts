@@ -99,6 +99,15 @@ describe('NdjsonEncoder', () => {
   it('writes unicode as UTF-8 and escapes lone surrogates like JSON.stringify', () => {
     const values = ['é', 'ß日本語', '🎉 emoji', 'mixed é"\\🎉\n', '\u2028\u2029', '\uffff', '\ud800', 'x\udc00y', '\ud83d', '\udc00\ud800'];
     for (const v of values) expect(encodedString(v)).toBe(JSON.stringify(v));
+    // Values of 16 units or more with nothing to escape take the one-call path; one escape or surrogate anywhere does not.
+    const long = [
+      'x'.repeat(100),
+      'é'.repeat(20) + '日本' + 'y'.repeat(50),
+      '\u2028'.repeat(16),
+      'x'.repeat(99) + '"',
+      'x'.repeat(40) + '🎉',
+    ];
+    for (const v of long) expect(encodedString(v)).toBe(JSON.stringify(v));
     const { lines } = encode([{ cells: ['1', '🎉日本é', null, null] }]);
     expect(lines[0]!.name).toBe('🎉日本é');
   });
@@ -112,7 +121,7 @@ describe('NdjsonEncoder', () => {
     const pools = [0x20, 0x80, 0x800, 0xd800, 0x10000];
     for (let k = 0; k < 300; k++) {
       let s = '';
-      const len = rand(40);
+      const len = rand(k % 2 === 0 ? 40 : 300);
       for (let i = 0; i < len; i++) s += String.fromCharCode(rand(pools[rand(pools.length)]!));
       if (k % 7 === 0) s += '🎉';
       expect(encodedString(s)).toBe(JSON.stringify(s));

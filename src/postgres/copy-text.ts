@@ -15,6 +15,8 @@ const BACKSLASH = 0x5c;
 export class CopyTextParser {
   readonly #columns: number;
   #rest: Buffer | undefined;
+  /** The next tab at or after the last search's start in the current chunk; -1: none left; -2: not searched. */
+  #tabAt = -2;
 
   constructor(columns: number) {
     this.#columns = columns;
@@ -26,10 +28,16 @@ export class CopyTextParser {
     this.#rest = undefined;
     const rows: Cell[][] = [];
     let start = 0;
+    // The next backslash at or after `start` (-1: none left in this chunk), found once per chunk region
+    // so a row without one (most rows) is split by native searches for tabs instead of a byte loop.
+    let backslash = buf.indexOf(BACKSLASH, 0);
+    this.#tabAt = -2;
     for (;;) {
       const nl = buf.indexOf(NL, start);
       if (nl < 0) break;
-      rows.push(this.#parseRow(buf, start, nl));
+      if (backslash >= 0 && backslash < start) backslash = buf.indexOf(BACKSLASH, start);
+      const plain = this.#columns > 0 && (backslash < 0 || backslash > nl);
+      rows.push(plain ? this.#parsePlainRow(buf, start, nl) : this.#parseRow(buf, start, nl));
       start = nl + 1;
     }
     if (start < buf.length) this.#rest = Buffer.from(buf.subarray(start));
@@ -40,6 +48,29 @@ export class CopyTextParser {
     if (this.#rest && this.#rest.length > 0) {
       throw new FloeError('replication', 'COPY output ended in the middle of a row');
     }
+  }
+
+  /** A row without backslashes: every field is plain text, split at its tabs. */
+  #parsePlainRow(buf: Buffer, start: number, end: number): Cell[] {
+    const n = this.#columns;
+    const cells: Cell[] = new Array(n);
+    let fieldStart = start;
+    for (let col = 0; col < n - 1; col++) {
+      const tab = this.#nextTab(buf, fieldStart);
+      if (tab < 0 || tab > end) throw new FloeError('replication', `COPY row has ${col + 1} fields, expected ${n}`);
+      cells[col] = utf8(buf, fieldStart, tab);
+      fieldStart = tab + 1;
+    }
+    const extra = this.#nextTab(buf, fieldStart);
+    if (extra >= 0 && extra < end) throw new FloeError('replication', `COPY row has more than ${n} fields`);
+    cells[n - 1] = utf8(buf, fieldStart, end);
+    return cells;
+  }
+
+  /** The first tab at or after `from`, searched at most once per position (a table without tabs costs one scan per chunk). */
+  #nextTab(buf: Buffer, from: number): number {
+    if (this.#tabAt !== -1 && this.#tabAt < from) this.#tabAt = buf.indexOf(TAB, from);
+    return this.#tabAt;
   }
 
   #parseRow(buf: Buffer, start: number, end: number): Cell[] {

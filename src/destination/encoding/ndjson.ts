@@ -256,6 +256,14 @@ export class NdjsonEncoder {
     let buf = this.#buf;
     let o = this.#len;
     buf[o++] = QUOTE;
+    // A longer value with nothing to escape and no surrogate (the common case: the regular expression
+    // and the write both run natively) is copied in one call; the loop below costs per character.
+    if (n >= 16 && !NEEDS_LOOP.test(s)) {
+      o += writeUtf8(buf, s, o);
+      buf[o++] = QUOTE;
+      this.#len = o;
+      return;
+    }
     for (let i = 0; i < n; i++) {
       const c = s.charCodeAt(i);
       if (c < 0x80) {
@@ -324,6 +332,16 @@ export class NdjsonEncoder {
     this.#len = o;
   }
 }
+
+/** What the fast path of `#string` cannot copy as it is: JSON escapes, and surrogates (lone ones are escaped). */
+const NEEDS_LOOP = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+type Utf8WritableBuffer = Buffer & { utf8Write(s: string, offset: number): number };
+/** Buffer#utf8Write skips write()'s argument normalisation (not in the typings; the fallback keeps floe correct). */
+const writeUtf8 =
+  typeof (Buffer.prototype as Partial<Utf8WritableBuffer>).utf8Write === 'function'
+    ? (buf: Buffer, s: string, at: number): number => (buf as Utf8WritableBuffer).utf8Write(s, at)
+    : (buf: Buffer, s: string, at: number): number => buf.write(s, at, 'utf8');
 
 /** `uXXXX` (the backslash is already written). */
 function writeUnicodeEscape(buf: Buffer, o: number, c: number): number {
