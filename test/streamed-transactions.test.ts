@@ -144,14 +144,20 @@ describe.each(clusters)('streamed transactions on PostgreSQL $major', (cluster) 
 
       // The server streamed instead of spilling to its disk (its statistics arrive a moment later; the
       // spool waits above show that the aborted and rolled-back changes were streamed before their abort).
+      // At the 64 kB minimum the server may still spill a little: when the limit is crossed while no
+      // transaction can be streamed yet (PostgreSQL's ReorderBufferCheckMemoryLimit), it spills the
+      // largest one instead (65,584 bytes once in a full run on PostgreSQL 18). Under protocol 1 every
+      // transaction here would be spilled whole and nothing streamed.
       const slotStats = async () =>
         (
-          await db.sql<{ stream_txns: string; spill_bytes: string }>(
-            `SELECT stream_txns::text, spill_bytes::text FROM pg_stat_replication_slots WHERE slot_name = 'stx_duck'`,
+          await db.sql<{ stream_txns: string; stream_bytes: string; spill_bytes: string }>(
+            `SELECT stream_txns::text, stream_bytes::text, spill_bytes::text FROM pg_stat_replication_slots WHERE slot_name = 'stx_duck'`,
           )
         )[0];
       await waitFor('the slot statistics to count streamed transactions', async () => Number((await slotStats())?.stream_txns) > 0, 30_000);
-      expect((await slotStats())!.spill_bytes).toBe('0');
+      const stats = (await slotStats())!;
+      expect(Number(stats.stream_bytes)).toBeGreaterThan(10 << 20);
+      expect(Number(stats.spill_bytes), JSON.stringify(stats)).toBeLessThan(Number(stats.stream_bytes) / 50);
       // Nothing is left in the spool.
       expect(readdirSync(spool.path)).toEqual([]);
     } finally {
