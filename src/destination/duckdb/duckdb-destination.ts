@@ -641,6 +641,9 @@ export class DuckDbDestination implements Destination {
 
   /** The last seq of the next chunk after `from`: `#chunkRows` rows, extended to the end of the last one's transaction. */
   async #chunkEnd(known: KnownTable, from: bigint, to: bigint): Promise<bigint> {
+    // Seqs are handed out one per row, so a range no longer than a chunk holds no more rows (the usual
+    // window): no query needed.
+    if (to - from <= BigInt(this.#chunkRows)) return to;
     const journal = this.#journal(known.schema);
     const [last] = await this.#rows(
       `SELECT _floe_seq, _floe_lsn FROM ${journal} WHERE _floe_seq > ${from} AND _floe_seq <= ${to} ORDER BY _floe_seq LIMIT 1 OFFSET ${this.#chunkRows - 1}`,
