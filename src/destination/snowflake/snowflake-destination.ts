@@ -505,7 +505,7 @@ export class SnowflakeDestination implements Destination {
           mergedSeq,
         );
       }
-      if (namedPipe && existing[6] == null) await this.#moveToNamedPipe(state, pipeDdl);
+      if (pipeDdl[0] !== undefined && existing[6] == null) await this.#moveToNamedPipe(state, pipeDdl[0]);
       const keysBefore = existing[5] ?? null;
       if (wasKeyed !== table.hasKey) converted = await this.#convertTarget(state, table);
       else if (table.hasKey && keysBefore !== null && keysBefore !== keyColumnsOf(table)) {
@@ -538,9 +538,11 @@ export class SnowflakeDestination implements Destination {
    * replay is checked against too, at every start: what they committed before an unclean stop must not
    * be sent again through the new pipe, and nothing records when no replay can reach them any more.
    */
-  async #moveToNamedPipe(state: TableState, pipeDdl: string[]): Promise<void> {
+  async #moveToNamedPipe(state: TableState, createPipeStatement: string): Promise<void> {
     state.legacyPipe = `${state.tableName}-STREAMING`;
-    await this.#retrying(`creating the pipe of ${state.sourceTable}`, () => this.#o.sql.query(pipeDdl[0]!, { signal: this.#signal }));
+    await this.#retrying(`creating the pipe of ${state.sourceTable}`, () =>
+      this.#o.sql.query(createPipeStatement, { signal: this.#signal }),
+    );
   }
 
   /** The column names of a target (keyed targets have `_FLOE_DELETED`). */
