@@ -7,7 +7,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
-import { startPipeline, type RunningPipeline } from './helpers/pipeline.js';
+import { memoryLog, startPipeline, type RunningPipeline } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 import { snowflakeFixture, type SnowflakeFixture } from './helpers/snowflake.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
@@ -32,6 +32,8 @@ interface Target {
   readonly kind: 'duckdb' | 'snowflake';
   readonly pipeline: RunningPipeline;
   readonly destination: Destination;
+  /** The pipeline's recent log, shown when a step fails. */
+  logTail(): string;
   /** The rows of `table`'s target, the given columns as text, ordered by the first. */
   rows(table: string, columns: readonly string[], where?: Where): Promise<Row[]>;
 }
@@ -71,11 +73,19 @@ describe('merge keys into DuckDB and Snowflake', () => {
     await db.sql(`CREATE PUBLICATION kp${n} FOR TABLE ${tables}`);
     const duck = new DuckDbDestination({ path: ':memory:' });
     const sfDest = sf.destination();
+    const [duckLog, sfLog] = [memoryLog(), memoryLog()];
     const targets: Target[] = [
       {
         kind: 'duckdb',
         destination: duck,
-        pipeline: startPipeline({ source: { url: db.url }, publication: `kp${n}`, slotName: `kd${n}`, destination: duck }),
+        logTail: duckLog.tail,
+        pipeline: startPipeline({
+          source: { url: db.url },
+          publication: `kp${n}`,
+          slotName: `kd${n}`,
+          destination: duck,
+          log: duckLog.log,
+        }),
         rows: async (table, columns, where) =>
           (
             await duck.query(
@@ -86,7 +96,14 @@ describe('merge keys into DuckDB and Snowflake', () => {
       {
         kind: 'snowflake',
         destination: sfDest,
-        pipeline: startPipeline({ source: { url: db.url }, publication: `kp${n}`, slotName: `ks${n}`, destination: sfDest }),
+        logTail: sfLog.tail,
+        pipeline: startPipeline({
+          source: { url: db.url },
+          publication: `kp${n}`,
+          slotName: `ks${n}`,
+          destination: sfDest,
+          log: sfLog.log,
+        }),
         rows: async (table, columns, where) =>
           (
             await sf.rows(
@@ -144,10 +161,10 @@ describe('merge keys into DuckDB and Snowflake', () => {
       );
     } catch (err) {
       // A table not there yet or a query error: the message says which; else the comparison shows the difference.
-      if (last === undefined) throw err;
+      if (last === undefined) throw new Error(`${(err as Error).message}\n--- the pipeline's recent log:\n${t.logTail()}`);
     }
     if (failed) throw new Error(`${what}: the pipeline failed: ${(failed as Error).message}`);
-    expect(last, what).toEqual(want);
+    expect(last, `${what}\n--- the pipeline's recent log:\n${t.logTail()}`).toEqual(want);
   }
 
   it('REPLICA IDENTITY USING INDEX: the merge key is the identity index, so deletes and key updates apply', async () => {

@@ -20,6 +20,26 @@ export function tempDir(prefix = 'floe-test-'): { path: string; remove(): void }
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
+/**
+ * A debug-level log kept in memory, its last `keep` lines: a test that fails in a loaded CI run (where
+ * it cannot be re-run with FLOE_TEST_LOG) can show what the pipeline did.
+ */
+export function memoryLog(keep = 300): { log: PipelineOptions['log']; tail(): string } {
+  const lines: string[] = [];
+  const log = createLogger({
+    level: 'debug',
+    registerEnvironment: false,
+    destination: {
+      write(chunk: string) {
+        for (const line of chunk.split('\n')) if (line) lines.push(line);
+        if (lines.length > keep) lines.splice(0, lines.length - keep);
+        return true;
+      },
+    } as NodeJS.WritableStream,
+  });
+  return { log, tail: () => lines.join('\n') };
+}
+
 /** Runs a pipeline in this process; `stop()` aborts it gracefully and waits. */
 export function startPipeline(
   options: Partial<PipelineOptions> & Pick<PipelineOptions, 'source' | 'publication' | 'slotName'>,
