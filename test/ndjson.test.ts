@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { NdjsonEncoder, formatCommitTime } from '../src/destination/encoding/ndjson.js';
+import { NdjsonLines } from '../src/destination/encoding/ndjson-lines.js';
 import { EncodingSink } from '../src/destination/encoding/encoding-sink.js';
 import { mapColumnType } from '../src/schema/type-map.js';
 import type { Cell, Change, ChangeOp, TableSchema } from '../src/model.js';
@@ -207,6 +208,53 @@ describe('NdjsonEncoder', () => {
     expect(formatCommitTime(0n)).toBe('null');
     expect(formatCommitTime(1_700_000_000_000_001n)).toBe('"2023-11-14T22:13:20.000001Z"');
     expect(formatCommitTime(-1_000_001n)).toBe('"1969-12-31T23:59:58.999999Z"');
+  });
+});
+
+describe('NdjsonLines', () => {
+  const texts = ['ä€😀', 'plain', '', 'x'.repeat(70_000), 'tab\there', 'zürich'];
+  const all = (l: NdjsonLines) => Array.from({ length: l.count }, (_, i) => l.line(i));
+
+  it('takes what an encoder wrote, line by line, and leaves the encoder empty for reuse', () => {
+    const enc = new NdjsonEncoder(64);
+    const t = table([['v', TEXT]]);
+    const ends: number[] = [];
+    for (const v of texts) {
+      enc.writeRow(t, 'i', { lsn: 1n, ordinal: 0 }, 0n, [v]);
+      ends.push(enc.length);
+    }
+    const lines = NdjsonLines.take(enc, ends);
+    expect(enc.length).toBe(0);
+    expect(lines.count).toBe(texts.length);
+    expect(all(lines).map((l) => (JSON.parse(l) as { v: string }).v)).toEqual(texts);
+    // Writing again reuses the encoder's buffer: the lines taken must not change.
+    enc.writeRow(t, 'i', { lsn: 2n, ordinal: 0 }, 0n, ['overwrites?'.repeat(100)]);
+    expect(all(lines).map((l) => (JSON.parse(l) as { v: string }).v)).toEqual(texts);
+  });
+
+  it('slices of slices keep their lines, sizes and bytes (multi-byte UTF-8 too)', () => {
+    const lines = NdjsonLines.of(texts.map((v) => JSON.stringify({ v })));
+    const wanted = texts.map((v) => JSON.stringify({ v }));
+    expect(all(lines)).toEqual(wanted);
+    for (let from = 0; from <= texts.length; from++) {
+      for (let to = from; to <= texts.length; to++) {
+        const s = lines.slice(from, to);
+        expect(all(s)).toEqual(wanted.slice(from, to));
+        expect(s.range(0, s.count).toString('utf8')).toBe(
+          wanted
+            .slice(from, to)
+            .map((l) => `${l}\n`)
+            .join(''),
+        );
+        for (let i = 0; i < s.count; i++) expect(s.size(i)).toBe(Buffer.byteLength(wanted[from + i]!) + 1);
+        if (s.count >= 2) expect(all(s.slice(1, s.count))).toEqual(wanted.slice(from + 1, to));
+      }
+    }
+  });
+
+  it('adds a newline only where a given line lacks one', () => {
+    const lines = NdjsonLines.of(['{"a":1}\n', '{"b":2}']);
+    expect(lines.range(0, 2).toString()).toBe('{"a":1}\n{"b":2}\n');
   });
 });
 

@@ -65,6 +65,7 @@ import type {
 import { FloeError, coerceError } from '../../errors.js';
 import type { Logger } from '../../telemetry/logger.js';
 import { NdjsonEncoder } from '../encoding/ndjson.js';
+import { NdjsonLines } from '../encoding/ndjson-lines.js';
 import { formatLsn } from '../../postgres/lsn.js';
 import { snowflakeCast } from './casts.js';
 import { KeyPairAuth } from './auth.js';
@@ -117,7 +118,7 @@ export interface ChannelLike {
     readonly lastErrorOffsetToken?: string | null;
     readonly lastErrorMessage?: string | null;
   };
-  append(lines: string[], tokens: string[], signal?: AbortSignal): Promise<void>;
+  append(lines: NdjsonLines, tokens: string[], signal?: AbortSignal): Promise<void>;
   /** Sends what failed appends left queued. */
   flush(signal?: AbortSignal): Promise<void>;
   waitCommitted(token: string, signal?: AbortSignal): Promise<void>;
@@ -309,6 +310,14 @@ const holds = (committed: string | null | undefined, token: string): boolean => 
 interface PendingBatch {
   readonly last: Position;
   committed: boolean;
+}
+
+/** A batch of changes encoded for its channels, not sent yet. */
+interface EncodedBatch {
+  readonly batch: PendingBatch;
+  /** The tables the batch writes to (their merges wait for it: `#beginWrite`). */
+  readonly writes: { state: TableState; id: number }[];
+  readonly channels: { channel: ChannelState; state: TableState; lines: NdjsonLines; tokens: string[] }[];
 }
 
 const TOKEN_LSN_WIDTH = 20;
@@ -636,12 +645,12 @@ export class SnowflakeDestination implements Destination {
     const position: Position = { lsn: range.snapshotLsn, ordinal: -1 };
     const id = this.#beginWrite(state);
     let count = 0;
-    let lines: string[] = [];
+    let ends: number[] = [];
     let tokens: string[] = [];
     const flush = async () => {
-      if (lines.length === 0) return;
-      const [l, t] = [lines, tokens];
-      lines = [];
+      if (ends.length === 0) return;
+      const [l, t] = [NdjsonLines.take(encoder, ends), tokens];
+      ends = [];
       tokens = [];
       await channel.append(l, t, this.#signal);
     };
@@ -649,11 +658,11 @@ export class SnowflakeDestination implements Destination {
       for await (const chunk of rows) {
         for (const cells of chunk) {
           encoder.writeRow(range.table, 'r', position, 0n, cells, { seq: state.nextSeq++, range: range.rangeIndex });
+          ends.push(encoder.length);
           count++;
           tokens.push(String(count).padStart(TOKEN_ROW_WIDTH, '0'));
         }
-        splitLines(encoder, lines);
-        if (lines.length >= APPEND_LINES) await flush();
+        if (ends.length >= APPEND_LINES) await flush();
       }
       await flush();
       if (count > 0) await channel.waitCommitted(String(count).padStart(TOKEN_ROW_WIDTH, '0'), this.#signal);
@@ -706,45 +715,59 @@ export class SnowflakeDestination implements Destination {
     state.snapshotComplete = false;
   }
 
-  async writeChanges(changes: readonly Change[]): Promise<void> {
-    if (this.#failure) throw this.#failure;
-    if (changes.length === 0) return;
-    // Per channel: the lines and tokens of the changes it does not hold yet, in position order.
-    const perChannel = new Map<ChannelState, { state: TableState; lines: string[]; tokens: string[]; encoder: NdjsonEncoder }>();
+  writeChanges(changes: readonly Change[]): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (changes.length === 0) return Promise.resolve();
+    // Encoded at once, and `changes` not held past this call: the rows wait for their request as bytes.
+    return this.#send(this.#encodeBatch(changes));
+  }
+
+  /** Per channel, the lines and tokens of the changes it does not hold yet, in position order. */
+  #encodeBatch(changes: readonly Change[]): EncodedBatch {
+    const perChannel = new Map<ChannelState, { state: TableState; ends: number[]; tokens: string[]; encoder: NdjsonEncoder }>();
     const writes: { state: TableState; id: number }[] = [];
     const started = new Set<TableState>();
-    const batch: PendingBatch = { last: changes[changes.length - 1]!.position, committed: false };
-    try {
-      for (const ch of changes) {
-        const state = this.#known(ch.table);
-        const hash = keyHash(ch);
-        const channel = state.channels[hash % state.channels.length]!;
-        const token = positionToken(ch.position);
-        if (holds(channel.channel.committedOffsetToken, token) || state.earlier.some((set) => holds(set.tokens[hash % set.count], token))) {
-          continue; // replayed: a channel it was sent to holds it
-        }
-        if (!started.has(state)) {
-          started.add(state);
-          writes.push({ state, id: this.#beginWrite(state) });
-        }
-        let out = perChannel.get(channel);
-        if (!out) {
-          out = { state, lines: [], tokens: [], encoder: this.#encoder() };
-          perChannel.set(channel, out);
-        }
-        out.encoder.writeRow(ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells, { seq: state.nextSeq++ });
-        out.tokens.push(token);
-        state.rowsSinceMerge++;
+    for (const ch of changes) {
+      const state = this.#known(ch.table);
+      const hash = keyHash(ch);
+      const channel = state.channels[hash % state.channels.length]!;
+      const token = positionToken(ch.position);
+      if (holds(channel.channel.committedOffsetToken, token) || state.earlier.some((set) => holds(set.tokens[hash % set.count], token))) {
+        continue; // replayed: a channel it was sent to holds it
       }
-      for (const out of perChannel.values()) splitLines(out.encoder, out.lines);
+      if (!started.has(state)) {
+        started.add(state);
+        writes.push({ state, id: this.#beginWrite(state) });
+      }
+      let out = perChannel.get(channel);
+      if (!out) {
+        out = { state, ends: [], tokens: [], encoder: this.#encoder() };
+        perChannel.set(channel, out);
+      }
+      out.encoder.writeRow(ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells, { seq: state.nextSeq++ });
+      out.ends.push(out.encoder.length);
+      out.tokens.push(token);
+      state.rowsSinceMerge++;
+    }
+    const channels = [...perChannel].map(([channel, out]) => ({
+      channel,
+      state: out.state,
+      lines: NdjsonLines.take(out.encoder, out.ends),
+      tokens: out.tokens,
+    }));
+    return { batch: { last: changes[changes.length - 1]!.position, committed: false }, writes, channels };
+  }
+
+  async #send({ batch, writes, channels }: EncodedBatch): Promise<void> {
+    try {
       this.#pending.push(batch);
-      await Promise.all([...perChannel].map(([channel, out]) => this.#append(out.state, channel, out.lines, out.tokens)));
+      await Promise.all(channels.map((c) => this.#append(c.state, c.channel, c.lines, c.tokens)));
     } catch (err) {
       for (const w of writes) this.#endWrite(w.state, w.id);
       throw err;
     }
     // Seqs of the batch stay "in flight" (outside merge windows) until its rows are committed.
-    const commits = [...perChannel].map(([channel, out]) => this.#committed(out.state, channel, out.tokens));
+    const commits = channels.map((c) => this.#committed(c.state, c.channel, c.tokens));
     void Promise.all(commits).then(
       () => {
         for (const w of writes) this.#endWrite(w.state, w.id);
@@ -1020,14 +1043,14 @@ export class SnowflakeDestination implements Destination {
    * Appends lines to a channel until it accepted them. Transient failures are waited out (honouring the
    * breaker's retry-after): the channel keeps what it did not get accepted and sends it on `flush`.
    */
-  async #append(state: TableState, cs: ChannelState, lines: string[], tokens: string[]): Promise<void> {
-    if (lines.length === 0) return;
+  async #append(state: TableState, cs: ChannelState, lines: NdjsonLines, tokens: string[]): Promise<void> {
+    if (lines.count === 0) return;
     let next = 0;
     let appending = false;
     await this.#retrying(`writing to channel ${cs.name}`, async () => {
       if (appending) await cs.channel.flush(this.#signal);
-      while (next < lines.length) {
-        const end = Math.min(lines.length, next + APPEND_LINES);
+      while (next < lines.count) {
+        const end = Math.min(lines.count, next + APPEND_LINES);
         const [l, t] = [lines.slice(next, end), tokens.slice(next, end)];
         // Once handed over, a slice is the channel's to deliver (flush), never appended again.
         next = end;
@@ -1285,17 +1308,6 @@ function tokenText(token: string): string {
 }
 
 /** Moves the encoder's lines into `out` and resets it. */
-function splitLines(encoder: NdjsonEncoder, out: string[]): void {
-  if (encoder.length === 0) return;
-  const text = encoder.view().toString('utf8');
-  encoder.reset();
-  let start = 0;
-  for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
-    out.push(text.slice(start, nl));
-    start = nl + 1;
-  }
-}
-
 /** Hash of a change's key (FNV-1a of the key's text): its channel is `keyHash % count`, the same for every change of a key. */
 function keyHash(change: Change): number {
   const cols = change.table.columns;

@@ -38,6 +38,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
 import { FloeError } from '../../errors.js';
+import { NdjsonLines } from '../encoding/ndjson-lines.js';
 import type { Logger } from '../../telemetry/logger.js';
 import type { KeyPairAuth } from './auth.js';
 import {
@@ -123,7 +124,7 @@ export interface Channel {
    * polls); do not append them again. Terminal errors
    * (auth, missing pipe, row errors) make every later call reject with the same error.
    */
-  append(lines: readonly string[], tokens: readonly string[], signal?: AbortSignal): Promise<void>;
+  append(lines: NdjsonLines | readonly string[], tokens: readonly string[], signal?: AbortSignal): Promise<void>;
   /** Sends whatever earlier failed appends left queued. */
   flush(signal?: AbortSignal): Promise<void>;
   /**
@@ -726,9 +727,10 @@ class NamedChannel implements Channel {
     if (this.#dropped) throw new FloeError('internal', `${this.#describe()} was dropped`);
   }
 
-  append(lines: readonly string[], tokens: readonly string[], signal?: AbortSignal): Promise<void> {
-    if (lines.length !== tokens.length) {
-      return Promise.reject(new FloeError('internal', `append got ${lines.length} lines but ${tokens.length} offset tokens`));
+  append(given: NdjsonLines | readonly string[], tokens: readonly string[], signal?: AbortSignal): Promise<void> {
+    const lines = given instanceof NdjsonLines ? given : NdjsonLines.of(given);
+    if (lines.count !== tokens.length) {
+      return Promise.reject(new FloeError('internal', `append got ${lines.count} lines but ${tokens.length} offset tokens`));
     }
     for (let i = 0; i < tokens.length; i++) {
       const prev = i === 0 ? this.#lastToken : tokens[i - 1]!;
@@ -738,7 +740,7 @@ class NamedChannel implements Channel {
         );
       }
     }
-    if (lines.length === 0) return this.flush(signal);
+    if (lines.count === 0) return this.flush(signal);
     this.#lastToken = tokens[tokens.length - 1]!;
     // Built outside the lock: compression runs in the thread pool while an earlier request is in flight.
     const built = this.#build(lines, tokens);
@@ -758,14 +760,12 @@ class NamedChannel implements Channel {
   }
 
   /** Groups lines into requests under both size limits, compressed. */
-  async #build(lines: readonly string[], tokens: readonly string[]): Promise<Request[]> {
+  async #build(lines: NdjsonLines, tokens: readonly string[]): Promise<Request[]> {
     const ranges: [number, number][] = [];
-    // Byte length of each line with its newline (a line may already end with one).
-    const sizes = lines.map((l) => Buffer.byteLength(l) + (l.endsWith('\n') ? 0 : 1));
     let start = 0;
     let bytes = 0;
-    for (let i = 0; i < lines.length; i++) {
-      const n = sizes[i]!;
+    for (let i = 0; i < lines.count; i++) {
+      const n = lines.size(i);
       if (i > start && bytes + n > this.#maxRaw) {
         ranges.push([start, i]);
         start = i;
@@ -773,20 +773,11 @@ class NamedChannel implements Channel {
       }
       bytes += n;
     }
-    ranges.push([start, lines.length]);
+    ranges.push([start, lines.count]);
     const out: Request[] = [];
     const encode = async (from: number, to: number): Promise<void> => {
-      // Lines are written straight into one buffer: joining them first made a string of the whole
-      // request (megabytes, in V8's large-object space) per request, garbage that grew the heap.
-      let length = 0;
-      for (let i = from; i < to; i++) length += sizes[i]!;
-      const raw = Buffer.allocUnsafe(length);
-      let at = 0;
-      for (let i = from; i < to; i++) {
-        const line = lines[i]!;
-        at += raw.write(line, at, 'utf8');
-        if (!line.endsWith('\n')) raw[at++] = 0x0a;
-      }
+      // The lines' own bytes, not a copy: neither a joined string nor a new buffer per request.
+      const raw = lines.range(from, to);
       const body = await gzip(raw, { level: this.#level });
       if (body.length > this.#maxWire) {
         if (to - from === 1) {
@@ -805,7 +796,7 @@ class NamedChannel implements Channel {
         return;
       }
       // A request ending inside a run of equal tokens must not claim the run's token (module comment).
-      const midRun = to < lines.length && tokens[to] === tokens[to - 1];
+      const midRun = to < lines.count && tokens[to] === tokens[to - 1];
       out.push({
         body,
         rawBytes: raw.length,
