@@ -18,6 +18,7 @@ import { Session } from 'node:inspector';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { runPipeline, type PipelineOptions } from '../src/pipeline/pipeline.js';
+import { applyHeapGrowth } from '../src/cli/heap-growth.js';
 import { EncodingSink } from '../src/destination/encoding/encoding-sink.js';
 import type { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import type { Destination } from '../src/destination/destination.js';
@@ -59,6 +60,8 @@ export interface ChildResult {
   readonly peakHeapBytes: number;
 }
 
+// As `floe` itself does at start-up (FLOE_HEAP_GROWING_PERCENT), so the bench measures floe's defaults.
+applyHeapGrowth();
 const config = JSON.parse(process.argv[2] ?? 'null') as ChildConfig | null;
 if (!config || !process.send) {
   process.stderr.write('usage: forked by bench/run.ts with a JSON config\n');
