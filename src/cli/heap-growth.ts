@@ -5,7 +5,7 @@ import { FloeError } from '../errors.js';
  * How far V8 lets the old generation grow past the data that survived the last full collection, in
  * percent. V8's own factor goes up to 4× when allocation is fast, which floe's is (every row is decoded,
  * batched and encoded): 39 MB of live data let the process reach 350–470 MB RSS in the Snowflake
- * benchmark. At 50 % it stayed at 224–227 MB for about 10 % more CPU (bench/README.md, "Heap growth").
+ * benchmark. At 50 % it stayed at 224–227 MB for about 10 % more CPU (bench/README.md, "rows as bytes and heap growth").
  * Unlike `--max-old-space-size` this is no limit: a process with more live data (a huge row) gets a
  * larger heap, not a crash.
  */

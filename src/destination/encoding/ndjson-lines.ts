@@ -4,7 +4,7 @@ import type { NdjsonEncoder } from './ndjson.js';
  * NDJSON lines held as bytes, outside the JavaScript heap: line i is `range(i, i + 1)`, its newline
  * included. Rows wait in this form between being encoded and being sent. As one string per line they
  * lived long enough in V8's heap to be promoted, and the old generation grew with that garbage
- * (bench/README.md, "Where the RSS goes").
+ * (bench/README.md, "where floe's memory goes").
  */
 export class NdjsonLines {
   readonly #bytes: Buffer;
