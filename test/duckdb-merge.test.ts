@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
+import { memoryLog } from './helpers/pipeline.js';
 import { mapColumnType } from '../src/schema/type-map.js';
 import type { Cell, TableSchema } from '../src/model.js';
 
@@ -84,7 +85,8 @@ describe('DuckDB destination merges', () => {
     // 5 s of a busy source is a window of hundreds of thousands of rows; one merge of it ran out of
     // DuckDB's memory_limit ("failed to pin block") and failed again at every retry: the pipeline was wedged.
     const dir = mkdtempSync(join(tmpdir(), 'floe-chunks-'));
-    const d = new DuckDbDestination({ path: join(dir, 'w.duckdb'), memoryLimit: '32MB' });
+    const log = memoryLog();
+    const d = new DuckDbDestination({ path: join(dir, 'w.duckdb'), memoryLimit: '32MB', log: log.log });
     try {
       await d.open('p', 'inc');
       await d.prepare(T);
@@ -108,6 +110,14 @@ describe('DuckDB destination merges', () => {
       }
       expect(await d.merge()).toEqual({ tables: 1, journalRows: txns * perTxn });
       expect(await d.query(`SELECT count(*), min(amount), max(amount) FROM public.orders`)).toEqual([[400_000n, '200', '999']]);
+      // Each halving is reported (the operator sees memory_limit is tight), then the merge as a whole.
+      const lines = log
+        .tail()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { msg: string; chunkRows?: number; journalRows?: number; memoryLimit?: string });
+      const halvings = lines.filter((l) => l.msg === 'DuckDB merge ran out of memory_limit; merging in smaller chunks');
+      expect(halvings[0]).toMatchObject({ chunkRows: 50_000, memoryLimit: '32MB' });
+      expect(lines.find((l) => l.msg === 'merged')).toMatchObject({ journalRows: txns * perTxn });
     } finally {
       await d.close();
       rmSync(dir, { recursive: true, force: true });

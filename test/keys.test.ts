@@ -71,9 +71,9 @@ describe('merge keys into DuckDB and Snowflake', () => {
   async function scenario(tables: string, steps: readonly Step[]): Promise<void> {
     const n = ++seq;
     await db.sql(`CREATE PUBLICATION kp${n} FOR TABLE ${tables}`);
-    const duck = new DuckDbDestination({ path: ':memory:' });
-    const sfDest = sf.destination();
     const [duckLog, sfLog] = [memoryLog(), memoryLog()];
+    const duck = new DuckDbDestination({ path: ':memory:', log: duckLog.log });
+    const sfDest = sf.destination('', sfLog.log);
     const targets: Target[] = [
       {
         kind: 'duckdb',

@@ -45,7 +45,7 @@ export function parseDestination(
         hint: 'choose a path on a disk',
       });
     }
-    return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit, threads });
+    return new DuckDbDestination({ path, deleteMode: options.deleteMode, memoryLimit, threads, log: options.log ?? silentLogger });
   }
   if (url.startsWith('snowflake://')) {
     return createSnowflakeDestination(parseSnowflakeUrl(url, process.env, options.secrets), {

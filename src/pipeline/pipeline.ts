@@ -550,7 +550,8 @@ class Streamer implements StreamSide {
   #progress = new Set<() => void>();
   readonly #asynchronous: boolean;
   #failure: unknown;
-  #txn: { lsn: bigint; commitTimeMicros: bigint; ordinal: number } | undefined;
+  /** The transaction being read; `xid` is the 32-bit id pgoutput sends. */
+  #txn: { lsn: bigint; commitTimeMicros: bigint; ordinal: number; xid: number } | undefined;
   /** Streamed transactions waiting for their commit; the one whose block is being received. */
   readonly #spool: TransactionSpool | undefined;
   #streamXid: number | undefined;
@@ -705,7 +706,7 @@ class Streamer implements StreamSide {
   async #onMessage(msg: PgOutputMessage): Promise<void> {
     switch (msg.tag) {
       case 'begin':
-        this.#txn = { lsn: msg.finalLsn, commitTimeMicros: msg.commitTimeMicros, ordinal: 0 };
+        this.#txn = { lsn: msg.finalLsn, commitTimeMicros: msg.commitTimeMicros, ordinal: 0, xid: msg.xid };
         return;
       case 'commit': {
         this.#batch.lastCommit = { lsn: msg.commitLsn, endLsn: msg.endLsn };
@@ -713,10 +714,29 @@ class Streamer implements StreamSide {
         return;
       }
       case 'relation': {
+        // The catalog read below must see the transaction that sent this message (its DDL).
+        const xid = this.#txn?.xid;
+        if (xid !== undefined) {
+          await this.#cache.awaitVisible(xid, () =>
+            this.#options.log.debug(
+              { xid, relationId: msg.relationId },
+              'waiting for the transaction to become visible before reading the catalog',
+            ),
+          );
+        }
         this.#cache.invalidate(msg.relationId);
         const table = await this.#cache.tableFromRelation(msg);
         const before = this.#relations.get(msg.relationId);
         const name = qualifiedName(table);
+        this.#options.log.debug(
+          {
+            table: name,
+            relationId: msg.relationId,
+            replicaIdentity: msg.replicaIdentity,
+            keys: keySignature(table).split('\0').filter(Boolean),
+          },
+          'relation message',
+        );
         // floe's own tables (a FOR ALL TABLES publication holds them) are never replicated (invariant 8).
         // A relation met for the first time that the publications do not list now is not prepared either:
         // pgoutput sends a partition's Relation message after its root's when publishing via the root
@@ -820,7 +840,7 @@ class Streamer implements StreamSide {
   async #replayStreamed(commit: Extract<PgOutputMessage, { tag: 'streamCommit' }>): Promise<void> {
     if (!this.#spool || this.#txn || this.#streamXid !== undefined)
       throw new FloeError('replication', 'pgoutput: unexpected Stream Commit');
-    this.#txn = { lsn: commit.commitLsn, commitTimeMicros: commit.commitTimeMicros, ordinal: 0 };
+    this.#txn = { lsn: commit.commitLsn, commitTimeMicros: commit.commitTimeMicros, ordinal: 0, xid: commit.xid };
     for await (const message of this.#spool.commit(commit.xid)) await this.#onMessage(decodePgOutput(message));
     this.#batch.lastCommit = { lsn: commit.commitLsn, endLsn: commit.endLsn };
     this.#txn = undefined;

@@ -280,6 +280,29 @@ export class SchemaCache {
     return { relationId: rel.relationId, schema: rel.schema, name: rel.name, replicaIdentity: rel.replicaIdentity, columns, hasKey };
   }
 
+  /**
+   * Waits until transaction `xid` (the 32 bits pgoutput sends) is visible to new snapshots on this
+   * connection. The walsender may send a transaction once its commit record is flushed, a moment before
+   * the committing backend makes it visible to other sessions; a catalog read in that moment sees the
+   * catalog from before the transaction's DDL (a primary key it dropped still there), and a Relation
+   * message read against it takes the wrong key. `onWait` is called once if it has to wait.
+   */
+  async awaitVisible(xid: number, onWait?: () => void): Promise<void> {
+    const deadline = Date.now() + 60_000;
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.#client.query<{ visible: boolean }>(VISIBLE_SQL, [xid]);
+      if (r.rows[0]?.visible) return;
+      if (attempt === 0) onWait?.();
+      if (Date.now() > deadline) {
+        throw new FloeError('replication', `transaction ${xid} was sent by the server but is still not visible after 60 s`, {
+          retry: 'timed',
+          hint: 'a committing session may be stuck between writing its commit and finishing it (synchronous replication waiting for a standby?)',
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(50, 1 + attempt)));
+    }
+  }
+
   /** Forgets the key of a relation (after a Relation message says it changed). */
   invalidate(relationId: number): void {
     this.#keys.delete(relationId);
@@ -319,6 +342,14 @@ export class SchemaCache {
     }
   }
 }
+
+/**
+ * Whether a 32-bit xid of the past is visible in a snapshot taken now: its epoch is the current one, or
+ * the one before when it is above the low 32 bits of the next xid (it was assigned before a wraparound).
+ */
+const VISIBLE_SQL = `SELECT pg_visible_in_snapshot(
+    ((GREATEST(0, (x >> 32) - CASE WHEN $1::bigint >= (x & 4294967295) THEN 1 ELSE 0 END) << 32) | $1::bigint)::text::xid8, s) AS visible
+  FROM (SELECT s, pg_snapshot_xmax(s)::text::bigint AS x FROM pg_current_snapshot() AS s) AS now`;
 
 interface RelationFacts {
   readonly primaryKey: ReadonlySet<string>;

@@ -6,14 +6,15 @@ import { tempDir } from './pipeline.js';
 import { startEmulator, type RunningEmulator } from '../../src/emulator/emulator.js';
 import { parseSnowflakeUrl } from '../../src/destination/snowflake/config.js';
 import { createSnowflakeDestination, type SnowflakeDestination } from '../../src/destination/snowflake/snowflake-destination.js';
-import { silentLogger, createLogger } from '../../src/telemetry/logger.js';
+import { silentLogger, createLogger, type Logger } from '../../src/telemetry/logger.js';
 
 export interface SnowflakeFixture {
   readonly emulator: RunningEmulator;
   readonly dir: { path: string; remove(): void };
   /** A destination URL for the emulator with extra parameters. */
   url(params?: string): string;
-  destination(params?: string): SnowflakeDestination;
+  /** `log`: where the destination logs (default: FLOE_TEST_LOG, else nowhere). */
+  destination(params?: string, log?: Logger): SnowflakeDestination;
   /** Rows of a query on the emulator (no auth, no faults). */
   rows(sql: string): Promise<(string | null)[][]>;
 }
@@ -31,9 +32,9 @@ export async function snowflakeFixture(options: Parameters<typeof startEmulator>
     emulator,
     dir,
     url,
-    destination: (params = '') =>
+    destination: (params = '', log?: Logger) =>
       createSnowflakeDestination(parseSnowflakeUrl(url(params)), {
-        log: process.env.FLOE_TEST_LOG ? createLogger({ level: process.env.FLOE_TEST_LOG }) : silentLogger,
+        log: log ?? (process.env.FLOE_TEST_LOG ? createLogger({ level: process.env.FLOE_TEST_LOG }) : silentLogger),
       }),
     rows: async (sql) => (await emulator.query(sql)).rows,
   };

@@ -34,10 +34,13 @@ import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, Prepa
 import { FloeError } from '../../errors.js';
 import { pgArrayToJson } from '../../schema/pg-array.js';
 import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
+import { silentLogger, type Logger } from '../../telemetry/logger.js';
 
 export interface DuckDbDestinationOptions {
   /** Database file path, or ':memory:'. */
   readonly path: string;
+  /** Where conversions, re-keys, merges and smaller merge chunks are reported. (Default: nowhere) */
+  readonly log?: Logger;
   readonly deleteMode?: DeleteMode;
   /**
    * DuckDB's memory limit (its buffer manager: tables, hash joins, sorts). DuckDB defaults to 80% of the
@@ -114,6 +117,7 @@ export class DuckDbDestination implements Destination {
       deleteMode: options.deleteMode ?? 'hard',
       memoryLimit: options.memoryLimit ?? '128MB',
       threads: options.threads ?? 1,
+      log: options.log ?? silentLogger,
     };
   }
 
@@ -277,6 +281,7 @@ export class DuckDbDestination implements Destination {
       await c.run('ROLLBACK').catch(() => undefined);
       throw wrapDuckDb(err, `re-keying the target of ${qualifiedName(table)}`);
     }
+    this.#options.log.info({ table: qualifiedName(table), keys: now }, 'the key columns changed: target emptied, resyncing the table');
     return true;
   }
 
@@ -310,6 +315,11 @@ export class DuckDbDestination implements Destination {
         );
       }
       await c.run('COMMIT');
+      if (resync)
+        this.#options.log.info(
+          { table: qualifiedName(table) },
+          'a key the target type could not hold: target emptied, resyncing the table',
+        );
       return resync;
     } catch (err) {
       await c.run('ROLLBACK').catch(() => undefined);
@@ -352,6 +362,10 @@ export class DuckDbDestination implements Destination {
       await c.run('ROLLBACK').catch(() => undefined);
       throw wrapDuckDb(err, `converting the target of ${qualifiedName(table)}`);
     }
+    this.#options.log.info(
+      { table: qualifiedName(table), keyed: table.hasKey },
+      'table changed between keyed and keyless: target recreated',
+    );
     return true;
   }
 
@@ -626,6 +640,7 @@ export class DuckDbDestination implements Destination {
     let from = BigInt((row?.[0] as bigint | undefined) ?? 0n);
     const to = this.#nextSeq - 1n;
     let merged = 0;
+    const first = from;
     while (from < to) {
       const end = await this.#chunkEnd(known, from, to);
       try {
@@ -634,8 +649,13 @@ export class DuckDbDestination implements Destination {
       } catch (err) {
         if (!/Out of Memory Error/.test((err as Error).message) || this.#chunkRows <= MIN_MERGE_CHUNK_ROWS) throw err;
         this.#chunkRows = Math.max(MIN_MERGE_CHUNK_ROWS, Math.floor(this.#chunkRows / 2));
+        this.#options.log.warn(
+          { table: name, chunkRows: this.#chunkRows, memoryLimit: this.#options.memoryLimit },
+          'DuckDB merge ran out of memory_limit; merging in smaller chunks',
+        );
       }
     }
+    if (merged > 0) this.#options.log.debug({ table: name, journalRows: merged, fromSeq: String(first), toSeq: String(to) }, 'merged');
     return merged;
   }
 

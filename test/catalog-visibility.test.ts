@@ -1,0 +1,81 @@
+/**
+ * The walsender may send a transaction once its commit record is flushed, a moment before the committing
+ * backend makes it visible to other sessions. floe reads the catalog when a Relation message arrives
+ * (which columns are the key); read in that moment, it saw the catalog from before the transaction's
+ * DDL. A keys test failed so about once in twenty loaded runs: a primary key dropped by the same
+ * transaction was still there, and the target stayed keyed for good.
+ *
+ * Here the moment is made long: the cluster names a synchronous standby that never connects, and the
+ * DDL transaction's session waits for it after writing its commit, invisible to others, until it is
+ * cancelled (its commit then completes locally).
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import pg from 'pg';
+import { startCluster, type RunningCluster } from '../src/postgres/local-cluster.js';
+import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
+import { testClusters } from './harness/database.js';
+import { memoryLog, startPipeline } from './helpers/pipeline.js';
+import { waitFor } from './helpers/wait.js';
+
+const major = testClusters()[0]!.major;
+
+describe(`a Relation message read before its transaction is visible (PostgreSQL ${major})`, () => {
+  let cluster: RunningCluster;
+  beforeAll(async () => {
+    // Every session commits locally except the one that asks for synchronous_commit = on.
+    cluster = await startCluster({ major, config: { synchronous_standby_names: 'floe_never_connects', synchronous_commit: 'local' } });
+  }, 120_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('takes its key from the catalog as that transaction left it: a dropped primary key is gone', async () => {
+    const admin = new pg.Client({ connectionString: cluster.url() });
+    await admin.connect();
+    const committer = new pg.Client({ connectionString: cluster.url() });
+    await committer.connect();
+    await admin.query(`CREATE TABLE kl (a int PRIMARY KEY, b text); ALTER TABLE kl REPLICA IDENTITY FULL;
+      INSERT INTO kl VALUES (1, 'one'); CREATE PUBLICATION vp FOR TABLE kl`);
+    const log = memoryLog();
+    const duck = new DuckDbDestination({ path: ':memory:', log: log.log });
+    const pipeline = startPipeline({ source: { url: cluster.url() }, publication: 'vp', slotName: 'vs', destination: duck, log: log.log });
+    const rows = async (sql: string) => (await duck.query(sql)).map((r) => r.map(String));
+    try {
+      await waitFor(
+        'the keyed target',
+        async () => JSON.stringify(await rows(`SELECT a, b FROM public.kl`).catch(() => [])) === '[["1","one"]]',
+        60_000,
+      );
+      const pid = (await committer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const stuck = committer
+        .query(`SET synchronous_commit = on; ALTER TABLE kl DROP CONSTRAINT kl_pkey; UPDATE kl SET b = 'uno' WHERE a = 1`)
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      // floe has the transaction and must wait for it before reading the catalog.
+      await waitFor(
+        'floe to wait for the transaction',
+        async () => log.tail().includes('waiting for the transaction to become visible'),
+        30_000,
+      );
+      const [invisible] = (
+        await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pg_index WHERE indrelid = 'kl'::regclass AND indisprimary`)
+      ).rows;
+      expect(invisible!.n, 'the primary key is still visible to other sessions').toBe('1');
+      await admin.query('SELECT pg_cancel_backend($1)', [pid]);
+      expect(await stuck).toBeUndefined();
+      // Keyless now: the target became history, resynced from a snapshot taken after the change.
+      // History restarts at the resync's truncate marker.
+      const resynced = `SELECT a, b FROM public.kl WHERE _floe_op = 'r' AND _floe_lsn >= (SELECT max(_floe_lsn) FROM public.kl WHERE _floe_op = 't')`;
+      await waitFor('the history target', async () => JSON.stringify(await rows(resynced).catch(() => [])) === '[["1","uno"]]', 60_000);
+      expect(log.tail()).toMatch(/"keys":\[\],"msg":"relation message"|"msg":"relation message".*"keys":\[\]/);
+    } finally {
+      await pipeline.stop().catch(() => undefined);
+      await duck.close();
+      await admin.query(`SELECT pg_drop_replication_slot('vs')`).catch(() => undefined);
+      await admin.end();
+      await committer.end();
+    }
+  }, 180_000);
+});
