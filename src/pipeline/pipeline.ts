@@ -733,7 +733,7 @@ class Streamer implements StreamSide {
             table: name,
             relationId: msg.relationId,
             replicaIdentity: msg.replicaIdentity,
-            keys: keySignature(table).split('\0').filter(Boolean),
+            keys: table.columns.filter((c) => c.isKey).map((c) => c.name),
           },
           'relation message',
         );

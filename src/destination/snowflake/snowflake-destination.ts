@@ -1307,7 +1307,6 @@ function tokenText(token: string): string {
   return `${formatLsn(BigInt(lsn ?? '0'))}#${Number(ordinal ?? 0)}`;
 }
 
-/** Moves the encoder's lines into `out` and resets it. */
 /** Hash of a change's key (FNV-1a of the key's text): its channel is `keyHash % count`, the same for every change of a key. */
 function keyHash(change: Change): number {
   const cols = change.table.columns;
