@@ -725,6 +725,15 @@ export class DuckDbDestination implements Destination {
         );
         await c.run(`DELETE FROM _floe_window WHERE _floe_pos < ${truncPos} OR _floe_op = 't'`);
       }
+      if (!wholeRows) {
+        // Rows no newer than their key's target row are already in it. Left in, they would lend the
+        // key's latest change their images (or a key move's source) from before the target row: a
+        // change replayed from before a later snapshot, whose key moved here from a row the snapshot no
+        // longer holds, made an unchanged TOAST value NULL.
+        const windowKey = keyText(keys.map((k) => `w.${quoteIdent(k)}`));
+        await c.run(`DELETE FROM _floe_window w WHERE EXISTS
+          (SELECT 1 FROM ${target} tg WHERE tg._floe_key = ${windowKey} AND w._floe_pos <= ${pos('tg')})`);
+      }
       // Key moves only need resolving when some row lacks an unchanged-TOAST value.
       if (Number(counted?.[2] ?? 0) > 0) await this.#resolveMoves(keys, cols, fromCol);
       if (!wholeRows) {
