@@ -151,46 +151,6 @@ describe('DuckDB destination merges', () => {
     }
   }, 120_000);
 
-  it('changes replayed from before a resumed snapshot lend no values to the changes after it', async () => {
-    // A snapshot resumed after a crash is taken later than the slot's acknowledged position, so the
-    // stream replays changes older than the snapshot rows already in the target (randomized seeds
-    // 1329737483 and 1540730047 found this).
-    const d = new DuckDbDestination({ path: ':memory:' });
-    try {
-      await d.open('p', 'inc');
-      await d.prepare(T);
-      const snapshotLsn = 0x500n;
-      await d.writeSnapshotRange(
-        { table: T, rangeIndex: 0, snapshotLsn },
-        chunks([
-          ['100', 'moved body', '{}', '1'],
-        ]),
-      );
-      await d.completeSnapshot(T);
-      await d.merge();
-      const change = (lsn: bigint, ordinal: number, op: 'i' | 'u' | 'd', cells: Cell[]) => ({
-        table: T,
-        op,
-        position: { lsn, ordinal },
-        commitTimeMicros: 0n,
-        cells,
-      });
-      await d.writeChanges([
-        // Before the snapshot, key 1 moved to 100 with its note unchanged (key 1's row is in no
-        // snapshot); after it, an update that leaves the note unchanged again.
-        change(0x100n, 0, 'd', ['1', null, null, null]),
-        change(0x100n, 1, 'i', ['100', undefined, '{}', '1']),
-        change(0x600n, 0, 'u', ['100', undefined, '{}', '2']),
-      ]);
-      await d.merge();
-      expect(await d.query(`SELECT id, note, amount::VARCHAR FROM public.orders ORDER BY id`)).toEqual([
-        [100, 'moved body', '2'],
-      ]);
-    } finally {
-      await d.close();
-    }
-  });
-
   it('caps DuckDB at 128MB and one thread by default, or what the options say', async () => {
     const settings = `SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('preserve_insertion_order')`;
     const d = new DuckDbDestination({ path: ':memory:' });
