@@ -1,9 +1,12 @@
 /**
  * A randomized workload over the table shapes floe must get right — a keyed table with an EXTERNAL
  * (TOASTed) column and key changes, a keyless REPLICA IDENTITY FULL history, a column-listed and
- * row-filtered table (PostgreSQL 15+), a partitioned table published via its root — while `floe replicate` is killed with SIGKILL and restarted at random moments.
- * At the end floe catches up and stops, and every table is compared with the source value by value
- * (verifyDuckDb, the check `floe demo --verify` uses).
+ * row-filtered table (PostgreSQL 15+), a partitioned table published via its root — while two
+ * `floe replicate` processes, one into DuckDB and one into the Snowflake emulator (each its own slot),
+ * are killed with SIGKILL and restarted at random moments.
+ * At the end both catch up and stop, and every table is compared with the source value by value: the
+ * DuckDB file with verifyDuckDb (the check `floe demo --verify` uses), the emulator's targets by reading
+ * them back (a keyless table's current rows derived from its journal).
  *
  * `npm test` runs a short version. `npm run test:random` runs a long one (FLOE_RANDOM_ROUNDS); a failure
  * prints its seed, and FLOE_RANDOM_SEED replays it.
@@ -17,6 +20,7 @@ import { waitFor } from './helpers/wait.js';
 import { parseLsn } from '../src/postgres/lsn.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { verifyDuckDb } from '../src/pipeline/verify.js';
+import { snowflakeFixture, type SnowflakeFixture } from './helpers/snowflake.js';
 
 const ROUNDS = Number(process.env.FLOE_RANDOM_ROUNDS ?? 4);
 const STATEMENTS_PER_ROUND = Number(process.env.FLOE_RANDOM_STATEMENTS ?? 40);
@@ -37,19 +41,30 @@ describe.each(testClusters())('randomized workload with kill -9 on PostgreSQL $m
   let db: TestDatabase;
   let dir: ReturnType<typeof tempDir>;
   let file: string;
+  let sf: SnowflakeFixture;
   beforeEach(async () => {
     db = await createTestDatabase(cluster, 'rnd');
     dir = tempDir();
     file = join(dir.path, 'r.duckdb');
+    sf = await snowflakeFixture();
   });
   afterEach(async () => {
     await db.dropSlot('rndslot');
+    await db.dropSlot('rndsf');
     await db.drop();
     dir.remove();
+    await sf.emulator.close();
+    sf.dir.remove();
   });
 
-  const args = () =>
-    ['replicate', '--metrics-port', '0', '--source', db.url, '--publication', 'rnd', '--slot', 'rndslot', '--destination', `duckdb:${file}`]
+  /** The two pipelines: the same source and publication, each its own slot and destination. */
+  const legs = [
+    { name: 'DuckDB', slot: 'rndslot', destination: () => `duckdb:${file}` },
+    { name: 'Snowflake', slot: 'rndsf', destination: () => sf.url() },
+  ] as const;
+  type Leg = (typeof legs)[number];
+  const args = (leg: Leg) =>
+    ['replicate', '--metrics-port', '0', '--source', db.url, '--publication', 'rnd', '--slot', leg.slot, '--destination', leg.destination()]
       .concat(['--status-interval-ms', '200', '--batch-max-ms', '50', '--merge-interval-ms', '300'])
       .concat(['--snapshot-range-pages', '1', '--snapshot-parallelism', '2']);
 
@@ -95,11 +110,13 @@ describe.each(testClusters())('randomized workload with kill -9 on PostgreSQL $m
       () => `UPDATE m SET v = v + 1 WHERE id % 9 = ${int(9)}`,
       () => `DELETE FROM m WHERE id % 19 = ${int(19)}`,
     ];
-    let floe: FloeProcess | undefined;
+    // The Snowflake pipeline's kill phases come from their own generator, so a seed found before it
+    // existed still replays the same statements and DuckDB kills.
+    const sfRandom = prng(seed ^ 0x5eed);
+    const running = new Map<Leg, FloeProcess>();
     try {
       for (let round = 0; round < ROUNDS; round++) {
-        floe = startFloe(args());
-        const running = floe;
+        for (const leg of legs) running.set(leg, startFloe(args(leg)));
         // Statements in transactions of 1-4, some while floe snapshots or catches up.
         for (let i = 0; i < STATEMENTS_PER_ROUND;) {
           const n = 1 + int(4);
@@ -107,38 +124,48 @@ describe.each(testClusters())('randomized workload with kill -9 on PostgreSQL $m
           i += n;
           await db.sql(`BEGIN; ${batch.join('; ')}; COMMIT`);
         }
-        // The kill lands in a random phase: while connecting, snapshotting (first round) or streaming.
-        const phase = pick(['connecting', 'snapshotting', 'streaming']);
-        let exited = false;
-        void running.exited.then(() => (exited = true));
-        await waitFor(
-          `floe ${phase}`,
-          () => exited || running.stderr().includes(`"phase":"${phase}"`) || running.stderr().includes('"phase":"streaming"'),
-          90_000,
-        );
-        running.kill('SIGKILL');
-        const exit = await running.exited;
-        expect(exit.signal ?? exit.code, `seed ${seed}: ${exit.stderr.slice(-2000)}`).toBe('SIGKILL');
-        floe = undefined;
+        // Each kill lands in a random phase: while connecting, snapshotting (first round) or streaming.
+        const phases = ['connecting', 'snapshotting', 'streaming'] as const;
+        for (const leg of legs) {
+          const phase = leg.name === 'DuckDB' ? pick(phases) : phases[Math.floor(sfRandom() * phases.length)]!;
+          await killIn(running.get(leg)!, phase, `${leg.name}, seed ${seed}`);
+          running.delete(leg);
+        }
       }
-      await catchUpAndStop(seed);
+      await Promise.all(legs.map((leg) => catchUpAndStop(leg, seed)));
       await expectTablesEqual(seed);
+      await expectSnowflakeTablesEqual(seed, cluster.major >= 15);
     } finally {
-      floe?.kill('SIGKILL');
-      await floe?.exited;
+      for (const p of running.values()) p.kill('SIGKILL');
+      await Promise.all([...running.values()].map((p) => p.exited));
     }
   });
 
-  async function catchUpAndStop(seed: number): Promise<void> {
+  async function killIn(p: FloeProcess, phase: string, what: string): Promise<void> {
+    let exited = false;
+    void p.exited.then(() => (exited = true));
+    await waitFor(
+      `floe ${phase} (${what})`,
+      () => exited || p.stderr().includes(`"phase":"${phase}"`) || p.stderr().includes('"phase":"streaming"'),
+      90_000,
+    );
+    p.kill('SIGKILL');
+    const exit = await p.exited;
+    expect(exit.signal ?? exit.code, `${what}: ${exit.stderr.slice(-2000)}`).toBe('SIGKILL');
+  }
+
+  async function catchUpAndStop(leg: Leg, seed: number): Promise<void> {
     const [cur] = await db.sql<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`);
     const target = parseLsn(cur!.lsn);
-    const p = startFloe(args());
-    await waitFor('streaming', () => p.stderr().includes('"phase":"streaming"'), 90_000);
+    const p = startFloe(args(leg));
+    const what = `${leg.name}, seed ${seed}`;
+    await waitFor(`streaming (${what})`, () => p.stderr().includes('"phase":"streaming"'), 90_000);
     await waitFor(
-      'slot caught up',
+      `slot caught up (${what})`,
       async () => {
         const r = await db.sql<{ lsn: string | null }>(
-          `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'rndslot'`,
+          `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1`,
+          [leg.slot],
         );
         return r[0]?.lsn ? parseLsn(r[0].lsn) >= target : false;
       },
@@ -146,7 +173,53 @@ describe.each(testClusters())('randomized workload with kill -9 on PostgreSQL $m
     );
     p.kill('SIGTERM');
     const exit = await p.exited;
-    expect({ code: exit.code, signal: exit.signal }, `seed ${seed}: ${exit.stderr.slice(-2000)}`).toEqual({ code: 0, signal: null });
+    expect({ code: exit.code, signal: exit.signal }, `${what}: ${exit.stderr.slice(-2000)}`).toEqual({ code: 0, signal: null });
+  }
+
+  /**
+   * The emulator's targets read back as text and compared with the source's published rows as
+   * multisets; the keyless table's current rows are its journal's inserts minus its deletes after its
+   * latest truncate marker.
+   */
+  async function expectSnowflakeTablesEqual(seed: number, filtered: boolean): Promise<void> {
+    const sorted = (rows: unknown[][]) => rows.map((r) => JSON.stringify(r.map((v) => (v === null ? null : String(v))))).sort();
+    const keyed: [string, string[], string][] = [
+      ['k', ['id', 'v', 'body'], ''],
+      ['f', filtered ? ['id', 'x'] : ['id', 'x', 'secret'], ''],
+      ['g', ['id', 'x'], filtered ? 'WHERE x > 0' : ''],
+      ['m', ['id', 'region', 'v'], ''],
+    ];
+    for (const [table, cols, where] of keyed) {
+      const source = (await db.sql(`SELECT ${cols.map((c) => `${c}::text`).join(', ')} FROM ${table} ${where}`)).map(Object.values);
+      const target = await sf.rows(
+        `SELECT ${cols.map((c) => `"${c.toUpperCase()}"`).join(', ')} FROM "ANALYTICS"."PUBLIC"."PUBLIC_${table.toUpperCase()}"`,
+      );
+      expect({ table, rows: sorted(target) }, `seed ${seed}`).toEqual({ table, rows: sorted(source) });
+    }
+    // The keyless table: its latest snapshot after its last truncate (or reset) marker, plus the i/u
+    // images minus the d images of changes after both (docs/architecture.md, as verifyDuckDb does).
+    const journal = await sf.rows(
+      `SELECT "_FLOE_OP", "_FLOE_LSN", "_FLOE_ORDINAL", "AT", "WHAT" FROM "ANALYTICS"."PUBLIC_FLOE_LANDING"."PUBLIC_H"`,
+    );
+    const position = (r: (string | null)[]) => (BigInt(r[1]!) << 32n) + BigInt(Number(r[2]) + 2);
+    const latest = (op: string, after: bigint) =>
+      journal.filter((r) => r[0] === op && position(r) > after).reduce((max, r) => (position(r) > max ? position(r) : max), -1n);
+    const truncated = latest('t', -1n);
+    const snapshot = latest('r', truncated);
+    const base = snapshot > truncated ? snapshot : truncated;
+    const current = new Map<string, number>();
+    for (const r of journal) {
+      const counts = (r[0] === 'r' && position(r) === snapshot) || (['i', 'u', 'd'].includes(r[0]!) && position(r) > base);
+      if (!counts) continue;
+      const key = JSON.stringify([r[3], r[4]]);
+      current.set(key, (current.get(key) ?? 0) + (r[0] === 'd' ? -1 : 1));
+    }
+    const derived = [...current].flatMap(([key, n]) => Array<string>(Math.max(n, 0)).fill(key)).sort();
+    const source = sorted((await db.sql(`SELECT at::text, what FROM h`)).map(Object.values));
+    expect({ orphanDeletes: [...current].filter(([, n]) => n < 0), rows: derived }, `seed ${seed}: h`).toEqual({
+      orphanDeletes: [],
+      rows: source,
+    });
   }
 
   async function expectTablesEqual(seed: number): Promise<void> {
