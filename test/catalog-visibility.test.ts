@@ -13,8 +13,9 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import pg from 'pg';
 import { startCluster, type RunningCluster } from '../src/postgres/local-cluster.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
+import { MemoryStateStore } from '../src/store/memory-store.js';
 import { testClusters } from './harness/database.js';
-import { memoryLog, startPipeline } from './helpers/pipeline.js';
+import { memoryLog, startPipeline, tempDir } from './helpers/pipeline.js';
 import { waitFor } from './helpers/wait.js';
 
 const major = testClusters()[0]!.major;
@@ -76,6 +77,65 @@ describe(`a Relation message read before its transaction is visible (PostgreSQL 
       await admin.query(`SELECT pg_drop_replication_slot('vs')`).catch(() => undefined);
       await admin.end();
       await committer.end();
+    }
+  }, 180_000);
+
+  it('a stop ends the wait promptly and cleanly; the transaction it waited for arrives at the next start', async () => {
+    const admin = new pg.Client({ connectionString: cluster.url() });
+    await admin.connect();
+    const committer = new pg.Client({ connectionString: cluster.url() });
+    await committer.connect();
+    await admin.query(`CREATE TABLE ks (a int PRIMARY KEY, b text); ALTER TABLE ks REPLICA IDENTITY FULL;
+      INSERT INTO ks VALUES (1, 'one'); CREATE PUBLICATION sp FOR TABLE ks`);
+    const dir = tempDir();
+    const store = new MemoryStateStore();
+    const start = () => {
+      const log = memoryLog();
+      const duck = new DuckDbDestination({ path: `${dir.path}/ks.duckdb`, log: log.log });
+      return {
+        log,
+        pipeline: startPipeline({
+          source: { url: cluster.url() },
+          publication: 'sp',
+          slotName: 'ss',
+          destination: duck,
+          store,
+          log: log.log,
+        }),
+      };
+    };
+    let run = start();
+    try {
+      const rows = async () =>
+        (
+          await (run.pipeline.destination as DuckDbDestination)
+            .query(`SELECT * EXCLUDE (_floe_key, _floe_lsn, _floe_ordinal, _floe_deleted, _floe_synced_at) FROM public.ks`)
+            .catch(() => [])
+        ).map((r) => r.map(String));
+      await waitFor('the snapshot', async () => JSON.stringify(await rows()) === '[["1","one"]]', 60_000);
+      const pid = (await committer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const stuck = committer
+        .query(`SET synchronous_commit = on; ALTER TABLE ks ADD COLUMN c int; UPDATE ks SET b = 'uno', c = 7 WHERE a = 1`)
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      await waitFor('floe to wait', async () => run.log.tail().includes('waiting for the transaction to become visible'), 30_000);
+      // The wait would last 60 s and then fail the run; a stop ends it at once, without an error.
+      const stopping = Date.now();
+      await run.pipeline.stop();
+      expect(Date.now() - stopping, 'stop took as long as the wait').toBeLessThan(30_000);
+      await admin.query('SELECT pg_cancel_backend($1)', [pid]);
+      expect(await stuck).toBeUndefined();
+      // Nothing of the transaction was acknowledged: the next start receives it whole.
+      run = start();
+      await waitFor('the update', async () => JSON.stringify(await rows()) === '[["1","uno","7"]]', 60_000);
+    } finally {
+      await run.pipeline.stop().catch(() => undefined);
+      await admin.query(`SELECT pg_drop_replication_slot('ss')`).catch(() => undefined);
+      await admin.end();
+      await committer.end();
+      dir.remove();
     }
   }, 180_000);
 });

@@ -550,6 +550,8 @@ class Streamer implements StreamSide {
   #progress = new Set<() => void>();
   readonly #asynchronous: boolean;
   #failure: unknown;
+  /** The run's stop signal (run() sets it): waits inside message handling end with it. */
+  #signal: AbortSignal = new AbortController().signal;
   /** The transaction being read; `xid` is the 32-bit id pgoutput sends. */
   #txn: { lsn: bigint; commitTimeMicros: bigint; ordinal: number; xid: number } | undefined;
   /** Streamed transactions waiting for their commit; the one whose block is being received. */
@@ -618,6 +620,7 @@ class Streamer implements StreamSide {
   async run(signal: AbortSignal): Promise<void> {
     const { log } = this.#options;
     const stream = this.#stream;
+    this.#signal = signal;
     const statusTimer = setInterval(() => this.#sendStatus(false), this.#o.statusIntervalMs);
     const batchTimer = setInterval(
       () => {
@@ -655,9 +658,19 @@ class Streamer implements StreamSide {
     if (signal.aborted) onAbort();
     stream.on('error', (err) => this.#fail(err));
     try {
+      // Set when the stop ended a wait inside a frame (a commit that stays invisible): that frame's
+      // transaction is incomplete, so nothing of it or after it is acknowledged; the frames still in
+      // flight before the server ends the stream are let go.
+      let abandoned = false;
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         if (this.#failure !== undefined) break;
-        await this.#onFrame(chunk);
+        if (abandoned) continue;
+        try {
+          await this.#onFrame(chunk);
+        } catch (err) {
+          if (!signal.aborted || err !== signal.reason) throw err;
+          abandoned = true;
+        }
       }
       if (this.#failure === undefined) {
         // Drain: write what is buffered (a partial transaction is written but not acknowledged).
@@ -717,7 +730,7 @@ class Streamer implements StreamSide {
         // The catalog read below must see the transaction that sent this message (its DDL).
         const xid = this.#txn?.xid;
         if (xid !== undefined) {
-          await this.#cache.awaitVisible(xid, () =>
+          await this.#cache.awaitVisible(xid, this.#signal, () =>
             this.#options.log.debug(
               { xid, relationId: msg.relationId },
               'waiting for the transaction to become visible before reading the catalog',

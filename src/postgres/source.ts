@@ -7,6 +7,7 @@
  * value is identical whether it comes from COPY (snapshot) or from pgoutput
  * (stream): the type table (schema/type-map.ts) relies on that.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { FloeError, coerceError } from '../errors.js';
 import { isSecretParam } from '../telemetry/logger.js';
@@ -285,11 +286,13 @@ export class SchemaCache {
    * connection. The walsender may send a transaction once its commit record is flushed, a moment before
    * the committing backend makes it visible to other sessions; a catalog read in that moment sees the
    * catalog from before the transaction's DDL (a primary key it dropped still there), and a Relation
-   * message read against it takes the wrong key. `onWait` is called once if it has to wait.
+   * message read against it takes the wrong key. `onWait` is called once if it has to wait. An abort
+   * ends the wait with the signal's reason (a stop need not outlast a stuck commit).
    */
-  async awaitVisible(xid: number, onWait?: () => void): Promise<void> {
+  async awaitVisible(xid: number, signal: AbortSignal, onWait?: () => void): Promise<void> {
     const deadline = Date.now() + 60_000;
     for (let attempt = 0; ; attempt++) {
+      signal.throwIfAborted();
       const r = await this.#client.query<{ visible: boolean }>(VISIBLE_SQL, [xid]);
       if (r.rows[0]?.visible) return;
       if (attempt === 0) onWait?.();
@@ -299,7 +302,8 @@ export class SchemaCache {
           hint: 'a committing session may be stuck between writing its commit and finishing it (synchronous replication waiting for a standby?)',
         });
       }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(50, 1 + attempt)));
+      // The timer's own AbortError becomes the signal's reason, which the caller recognises.
+      await sleep(Math.min(50, 1 + attempt), undefined, { signal }).catch(() => signal.throwIfAborted());
     }
   }
 
