@@ -20,6 +20,38 @@ import { waitFor } from './helpers/wait.js';
 
 const major = testClusters()[0]!.major;
 
+/**
+ * An admin session, and `hold(sql)`: runs `sql` in a second session with synchronous_commit on, so its
+ * commit is written but stays invisible to others until `release()` cancels the wait.
+ */
+async function sessions(url: string) {
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  const committer = new pg.Client({ connectionString: url });
+  await committer.connect();
+  const pid = (await committer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  return {
+    admin,
+    hold(sql: string) {
+      const stuck = committer.query(`SET synchronous_commit = on; ${sql}`).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      return {
+        /** Ends the wait; the commit then completes locally (undefined: no error). */
+        async release(): Promise<unknown> {
+          await admin.query('SELECT pg_cancel_backend($1)', [pid]);
+          return stuck;
+        },
+      };
+    },
+    async end() {
+      await admin.end();
+      await committer.end();
+    },
+  };
+}
+
 describe(`a Relation message read before its transaction is visible (PostgreSQL ${major})`, () => {
   let cluster: RunningCluster;
   beforeAll(async () => {
@@ -31,10 +63,7 @@ describe(`a Relation message read before its transaction is visible (PostgreSQL 
   });
 
   it('takes its key from the catalog as that transaction left it: a dropped primary key is gone', async () => {
-    const admin = new pg.Client({ connectionString: cluster.url() });
-    await admin.connect();
-    const committer = new pg.Client({ connectionString: cluster.url() });
-    await committer.connect();
+    const { admin, hold, end } = await sessions(cluster.url());
     await admin.query(`CREATE TABLE kl (a int PRIMARY KEY, b text); ALTER TABLE kl REPLICA IDENTITY FULL;
       INSERT INTO kl VALUES (1, 'one'); CREATE PUBLICATION vp FOR TABLE kl`);
     const log = memoryLog();
@@ -47,13 +76,7 @@ describe(`a Relation message read before its transaction is visible (PostgreSQL 
         async () => JSON.stringify(await rows(`SELECT a, b FROM public.kl`).catch(() => [])) === '[["1","one"]]',
         60_000,
       );
-      const pid = (await committer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-      const stuck = committer
-        .query(`SET synchronous_commit = on; ALTER TABLE kl DROP CONSTRAINT kl_pkey; UPDATE kl SET b = 'uno' WHERE a = 1`)
-        .then(
-          () => undefined,
-          (err: unknown) => err,
-        );
+      const held = hold(`ALTER TABLE kl DROP CONSTRAINT kl_pkey; UPDATE kl SET b = 'uno' WHERE a = 1`);
       // floe has the transaction and must wait for it before reading the catalog.
       await waitFor(
         'floe to wait for the transaction',
@@ -64,8 +87,7 @@ describe(`a Relation message read before its transaction is visible (PostgreSQL 
         await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pg_index WHERE indrelid = 'kl'::regclass AND indisprimary`)
       ).rows;
       expect(invisible!.n, 'the primary key is still visible to other sessions').toBe('1');
-      await admin.query('SELECT pg_cancel_backend($1)', [pid]);
-      expect(await stuck).toBeUndefined();
+      expect(await held.release()).toBeUndefined();
       // Keyless now: the target became history, resynced from a snapshot taken after the change.
       // History restarts at the resync's truncate marker.
       const resynced = `SELECT a, b FROM public.kl WHERE _floe_op = 'r' AND _floe_lsn >= (SELECT max(_floe_lsn) FROM public.kl WHERE _floe_op = 't')`;
@@ -75,16 +97,12 @@ describe(`a Relation message read before its transaction is visible (PostgreSQL 
       await pipeline.stop().catch(() => undefined);
       await duck.close();
       await admin.query(`SELECT pg_drop_replication_slot('vs')`).catch(() => undefined);
-      await admin.end();
-      await committer.end();
+      await end();
     }
   }, 180_000);
 
   it('a stop ends the wait promptly and cleanly; the transaction it waited for arrives at the next start', async () => {
-    const admin = new pg.Client({ connectionString: cluster.url() });
-    await admin.connect();
-    const committer = new pg.Client({ connectionString: cluster.url() });
-    await committer.connect();
+    const { admin, hold, end } = await sessions(cluster.url());
     await admin.query(`CREATE TABLE ks (a int PRIMARY KEY, b text); ALTER TABLE ks REPLICA IDENTITY FULL;
       INSERT INTO ks VALUES (1, 'one'); CREATE PUBLICATION sp FOR TABLE ks`);
     const dir = tempDir();
@@ -113,28 +131,20 @@ describe(`a Relation message read before its transaction is visible (PostgreSQL 
             .catch(() => [])
         ).map((r) => r.map(String));
       await waitFor('the snapshot', async () => JSON.stringify(await rows()) === '[["1","one"]]', 60_000);
-      const pid = (await committer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-      const stuck = committer
-        .query(`SET synchronous_commit = on; ALTER TABLE ks ADD COLUMN c int; UPDATE ks SET b = 'uno', c = 7 WHERE a = 1`)
-        .then(
-          () => undefined,
-          (err: unknown) => err,
-        );
+      const held = hold(`ALTER TABLE ks ADD COLUMN c int; UPDATE ks SET b = 'uno', c = 7 WHERE a = 1`);
       await waitFor('floe to wait', async () => run.log.tail().includes('waiting for the transaction to become visible'), 30_000);
       // The wait would last 60 s and then fail the run; a stop ends it at once, without an error.
       const stopping = Date.now();
       await run.pipeline.stop();
       expect(Date.now() - stopping, 'stop took as long as the wait').toBeLessThan(30_000);
-      await admin.query('SELECT pg_cancel_backend($1)', [pid]);
-      expect(await stuck).toBeUndefined();
+      expect(await held.release()).toBeUndefined();
       // Nothing of the transaction was acknowledged: the next start receives it whole.
       run = start();
       await waitFor('the update', async () => JSON.stringify(await rows()) === '[["1","uno","7"]]', 60_000);
     } finally {
       await run.pipeline.stop().catch(() => undefined);
       await admin.query(`SELECT pg_drop_replication_slot('ss')`).catch(() => undefined);
-      await admin.end();
-      await committer.end();
+      await end();
       dir.remove();
     }
   }, 180_000);

@@ -8,30 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { memoryLog } from './helpers/pipeline.js';
-import { mapColumnType } from '../src/schema/type-map.js';
-import type { Cell, TableSchema } from '../src/model.js';
+import type { Cell } from '../src/model.js';
+import { keyedTable, OID } from './helpers/schema.js';
 
-const INT4 = 23;
-const TEXT = 25;
-const TEXT_ARRAY = 1009;
-const NUMERIC = 1700;
-
-const T: TableSchema = {
-  relationId: 1,
-  schema: 'public',
-  name: 'orders',
-  replicaIdentity: 'd',
-  hasKey: true,
-  columns: (
-    [
-      ['id', INT4],
-      ['note', TEXT],
-      ['tags', TEXT_ARRAY],
-      ['amount', NUMERIC],
-    ] as const
-  ).map(([name, oid], i) => ({ name, typeOid: oid, typeMod: -1, type: mapColumnType(oid, -1, () => undefined), isKey: i === 0 })),
-};
-
+const T = keyedTable('orders', [
+  ['id', OID.INT4],
+  ['note', OID.TEXT],
+  ['tags', OID.TEXT_ARRAY],
+  ['amount', OID.NUMERIC],
+]);
 async function* chunks(rows: Cell[][]): AsyncIterable<Cell[][]> {
   for (let i = 0; i < rows.length; i += 1000) yield rows.slice(i, i + 1000);
 }

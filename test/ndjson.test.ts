@@ -2,29 +2,12 @@ import { describe, it, expect } from 'vitest';
 import { NdjsonEncoder, formatCommitTime } from '../src/destination/encoding/ndjson.js';
 import { NdjsonLines } from '../src/destination/encoding/ndjson-lines.js';
 import { EncodingSink } from '../src/destination/encoding/encoding-sink.js';
-import { mapColumnType } from '../src/schema/type-map.js';
 import type { Cell, Change, ChangeOp, TableSchema } from '../src/model.js';
+import { keyedTable, OID } from './helpers/schema.js';
 
-const TEXT = 25;
-const INT4 = 23;
-const TEXT_ARRAY = 1009;
+const { TEXT, INT4, TEXT_ARRAY } = OID;
 
-function table(columns: [name: string, oid: number][], name = 't'): TableSchema {
-  return {
-    relationId: 1,
-    schema: 'public',
-    name,
-    replicaIdentity: 'd',
-    hasKey: true,
-    columns: columns.map(([n, oid], i) => ({
-      name: n,
-      typeOid: oid,
-      typeMod: -1,
-      type: mapColumnType(oid, -1, () => undefined),
-      isKey: i === 0,
-    })),
-  };
-}
+const table = (columns: [name: string, oid: number][], name = 't'): TableSchema => keyedTable(name, columns);
 
 const T1 = table([
   ['id', INT4],

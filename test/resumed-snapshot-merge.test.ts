@@ -7,29 +7,17 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
-import { mapColumnType } from '../src/schema/type-map.js';
 import type { Destination } from '../src/destination/destination.js';
-import type { Cell, Change, TableSchema } from '../src/model.js';
+import type { Cell, Change } from '../src/model.js';
+import { keyedTable, OID } from './helpers/schema.js';
 import { snowflakeFixture, type SnowflakeFixture } from './helpers/snowflake.js';
 import { waitFor } from './helpers/wait.js';
 
-const INT4 = 23;
-const TEXT = 25;
-const T: TableSchema = {
-  relationId: 1,
-  schema: 'public',
-  name: 'moved',
-  replicaIdentity: 'd',
-  hasKey: true,
-  columns: (
-    [
-      ['id', INT4],
-      ['v', INT4],
-      ['body', TEXT],
-    ] as const
-  ).map(([name, oid], i) => ({ name, typeOid: oid, typeMod: -1, type: mapColumnType(oid, -1, () => undefined), isKey: i === 0 })),
-};
-
+const T = keyedTable('moved', [
+  ['id', OID.INT4],
+  ['v', OID.INT4],
+  ['body', OID.TEXT],
+]);
 const change = (lsn: bigint, ordinal: number, op: 'i' | 'u' | 'd', cells: Cell[]): Change => ({
   table: T,
   op,
