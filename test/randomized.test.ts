@@ -11,7 +11,7 @@
  * `npm test` runs a short version. `npm run test:random` runs a long one (FLOE_RANDOM_ROUNDS); a failure
  * prints its seed, and FLOE_RANDOM_SEED replays it.
  */
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect, beforeEach, afterEach, onTestFailed } from 'vitest';
 import { join } from 'node:path';
 import { testClusters, createTestDatabase, type TestDatabase } from './harness/database.js';
 import { tempDir } from './helpers/pipeline.js';
@@ -68,8 +68,12 @@ describe.each(testClusters())('randomized workload with kill -9 on PostgreSQL $m
       .concat(['--status-interval-ms', '200', '--batch-max-ms', '50', '--merge-interval-ms', '300'])
       .concat(['--snapshot-range-pages', '1', '--snapshot-parallelism', '2']);
 
-  it('keeps every table equal to the source through random statements and SIGKILL restarts', async () => {
+  // Two pipelines restarted every round: a loaded 2-core machine once took more than 2 minutes.
+  const timeout = 60_000 * (ROUNDS + 2);
+  it('keeps every table equal to the source through random statements and SIGKILL restarts', { timeout }, async () => {
     const seed = Number(process.env.FLOE_RANDOM_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    // Every failure names its seed, a timeout included (its error does not).
+    onTestFailed(() => console.error(`randomized test failed: replay with FLOE_RANDOM_SEED=${seed}`));
     const random = prng(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
     const int = (n: number) => Math.floor(random() * n);
