@@ -201,18 +201,16 @@ describe('NdjsonLines', () => {
   it('takes what an encoder wrote, line by line, and leaves the encoder empty for reuse', () => {
     const enc = new NdjsonEncoder(64);
     const t = table([['v', TEXT]]);
-    const ends: number[] = [];
-    for (const v of texts) {
-      enc.writeRow(t, 'i', { lsn: 1n, ordinal: 0 }, 0n, [v]);
-      ends.push(enc.length);
-    }
-    const lines = NdjsonLines.take(enc, ends);
+    // A newline inside a value is escaped by the encoder, so it never ends a line.
+    const values = [...texts, 'line\nbreak\r\n'];
+    for (const v of values) enc.writeRow(t, 'i', { lsn: 1n, ordinal: 0 }, 0n, [v]);
+    const lines = NdjsonLines.take(enc);
     expect(enc.length).toBe(0);
-    expect(lines.count).toBe(texts.length);
-    expect(all(lines).map((l) => (JSON.parse(l) as { v: string }).v)).toEqual(texts);
+    expect(lines.count).toBe(values.length);
+    expect(all(lines).map((l) => (JSON.parse(l) as { v: string }).v)).toEqual(values);
     // Writing again reuses the encoder's buffer: the lines taken must not change.
     enc.writeRow(t, 'i', { lsn: 2n, ordinal: 0 }, 0n, ['overwrites?'.repeat(100)]);
-    expect(all(lines).map((l) => (JSON.parse(l) as { v: string }).v)).toEqual(texts);
+    expect(all(lines).map((l) => (JSON.parse(l) as { v: string }).v)).toEqual(values);
   });
 
   it('slices of slices keep their lines, sizes and bytes (multi-byte UTF-8 too)', () => {

@@ -18,11 +18,16 @@ export class NdjsonLines {
     this.#base = base;
   }
 
-  /** Takes what `encoder` holds (it is reset); `ends[i]` is `encoder.length` after its line i was written. */
-  static take(encoder: NdjsonEncoder, ends: readonly number[]): NdjsonLines {
+  /**
+   * Takes what `encoder` holds (it is reset). Its line ends are found, not tracked: the encoder escapes
+   * every newline inside a value, so each newline byte ends a line.
+   */
+  static take(encoder: NdjsonEncoder): NdjsonLines {
     // A copy of exactly the encoded bytes: the encoder's buffer is reused and usually larger.
     const bytes = Buffer.from(encoder.view());
     encoder.reset();
+    const ends: number[] = [];
+    for (let nl = bytes.indexOf(0x0a); nl >= 0; nl = bytes.indexOf(0x0a, nl + 1)) ends.push(nl + 1);
     return new NdjsonLines(bytes, Float64Array.from(ends), 0);
   }
 

@@ -645,12 +645,10 @@ export class SnowflakeDestination implements Destination {
     const position: Position = { lsn: range.snapshotLsn, ordinal: -1 };
     const id = this.#beginWrite(state);
     let count = 0;
-    let ends: number[] = [];
     let tokens: string[] = [];
     const flush = async () => {
-      if (ends.length === 0) return;
-      const [l, t] = [NdjsonLines.take(encoder, ends), tokens];
-      ends = [];
+      if (tokens.length === 0) return;
+      const [l, t] = [NdjsonLines.take(encoder), tokens];
       tokens = [];
       await channel.append(l, t, this.#signal);
     };
@@ -658,11 +656,10 @@ export class SnowflakeDestination implements Destination {
       for await (const chunk of rows) {
         for (const cells of chunk) {
           encoder.writeRow(range.table, 'r', position, 0n, cells, { seq: state.nextSeq++, range: range.rangeIndex });
-          ends.push(encoder.length);
           count++;
           tokens.push(String(count).padStart(TOKEN_ROW_WIDTH, '0'));
         }
-        if (ends.length >= APPEND_LINES) await flush();
+        if (tokens.length >= APPEND_LINES) await flush();
       }
       await flush();
       if (count > 0) await channel.waitCommitted(String(count).padStart(TOKEN_ROW_WIDTH, '0'), this.#signal);
@@ -724,7 +721,7 @@ export class SnowflakeDestination implements Destination {
 
   /** Per channel, the lines and tokens of the changes it does not hold yet, in position order. */
   #encodeBatch(changes: readonly Change[]): EncodedBatch {
-    const perChannel = new Map<ChannelState, { state: TableState; ends: number[]; tokens: string[]; encoder: NdjsonEncoder }>();
+    const perChannel = new Map<ChannelState, { state: TableState; tokens: string[]; encoder: NdjsonEncoder }>();
     const writes: { state: TableState; id: number }[] = [];
     const started = new Set<TableState>();
     for (const ch of changes) {
@@ -741,18 +738,17 @@ export class SnowflakeDestination implements Destination {
       }
       let out = perChannel.get(channel);
       if (!out) {
-        out = { state, ends: [], tokens: [], encoder: this.#encoder() };
+        out = { state, tokens: [], encoder: this.#encoder() };
         perChannel.set(channel, out);
       }
       out.encoder.writeRow(ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells, { seq: state.nextSeq++ });
-      out.ends.push(out.encoder.length);
       out.tokens.push(token);
       state.rowsSinceMerge++;
     }
     const channels = [...perChannel].map(([channel, out]) => ({
       channel,
       state: out.state,
-      lines: NdjsonLines.take(out.encoder, out.ends),
+      lines: NdjsonLines.take(out.encoder),
       tokens: out.tokens,
     }));
     return { batch: { last: changes[changes.length - 1]!.position, committed: false }, writes, channels };
