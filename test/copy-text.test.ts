@@ -22,7 +22,7 @@ describe('COPY text parser', () => {
     for (let i = 0; i < 500; i++) rows.push([String(i), i % 5 === 0 ? `a\\tb${i}` : `plain ${i} é`, i % 7 === 0 ? '\\N' : `z${i}`]);
     const text = Buffer.from(rows.map((r) => r.join('\t') + '\n').join(''), 'utf8');
     const expected = rows.map(([a, b, c]) => [a, b!.replace('\\t', '\t'), c === '\\N' ? null : c]);
-    expect(new CopyTextParser(3).push(text)).toEqual(expected);
+    expect([...new CopyTextParser(3).push(text)]).toEqual(expected);
     for (const size of [7, 64, 1000]) {
       const p = new CopyTextParser(3);
       const got = [];
@@ -32,17 +32,22 @@ describe('COPY text parser', () => {
     }
     // One column: no tab anywhere in the chunk.
     const single = Buffer.from(Array.from({ length: 300 }, (_, i) => `v${i}\n`).join(''));
-    expect(new CopyTextParser(1).push(single)).toEqual(Array.from({ length: 300 }, (_, i) => [`v${i}`]));
+    expect([...new CopyTextParser(1).push(single)]).toEqual(Array.from({ length: 300 }, (_, i) => [`v${i}`]));
   });
 
   it('tells an escaped backslash-N from NULL', () => {
     const p = new CopyTextParser(2);
-    expect(p.push(Buffer.from('\\\\N\t\\N\n'))).toEqual([['\\N', null]]);
+    expect([...p.push(Buffer.from('\\\\N\t\\N\n'))]).toEqual([['\\N', null]]);
   });
 
   it('refuses rows with the wrong number of fields and a truncated end', () => {
-    expect(() => new CopyTextParser(2).push(Buffer.from('1\t2\t3\n'))).toThrow(FloeError);
-    expect(() => new CopyTextParser(2).push(Buffer.from('1\n'))).toThrow(FloeError);
+    // Rows are split when read: a malformed row fails there, and the rows before it still read.
+    const rows = new CopyTextParser(2).push(Buffer.from('1\t2\n1\t2\t3\n1\n'));
+    expect(rows).toHaveLength(3);
+    expect(rows.cells(0)).toEqual(['1', '2']);
+    expect(() => rows.cells(1)).toThrow(FloeError);
+    expect(() => rows.cells(2)).toThrow(FloeError);
+    expect(() => [...new CopyTextParser(2).push(Buffer.from('1\t2\t3\n'))]).toThrow(FloeError);
     const p = new CopyTextParser(1);
     p.push(Buffer.from('unterminated'));
     expect(() => p.end()).toThrow(FloeError);

@@ -1,9 +1,11 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import { NdjsonEncoder, formatCommitTime } from '../src/destination/encoding/ndjson.js';
 import { NdjsonLines } from '../src/destination/encoding/ndjson-lines.js';
 import { EncodingSink } from '../src/destination/encoding/encoding-sink.js';
 import type { Cell, Change, ChangeOp, TableSchema } from '../src/model.js';
 import { keyedTable, OID } from './helpers/schema.js';
+import { CopyTextParser } from '../src/postgres/copy-text.js';
+import { FloeError } from '../src/errors.js';
 
 const { TEXT, INT4, TEXT_ARRAY } = OID;
 
@@ -191,6 +193,107 @@ describe('NdjsonEncoder', () => {
     expect(formatCommitTime(0n)).toBe('null');
     expect(formatCommitTime(1_700_000_000_000_001n)).toBe('"2023-11-14T22:13:20.000001Z"');
     expect(formatCommitTime(-1_000_001n)).toBe('"1969-12-31T23:59:58.999999Z"');
+  });
+});
+
+/** A value as PostgreSQL's COPY TO writes it in text format (CopyAttributeOutText). */
+function copyText(v: string | null): string {
+  if (v === null) return '\\N';
+  const short: Record<string, string> = { '\\': '\\\\', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v' };
+  return [...v].map((c) => short[c] ?? c).join('');
+}
+
+/** Encodes every row of COPY text (fed in `chunkSize` pieces) both ways: copied and through cells. */
+function bothWays(t: TableSchema, copy: Buffer, chunkSize: number, options?: { upperCaseMeta?: boolean }) {
+  const copied = new NdjsonEncoder(64, { keyName: (c) => c.toUpperCase(), ...options });
+  const decoded = new NdjsonEncoder(64, { keyName: (c) => c.toUpperCase(), ...options });
+  const parser = new CopyTextParser(t.columns.length);
+  let rows = 0;
+  for (let at = 0; at < copy.length; at += chunkSize) {
+    const chunk = parser.push(copy.subarray(at, at + chunkSize));
+    for (let i = 0; i < chunk.length; i++) {
+      const extra = { seq: BigInt(rows), range: 3 };
+      const n = copied.writeCopyRow(t, 'r', { lsn: 7n, ordinal: -1 }, 0n, chunk, i, extra);
+      expect(n).toBe(decoded.writeRow(t, 'r', { lsn: 7n, ordinal: -1 }, 0n, chunk.cells(i), extra));
+      rows++;
+    }
+  }
+  parser.end();
+  return { copied: copied.view().toString('latin1'), decoded: decoded.view().toString('latin1'), rows };
+}
+
+describe('NdjsonEncoder.writeCopyRow (snapshot rows copied from COPY text)', () => {
+  const T4 = table([
+    ['id', INT4],
+    ['a', TEXT],
+    ['b', TEXT],
+    ['c', TEXT],
+  ]);
+
+  it('writes the same bytes as encoding the decoded values, for random text in random chunks', () => {
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    const alphabet = ['a', 'Z', ' ', 'é', '日', '😀', '"', '\\', '\n', '\t', '\r', '\b', '\f', '\v', '\u007f', 'N', '{', ','];
+    const values: (string | null)[][] = [];
+    for (let r = 0; r < 2000; r++) {
+      const row: (string | null)[] = [String(r)];
+      for (let c = 0; c < 3; c++) {
+        if (rand(6) === 0) {
+          row.push(rand(2) === 0 ? null : '');
+          continue;
+        }
+        // Mostly plain values, some long (copied natively), some with characters to escape.
+        const plain = rand(3) !== 0;
+        const len = rand(2) === 0 ? rand(8) : 20 + rand(80);
+        let v = '';
+        for (let i = 0; i < len; i++) v += plain ? alphabet[rand(6)]! : alphabet[rand(alphabet.length)]!;
+        row.push(v);
+      }
+      values.push(row);
+    }
+    const copy = Buffer.from(values.map((row) => row.map(copyText).join('\t') + '\n').join(''), 'utf8');
+    // The reference: the original values, encoded as cells.
+    const reference = new NdjsonEncoder(64, { keyName: (c) => c.toUpperCase() });
+    values.forEach((row, r) => reference.writeRow(T4, 'r', { lsn: 7n, ordinal: -1 }, 0n, row, { seq: BigInt(r), range: 3 }));
+    for (const size of [1, 13, 4096, copy.length]) {
+      const { copied, decoded, rows } = bothWays(T4, copy, size);
+      expect(rows).toBe(values.length);
+      expect(decoded).toBe(reference.view().toString('latin1'));
+      expect(copied).toBe(decoded);
+    }
+  });
+
+  it('copies clean rows without decoding them, and decodes what it cannot copy exactly', () => {
+    const clean = new CopyTextParser(4).push(Buffer.from('1\tplain "quoted"\t\\N\ta\\\\b\\nc\\td\\ve\n', 'utf8'));
+    const cells = vi.spyOn(clean, 'cells');
+    const enc = new NdjsonEncoder(64);
+    enc.writeCopyRow(T4, 'r', { lsn: 7n, ordinal: -1 }, 0n, clean, 0);
+    expect(cells).not.toHaveBeenCalled();
+    expect(JSON.parse(enc.view().toString())).toMatchObject({ id: '1', a: 'plain "quoted"', b: null, c: 'a\\b\nc\td\ve' });
+    // Escapes COPY TO never writes but COPY text allows, a raw control byte, invalid UTF-8 and an
+    // array column take the decoding path and give its bytes.
+    const cases: [TableSchema, string | Buffer][] = [
+      [T4, '1\t\\x41\\101\ta\\Nb\tz\n'],
+      [T4, '1\tx\u0001y\t\t\n'],
+      [T4, Buffer.concat([Buffer.from('1\tbad '), Buffer.from([0xff, 0xc3]), Buffer.from('\t\t\n')])],
+      [T1, '1\tn\t{a,"b c",NULL}\tz\n'],
+    ];
+    for (const [t, text] of cases) {
+      const { copied, decoded } = bothWays(t, Buffer.from(text), 1 << 16, { upperCaseMeta: true });
+      expect(copied).toBe(decoded);
+      expect(copied.length).toBeGreaterThan(0);
+    }
+  });
+
+  it('refuses a row with the wrong number of fields, as decoding does', () => {
+    const rows = new CopyTextParser(4).push(Buffer.from('1\ta\tb\n1\ta\tb\tc\td\n'));
+    const enc = new NdjsonEncoder(64);
+    expect(() => enc.writeCopyRow(T4, 'r', { lsn: 7n, ordinal: -1 }, 0n, rows, 0)).toThrow(FloeError);
+    expect(() => enc.writeCopyRow(T4, 'r', { lsn: 7n, ordinal: -1 }, 0n, rows, 1)).toThrow(FloeError);
+    expect(enc.length).toBe(0);
   });
 });
 

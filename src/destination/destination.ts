@@ -20,6 +20,13 @@
  * - `merge` derives target tables from the journal: latest position wins.
  */
 import type { Cell, Change, Position, TableSchema } from '../model.js';
+import type { CopyRows } from '../postgres/copy-text.js';
+
+/**
+ * Rows of a snapshot range, as they arrive: cells, or COPY text rows (iterable as cells) that an NDJSON
+ * encoder can copy without decoding (`NdjsonEncoder.writeSnapshotRow`).
+ */
+export type SnapshotChunk = readonly (readonly Cell[])[] | CopyRows;
 
 export interface SnapshotRangeRef {
   readonly table: TableSchema;
@@ -51,7 +58,7 @@ export interface Destination {
    */
   prepare(table: TableSchema): Promise<PrepareResult | void>;
   /** Writes one snapshot range atomically; returns the number of rows written (0 if it was already there). */
-  writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number>;
+  writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<SnapshotChunk>): Promise<number>;
   /** Marks a table's snapshot complete: from now on its merges may run (invariant 2b). */
   completeSnapshot(table: TableSchema): Promise<void>;
   /**

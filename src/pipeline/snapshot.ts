@@ -13,9 +13,9 @@
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { FloeError, coerceError } from '../errors.js';
-import type { Cell, TableSchema } from '../model.js';
+import type { TableSchema } from '../model.js';
 import { qualifiedName } from '../model.js';
-import { CopyTextParser } from '../postgres/copy-text.js';
+import { CopyTextParser, type CopyRows } from '../postgres/copy-text.js';
 import { connectSource, publishedRowsSql, type SourceConfig } from '../postgres/source.js';
 import type { Destination } from '../destination/destination.js';
 import type { StateStore } from '../store/state-store.js';
@@ -116,7 +116,7 @@ async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: numb
   let failed: unknown;
   stream.on('error', (err) => (failed ??= err));
   const parser = new CopyTextParser(table.columns.length);
-  async function* rows(): AsyncIterable<Cell[][]> {
+  async function* rows(): AsyncIterable<CopyRows> {
     if (failed !== undefined) throw failed;
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       const parsed = parser.push(chunk);

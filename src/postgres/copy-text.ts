@@ -6,42 +6,34 @@
  */
 import { FloeError } from '../errors.js';
 import type { Cell } from '../model.js';
-import { utf8 } from './utf8.js';
+import { latin1, utf8 } from './utf8.js';
+import { isUtf8 } from 'node:buffer';
 
 const TAB = 0x09;
 const NL = 0x0a;
+const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 
 export class CopyTextParser {
   readonly #columns: number;
   #rest: Buffer | undefined;
-  /** The next tab at or after the last search's start in the current chunk; -1: none left; -2: not searched. */
-  #tabAt = -2;
 
   constructor(columns: number) {
     this.#columns = columns;
   }
 
-  /** Parses every complete row in `chunk` (plus what was left from the previous one). */
-  push(chunk: Buffer): Cell[][] {
+  /**
+   * The complete rows in `chunk` (plus what was left from the previous one). They are split lazily: a
+   * consumer either reads them as cells or has an encoder copy their bytes (`CopyRows`).
+   */
+  push(chunk: Buffer): CopyRows {
     const buf = this.#rest ? Buffer.concat([this.#rest, chunk]) : chunk;
     this.#rest = undefined;
-    const rows: Cell[][] = [];
-    let start = 0;
-    // The next backslash at or after `start` (-1: none left in this chunk), found once per chunk region
-    // so a row without one (most rows) is split by native searches for tabs instead of a byte loop.
-    let backslash = buf.indexOf(BACKSLASH, 0);
-    this.#tabAt = -2;
-    for (;;) {
-      const nl = buf.indexOf(NL, start);
-      if (nl < 0) break;
-      if (backslash >= 0 && backslash < start) backslash = buf.indexOf(BACKSLASH, start);
-      const plain = this.#columns > 0 && (backslash < 0 || backslash > nl);
-      rows.push(plain ? this.#parsePlainRow(buf, start, nl) : this.#parseRow(buf, start, nl));
-      start = nl + 1;
-    }
-    if (start < buf.length) this.#rest = Buffer.from(buf.subarray(start));
-    return rows;
+    const starts: number[] = [0];
+    for (let nl = buf.indexOf(NL, 0); nl >= 0; nl = buf.indexOf(NL, nl + 1)) starts.push(nl + 1);
+    const used = starts[starts.length - 1]!;
+    if (used < buf.length) this.#rest = Buffer.from(buf.subarray(used));
+    return new CopyRows(buf, starts, this.#columns);
   }
 
   end(): void {
@@ -49,32 +41,101 @@ export class CopyTextParser {
       throw new FloeError('replication', 'COPY output ended in the middle of a row');
     }
   }
+}
+
+/**
+ * Complete COPY text rows of one chunk. Iterating gives each row's cells; an encoder that writes the
+ * text again (NDJSON) can instead copy a row's field bytes when `clean` says they need no decoding,
+ * which saves decoding every value into a JavaScript string only to encode it back to UTF-8.
+ */
+export class CopyRows implements Iterable<Cell[]> {
+  readonly buf: Buffer;
+  readonly columns: number;
+  /** Row i is buf[starts[i], starts[i + 1] - 1); the byte before the next start is its newline. */
+  readonly #starts: readonly number[];
+  #clean: boolean | undefined;
+  readonly #tabs: ByteSearch;
+  readonly #backslashes: ByteSearch;
+  readonly #quotes: ByteSearch;
+
+  constructor(buf: Buffer, starts: readonly number[], columns: number) {
+    this.buf = buf;
+    this.#starts = starts;
+    this.columns = columns;
+    this.#tabs = new ByteSearch(buf, TAB);
+    this.#backslashes = new ByteSearch(buf, BACKSLASH);
+    this.#quotes = new ByteSearch(buf, QUOTE);
+  }
+
+  /** Valid UTF-8 without control bytes other than the separators (checked natively, once per chunk, when first asked). */
+  get clean(): boolean {
+    if (this.#clean === undefined) {
+      const used = this.buf.subarray(0, this.#starts[this.#starts.length - 1]);
+      this.#clean = isUtf8(used) && !CONTROL.test(latin1(used));
+    }
+    return this.#clean;
+  }
+
+  get length(): number {
+    return this.#starts.length - 1;
+  }
+
+  /** First byte of row `i`. */
+  start(i: number): number {
+    return this.#starts[i]!;
+  }
+
+  /** The newline that ends row `i`. */
+  end(i: number): number {
+    return this.#starts[i + 1]! - 1;
+  }
+
+  nextTab(from: number): number {
+    return this.#tabs.next(from);
+  }
+
+  nextBackslash(from: number): number {
+    return this.#backslashes.next(from);
+  }
+
+  nextQuote(from: number): number {
+    return this.#quotes.next(from);
+  }
+
+  /** Row `i` decoded: each value's text, `null` for NULL. Throws on a row with the wrong number of fields. */
+  cells(i: number): Cell[] {
+    const start = this.start(i);
+    const end = this.end(i);
+    const backslash = this.nextBackslash(start);
+    const plain = this.columns > 0 && (backslash < 0 || backslash > end);
+    return plain ? this.#parsePlainRow(start, end) : this.#parseRow(start, end);
+  }
+
+  *[Symbol.iterator](): Iterator<Cell[]> {
+    for (let i = 0; i < this.length; i++) yield this.cells(i);
+  }
 
   /** A row without backslashes: every field is plain text, split at its tabs. */
-  #parsePlainRow(buf: Buffer, start: number, end: number): Cell[] {
-    const n = this.#columns;
+  #parsePlainRow(start: number, end: number): Cell[] {
+    const n = this.columns;
+    const buf = this.buf;
     const cells: Cell[] = new Array(n);
     let fieldStart = start;
     for (let col = 0; col < n - 1; col++) {
-      const tab = this.#nextTab(buf, fieldStart);
+      const tab = this.nextTab(fieldStart);
       if (tab < 0 || tab > end) throw new FloeError('replication', `COPY row has ${col + 1} fields, expected ${n}`);
       cells[col] = utf8(buf, fieldStart, tab);
       fieldStart = tab + 1;
     }
-    const extra = this.#nextTab(buf, fieldStart);
+    const extra = this.nextTab(fieldStart);
     if (extra >= 0 && extra < end) throw new FloeError('replication', `COPY row has more than ${n} fields`);
     cells[n - 1] = utf8(buf, fieldStart, end);
     return cells;
   }
 
-  /** The first tab at or after `from`, searched at most once per position (a table without tabs costs one scan per chunk). */
-  #nextTab(buf: Buffer, from: number): number {
-    if (this.#tabAt !== -1 && this.#tabAt < from) this.#tabAt = buf.indexOf(TAB, from);
-    return this.#tabAt;
-  }
-
-  #parseRow(buf: Buffer, start: number, end: number): Cell[] {
-    const cells: Cell[] = new Array(this.#columns);
+  #parseRow(start: number, end: number): Cell[] {
+    const buf = this.buf;
+    const cells: Cell[] = new Array(this.columns);
     let col = 0;
     let fieldStart = start;
     // One pass finds the tabs and whether a field has escapes; plain fields decode with one slice.
@@ -87,16 +148,44 @@ export class CopyTextParser {
         continue;
       }
       if (b === TAB) {
-        if (col >= this.#columns) throw new FloeError('replication', `COPY row has more than ${this.#columns} fields`);
+        if (col >= this.columns) throw new FloeError('replication', `COPY row has more than ${this.columns} fields`);
         cells[col++] = escaped ? decodeEscaped(buf, fieldStart, i) : utf8(buf, fieldStart, i);
         fieldStart = i + 1;
         escaped = false;
       }
     }
-    if (col !== this.#columns) throw new FloeError('replication', `COPY row has ${col} fields, expected ${this.#columns}`);
+    if (col !== this.columns) throw new FloeError('replication', `COPY row has ${col} fields, expected ${this.columns}`);
     return cells;
   }
 }
+
+/**
+ * Finds the first `byte` at or after a position, or -1. A chunk is read front to back, so remembering the
+ * last hit makes a table whose rows hold no such byte cost one native scan per chunk, not one per field.
+ */
+class ByteSearch {
+  readonly #buf: Buffer;
+  readonly #byte: number;
+  #at = -2; // -2: not searched yet
+  #from = 0;
+
+  constructor(buf: Buffer, byte: number) {
+    this.#buf = buf;
+    this.#byte = byte;
+  }
+
+  next(from: number): number {
+    const at = this.#at;
+    if (at === -2 || from < this.#from || (at >= 0 && at < from)) {
+      this.#at = this.#buf.indexOf(this.#byte, from);
+      this.#from = from;
+    }
+    return this.#at;
+  }
+}
+
+/** Control bytes that COPY does not escape (it writes \b \f \n \r \t \v); JSON must. */
+const CONTROL = /[\x00-\x08\x0b-\x1f]/;
 
 /** A field with backslashes: `\N` is NULL, other escapes stand for bytes. */
 function decodeEscaped(buf: Buffer, start: number, end: number): string | null {

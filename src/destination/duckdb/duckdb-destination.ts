@@ -30,7 +30,15 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Cell, Change, ColumnSchema, Position, TableSchema } from '../../model.js';
 import { comparePositions, qualifiedName } from '../../model.js';
-import type { DeleteMode, Destination, DestinationCheckpoint, MergeResult, PrepareResult, SnapshotRangeRef } from '../destination.js';
+import type {
+  DeleteMode,
+  Destination,
+  DestinationCheckpoint,
+  MergeResult,
+  PrepareResult,
+  SnapshotChunk,
+  SnapshotRangeRef,
+} from '../destination.js';
 import { FloeError } from '../../errors.js';
 import { pgArrayToJson } from '../../schema/pg-array.js';
 import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
@@ -369,7 +377,7 @@ export class DuckDbDestination implements Destination {
     return true;
   }
 
-  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {
+  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<SnapshotChunk>): Promise<number> {
     const known = this.#known(range.table);
     const name = qualifiedName(range.table);
     const rangeLit = `pipeline = ${quoteLiteral(this.#pipeline)} AND incarnation = ${quoteLiteral(this.#incarnation)} AND source_table = ${quoteLiteral(name)} AND range_index = ${range.rangeIndex}`;

@@ -12,9 +12,9 @@
  * changes, with op 'r', position (snapshot LSN, -1) and no commit time; merge
  * does nothing.
  */
-import type { Cell, Change, Position, TableSchema } from '../../model.js';
+import type { Change, Position, TableSchema } from '../../model.js';
 import { comparePositions } from '../../model.js';
-import type { Destination, DestinationCheckpoint, MergeResult, SnapshotRangeRef } from '../destination.js';
+import type { Destination, DestinationCheckpoint, MergeResult, SnapshotChunk, SnapshotRangeRef } from '../destination.js';
 import { NdjsonEncoder } from './ndjson.js';
 
 export interface EncodingSinkOptions {
@@ -65,14 +65,14 @@ export class EncodingSink implements Destination {
 
   async prepare(_table: TableSchema): Promise<void> {}
 
-  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {
+  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<SnapshotChunk>): Promise<number> {
     const enc = this.#take();
     const position: Position = { lsn: range.snapshotLsn, ordinal: -1 };
     let count = 0;
     try {
       for await (const chunk of rows) {
-        for (const cells of chunk) {
-          enc.writeRow(range.table, 'r', position, 0n, cells);
+        for (let i = 0; i < chunk.length; i++) {
+          enc.writeSnapshotRow(range.table, position, chunk, i);
           if (enc.length >= this.#chunkBytes) this.#handOff(enc);
         }
         count += chunk.length;

@@ -32,6 +32,8 @@
  */
 import type { Cell, ChangeOp, Position, TableSchema } from '../../model.js';
 import { pgArrayToJson } from '../../schema/pg-array.js';
+import { CopyRows } from '../../postgres/copy-text.js';
+import type { SnapshotChunk } from '../destination.js';
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -41,6 +43,9 @@ const HEX = [0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x61, 0
 interface TablePlan {
   readonly prefixes: Buffer[];
   readonly isArray: boolean[];
+  readonly anyArray: boolean;
+  /** Bytes of all prefixes together. */
+  readonly prefixBytes: number;
   /** Each column name as a JSON string, for `_floe_unchanged`. */
   readonly names: Buffer[];
 }
@@ -48,6 +53,10 @@ interface TablePlan {
 const ascii = (s: string): Buffer => Buffer.from(s, 'utf8');
 
 const NULL = ascii('null');
+
+/** COPY escapes that are the same two bytes in JSON: backslash followed by one of these. */
+const JSON_SHORT_ESCAPE = new Uint8Array(128);
+for (const c of '\\nrtbf') JSON_SHORT_ESCAPE[c.charCodeAt(0)] = 1;
 
 export interface NdjsonOptions {
   /** Key written for a column (default: the column name). */
@@ -138,8 +147,132 @@ export class NdjsonEncoder {
         this.#string(plan.isArray[i] ? pgArrayToJson(cell) : cell);
       }
     }
-    // Trailer: position, op, commit time, unchanged columns. Within a transaction only the ordinal
-    // changes, so the bytes around it are built once per LSN and once per (op, commit time).
+    this.#trailer(plan, op, position, commitTimeMicros, unchanged, extra);
+    return this.#len - start;
+  }
+
+  /**
+   * Appends row `index` of COPY text rows (a snapshot row) as one line: the same bytes as `writeRow` with
+   * the row's cells, but a field is copied from the COPY bytes instead of decoded and encoded again
+   * when that is exact (plain fields; quotes and COPY's short escapes are rewritten as JSON escapes).
+   * Anything else (array columns, unusual escapes, control bytes, invalid UTF-8, a malformed row) takes
+   * `writeRow`'s path.
+   */
+  writeCopyRow(
+    table: TableSchema,
+    op: ChangeOp,
+    position: Position,
+    commitTimeMicros: bigint,
+    rows: CopyRows,
+    index: number,
+    extra?: RowExtra,
+  ): number {
+    const start = this.#len;
+    const plan = this.#plan(table);
+    if (rows.clean && !plan.anyArray && plan.prefixes.length === rows.columns && this.#copyFields(plan, rows, index)) {
+      this.#trailer(plan, op, position, commitTimeMicros, undefined, extra);
+      return this.#len - start;
+    }
+    this.#len = start;
+    return this.writeRow(table, op, position, commitTimeMicros, rows.cells(index), extra);
+  }
+
+  /** A snapshot row, from either kind of snapshot chunk. */
+  writeSnapshotRow(table: TableSchema, position: Position, chunk: SnapshotChunk, index: number, extra?: RowExtra): number {
+    return chunk instanceof CopyRows
+      ? this.writeCopyRow(table, 'r', position, 0n, chunk, index, extra)
+      : this.writeRow(table, 'r', position, 0n, chunk[index]!, extra);
+  }
+
+  /** The data columns of a clean COPY row; false (with bytes written that the caller discards) if not exact. */
+  #copyFields(plan: TablePlan, rows: CopyRows, index: number): boolean {
+    const buf = rows.buf;
+    const rowStart = rows.start(index);
+    const rowEnd = rows.end(index);
+    const n = plan.prefixes.length;
+    if (n === 0) return false;
+    // Worst case: every byte a quote (2 bytes), plus the column prefixes and quotes.
+    this.#ensure(2 * (rowEnd - rowStart) + plan.prefixBytes + 2 * n);
+    let fieldStart = rowStart;
+    for (let col = 0; col < n; col++) {
+      const last = col === n - 1;
+      const tab = rows.nextTab(fieldStart);
+      if (last ? tab >= 0 && tab < rowEnd : tab < 0 || tab > rowEnd) return false; // wrong number of fields
+      const fieldEnd = last ? rowEnd : tab;
+      this.#put(plan.prefixes[col]!);
+      const backslash = rows.nextBackslash(fieldStart);
+      if (backslash >= 0 && backslash < fieldEnd) {
+        if (backslash === fieldStart && fieldEnd - fieldStart === 2 && buf[fieldStart + 1] === 0x4e /* N */) {
+          this.#put(NULL);
+        } else if (!this.#copyEscaped(buf, fieldStart, fieldEnd)) {
+          return false;
+        }
+      } else {
+        const quote = rows.nextQuote(fieldStart);
+        if (quote >= 0 && quote < fieldEnd) {
+          this.#copyEscaped(buf, fieldStart, fieldEnd);
+        } else {
+          const out = this.#buf;
+          let o = this.#len;
+          out[o++] = QUOTE;
+          const len = fieldEnd - fieldStart;
+          if (len > 32) buf.copy(out, o, fieldStart, fieldEnd);
+          else for (let k = fieldStart; k < fieldEnd; k++) out[o + k - fieldStart] = buf[k]!;
+          o += len;
+          out[o++] = QUOTE;
+          this.#len = o;
+        }
+      }
+      fieldStart = fieldEnd + 1;
+    }
+    return true;
+  }
+
+  /**
+   * A field with quotes or backslashes as a JSON string. COPY's escapes \\ \n \r \t \b \f are JSON's
+   * too; \v becomes \u000b; any other escape (\N inside a value, octal, hex) returns false.
+   */
+  #copyEscaped(buf: Buffer, start: number, end: number): boolean {
+    this.#ensure(6 * (end - start) + 2);
+    const out = this.#buf;
+    let o = this.#len;
+    out[o++] = QUOTE;
+    for (let i = start; i < end; i++) {
+      const b = buf[i]!;
+      if (b === QUOTE) {
+        out[o++] = BACKSLASH;
+        out[o++] = QUOTE;
+      } else if (b !== BACKSLASH) {
+        out[o++] = b;
+      } else {
+        const e = i + 1 < end ? buf[++i]! : 0;
+        if (e === 0x76 /* v */) {
+          out[o++] = BACKSLASH;
+          o = writeUnicodeEscape(out, o, 0x0b);
+        } else if (JSON_SHORT_ESCAPE[e] === 1) {
+          out[o++] = BACKSLASH;
+          out[o++] = e;
+        } else {
+          return false;
+        }
+      }
+    }
+    out[o++] = QUOTE;
+    this.#len = o;
+    return true;
+  }
+
+  /** After the data columns: position, op, commit time, unchanged columns, end of line. */
+  #trailer(
+    plan: TablePlan,
+    op: ChangeOp,
+    position: Position,
+    commitTimeMicros: bigint,
+    unchanged: number[] | undefined,
+    extra: RowExtra | undefined,
+  ): void {
+    const ncols = plan.prefixes.length;
+    // Within a transaction only the ordinal changes, so the bytes around it are built once per LSN and once per (op, commit time).
     if (position.lsn !== this.#lsn) {
       this.#lsn = position.lsn;
       this.#lsnPart = ascii(`,"${this.#meta('_floe_lsn')}":"${position.lsn}","${this.#meta('_floe_ordinal')}":`);
@@ -184,7 +317,6 @@ export class NdjsonEncoder {
       this.#buf[this.#len++] = 0x7d; // }
       this.#buf[this.#len++] = 0x0a; // \n
     }
-    return this.#len - start;
   }
 
   #putExtra(extra: RowExtra): void {
@@ -196,9 +328,12 @@ export class NdjsonEncoder {
     let plan = this.#plans.get(table);
     if (!plan) {
       // Column names are encoded once per schema object (a Relation message brings a new one).
+      const prefixes = table.columns.map((c, i) => ascii(`${i === 0 ? '{' : ','}${JSON.stringify(this.#keyName(c.name))}:`));
       plan = {
-        prefixes: table.columns.map((c, i) => ascii(`${i === 0 ? '{' : ','}${JSON.stringify(this.#keyName(c.name))}:`)),
+        prefixes,
         isArray: table.columns.map((c) => c.type.isArray),
+        anyArray: table.columns.some((c) => c.type.isArray),
+        prefixBytes: prefixes.reduce((sum, p) => sum + p.length, 0),
         names: table.columns.map((c) => ascii(JSON.stringify(this.#keyName(c.name)))),
       };
       this.#plans.set(table, plan);

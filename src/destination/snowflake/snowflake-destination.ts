@@ -50,7 +50,7 @@ import { checkColumnNames, tableNameClash } from '../../schema/destination-names
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { Cell, Change, Position, TableSchema } from '../../model.js';
+import type { Change, Position, TableSchema } from '../../model.js';
 import { qualifiedName } from '../../model.js';
 import type {
   DeleteMode,
@@ -60,6 +60,7 @@ import type {
   DurableWatcher,
   MergeResult,
   PrepareResult,
+  SnapshotChunk,
   SnapshotRangeRef,
 } from '../destination.js';
 import { FloeError, coerceError } from '../../errors.js';
@@ -617,7 +618,7 @@ export class SnowflakeDestination implements Destination {
     return true;
   }
 
-  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<readonly Cell[][]>): Promise<number> {
+  async writeSnapshotRange(range: SnapshotRangeRef, rows: AsyncIterable<SnapshotChunk>): Promise<number> {
     const state = this.#known(range.table);
     const sql = this.#o.sql;
     const rangesTable = bookkeeping(this.#names, '_FLOE_RANGES');
@@ -654,8 +655,8 @@ export class SnowflakeDestination implements Destination {
     };
     try {
       for await (const chunk of rows) {
-        for (const cells of chunk) {
-          encoder.writeRow(range.table, 'r', position, 0n, cells, { seq: state.nextSeq++, range: range.rangeIndex });
+        for (let i = 0; i < chunk.length; i++) {
+          encoder.writeSnapshotRow(range.table, position, chunk, i, { seq: state.nextSeq++, range: range.rangeIndex });
           count++;
           tokens.push(String(count).padStart(TOKEN_ROW_WIDTH, '0'));
         }
