@@ -6,7 +6,7 @@
  */
 import { FloeError } from '../errors.js';
 import type { Cell } from '../model.js';
-import { latin1, utf8 } from './utf8.js';
+import { utf8 } from './utf8.js';
 import { isUtf8 } from 'node:buffer';
 
 const TAB = 0x09;
@@ -45,15 +45,15 @@ export class CopyTextParser {
 
 /**
  * Complete COPY text rows of one chunk. Iterating gives each row's cells; an encoder that writes the
- * text again (NDJSON) can instead copy a row's field bytes when `clean` says they need no decoding,
- * which saves decoding every value into a JavaScript string only to encode it back to UTF-8.
+ * text again (NDJSON) can instead copy a row's field bytes, which saves decoding every value into a
+ * JavaScript string only to encode it back to UTF-8.
  */
 export class CopyRows implements Iterable<Cell[]> {
   readonly buf: Buffer;
   readonly columns: number;
   /** Row i is buf[starts[i], starts[i + 1] - 1); the byte before the next start is its newline. */
   readonly #starts: readonly number[];
-  #clean: boolean | undefined;
+  #validUtf8: boolean | undefined;
   readonly #tabs: ByteSearch;
   readonly #backslashes: ByteSearch;
   readonly #quotes: ByteSearch;
@@ -67,13 +67,10 @@ export class CopyRows implements Iterable<Cell[]> {
     this.#quotes = new ByteSearch(buf, QUOTE);
   }
 
-  /** Valid UTF-8 without control bytes other than the separators (checked natively, once per chunk, when first asked). */
-  get clean(): boolean {
-    if (this.#clean === undefined) {
-      const used = this.buf.subarray(0, this.#starts[this.#starts.length - 1]);
-      this.#clean = isUtf8(used) && !CONTROL.test(latin1(used));
-    }
-    return this.#clean;
+  /** The rows are valid UTF-8 (checked natively, once per chunk, when first asked). */
+  get validUtf8(): boolean {
+    this.#validUtf8 ??= isUtf8(this.buf.subarray(0, this.#starts[this.#starts.length - 1]));
+    return this.#validUtf8;
   }
 
   get length(): number {
@@ -183,9 +180,6 @@ class ByteSearch {
     return this.#at;
   }
 }
-
-/** Control bytes that COPY does not escape (it writes \b \f \n \r \t \v); JSON must. */
-const CONTROL = /[\x00-\x08\x0b-\x1f]/;
 
 /** A field with backslashes: `\N` is NULL, other escapes stand for bytes. */
 function decodeEscaped(buf: Buffer, start: number, end: number): string | null {

@@ -10,11 +10,3 @@ const hasUtf8Slice = typeof (Buffer.prototype as Partial<SliceableBuffer>).utf8S
 export const utf8 = hasUtf8Slice
   ? (buf: Buffer, start: number, end: number): string => (buf as SliceableBuffer).utf8Slice(start, end)
   : (buf: Buffer, start: number, end: number): string => buf.toString('utf8', start, end);
-
-type Latin1SliceableBuffer = Buffer & { latin1Slice(start: number, end: number): string };
-
-/** A buffer's bytes as one-byte characters (for native regular-expression scans over bytes). */
-export const latin1 =
-  typeof (Buffer.prototype as Partial<Latin1SliceableBuffer>).latin1Slice === 'function'
-    ? (buf: Buffer): string => (buf as Latin1SliceableBuffer).latin1Slice(0, buf.length)
-    : (buf: Buffer): string => buf.toString('latin1');

@@ -169,7 +169,7 @@ export class NdjsonEncoder {
   ): number {
     const start = this.#len;
     const plan = this.#plan(table);
-    if (rows.clean && !plan.anyArray && plan.prefixes.length === rows.columns && this.#copyFields(plan, rows, index)) {
+    if (rows.validUtf8 && !plan.anyArray && plan.prefixes.length === rows.columns && this.#copyFields(plan, rows, index)) {
       this.#trailer(plan, op, position, commitTimeMicros, undefined, extra);
       return this.#len - start;
     }
@@ -184,47 +184,50 @@ export class NdjsonEncoder {
       : this.writeRow(table, 'r', position, 0n, chunk[index]!, extra);
   }
 
-  /** The data columns of a clean COPY row; false (with bytes written that the caller discards) if not exact. */
+  /** The data columns of a COPY row; false (with bytes written that the caller discards) if not exact. */
   #copyFields(plan: TablePlan, rows: CopyRows, index: number): boolean {
     const buf = rows.buf;
     const rowStart = rows.start(index);
     const rowEnd = rows.end(index);
     const n = plan.prefixes.length;
     if (n === 0) return false;
-    // Worst case: every byte a quote (2 bytes), plus the column prefixes and quotes.
-    this.#ensure(2 * (rowEnd - rowStart) + plan.prefixBytes + 2 * n);
+    // Room for the plain case: the row's bytes, the column prefixes and two quotes per field. An escaped
+    // field makes its own room. Bytes are copied by loops: Buffer#copy's per-call cost is higher for
+    // values of a few dozen bytes, and the loop checks for control bytes on the way.
+    this.#ensure(rowEnd - rowStart + plan.prefixBytes + 2 * n);
+    let out = this.#buf;
+    let o = this.#len;
     let fieldStart = rowStart;
     for (let col = 0; col < n; col++) {
       const last = col === n - 1;
       const tab = rows.nextTab(fieldStart);
       if (last ? tab >= 0 && tab < rowEnd : tab < 0 || tab > rowEnd) return false; // wrong number of fields
       const fieldEnd = last ? rowEnd : tab;
-      this.#put(plan.prefixes[col]!);
+      const prefix = plan.prefixes[col]!;
+      for (let k = 0; k < prefix.length; k++) out[o++] = prefix[k]!;
       const backslash = rows.nextBackslash(fieldStart);
-      if (backslash >= 0 && backslash < fieldEnd) {
-        if (backslash === fieldStart && fieldEnd - fieldStart === 2 && buf[fieldStart + 1] === 0x4e /* N */) {
-          this.#put(NULL);
-        } else if (!this.#copyEscaped(buf, fieldStart, fieldEnd)) {
-          return false;
-        }
+      const quote = rows.nextQuote(fieldStart);
+      if (backslash === fieldStart && fieldEnd - fieldStart === 2 && buf[fieldStart + 1] === 0x4e /* N */) {
+        for (let k = 0; k < 4; k++) out[o++] = NULL[k]!;
+      } else if ((backslash >= 0 && backslash < fieldEnd) || (quote >= 0 && quote < fieldEnd)) {
+        this.#len = o;
+        if (!this.#copyEscaped(buf, fieldStart, fieldEnd)) return false;
+        // The escaped field may have grown the buffer; make room for the rest of the row again.
+        this.#ensure(rowEnd - fieldEnd + plan.prefixBytes + 2 * n);
+        out = this.#buf;
+        o = this.#len;
       } else {
-        const quote = rows.nextQuote(fieldStart);
-        if (quote >= 0 && quote < fieldEnd) {
-          this.#copyEscaped(buf, fieldStart, fieldEnd);
-        } else {
-          const out = this.#buf;
-          let o = this.#len;
-          out[o++] = QUOTE;
-          const len = fieldEnd - fieldStart;
-          if (len > 32) buf.copy(out, o, fieldStart, fieldEnd);
-          else for (let k = fieldStart; k < fieldEnd; k++) out[o + k - fieldStart] = buf[k]!;
-          o += len;
-          out[o++] = QUOTE;
-          this.#len = o;
+        out[o++] = QUOTE;
+        for (let k = fieldStart; k < fieldEnd; k++) {
+          const b = buf[k]!;
+          if (b < 0x20) return false; // a control byte COPY left raw: JSON escapes it
+          out[o++] = b;
         }
+        out[o++] = QUOTE;
       }
       fieldStart = fieldEnd + 1;
     }
+    this.#len = o;
     return true;
   }
 
@@ -242,6 +245,8 @@ export class NdjsonEncoder {
       if (b === QUOTE) {
         out[o++] = BACKSLASH;
         out[o++] = QUOTE;
+      } else if (b < 0x20) {
+        return false; // a control byte COPY left raw: JSON escapes it
       } else if (b !== BACKSLASH) {
         out[o++] = b;
       } else {
