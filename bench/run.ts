@@ -29,7 +29,7 @@
  *
  * Options: --json, --repeat N, --changes N, --snapshot-rows N, --big-txn-rows N, --pg-major 15|18,
  * --run-timeout SECONDS (per floe run, default 120), --cpu-prof DIR (a .cpuprofile per
- * EncodingSink run). Progress goes to stderr; the table (or with --json one JSON object) to stdout.
+ * floe run). Progress goes to stderr; the table (or with --json one JSON object) to stdout.
  */
 import { spawn, fork, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs';
@@ -497,6 +497,7 @@ async function streamingRound(
     duckdbMemoryLimit: OPTS.duckdbMemoryLimit,
     duckdbThreads: OPTS.duckdbThreads,
     duckdbCheck: `SELECT count(*) FROM _floe_journal."public.stream_orders"`,
+    profile: profileFile('streaming-duckdb', rep),
   });
   let payloadBytes = knownPayloadBytes ?? 0;
   try {
@@ -635,6 +636,7 @@ async function snapshotFloe(url: string, c: pg.Client, work: string, rep: number
     duckdbMemoryLimit: OPTS.duckdbMemoryLimit,
     duckdbThreads: OPTS.duckdbThreads,
     duckdbCheck: 'SELECT count(*) FROM public.snap_orders',
+    profile: profileFile('snapshot-duckdb', rep),
   });
   try {
     await duck.ready();

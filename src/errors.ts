@@ -101,3 +101,9 @@ export function coerceError(err: unknown, context?: string): FloeError {
   }
   return new FloeError('internal', message, { cause: err });
 }
+
+/** User text inside an error message: bounded and without control characters. */
+export function printable(text: string): string {
+  const clean = text.replace(/[\x00-\x1f\x7f]/g, '?');
+  return clean.length > 80 ? `${clean.slice(0, 77)}...` : clean;
+}

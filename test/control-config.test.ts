@@ -335,6 +335,13 @@ describe('URL checks', () => {
     expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?memory_limit=lots')).toThrow(/invalid memory_limit "lots"/);
     expect(checkDestination('duckdb', 'duckdb:/data/wh.duckdb?memory_limit=256MB&threads=2')).toBe('duckdb');
     expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?threads=0')).toThrow(/invalid threads "0"/);
+    expect(checkDestination('duckdb', 'duckdb:/data/wh.duckdb?checkpoint_threshold=256MB')).toBe('duckdb');
+    expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?checkpoint_threshold=often')).toThrow(
+      /invalid checkpoint_threshold "often"/,
+    );
+    expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?wal=1')).toThrow(/unknown DuckDB destination parameter "wal"/);
+    expect(() => checkDestination('duckdb', 'duckdb://')).toThrow(/names no file/);
+    expect(() => checkDestination('duckdb', 'snowflake://floe@acct/db')).toThrow(/has the form duckdb:/);
     expect(checkDestination('snowflake', 'snowflake://floe@acme-xy123/db/schema?warehouse=w')).toBe('snowflake');
     expect(() => checkDestination('snowflake', 'snowflake:///db')).toThrow(/names no account/);
     expect(() => checkDestination('snowflake', 'snowflake://floe:pw@acct/db')).toThrow(/contains a secret/);

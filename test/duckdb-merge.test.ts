@@ -136,17 +136,26 @@ describe('DuckDB destination merges', () => {
     }
   }, 120_000);
 
-  it('caps DuckDB at 128MB and one thread by default, or what the options say', async () => {
-    const settings = `SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('preserve_insertion_order')`;
+  it('caps DuckDB at 128MB and one thread and checkpoints at 64MB of log by default, or what the options say', async () => {
+    const settings = `SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('preserve_insertion_order'), current_setting('checkpoint_threshold')`;
     const d = new DuckDbDestination({ path: ':memory:' });
-    const e = new DuckDbDestination({ path: ':memory:', memoryLimit: '256MB', threads: 2 });
+    const e = new DuckDbDestination({ path: ':memory:', memoryLimit: '256MB', threads: 2, checkpointThreshold: '1GB' });
     try {
       await d.open('p', 'inc');
       await e.open('p', 'inc');
-      const [[mem, threads, order]] = (await d.query(settings)) as [[string, bigint, boolean]];
-      expect([mem, Number(threads), order]).toEqual([expect.stringMatching(/^12[0-9](\.\d+)? MiB$/), 1, false]);
-      const [[mem2, threads2]] = (await e.query(settings)) as [[string, bigint]];
-      expect([mem2, Number(threads2)]).toEqual([expect.stringMatching(/^2[0-9][0-9](\.\d+)? MiB$/), 2]);
+      const [[mem, threads, order, checkpoint]] = (await d.query(settings)) as [[string, bigint, boolean, string]];
+      expect([mem, Number(threads), order, checkpoint]).toEqual([
+        expect.stringMatching(/^12[0-9](\.\d+)? MiB$/),
+        1,
+        false,
+        expect.stringMatching(/^6[0-9](\.\d+)? MiB$/),
+      ]);
+      const [[mem2, threads2, , checkpoint2]] = (await e.query(settings)) as [[string, bigint, boolean, string]];
+      expect([mem2, Number(threads2), checkpoint2]).toEqual([
+        expect.stringMatching(/^2[0-9][0-9](\.\d+)? MiB$/),
+        2,
+        expect.stringMatching(/^9[0-9][0-9](\.\d+)? MiB$/),
+      ]);
     } finally {
       await d.close();
       await e.close();

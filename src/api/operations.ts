@@ -9,7 +9,7 @@
  */
 import type pg from 'pg';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
-import { FloeError } from '../errors.js';
+import { FloeError, printable } from '../errors.js';
 import {
   PIPELINE_OPTION_NAMES,
   checkDestination,
@@ -434,10 +434,4 @@ export async function pipelineTables(db: Db, name: string) {
     last_error: t.lastError,
     updated_at: t.updatedAt.toISOString(),
   }));
-}
-
-/** User text inside an error message: bounded and without control characters. */
-export function printable(text: string): string {
-  const clean = text.replace(/[\x00-\x1f\x7f]/g, '?');
-  return clean.length > 80 ? `${clean.slice(0, 77)}...` : clean;
 }

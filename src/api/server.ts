@@ -8,7 +8,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type pg from 'pg';
 import { z } from 'zod';
-import { FloeError, coerceError } from '../errors.js';
+import { FloeError, coerceError, printable } from '../errors.js';
 import { collectStatus, type StatusReport } from '../cli/status.js';
 import type { PipelineHistory, RecentAlerts, SourceHealthBoard } from '../console/history.js';
 import { serveConsoleFiles } from '../console/static.js';
@@ -77,11 +77,11 @@ function body<T>(schema: z.ZodType<T>, req: FastifyRequest): T {
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') {
-    throw new FloeError('config', `unknown field "${ops.printable(issue.keys[0] ?? '')}"`, { hint: 'see /api/v1/openapi.json' });
+    throw new FloeError('config', `unknown field "${printable(issue.keys[0] ?? '')}"`, { hint: 'see /api/v1/openapi.json' });
   }
   const where = issue.path.map(String).join('.') || 'body';
   const message = issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : issue.message;
-  throw new FloeError('config', `${ops.printable(where)} ${message}`, { hint: 'see /api/v1/openapi.json' });
+  throw new FloeError('config', `${printable(where)} ${message}`, { hint: 'see /api/v1/openapi.json' });
 }
 
 export function errorBody(err: FloeError): { error: { kind: string; message: string; hint: string | null } } {

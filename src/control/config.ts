@@ -10,7 +10,8 @@
 import { inspect } from 'node:util';
 import { z } from 'zod';
 import { checkSnowflakeUrl } from '../destination/snowflake/config.js';
-import { FloeError } from '../errors.js';
+import { parseDuckDbUrl } from '../destination/duckdb/config.js';
+import { FloeError, printable } from '../errors.js';
 import type { DeleteMode } from '../destination/destination.js';
 import { redactUrl, type SourceConfig } from '../postgres/source.js';
 import { checkSecretRef, resolveSecret, secretsDirPath, type Environment } from './secrets.js';
@@ -213,31 +214,11 @@ export function checkDestination(type: string, url: string): DestinationType {
     throw new FloeError('config', `unknown destination type "${printable(type)}"`, { hint: `use one of ${DESTINATION_TYPES.join(', ')}` });
   }
   if (type === 'duckdb') {
-    // The same syntax parseDestination (cli/destination-url.ts) accepts.
-    const m = /^duckdb:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
-    if (!m) {
+    // The same parser parseDestination (cli/destination-url.ts) uses.
+    if (!parseDuckDbUrl(url)) {
       throw new FloeError('config', 'a DuckDB destination URL has the form duckdb:/path/to/file.duckdb', {
         hint: 'pass --path ./warehouse.duckdb',
       });
-    }
-    const params = new URLSearchParams(m[2] ?? '');
-    for (const [key, value] of params) {
-      if (key !== 'memory_limit' && key !== 'threads') {
-        throw new FloeError('config', `unknown DuckDB destination parameter "${printable(key)}"`, {
-          hint: 'the DuckDB destination takes memory_limit and threads',
-        });
-      }
-      if (key === 'threads') {
-        if (!/^[1-9]\d{0,2}$/.test(value)) {
-          throw new FloeError('config', `invalid threads "${printable(value)}"`, {
-            hint: 'use a whole number of DuckDB threads such as 1 or 2',
-          });
-        }
-        continue;
-      }
-      if (!/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(value)) {
-        throw new FloeError('config', `invalid memory_limit "${printable(value)}"`, { hint: 'use a size such as 512MB or 2GB' });
-      }
     }
     return 'duckdb';
   }
@@ -623,10 +604,4 @@ function within<T>(where: string, fn: () => T): T {
     if (err instanceof FloeError) throw new FloeError(err.kind, `${where}: ${err.message}`, { hint: err.hint, retry: err.retry });
     throw err;
   }
-}
-
-/** User text inside an error message: bounded and without control characters. */
-function printable(text: string): string {
-  const clean = text.replace(/[\x00-\x1f\x7f]/g, '?');
-  return clean.length > 80 ? `${clean.slice(0, 77)}...` : clean;
 }

@@ -21,7 +21,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { parse, stringify } from 'yaml';
 import { z } from 'zod';
 import type pg from 'pg';
-import { FloeError } from '../errors.js';
+import { FloeError, printable } from '../errors.js';
 import { findPipeline, listDestinations, listPipelines, listSources } from '../control/repository.js';
 import * as ops from '../api/operations.js';
 
@@ -74,7 +74,7 @@ export function parseConfigFile(text: string, fileName: string): DesiredConfig {
     if (issue.code === 'unrecognized_keys') {
       throw new FloeError(
         'config',
-        `${fileName}: ${where === 'the file' ? '' : `${where}: `}unknown key "${ops.printable(issue.keys[0] ?? '')}"`,
+        `${fileName}: ${where === 'the file' ? '' : `${where}: `}unknown key "${printable(issue.keys[0] ?? '')}"`,
         {
           hint: 'the file has sources, destinations and pipelines (docs/console.md)',
         },
@@ -82,7 +82,7 @@ export function parseConfigFile(text: string, fileName: string): DesiredConfig {
     }
     throw new FloeError(
       'config',
-      `${fileName}: ${ops.printable(where)}: ${issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : issue.message}`,
+      `${fileName}: ${printable(where)}: ${issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : issue.message}`,
     );
   }
   const within = <T>(where: string, fn: () => T): T => {
@@ -107,7 +107,7 @@ export function parseConfigFile(text: string, fileName: string): DesiredConfig {
       const checked = ops.checkPipelineInput({ name, ...p });
       const known = (kind: 'source' | 'destination', n: string, list: { name: string }[]) => {
         if (!list.some((x) => x.name === n)) {
-          throw new FloeError('config', `names ${kind} "${ops.printable(n)}", which the file does not define`, {
+          throw new FloeError('config', `names ${kind} "${printable(n)}", which the file does not define`, {
             hint: `add it under ${kind}s:`,
           });
         }
