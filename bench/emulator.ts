@@ -11,7 +11,7 @@
  *    rows (so the commit delay itself, a fixed shift, is not counted as slowness). NDJSON MB/s is floe's
  *    `floe_snowflake_bytes_appended_total` over the same span. floe's peak RSS is the child's VmHWM.
  * 2. Latency at a steady load (first repetition of each delay): 1000-row transactions at half the
- *    measured rate for 20 s; per transaction, COMMIT returning → rows visible in the target
+ *    measured rate (or `--steady-rows-per-second`) for 20 s; per transaction, COMMIT returning → rows visible in the target
  *    (commit → Snowpipe commit → MERGE), p50/p95/max.
  */
 import { spawn } from 'node:child_process';
@@ -64,6 +64,8 @@ export interface EmulatorBenchOptions {
   readonly repeat: number;
   readonly commitDelaysMs: readonly number[];
   readonly mergeIntervalMs: number;
+  /** Rows/s of the latency run; default half the run's measured rate. A fixed rate compares runs at one load. */
+  readonly steadyRowsPerSecond?: number;
   readonly batchMaxBytes?: number;
   readonly maxUncommittedBytes?: number;
   /** NODE_OPTIONS of the floe process (e.g. `--max-old-space-size=160`); default: the bench's own environment. */
@@ -186,7 +188,7 @@ async function oneRun(c: pg.Client, o: EmulatorBenchOptions, delayMs: number, n:
   }
 }
 
-/** Steady load at half the measured rate for 20 s: commit → visible in the target, per transaction. */
+/** Steady load (half the measured rate, or --steady-rows-per-second) for 20 s: commit → visible in the target, per transaction. */
 async function steadyLatency(
   c: pg.Client,
   o: EmulatorBenchOptions,
@@ -196,7 +198,7 @@ async function steadyLatency(
   rate: number,
   firstId: number,
 ): Promise<NonNullable<DelayRun['commitToTargetMs']>> {
-  const txnsPerSecond = Math.max(1, rate / 2 / TXN);
+  const txnsPerSecond = Math.max(1, (o.steadyRowsPerSecond ?? rate / 2) / TXN);
   const latencies: number[] = [];
   const pending = new Map<number, number>();
   let next = firstId;

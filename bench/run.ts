@@ -66,6 +66,8 @@ const { values: args } = parseArgs({
     'floe-node-options': { type: 'string' },
     /** With --destination emulator: merge_interval in ms (default 1000). */
     'merge-interval-ms': { type: 'string', default: '1000' },
+    /** With --destination emulator: rows/s of the latency run (default: half of the run's measured rate). */
+    'steady-rows-per-second': { type: 'string' },
     /** DuckDB runs: the destination's memory_limit and threads (default: the destination's defaults). */
     'duckdb-memory-limit': { type: 'string' },
     'duckdb-threads': { type: 'string' },
@@ -85,16 +87,15 @@ const OPTS = {
   bigTxnRows: count('big-txn-rows', args['big-txn-rows']),
   pgMajor: count('pg-major', args['pg-major']),
   runTimeoutMs: count('run-timeout', args['run-timeout']) * 1000,
-  /**
-   * Directory for a .cpuprofile of each measured floe → EncodingSink run (inspector profiler, only
-   * while the clock runs). DuckDB runs are not profiled: under the profiler they took minutes, not seconds.
-   */
+  /** Directory for a .cpuprofile of each measured floe run (inspector profiler, only while the clock runs). */
   cpuProf: args['cpu-prof'] === undefined ? undefined : resolve(args['cpu-prof']),
   batchMaxBytes: args['batch-max-bytes'] === undefined ? undefined : count('batch-max-bytes', args['batch-max-bytes']),
   commitDelaysMs: args['commit-delays'].split(',').map((d) => count('commit-delays', d)),
   maxUncommittedBytes:
     args['max-uncommitted-bytes'] === undefined ? undefined : count('max-uncommitted-bytes', args['max-uncommitted-bytes']),
   mergeIntervalMs: count('merge-interval-ms', args['merge-interval-ms']),
+  steadyRowsPerSecond:
+    args['steady-rows-per-second'] === undefined ? undefined : count('steady-rows-per-second', args['steady-rows-per-second']),
   duckdbMemoryLimit: args['duckdb-memory-limit'],
   duckdbThreads: args['duckdb-threads'] === undefined ? undefined : count('duckdb-threads', args['duckdb-threads']),
 };
@@ -1024,6 +1025,7 @@ async function main(): Promise<void> {
           repeat: OPTS.repeat,
           commitDelaysMs: OPTS.commitDelaysMs,
           mergeIntervalMs: OPTS.mergeIntervalMs,
+          steadyRowsPerSecond: OPTS.steadyRowsPerSecond,
           batchMaxBytes: OPTS.batchMaxBytes,
           maxUncommittedBytes: OPTS.maxUncommittedBytes,
           floeNodeOptions: args['floe-node-options'],
