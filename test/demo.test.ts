@@ -95,6 +95,7 @@ describe.each(testClusters())('verifyDuckDb on PostgreSQL $major', (cluster) => 
       expect(clean.report.mismatches).toBe(0);
       expect(clean.report.rowsCompared).toBe(50 + 3);
       expect(clean.items).toMatchObject({ sourceRows: 50, targetRows: 50, missing: 0, extra: 0, duplicateKeys: 0 });
+      expect(clean.items.sampleKeys).toBeUndefined();
       // Keyless: (r + i + u) - d of the history equals the source's rows.
       expect(clean.log).toMatchObject({ hasKey: false, sourceRows: 3, targetRows: 3, missing: 0, extra: 0, orphanDeletes: 0 });
       expect(clean.log.skipped).toBeUndefined();
@@ -102,14 +103,20 @@ describe.each(testClusters())('verifyDuckDb on PostgreSQL $major', (cluster) => 
       // A row deleted from the target.
       await destination.query(`DELETE FROM public.items WHERE id = 1`);
       let v = await verify();
-      expect(v.items).toMatchObject({ missing: 1, extra: 0, duplicateKeys: 0, targetRows: 49 });
+      expect(v.items).toMatchObject({
+        missing: 1,
+        extra: 0,
+        duplicateKeys: 0,
+        targetRows: 49,
+        sampleKeys: { missing: ['(1)'], extra: [] },
+      });
       expect(v.report.ok).toBe(false);
       expect(v.report.mismatches).toBe(1);
 
       // A value changed in the target: the source row is missing, the changed one is extra.
       await destination.query(`UPDATE public.items SET price = price + 0.01 WHERE id = 2`);
       v = await verify();
-      expect(v.items).toMatchObject({ missing: 2, extra: 1, duplicateKeys: 0 });
+      expect(v.items).toMatchObject({ missing: 2, extra: 1, duplicateKeys: 0, sampleKeys: { missing: ['(1)', '(2)'], extra: ['(2)'] } });
 
       // A key held twice.
       await destination.query(`INSERT INTO public.items SELECT * FROM public.items WHERE id = 3`);

@@ -416,7 +416,9 @@ function humanSummary(s: DemoSummary, report: VerifyReport | undefined): string 
         ? `skipped: ${t.skipped}`
         : `${t.sourceRows} source rows, ${t.targetRows} target rows, ${t.missing} missing, ${t.extra} extra, ${t.duplicateKeys} duplicate keys` +
           (t.orphanDeletes ? `, ${t.orphanDeletes} unmatched deletes` : '') +
-          (t.problem ? ` (${t.problem})` : '');
+          (t.problem ? ` (${t.problem})` : '') +
+          (t.sampleKeys?.missing.length ? `; missing keys ${t.sampleKeys.missing.join(' ')}` : '') +
+          (t.sampleKeys?.extra.length ? `; extra keys ${t.sampleKeys.extra.join(' ')}` : '');
       lines.push(`verify ${t.table}: ${what}`);
     }
     lines.push(report.ok ? `verify: OK, ${report.rowsCompared} rows compared` : `verify: ${report.mismatches} difference(s)`);

@@ -58,6 +58,11 @@ export interface TableVerifyResult {
   readonly duplicateKeys: number;
   /** Keyless tables: journaled deletes that match no journaled row. */
   readonly orphanDeletes?: number;
+  /**
+   * Keyed tables with differences: the keys of up to three missing and three extra rows, as `(v1, v2)`
+   * (keys only, never other column values), so a difference can be looked up without a manual diff.
+   */
+  readonly sampleKeys?: { readonly missing: string[]; readonly extra: string[] };
   /** Set when the table was not compared: why. */
   readonly skipped?: string;
   /** Set when the target cannot be compared column by column (e.g. it lacks a column). */
@@ -189,12 +194,12 @@ async function verifyTable(client: pg.Client, table: TableSchema, destination: D
   let targetRel: string;
   let duplicateKeys = 0;
   let orphanDeletes: number | undefined;
+  const keys = table.columns
+    .filter((c) => c.isKey)
+    .map((c) => quoteIdent(c.name))
+    .join(', ');
   if (table.hasKey) {
     targetRel = `(SELECT ${cols} FROM ${target} WHERE NOT _floe_deleted)`;
-    const keys = table.columns
-      .filter((c) => c.isKey)
-      .map((c) => quoteIdent(c.name))
-      .join(', ');
     duplicateKeys = await count(destination, `SELECT count(*) FROM (SELECT ${keys} FROM ${target} GROUP BY ${keys} HAVING count(*) > 1)`);
   } else {
     // Current rows of an append-only history (docs/architecture.md): the latest snapshot after the
@@ -210,15 +215,30 @@ async function verifyTable(client: pg.Client, table: TableSchema, destination: D
     targetRel = DST;
   }
   const targetRows = await count(destination, `SELECT count(*) FROM ${targetRel}`);
-  const missing = await count(
-    destination,
-    `SELECT count(*) FROM (SELECT ${srcCols} FROM ${SRC} EXCEPT ALL SELECT ${cols} FROM ${targetRel})`,
-  );
-  const extra = await count(
-    destination,
-    `SELECT count(*) FROM (SELECT ${cols} FROM ${targetRel} EXCEPT ALL SELECT ${srcCols} FROM ${SRC})`,
-  );
-  return { ...base, sourceRows, targetRows, missing, extra, duplicateKeys, ...(orphanDeletes !== undefined ? { orphanDeletes } : {}) };
+  const missingRows = `SELECT ${srcCols} FROM ${SRC} EXCEPT ALL SELECT ${cols} FROM ${targetRel}`;
+  const extraRows = `SELECT ${cols} FROM ${targetRel} EXCEPT ALL SELECT ${srcCols} FROM ${SRC}`;
+  const missing = await count(destination, `SELECT count(*) FROM (${missingRows})`);
+  const extra = await count(destination, `SELECT count(*) FROM (${extraRows})`);
+  const sampleKeys =
+    table.hasKey && missing + extra > 0
+      ? { missing: await keysOf(destination, keys, missingRows), extra: await keysOf(destination, keys, extraRows) }
+      : undefined;
+  return {
+    ...base,
+    sourceRows,
+    targetRows,
+    missing,
+    extra,
+    duplicateKeys,
+    ...(orphanDeletes !== undefined ? { orphanDeletes } : {}),
+    ...(sampleKeys ? { sampleKeys } : {}),
+  };
+}
+
+/** The keys of the first three rows of `rows` in key order, as `(v1, v2)`; strings quoted. */
+async function keysOf(destination: DuckDbDestination, keys: string, rows: string): Promise<string[]> {
+  const found = await destination.query(`SELECT ${keys} FROM (${rows}) ORDER BY ALL LIMIT 3`);
+  return found.map((r) => `(${r.map((v) => (v === null ? 'NULL' : typeof v === 'string' ? JSON.stringify(v) : String(v))).join(', ')})`);
 }
 
 /**
