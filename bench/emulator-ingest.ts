@@ -113,6 +113,7 @@ async function main(): Promise<void> {
     }
     const seconds = (performance.now() - t0) / 1000;
     const cpuSeconds = emu.cpuSeconds() - cpu0;
+    const batches = await emu.batches();
     const [[count]] = (await emu.sql('SELECT COUNT(*) FROM BENCH.PUBLIC_FLOE_LANDING.PUBLIC_SF_BENCH')) as [[string]];
     if (Number(count) !== ROWS) throw new Error(`expected ${ROWS} rows committed, found ${count}`);
     const result = {
@@ -120,6 +121,8 @@ async function main(): Promise<void> {
       channels: CHANNELS,
       batchRows: BATCH,
       commitDelayMs: DELAY,
+      batches: batches.committed,
+      batchesLoadedBySql: batches.loadedBySql,
       ndjsonMB: +(bytes / 1e6).toFixed(1),
       appendSeconds: +appendSeconds.toFixed(2),
       seconds: +seconds.toFixed(2),

@@ -24,6 +24,8 @@ export interface EmulatorProcess {
   jwt(): string;
   /** Runs one statement through the SQL API; returns its rows (one partition, which is all the benches need). */
   sql(statement: string): Promise<(string | null)[][]>;
+  /** Batches the emulator committed, and those it loaded by SQL alone rather than row by row in JavaScript (src/emulator/ndjson-body.ts). */
+  batches(): Promise<{ committed: number; loadedBySql: number }>;
   close(): Promise<void>;
 }
 
@@ -76,6 +78,14 @@ export async function spawnEmulator(o: EmulatorProcessOptions): Promise<Emulator
     jwt,
     cpuSeconds: () => processCpuSeconds(child.pid!),
     sql: async (statement) => runSql(url, jwt(), statement),
+    async batches() {
+      const res = await fetch(`${url}/_emulator/state`, { headers: { authorization: `Bearer ${adminToken}` } });
+      const { channels } = (await res.json()) as { channels: { batchesCommitted: number; sqlBatches: number }[] };
+      return {
+        committed: channels.reduce((n, c) => n + c.batchesCommitted, 0),
+        loadedBySql: channels.reduce((n, c) => n + c.sqlBatches, 0),
+      };
+    },
     async close() {
       if (child.exitCode !== null) return;
       child.kill('SIGTERM');

@@ -33,6 +33,8 @@ export interface DelayRun {
   /** CPU seconds during the throughput phase (insert until the journal holds every row). */
   readonly floeCpuSeconds: number;
   readonly emulatorCpuSeconds: number;
+  /** Append batches the emulator committed by the end of the load, and those it loaded by SQL alone (src/emulator/ndjson-body.ts). */
+  readonly emulatorBatches: { committed: number; loadedBySql: number };
   readonly commitToTargetMs?: {
     readonly p50: number;
     readonly p95: number;
@@ -154,6 +156,7 @@ async function oneRun(c: pg.Client, o: EmulatorBenchOptions, delayMs: number, n:
     const mbps = ((await metric(metricsPort, 'floe_snowflake_bytes_appended_total')) / o.rows) * (rate / 1e6);
     const floeCpu = cpuSeconds(floe.pid) - floeCpu0;
     const emulatorCpu = emulator.cpuSeconds() - emuCpu0;
+    const emulatorBatches = await emulator.batches();
     o.say(`emulator ${delayMs} ms: ${Math.round(rate)} rows/s, ${mbps.toFixed(1)} MB/s NDJSON into the journal`);
     const mb = (x: number) => Math.round(x / 1048576);
     o.say(`  floe while loading: V8 heap ≤ ${mb(memory.heap)} MB, Buffers ≤ ${mb(memory.external)} MB, RSS ≤ ${mb(memory.rss)} MB`);
@@ -176,6 +179,7 @@ async function oneRun(c: pg.Client, o: EmulatorBenchOptions, delayMs: number, n:
       loadingExternalMB: Math.round(memory.external / 1048576),
       floeCpuSeconds: round2(floeCpu),
       emulatorCpuSeconds: round2(emulatorCpu),
+      emulatorBatches,
       ...(latency
         ? { commitToTargetMs: { ...latency, merges, meanMergeMs: Math.round((mergeSeconds * 1000) / Math.max(1, merges)) } }
         : {}),

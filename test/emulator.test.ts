@@ -3,44 +3,20 @@
  * v2 and fault injection, with JWTs signed here the way a client signs them.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SignJWT } from 'jose';
 import { startEmulator, type RunningEmulator } from '../src/emulator/emulator.js';
 import { waitFor } from './helpers/wait.js';
+import { jwt as signJwt, keyPair } from './helpers/emulator-http.js';
 
 const ACCOUNT = 'TESTORG-TESTACCT';
 const USER = 'FLOE_USER';
 
-function keyPair(): { privateKey: KeyObject; publicPem: string; fingerprint: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const der = publicKey.export({ type: 'spki', format: 'der' });
-  return {
-    privateKey,
-    publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-    fingerprint: 'SHA256:' + createHash('sha256').update(der).digest('base64'),
-  };
-}
-
-async function jwt(
-  key: KeyObject,
-  fingerprint: string,
-  opts: { account?: string; user?: string; iat?: number; exp?: number } = {},
-): Promise<string> {
-  const account = opts.account ?? ACCOUNT;
-  const user = opts.user ?? USER;
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'RS256', typ: 'JWT' })
-    .setIssuer(`${account}.${user}.${fingerprint}`)
-    .setSubject(`${account}.${user}`)
-    .setIssuedAt(opts.iat ?? now)
-    .setExpirationTime(opts.exp ?? now + 3600)
-    .sign(key);
-}
+const jwt = (key: KeyObject, fingerprint: string, opts: { account?: string; user?: string; iat?: number; exp?: number } = {}) =>
+  signJwt(key, fingerprint, { account: ACCOUNT, user: USER, ...opts });
 
 let emu: RunningEmulator;
 let key: ReturnType<typeof keyPair>;

@@ -11,9 +11,11 @@
  */
 import { SqlEngine, duckTable, resolveTable, type NamedPipe, type TableColumn } from './sql/engine.js';
 import type { ObjectName } from './sql/translate.js';
-import type { DuckDBConnection } from '@duckdb/node-api';
+import type { DuckDBConnection, DuckDBPreparedStatement } from '@duckdb/node-api';
+import { DuckDBBlobValue } from '@duckdb/node-api';
 import { coerceValue, columnExpr } from './rows.js';
 import { quoteId } from './sql/tokenizer.js';
+import { VALIDATE_SQL, checkBody, firstRowKeys, parseNdjson, plainInsertSql, type CheckedBody } from './ndjson-body.js';
 
 /** A streaming API error: HTTP status plus Snowflake's code. */
 export class StreamingFailure extends Error {
@@ -46,7 +48,7 @@ export interface ChannelStatus {
 }
 
 interface Batch {
-  readonly rows: unknown[];
+  readonly body: CheckedBody;
   readonly startOffset: string | null;
   readonly endOffset: string | null;
   readonly dueAt: number;
@@ -73,10 +75,12 @@ interface Channel {
   batchesCommitted: number;
   /** Token bucket for the per-channel request rate. */
   bucket: { tokens: number; at: number };
+  /** Batches committed by SQL alone (ndjson-body.ts) since the emulator started: for tests and benchmarks. */
+  sqlBatches: number;
 }
 
 /** What survives a restart: everything but the in-flight batches and the rate bucket. */
-type PersistedChannel = Omit<Channel, 'key' | 'pending' | 'bucket' | 'rowSeq'>;
+type PersistedChannel = Omit<Channel, 'key' | 'pending' | 'bucket' | 'rowSeq' | 'sqlBatches'>;
 
 function persisted(ch: Channel): PersistedChannel {
   return {
@@ -114,6 +118,8 @@ export interface StreamingOptions {
   channelRps: number;
   /** Status code for a stale continuation token (undocumented; default 400). */
   staleTokenStatus: number;
+  /** Check and load plain bodies by SQL (ndjson-body.ts); false: always row by row in JavaScript. */
+  plainLoads: boolean;
 }
 
 export interface StreamingState {
@@ -130,6 +136,8 @@ export interface StreamingState {
     rowsInserted: number;
     rowsErrorCount: number;
     statusCode: string;
+    batchesCommitted: number;
+    sqlBatches: number;
   }[];
 }
 
@@ -155,6 +163,13 @@ export class StreamingService {
   #commitConn: DuckDBConnection | undefined;
   /** Staging tables that exist on each commit connection (temp tables are per connection). */
   readonly #stages = new WeakMap<DuckDBConnection, Set<number>>();
+  /** Idle connections for checking append bodies (outside the write lock: the check reads no table). */
+  readonly #checkers: { conn: DuckDBConnection; check: DuckDBPreparedStatement }[] = [];
+  /**
+   * The plain loads prepared on each commit connection, by SQL text (a table change makes a new text):
+   * planning one costs more than running it on a 2,500-row batch.
+   */
+  readonly #prepared = new WeakMap<DuckDBConnection, Map<string, DuckDBPreparedStatement>>();
 
   constructor(
     readonly engine: SqlEngine,
@@ -300,6 +315,7 @@ export class StreamingService {
         latencyTotalMs: 0,
         batchesCommitted: 0,
         bucket: { tokens: this.options.channelRps, at: Date.now() },
+        sqlBatches: 0,
       };
       this.#channels.set(key, ch);
     }
@@ -365,15 +381,64 @@ export class StreamingService {
     return ch;
   }
 
+  /**
+   * Checks an append's body (after checkAppend). The check may wait for DuckDB, so the channel is checked
+   * again afterwards: an append racing this one, a reopen or a drop in between makes this one fail as its
+   * token would have at checkAppend, and a token is never spent twice.
+   */
+  async checkBody(ch: Channel, bytes: Buffer): Promise<CheckedBody> {
+    if (!this.options.plainLoads) {
+      const rows = parseNdjson(bytes.toString('utf8'));
+      return { bytes, count: rows.length, rows };
+    }
+    const { clientSeq, rowSeq } = ch;
+    const checker = this.#checkers.pop() ?? (await this.#checker());
+    let body: CheckedBody;
+    try {
+      body = await checkBody(checker.check, bytes);
+    } finally {
+      if (this.#closed) checker.conn.closeSync();
+      else this.#checkers.push(checker);
+    }
+    if (this.#channels.get(ch.key) !== ch) {
+      throw new StreamingFailure(
+        404,
+        'ERR_CHANNEL_DOES_NOT_EXIST_OR_IS_NOT_AUTHORIZED',
+        `Channel ${ch.name} does not exist or is not authorized.`,
+      );
+    }
+    if (ch.clientSeq !== clientSeq) {
+      throw new StreamingFailure(
+        this.options.staleTokenStatus,
+        'STALE_CONTINUATION_TOKEN_SEQUENCER',
+        'Channel sequencer in the continuation token is stale. Please reopen the channel',
+      );
+    }
+    if (ch.rowSeq !== rowSeq) {
+      throw new StreamingFailure(
+        400,
+        'ERR_CHANNEL_HAS_INVALID_ROW_SEQUENCER',
+        'Row sequencer in the continuation token is invalid. Please reopen the channel',
+      );
+    }
+    if (ch.statusCode !== 'SUCCESS') throw new StreamingFailure(400, ch.statusCode, `Channel ${ch.name} must be reopened.`);
+    return body;
+  }
+
+  async #checker(): Promise<{ conn: DuckDBConnection; check: DuckDBPreparedStatement }> {
+    const conn = await this.engine.connect();
+    return { conn, check: await conn.prepare(VALIDATE_SQL) };
+  }
+
   /** Enqueues a checked append. Returns the next continuation token. */
-  append(ch: Channel, rows: unknown[], startOffset: string | null, endOffset: string | null): string {
+  append(ch: Channel, body: CheckedBody, startOffset: string | null, endOffset: string | null): string {
     ch.rowSeq++;
     const now = Date.now();
     const jitter = this.options.commitJitterMs > 0 ? Math.random() * this.options.commitJitterMs : 0;
     // Never due before the batch ahead of it: a channel commits in append order, so its committed offset
     // token only ever covers rows that are in the table.
     const dueAt = Math.max(now + this.options.commitDelayMs + jitter, ch.pending.at(-1)?.dueAt ?? 0);
-    ch.pending.push({ rows, startOffset, endOffset, dueAt, acceptedAt: now });
+    ch.pending.push({ body, startOffset, endOffset, dueAt, acceptedAt: now });
     this.schedule();
     return this.token(ch);
   }
@@ -421,10 +486,12 @@ export class StreamingService {
         rowSequencer: ch.rowSeq,
         committedOffsetToken: ch.committedOffset,
         pendingBatches: ch.pending.length,
-        pendingRows: ch.pending.reduce((n, b) => n + b.rows.length, 0),
+        pendingRows: ch.pending.reduce((n, b) => n + b.body.count, 0),
         rowsInserted: ch.rowsInserted,
         rowsErrorCount: ch.rowsErrorCount,
         statusCode: ch.statusCode,
+        batchesCommitted: ch.batchesCommitted,
+        sqlBatches: ch.sqlBatches,
       })),
     };
   }
@@ -503,10 +570,15 @@ export class StreamingService {
       return;
     }
     const binaryFormat = target.named ? 'HEX' : 'BASE64';
+    const table = duckTable(target.table);
+    if (batch.body.rows === undefined) {
+      const sql = plainInsertSql(table, columns, target.named, binaryFormat, firstRowKeys(batch.body.bytes));
+      if (sql !== undefined && (await this.#commitPlain(conn, ch, batch, sql))) return;
+    }
     const errors: string[] = [];
     // Rows grouped by which columns they leave to the column DEFAULT (usually one group: none).
     const groups = new Map<string, Group>();
-    for (const row of batch.rows) {
+    for (const row of batch.body.rows ?? parseNdjson(batch.body.bytes.toString('utf8'))) {
       const m = mapRow(row, columns, target.named, binaryFormat);
       if ('error' in m) {
         errors.push(m.error);
@@ -520,7 +592,6 @@ export class StreamingService {
       }
       g.rows.push(m.texts);
     }
-    const table = duckTable(target.table);
     const rowsSql = (present: TableColumn[]) =>
       `SELECT ${present.map((c, k) => columnExpr(c.type, `__r[${k + 1}]`, binaryFormat)).join(', ')} ` +
       `FROM (SELECT unnest(from_json($1, '[["VARCHAR"]]')) AS __r)`;
@@ -555,40 +626,15 @@ export class StreamingService {
         await conn.run(`DELETE FROM temp.main.${stage}`);
       }
     };
-    // The rows and the channel's new committed state land in one transaction: after a crash or restart the
-    // committed offset token never disagrees with the table.
-    const commit = async (list: Group[], rowErrors: string[]) => {
-      const inserted = list.reduce((n, g) => n + g.rows.length, 0);
-      const next: PersistedChannel = {
-        ...persisted(ch),
-        rowsParsed: ch.rowsParsed + batch.rows.length,
-        rowsInserted: ch.rowsInserted + inserted,
-        rowsErrorCount: ch.rowsErrorCount + rowErrors.length,
-        lastError:
-          rowErrors.length > 0
-            ? {
-                offsetUpperBound: batch.endOffset ?? ch.committedOffset,
-                message: rowErrors[rowErrors.length - 1]!,
-                timestampMs: Date.now(),
-              }
-            : ch.lastError,
-        committedOffset: batch.endOffset ?? ch.committedOffset,
-        latencyTotalMs: ch.latencyTotalMs + (Date.now() - batch.acceptedAt),
-        batchesCommitted: ch.batchesCommitted + 1,
-      };
-      await conn.run('BEGIN TRANSACTION');
-      try {
-        await insertAll(list);
-        await this.#persist(conn, next);
-        await conn.run('COMMIT');
-      } catch (err) {
-        await conn.run('ROLLBACK').catch(() => undefined);
-        // A staging table created inside the rolled-back transaction is gone with it.
-        this.#stages.delete(conn);
-        throw err;
-      }
-      Object.assign(ch, next);
-    };
+    const commit = (list: Group[], rowErrors: string[]) =>
+      this.#commitTx(
+        conn,
+        ch,
+        batch,
+        list.reduce((n, g) => n + g.rows.length, 0),
+        rowErrors,
+        () => insertAll(list),
+      );
     const groupList = [...groups.values()];
     try {
       await commit(groupList, errors);
@@ -610,6 +656,81 @@ export class StreamingService {
       }
       await commit(kept, errors);
     }
+  }
+
+  /** Loads a batch by SQL (ndjson-body.ts); false, with nothing written, when a row needs the JavaScript path. */
+  async #commitPlain(conn: DuckDBConnection, ch: Channel, batch: Batch, sql: string): Promise<boolean> {
+    try {
+      const statement = await this.#prepare(conn, sql);
+      await this.#commitTx(conn, ch, batch, batch.body.count, [], async () => {
+        statement.bind([new DuckDBBlobValue(batch.body.bytes)]);
+        await statement.run();
+      });
+      ch.sqlBatches++;
+      return true;
+    } catch {
+      // A row that is not plain (or anything else DuckDB refused): the JavaScript path decides, row by row.
+      return false;
+    }
+  }
+
+  async #prepare(conn: DuckDBConnection, sql: string): Promise<DuckDBPreparedStatement> {
+    let cache = this.#prepared.get(conn);
+    if (!cache) this.#prepared.set(conn, (cache = new Map()));
+    let statement = cache.get(sql);
+    if (!statement) {
+      // Tables come and go in tests; keep the cache from growing with them.
+      if (cache.size >= 64) {
+        for (const old of cache.values()) old.destroySync();
+        cache.clear();
+      }
+      statement = await conn.prepare(sql);
+      cache.set(sql, statement);
+    }
+    return statement;
+  }
+
+  /**
+   * The rows and the channel's new committed state land in one transaction: after a crash or restart the
+   * committed offset token never disagrees with the table.
+   */
+  async #commitTx(
+    conn: DuckDBConnection,
+    ch: Channel,
+    batch: Batch,
+    inserted: number,
+    rowErrors: string[],
+    insert: () => Promise<void>,
+  ): Promise<void> {
+    const next: PersistedChannel = {
+      ...persisted(ch),
+      rowsParsed: ch.rowsParsed + batch.body.count,
+      rowsInserted: ch.rowsInserted + inserted,
+      rowsErrorCount: ch.rowsErrorCount + rowErrors.length,
+      lastError:
+        rowErrors.length > 0
+          ? {
+              offsetUpperBound: batch.endOffset ?? ch.committedOffset,
+              message: rowErrors[rowErrors.length - 1]!,
+              timestampMs: Date.now(),
+            }
+          : ch.lastError,
+      committedOffset: batch.endOffset ?? ch.committedOffset,
+      latencyTotalMs: ch.latencyTotalMs + (Date.now() - batch.acceptedAt),
+      batchesCommitted: ch.batchesCommitted + 1,
+    };
+    await conn.run('BEGIN TRANSACTION');
+    try {
+      await insert();
+      await this.#persist(conn, next);
+      await conn.run('COMMIT');
+    } catch (err) {
+      await conn.run('ROLLBACK').catch(() => undefined);
+      // A staging table created inside the rolled-back transaction is gone with it.
+      this.#stages.delete(conn);
+      throw err;
+    }
+    Object.assign(ch, next);
   }
 
   /** A connection-local VARCHAR staging table with `width` columns c0..c(width-1), created on first use. */
@@ -656,6 +777,7 @@ export class StreamingService {
           rowSeq: 0,
           pending: [],
           bucket: { tokens: this.options.channelRps, at: Date.now() },
+          sqlBatches: 0,
         });
         if (/-STREAMING$/i.test(p.pipe)) {
           const k = [p.database, p.schema, p.pipe].map(up).join('.');
@@ -680,6 +802,7 @@ export class StreamingService {
     while (this.#committing) await new Promise((r) => setTimeout(r, 5));
     this.#commitConn?.closeSync();
     this.#commitConn = undefined;
+    for (const { conn } of this.#checkers.splice(0)) conn.closeSync();
   }
 }
 
