@@ -169,13 +169,20 @@ function awkwardRows(r: Rng, nextId: () => number): string[] {
   return rows;
 }
 
-/** Lines DuckDB's JSON reader takes and JSON.parse does not, or that are no object: the append must fail alike. */
+/**
+ * Lines DuckDB's JSON reader takes and JSON.parse does not (every such form found by trying candidates on
+ * both: NaN and Infinity in any case and sign, trailing commas), or that are no object: the append must
+ * fail alike.
+ */
 const BAD_LINES = [
   '{"ID":NaN}',
   '{"ID":1,}',
   '[1]',
   '{"ID":Infinity}',
   '{"ID":-inf}',
+  '{"N19": -NaN}',
+  '{"A":[1,\tnan]}',
+  '{"ID":INF}',
   '{"ID":1} x',
   'ID=1',
   '{"V":"\u0001"}',
