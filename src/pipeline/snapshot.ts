@@ -11,10 +11,10 @@
  * the table size: rows flow from the socket into the destination in chunks.
  */
 import type pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import { FloeError, coerceError } from '../errors.js';
 import type { TableSchema } from '../model.js';
 import { qualifiedName } from '../model.js';
+import { CopyOut } from '../postgres/copy-out.js';
 import { CopyTextParser, type CopyRows } from '../postgres/copy-text.js';
 import { connectSource, publishedRowsSql, type SourceConfig } from '../postgres/source.js';
 import type { Destination } from '../destination/destination.js';
@@ -109,10 +109,10 @@ async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: numb
   const where = last ? `ctid >= '(${lo},0)'::tid` : `ctid >= '(${lo},0)'::tid AND ctid < '(${lo + task.pagesPerRange},0)'::tid`;
   // Exactly what the publication publishes: its columns and its row filter (invariant 8).
   const sql = `COPY (${publishedRowsSql(table, where)}) TO STDOUT`;
-  const stream = client.query(copyTo(sql));
-  // pg-copy-streams emits 'error' without destroying the stream. An abort ends the connection, which can
-  // happen before the destination starts reading the rows: without a listener of our own that error would
-  // be uncaught. Once reading, the iterator sees it too.
+  const stream = client.query(new CopyOut(sql));
+  // An abort ends the connection, which can happen before the destination starts reading the rows: the
+  // stream then fails with no reader, and without a listener of our own its error would be uncaught. Once
+  // reading, the iterator sees it too.
   let failed: unknown;
   stream.on('error', (err) => (failed ??= err));
   const parser = new CopyTextParser(table.columns.length);

@@ -36,9 +36,9 @@ import { finished } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import type { TableSchema } from '../model.js';
 import { qualifiedName } from '../model.js';
+import { CopyOut } from '../postgres/copy-out.js';
 import { CopyTextParser } from '../postgres/copy-text.js';
 import { connectSource, publishedRowsSql, SchemaCache, type SourceConfig } from '../postgres/source.js';
 import { pgArrayToJson } from '../schema/pg-array.js';
@@ -252,7 +252,7 @@ async function loadSource(client: pg.Client, table: TableSchema, destination: Du
   const arrays = table.columns.map((c) => c.type.isArray);
   let rows = 0;
   let longest = 0;
-  const stream = client.query(copyTo(`COPY (${publishedRowsSql(table)}) TO STDOUT`));
+  const stream = client.query(new CopyOut(`COPY (${publishedRowsSql(table)}) TO STDOUT`));
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       let text = '';
