@@ -10,6 +10,7 @@ import { startEmulator, type RunningEmulator } from '../src/emulator/emulator.js
 import { plainInsertSql } from '../src/emulator/ndjson-body.js';
 import { parseSfType } from '../src/emulator/sql/types.js';
 import { jwt, keyPair } from './helpers/emulator-http.js';
+import { Rng } from '../src/demo/workload.js';
 
 const ACCOUNT = 'EMULATOR';
 const USER = 'FLOE';
@@ -38,17 +39,17 @@ const KEYS = COLUMNS.map(([name]) => name.replaceAll('"', ''));
 /** JSON texts per column: plain forms first (what floe sends), then the awkward ones. */
 const VALUES: Record<string, { plain: (r: Rng) => string; odd: string[] }> = {
   ID: {
-    plain: (r) => String(r.int(1e12)),
+    plain: (r) => String(r.int(0, 1e12 - 1)),
     odd: ['"007"', '1.5', '1e3', '-0', '"-0"', '" 12"', '12345678901234567', 'null', '"12345678901234567890123"'],
   },
   N19: {
-    plain: (r) => (r.bit() ? `"${r.int(1e15)}${r.int(999)}"` : String(-r.int(1e14))),
+    plain: (r) => (r.chance(0.5) ? `"${r.int(0, 1e15 - 1)}${r.int(0, 998)}"` : String(-r.int(0, 1e14 - 1))),
     odd: ['9007199254740993', '"1e5"', 'true', '"abc"', '0', '"0"', '"999999999999999999"', '"9999999999999999999"', '1.0'],
   },
-  N5: { plain: (r) => String(r.int(99999)), odd: ['123456', '"123456"', '"-99999"', '-100000', '"+5"', '"5."'] },
-  N102: { plain: (r) => `"${r.int(99999999)}"`, odd: ['"1.005"', '12.345', '"123456789"', '"12345678"', '0.5', '"-0.00"'] },
+  N5: { plain: (r) => String(r.int(0, 99998)), odd: ['123456', '"123456"', '"-99999"', '-100000', '"+5"', '"5."'] },
+  N102: { plain: (r) => `"${r.int(0, 99999998)}"`, odd: ['"1.005"', '12.345', '"123456789"', '"12345678"', '0.5', '"-0.00"'] },
   V: {
-    plain: (r) => JSON.stringify(r.text(40)),
+    plain: (r) => JSON.stringify(text(r, 40)),
     odd: [
       '"a\\nb"',
       '"\\u00e9t\\u00e9"',
@@ -65,11 +66,11 @@ const VALUES: Record<string, { plain: (r: Rng) => string; odd: string[] }> = {
     ],
   },
   V3: {
-    plain: (r) => JSON.stringify(r.text(3)),
+    plain: (r) => JSON.stringify(text(r, 3)),
     odd: ['"abcd"', '"é€😀"', '"\\u00e9\\u00e9\\u00e9"', '"ab\\n"', '"😀😀😀😀"', '123', '1234'],
   },
-  MixedCase: { plain: (r) => JSON.stringify(r.text(8)), odd: ['"\\"q\\""', '"back\\\\slash"'] },
-  B: { plain: (r) => (r.bit() ? 'true' : 'false'), odd: ['"true"', '1', '0', '"yes"', '"F"', '2'] },
+  MixedCase: { plain: (r) => JSON.stringify(text(r, 8)), odd: ['"\\"q\\""', '"back\\\\slash"'] },
+  B: { plain: (r) => (r.chance(0.5) ? 'true' : 'false'), odd: ['"true"', '1', '0', '"yes"', '"F"', '2'] },
   D: {
     plain: () => '"2024-03-01"',
     odd: ['"2024-02-30"', '"0999-01-01"', '"2024-1-2"', '"2024-01-02T03:04:05Z"', '1700000000', '" 2024-01-02"', '"2023-02-29"'],
@@ -100,35 +101,16 @@ const VALUES: Record<string, { plain: (r: Rng) => string; odd: string[] }> = {
   },
   TL: { plain: () => '"2024-06-30 23:59:59+05:45"', odd: ['"2024-06-30T23:59:59.9Z"', '"1000-01-01T00:00:00Z"', '"0099-01-01T00:00:00Z"'] },
   A: {
-    plain: (r) => (r.bit() ? '[]' : '["ID","V"]'),
+    plain: (r) => (r.chance(0.5) ? '[]' : '["ID","V"]'),
     odd: ['[1,2]', '["a\\"b"]', '"x"', '[1.0]', '[["n"]]', '{"a":1}', '[null]', '["é"]', '[ "x" ]'],
   },
-  NN: { plain: (r) => JSON.stringify(r.text(5)), odd: ['null'] },
-  DF: { plain: (r) => String(r.int(100)), odd: ['"1"'] },
+  NN: { plain: (r) => JSON.stringify(text(r, 5)), odd: ['null'] },
+  DF: { plain: (r) => String(r.int(0, 99)), odd: ['"1"'] },
 };
 
-class Rng {
-  #s: number;
-  constructor(seed: number) {
-    this.#s = seed >>> 0;
-  }
-  next(): number {
-    this.#s = (Math.imul(this.#s ^ (this.#s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
-    return this.#s / 2 ** 32;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  bit(): boolean {
-    return this.next() < 0.5;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)]!;
-  }
-  text(max: number): string {
-    const chars = 'abcXYZ 09_-,:{}[]"\\é€😀\t';
-    return Array.from({ length: this.int(max + 1) }, () => this.pick([...chars])).join('');
-  }
+/** Up to `max` characters, mostly ones that need care in JSON. */
+function text(r: Rng, max: number): string {
+  return Array.from({ length: r.int(0, max) }, () => r.pick([...'abcXYZ 09_-,:{}[]"\\é€😀\t'])).join('');
 }
 
 /** A row as JSON texts by key, plain throughout. */
@@ -276,11 +258,11 @@ describe('SQL load of append bodies', () => {
         // The first row's keys shape the SQL load: each awkward row comes alone once, and once among plain rows.
         ...awkwardRows(r, nextId).flatMap((odd) => [[odd], [line(plainRow(r, nextId())), odd, line(plainRow(r, nextId()))]]),
         ...BAD_LINES.map((bad) => [line(plainRow(r, nextId())), bad]),
-        ...Array.from({ length: 40 }, () => Array.from({ length: 1 + r.int(60) }, () => line(plainRow(r, nextId())))),
+        ...Array.from({ length: 40 }, () => Array.from({ length: 1 + r.int(0, 59) }, () => line(plainRow(r, nextId())))),
         [line(plainRow(r, nextId())), '', '   ', '\r', line(plainRow(r, nextId()))],
       ];
       for (const lines of bodies) {
-        const body = lines.join('\n') + (r.bit() ? '\n' : '');
+        const body = lines.join('\n') + (r.chance(0.5) ? '\n' : '');
         const answers = await Promise.all([plain, reference].map((e) => append(e, pipe, 'C1', body, batches)));
         expect(answers[0], body).toEqual(answers[1]);
         batches++;

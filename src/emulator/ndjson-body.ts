@@ -23,10 +23,8 @@ import { DuckDBBlobValue } from '@duckdb/node-api';
 import type { NamedPipe, TableColumn } from './sql/engine.js';
 import type { SfType } from './sql/types.js';
 import { columnExpr } from './rows.js';
-import { quoteId } from './sql/tokenizer.js';
+import { quoteId, quoteStr } from './sql/tokenizer.js';
 import { StreamingFailure } from './streaming.js';
-
-const sqlText = (s: string) => `'${s.replaceAll("'", "''")}'`;
 
 /** The body's non-blank lines as SQL rows `l`, in order; `$1` is the body as a BLOB (decode() refuses bad UTF-8). */
 const LINES = `(SELECT unnest(string_split(decode($1), chr(10))) AS l) WHERE NOT regexp_full_match(l, '[ \\t\\r]*')`;
@@ -55,8 +53,8 @@ const FLAT_OBJECT = String.raw`${WS}\{${WS}(?:${MEMBER}${WS}(?:,${WS}${MEMBER}${
 const NOT_SURE = String.raw`^[ \t\r]*[^ \t\r{]|[:,\[]\s*[-+]?(?i:nan|inf)|,\s*[}\]]`;
 
 export const VALIDATE_SQL =
-  `SELECT count(*)::INTEGER, coalesce(bool_and(regexp_full_match(l, ${sqlText(FLAT_OBJECT)}) OR ` +
-  `CASE WHEN json_valid(l) THEN NOT regexp_matches(l, ${sqlText(NOT_SURE)}) ELSE false END), true) FROM ${LINES}`;
+  `SELECT count(*)::INTEGER, coalesce(bool_and(regexp_full_match(l, ${quoteStr(FLAT_OBJECT)}) OR ` +
+  `CASE WHEN json_valid(l) THEN NOT regexp_matches(l, ${quoteStr(NOT_SURE)}) ELSE false END), true) FROM ${LINES}`;
 
 export interface CheckedBody {
   readonly bytes: Buffer;
@@ -78,6 +76,11 @@ export async function checkBody(check: DuckDBPreparedStatement, bytes: Buffer): 
   } catch {
     // Not UTF-8, or DuckDB refused a line: JSON.parse decides.
   }
+  return parsedBody(bytes);
+}
+
+/** A body checked by JSON.parse alone (the reference path). */
+export function parsedBody(bytes: Buffer): CheckedBody {
   const rows = parseNdjson(bytes.toString('utf8'));
   return { bytes, count: rows.length, rows };
 }
@@ -202,9 +205,9 @@ export function plainInsertSql(
     pattern += i === 0 ? value : optional ? `(?:,${value})?` : `,${value}`;
     if (p.check) checks.push(`coalesce(${p.check}, true)`);
   }
-  const regex = sqlText(`[ \\t\\r]*\\{${pattern}\\}[ \\t\\r]*`);
-  const notPlain = `error(${sqlText(NOT_PLAIN)})`;
-  const paths = columns.map((c) => sqlText(`$."${c.name}"`)).join(', ');
+  const regex = quoteStr(`[ \\t\\r]*\\{${pattern}\\}[ \\t\\r]*`);
+  const notPlain = `error(${quoteStr(NOT_PLAIN)})`;
+  const paths = columns.map((c) => quoteStr(`$."${c.name}"`)).join(', ');
   const casts = columns.map((c, k) => columnExpr(c.type, `__v[${k + 1}]`, binaryFormat)).join(', ');
   return (
     `INSERT INTO ${table} (${columns.map((c) => quoteId(c.name)).join(', ')}) ` +

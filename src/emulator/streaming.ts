@@ -15,7 +15,7 @@ import type { DuckDBConnection, DuckDBPreparedStatement } from '@duckdb/node-api
 import { DuckDBBlobValue } from '@duckdb/node-api';
 import { coerceValue, columnExpr } from './rows.js';
 import { quoteId } from './sql/tokenizer.js';
-import { VALIDATE_SQL, checkBody, firstRowKeys, parseNdjson, plainInsertSql, type CheckedBody } from './ndjson-body.js';
+import { VALIDATE_SQL, checkBody, firstRowKeys, parseNdjson, parsedBody, plainInsertSql, type CheckedBody } from './ndjson-body.js';
 
 /** A streaming API error: HTTP status plus Snowflake's code. */
 export class StreamingFailure extends Error {
@@ -142,6 +142,9 @@ export interface StreamingState {
 }
 
 const up = (s: string) => s.toUpperCase();
+
+const channelMissing = (name: string) =>
+  new StreamingFailure(404, 'ERR_CHANNEL_DOES_NOT_EXIST_OR_IS_NOT_AUTHORIZED', `Channel ${name} does not exist or is not authorized.`);
 
 /** Rows of a batch that set the same columns (the others take their DEFAULT), as normalized texts. */
 interface Group {
@@ -328,11 +331,7 @@ export class StreamingService {
   lookup(database: string, schema: string, pipe: string, channel: string): Channel {
     const direct = this.#channels.get(this.channelKey(database, schema, pipe, channel));
     if (direct) return direct;
-    throw new StreamingFailure(
-      404,
-      'ERR_CHANNEL_DOES_NOT_EXIST_OR_IS_NOT_AUTHORIZED',
-      `Channel ${channel} does not exist or is not authorized.`,
-    );
+    throw channelMissing(channel);
   }
 
   /** Per-channel token bucket; false when the request must be throttled. */
@@ -362,21 +361,7 @@ export class StreamingService {
     if (tok.c !== ch.key || tok.t !== ch.createdOnMs) {
       throw new StreamingFailure(400, 'ERR_CHANNEL_HAS_INVALID_CLIENT_SEQUENCER', 'The continuation token belongs to another channel.');
     }
-    if (typeof tok.cs !== 'number' || tok.cs < ch.clientSeq) {
-      throw new StreamingFailure(
-        this.options.staleTokenStatus,
-        'STALE_CONTINUATION_TOKEN_SEQUENCER',
-        'Channel sequencer in the continuation token is stale. Please reopen the channel',
-      );
-    }
-    if (tok.cs !== ch.clientSeq || tok.rs !== ch.rowSeq) {
-      throw new StreamingFailure(
-        400,
-        'ERR_CHANNEL_HAS_INVALID_ROW_SEQUENCER',
-        'Row sequencer in the continuation token is invalid. Please reopen the channel',
-      );
-    }
-    if (ch.statusCode !== 'SUCCESS') throw new StreamingFailure(400, ch.statusCode, `Channel ${ch.name} must be reopened.`);
+    this.#checkSequencers(ch, tok.cs, tok.rs);
     if (!this.admit(ch)) throw new StreamingFailure(429, 'ERR_TOO_MANY_REQUESTS', `Too many requests on channel ${ch.name}.`);
     return ch;
   }
@@ -387,10 +372,7 @@ export class StreamingService {
    * token would have at checkAppend, and a token is never spent twice.
    */
   async checkBody(ch: Channel, bytes: Buffer): Promise<CheckedBody> {
-    if (!this.options.plainLoads) {
-      const rows = parseNdjson(bytes.toString('utf8'));
-      return { bytes, count: rows.length, rows };
-    }
+    if (!this.options.plainLoads) return parsedBody(bytes);
     const { clientSeq, rowSeq } = ch;
     const checker = this.#checkers.pop() ?? (await this.#checker());
     let body: CheckedBody;
@@ -400,21 +382,21 @@ export class StreamingService {
       if (this.#closed) checker.conn.closeSync();
       else this.#checkers.push(checker);
     }
-    if (this.#channels.get(ch.key) !== ch) {
-      throw new StreamingFailure(
-        404,
-        'ERR_CHANNEL_DOES_NOT_EXIST_OR_IS_NOT_AUTHORIZED',
-        `Channel ${ch.name} does not exist or is not authorized.`,
-      );
-    }
-    if (ch.clientSeq !== clientSeq) {
+    if (this.#channels.get(ch.key) !== ch) throw channelMissing(ch.name);
+    this.#checkSequencers(ch, clientSeq, rowSeq);
+    return body;
+  }
+
+  /** An append token's sequencers against the channel's, and the channel's health (checkAppend, checkBody). */
+  #checkSequencers(ch: Channel, clientSeq: unknown, rowSeq: unknown): void {
+    if (typeof clientSeq !== 'number' || clientSeq < ch.clientSeq) {
       throw new StreamingFailure(
         this.options.staleTokenStatus,
         'STALE_CONTINUATION_TOKEN_SEQUENCER',
         'Channel sequencer in the continuation token is stale. Please reopen the channel',
       );
     }
-    if (ch.rowSeq !== rowSeq) {
+    if (clientSeq !== ch.clientSeq || rowSeq !== ch.rowSeq) {
       throw new StreamingFailure(
         400,
         'ERR_CHANNEL_HAS_INVALID_ROW_SEQUENCER',
@@ -422,7 +404,6 @@ export class StreamingService {
       );
     }
     if (ch.statusCode !== 'SUCCESS') throw new StreamingFailure(400, ch.statusCode, `Channel ${ch.name} must be reopened.`);
-    return body;
   }
 
   async #checker(): Promise<{ conn: DuckDBConnection; check: DuckDBPreparedStatement }> {
