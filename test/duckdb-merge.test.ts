@@ -136,6 +136,126 @@ describe('DuckDB destination merges', () => {
     }
   }, 120_000);
 
+  it("merges in the target column's own type when the recorded type disagrees (a type change cut short by a crash)", async () => {
+    // A column retyped at the source is altered in the target, and the new type is recorded. A kill -9
+    // between the two (an older floe ran them in separate transactions) left a VARCHAR column recorded as
+    // INTEGER; the restart then replays changes of the old type, and every merge failed with "Cannot mix
+    // values of type INTEGER and VARCHAR in CASE expression": the pipeline retried forever.
+    const dir = mkdtempSync(join(tmpdir(), 'floe-retype-'));
+    const path = join(dir, 'w.duckdb');
+    const asInt = keyedTable('evo', [
+      ['id', OID.INT4],
+      ['a', OID.INT4],
+      ['b', OID.TEXT],
+    ]);
+    const asText = keyedTable('evo', [
+      ['id', OID.INT4],
+      ['a', OID.TEXT],
+      ['b', OID.TEXT],
+    ]);
+    const change = (table: typeof asInt, lsn: bigint, cells: Cell[]) => ({
+      table,
+      op: 'u' as const,
+      position: { lsn, ordinal: 0 },
+      commitTimeMicros: 0n,
+      cells,
+    });
+    let d = new DuckDbDestination({ path });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(asInt);
+      await d.completeSnapshot(asInt);
+      await d.writeChanges([change(asInt, 0x10n, ['1', '5', 'x']), change(asInt, 0x11n, ['2', '6', 'y'])]);
+      await d.merge();
+      await d.prepare(asText);
+      // The state the crash left: the target column is VARCHAR, the record still says INTEGER.
+      await d.query(`UPDATE _floe.source_table SET target_types = ['INTEGER', 'INTEGER', 'VARCHAR']`);
+      await d.close();
+
+      d = new DuckDbDestination({ path });
+      await d.open('p', 'inc');
+      // The restart replays from before the type change: the old relation and a change of the old type.
+      await d.prepare(asInt);
+      await d.writeChanges([change(asInt, 0x12n, ['1', '7', 'x2'])]);
+      await d.merge();
+      await d.prepare(asText);
+      await d.writeChanges([change(asText, 0x20n, ['2', 'not a number', 'y']), change(asText, 0x21n, ['1', 'seven', 'x3'])]);
+      await d.merge();
+      expect(await d.query(`SELECT id, a, b FROM public.evo ORDER BY id`)).toEqual([
+        [1, 'seven', 'x3'],
+        [2, 'not a number', 'y'],
+      ]);
+      expect(await d.query(`SELECT data_type FROM information_schema.columns WHERE table_name = 'evo' AND column_name = 'a'`)).toEqual([
+        ['VARCHAR'],
+      ]);
+      expect(await d.query(`SELECT target_types FROM _floe.source_table`)).toEqual([[['INTEGER', 'VARCHAR', 'VARCHAR']]]);
+    } finally {
+      await d.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps merging after a typed column is dropped, and after a restart replays changes from before it was added', async () => {
+    // A column not in the current relation (dropped at the source, or not added yet in a replay after a
+    // kill -9) was read as the journal's text: against a typed target column every merge failed to bind
+    // ("Cannot mix values of type VARCHAR and INTEGER in CASE expression") and the pipeline retried forever.
+    const dir = mkdtempSync(join(tmpdir(), 'floe-dropped-'));
+    const path = join(dir, 'w.duckdb');
+    const before = keyedTable('k', [
+      ['id', OID.INT4],
+      ['v', OID.INT4],
+    ]);
+    const after = keyedTable('k', [
+      ['id', OID.INT4],
+      ['v', OID.INT4],
+      ['n', OID.INT4],
+      ['b', OID.BYTEA],
+    ]);
+    const change = (table: typeof before, lsn: bigint, cells: Cell[]) => ({
+      table,
+      op: 'u' as const,
+      position: { lsn, ordinal: 0 },
+      commitTimeMicros: 0n,
+      cells,
+    });
+    let d = new DuckDbDestination({ path });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(before);
+      await d.completeSnapshot(before);
+      await d.writeChanges([change(before, 0x10n, ['1', '1']), change(before, 0x11n, ['2', '2'])]);
+      await d.merge();
+      await d.prepare(after);
+      await d.writeChanges([change(after, 0x20n, ['1', '10', '100', '\\x0102'])]);
+      await d.close();
+
+      // kill -9 before the merge; the restart replays the relation from before the columns were added,
+      // then a change made before them, while the window holds the later row with their values.
+      d = new DuckDbDestination({ path });
+      await d.open('p', 'inc');
+      await d.prepare(before);
+      await d.writeChanges([change(before, 0x21n, ['2', '20'])]);
+      await d.merge();
+      expect(await d.query(`SELECT id, v, n, hex(b) FROM public.k ORDER BY id`)).toEqual([
+        [1, 10, 100, '0102'],
+        [2, 20, null, null],
+      ]);
+      // Dropped at the source: the columns stay and are no longer filled; merges go on.
+      await d.prepare(after);
+      await d.writeChanges([change(after, 0x30n, ['2', '21', '200', '\\xff'])]);
+      await d.prepare(before);
+      await d.writeChanges([change(before, 0x31n, ['1', '11'])]);
+      await d.merge();
+      expect(await d.query(`SELECT id, v, n, hex(b) FROM public.k ORDER BY id`)).toEqual([
+        [1, 11, null, null],
+        [2, 21, 200, 'FF'],
+      ]);
+    } finally {
+      await d.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('caps DuckDB at 128MB and one thread and checkpoints at 64MB of log by default, or what the options say', async () => {
     const settings = `SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('preserve_insertion_order'), current_setting('checkpoint_threshold')`;
     const d = new DuckDbDestination({ path: ':memory:' });

@@ -107,6 +107,12 @@ interface KnownTable {
   journalColumns: string[];
   /** The target's column types, parallel to journalColumns (differ from the type table after a failed retype). */
   targetTypes: string[];
+  /**
+   * Parallel to journalColumns: the SQL turning a journal text (CAST_VALUE) into the column's type, as the
+   * type table gave it when the column was last in the table's relation ('' if never recorded). A column
+   * dropped at the source, or not yet added in a replay after a restart, is cast with it.
+   */
+  targetCasts: string[];
   snapshotComplete: boolean;
 }
 
@@ -170,6 +176,7 @@ export class DuckDbDestination implements Destination {
       CREATE TABLE IF NOT EXISTS ${META}.watermark (pipeline VARCHAR, incarnation VARCHAR, lsn UBIGINT, ordinal BIGINT, updated_at TIMESTAMPTZ, PRIMARY KEY (pipeline, incarnation));
       CREATE TABLE IF NOT EXISTS ${META}.snapshot_range (pipeline VARCHAR, incarnation VARCHAR, source_table VARCHAR, range_index INTEGER, snapshot_lsn UBIGINT, rows BIGINT, loaded_at TIMESTAMPTZ, PRIMARY KEY (pipeline, incarnation, source_table, range_index));
       CREATE TABLE IF NOT EXISTS ${META}.source_table (source_table VARCHAR PRIMARY KEY, journal_columns VARCHAR[], target_types VARCHAR[], key_columns VARCHAR[], snapshot_complete BOOLEAN, merged_seq BIGINT);
+      ALTER TABLE ${META}.source_table ADD COLUMN IF NOT EXISTS target_casts VARCHAR[];
       CREATE TABLE IF NOT EXISTS ${META}.seq (next_seq BIGINT);`);
     const seq = await this.#rows(`SELECT next_seq FROM ${META}.seq`);
     if (seq.length === 0) await c.run(`INSERT INTO ${META}.seq VALUES (1)`);
@@ -188,7 +195,7 @@ export class DuckDbDestination implements Destination {
       const c = this.#c();
       const name = qualifiedName(table);
       const existing = await this.#rows(
-        `SELECT journal_columns, snapshot_complete, target_types, key_columns FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`,
+        `SELECT journal_columns, snapshot_complete, target_types, key_columns, target_casts FROM ${META}.source_table WHERE source_table = ${quoteLiteral(name)}`,
       );
       const dataCols = table.columns.map((col) => col.name);
       if (existing.length === 0) {
@@ -211,7 +218,8 @@ export class DuckDbDestination implements Destination {
           await c.run(`CREATE TABLE IF NOT EXISTS ${this.#journal(table)} (${journalDefs.join(', ')})`);
           await this.#createTarget(table);
           await c.run(
-            `INSERT INTO ${META}.source_table VALUES (${quoteLiteral(name)}, ${sqlList(dataCols)}, ${sqlList(table.columns.map((x) => x.type.duckdb))}, ${sqlList(table.columns.filter((x) => x.isKey).map((x) => x.name))}, false, 0)`,
+            `INSERT INTO ${META}.source_table (source_table, journal_columns, target_types, key_columns, snapshot_complete, merged_seq, target_casts)
+              VALUES (${quoteLiteral(name)}, ${sqlList(dataCols)}, ${sqlList(table.columns.map((x) => x.type.duckdb))}, ${sqlList(table.columns.filter((x) => x.isKey).map((x) => x.name))}, false, 0, ${sqlList(table.columns.map(castTemplate))})`,
           );
           await c.run('COMMIT');
         } catch (err) {
@@ -222,6 +230,7 @@ export class DuckDbDestination implements Destination {
           schema: table,
           journalColumns: dataCols,
           targetTypes: table.columns.map((x) => x.type.duckdb),
+          targetCasts: table.columns.map(castTemplate),
           snapshotComplete: false,
         });
         return { converted: false };
@@ -231,12 +240,14 @@ export class DuckDbDestination implements Destination {
       const targetTypes = (existing[0]![2] as string[]).slice();
       const keys = table.columns.filter((x) => x.isKey).map((x) => x.name);
       const keysBefore = ((existing[0]![3] as string[] | null) ?? []).slice();
+      const castsBefore = (existing[0]![4] as string[] | null) ?? [];
       const converted =
         (await this.#convertTarget(table, journalColumns, targetTypes)) ||
         (await this.#rekey(table, keysBefore, keys)) ||
         (await this.#addKeyText(table, targetTypes));
 
       if (converted) snapshotComplete = false;
+      else if (table.hasKey) await this.#adoptTargetTypes(table, journalColumns, targetTypes);
       // Schema evolution: add new columns before the first change that uses them;
       // columns dropped at the source stay (documented policy) and are no longer filled.
       // A changed type converts the target column when DuckDB can cast the old values, else the
@@ -249,12 +260,17 @@ export class DuckDbDestination implements Destination {
       // Journal rows written before the type change are merged with the old type first.
       const previous = this.#tables.get(name);
       if (retyped.length > 0 && table.hasKey && !converted && previous?.snapshotComplete) await this.#mergeTable(previous);
-      // DDL that may fail runs outside the transaction: a failed statement aborts a DuckDB transaction.
       for (const col of retyped) {
         const i = journalColumns.indexOf(col.name);
-        targetTypes[i] = table.hasKey ? await this.#retype(table, col) : col.type.duckdb;
+        if (table.hasKey) await this.#retype(table, col, journalColumns, targetTypes);
+        else targetTypes[i] = col.type.duckdb;
       }
-      if (added.length > 0 || retyped.length > 0) {
+      const targetCasts = [...journalColumns, ...added.map((col) => col.name)].map((n, i) => {
+        const col = table.columns.find((x) => x.name === n);
+        return col ? castTemplate(col) : (castsBefore[i] ?? '');
+      });
+      const castsChanged = targetCasts.join('\0') !== castsBefore.join('\0');
+      if (added.length > 0 || retyped.length > 0 || castsChanged) {
         await c.run('BEGIN');
         try {
           for (const col of added) {
@@ -266,7 +282,7 @@ export class DuckDbDestination implements Destination {
             targetTypes.push(col.type.duckdb);
           }
           await c.run(
-            `UPDATE ${META}.source_table SET journal_columns = ${sqlList(journalColumns)}, target_types = ${sqlList(targetTypes)} WHERE source_table = ${quoteLiteral(name)}`,
+            `UPDATE ${META}.source_table SET journal_columns = ${sqlList(journalColumns)}, target_types = ${sqlList(targetTypes)}, target_casts = ${sqlList(targetCasts)} WHERE source_table = ${quoteLiteral(name)}`,
           );
           if (!table.hasKey) await this.#createTarget(table, journalColumns);
           await c.run('COMMIT');
@@ -275,7 +291,7 @@ export class DuckDbDestination implements Destination {
           throw err;
         }
       }
-      this.#tables.set(name, { schema: table, journalColumns, targetTypes, snapshotComplete });
+      this.#tables.set(name, { schema: table, journalColumns, targetTypes, targetCasts, snapshotComplete });
       return { converted };
     });
   }
@@ -632,16 +648,60 @@ export class DuckDbDestination implements Destination {
   }
 
   /** Converts a target column to a column's new type; VARCHAR when the old values do not convert. */
-  async #retype(table: TableSchema, col: ColumnSchema): Promise<string> {
+  /**
+   * Converts a retyped column of a keyed target, or makes it VARCHAR when DuckDB cannot cast the old
+   * values, and records the type it got in the same transaction (`targetTypes` is updated in place): the
+   * merges cast to the recorded type, and a target column of another type fails every merge.
+   */
+  async #retype(table: TableSchema, col: ColumnSchema, journalColumns: readonly string[], targetTypes: string[]): Promise<void> {
     const c = this.#c();
-    const target = this.#target(table);
-    try {
-      await c.run(`ALTER TABLE ${target} ALTER COLUMN ${quoteIdent(col.name)} SET DATA TYPE ${col.type.duckdb}`);
-      return col.type.duckdb;
-    } catch {
-      await c.run(`ALTER TABLE ${target} ALTER COLUMN ${quoteIdent(col.name)} SET DATA TYPE VARCHAR`);
-      return 'VARCHAR';
+    const i = journalColumns.indexOf(col.name);
+    let failure: unknown;
+    for (const type of [col.type.duckdb, 'VARCHAR']) {
+      const types = targetTypes.with(i, type);
+      await c.run('BEGIN');
+      try {
+        await c.run(`ALTER TABLE ${this.#target(table)} ALTER COLUMN ${quoteIdent(col.name)} SET DATA TYPE ${type}`);
+        await c.run(
+          `UPDATE ${META}.source_table SET target_types = ${sqlList(types)} WHERE source_table = ${quoteLiteral(qualifiedName(table))}`,
+        );
+        await c.run('COMMIT');
+        targetTypes[i] = type;
+        return;
+      } catch (err) {
+        // A failed statement aborts a DuckDB transaction: roll back, then try the next type.
+        await c.run('ROLLBACK').catch(() => undefined);
+        failure = err;
+      }
     }
+    throw wrapDuckDb(failure, `converting column ${col.name} of ${qualifiedName(table)}`);
+  }
+
+  /**
+   * Where a keyed target's column has another type than the one recorded for it, the target's type wins:
+   * it is what the merges read and write. Earlier versions altered the column and recorded its type in two
+   * transactions, so a kill between them left the two apart, and every later merge failed to bind. The
+   * comparison is by DuckDB's own name of each type ('TIMESTAMPTZ' is 'TIMESTAMP WITH TIME ZONE').
+   */
+  async #adoptTargetTypes(table: TableSchema, journalColumns: readonly string[], targetTypes: string[]): Promise<void> {
+    const actual = new Map(
+      (
+        await this.#rows(
+          `SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ${quoteLiteral(table.schema)} AND table_name = ${quoteLiteral(table.name)}`,
+        )
+      ).map(([n, t]) => [String(n), String(t)] as const),
+    );
+    const [canonical] = await this.#rows(`SELECT ${targetTypes.map((t) => `typeof(CAST(NULL AS ${t}))`).join(', ')}`);
+    const apart = journalColumns.filter((n, i) => actual.has(n) && actual.get(n) !== canonical?.[i]);
+    if (apart.length === 0) return;
+    for (const n of apart) targetTypes[journalColumns.indexOf(n)] = actual.get(n)!;
+    await this.#c().run(
+      `UPDATE ${META}.source_table SET target_types = ${sqlList(targetTypes)} WHERE source_table = ${quoteLiteral(qualifiedName(table))}`,
+    );
+    this.#options.log.warn(
+      { table: qualifiedName(table), columns: apart },
+      "target column types differed from the recorded ones (a type change cut short): recorded the target's",
+    );
   }
 
   /**
@@ -712,7 +772,6 @@ export class DuckDbDestination implements Destination {
     const fromCol = (k: string) => quoteIdent('_floe_from_' + k);
     // Target columns are those known now; a column dropped at the source keeps its last values.
     const cols = known.journalColumns;
-    const typeOf = new Map(t.columns.map((col) => [col.name, col] as const));
     await c.run('BEGIN');
     try {
       const merged = await this.#mergeIntoEmpty(known, from, to);
@@ -791,15 +850,7 @@ export class DuckDbDestination implements Destination {
           FROM _floe_window GROUP BY ${keyList}`);
       }
       // Only changes newer than the target row apply (replays and late snapshot rows are harmless).
-      const castCol = (col: string) => {
-        const ct = typeOf.get(col);
-        const src = `l.${quoteIdent(col)}`;
-        if (!ct) return src;
-        // A column whose type change could not be applied stays VARCHAR: convert, then store as text.
-        const stored = known.targetTypes[cols.indexOf(col)];
-        const cast = ct.type.duckdbCast(src);
-        return stored && stored !== ct.type.duckdb ? `CAST(${cast} AS ${stored})` : cast;
-      };
+      const castCol = (col: string) => this.#castToTarget(known, col, `l.${quoteIdent(col)}`);
       const selectCols = cols.map((col) => {
         if (keys.includes(col)) return `${castCol(col)} AS ${quoteIdent(col)}`;
         // Not in the window: the target's value, or, for a row moved here by a key change, the value
@@ -851,20 +902,33 @@ export class DuckDbDestination implements Destination {
         (SELECT count(*) FROM ${journal} WHERE ${window} AND (_floe_op <> 'r' OR _floe_unchanged IS NOT NULL)),
         (SELECT count(*) FROM ${journal} WHERE ${window})`);
     if (Number(probe?.[0] ?? 1) !== 0 || Number(probe?.[1] ?? 1) !== 0) return undefined;
-    const typeOf = new Map(t.columns.map((col) => [col.name, col] as const));
     const cols = known.journalColumns;
-    const select = cols.map((col, i) => {
-      const ct = typeOf.get(col);
-      if (!ct) return quoteIdent(col);
-      const cast = ct.type.duckdbCast(quoteIdent(col));
-      const stored = known.targetTypes[i];
-      return stored && stored !== ct.type.duckdb ? `CAST(${cast} AS ${stored})` : cast;
-    });
+    const select = cols.map((col) => this.#castToTarget(known, col, quoteIdent(col)));
     const keyCols = t.columns.filter((col) => col.isKey).map((col) => quoteIdent(col.name));
     await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_key, _floe_lsn, _floe_ordinal, _floe_synced_at)
       SELECT ${select.join(', ')}, ${keyText(keyCols)}, _floe_lsn, _floe_ordinal, now() FROM ${journal} WHERE ${window}
       QUALIFY row_number() OVER (PARTITION BY ${keyCols.join(', ')} ORDER BY _floe_lsn DESC, _floe_ordinal DESC, _floe_seq DESC) = 1`);
     return Number(probe?.[2] ?? 0);
+  }
+
+  /**
+   * The SQL that turns the journal text `expr` of column `col` into the target column's type: the type
+   * table's cast for the column as the relation has it now, or, for a column not in it (dropped at the
+   * source, or not yet added in a replay after a restart), the cast recorded when it last was. A
+   * column whose type change could not be applied stays VARCHAR: converted, then stored as text.
+   */
+  #castToTarget(known: KnownTable, col: string, expr: string): string {
+    const i = known.journalColumns.indexOf(col);
+    const stored = known.targetTypes[i];
+    const current = known.schema.columns.find((x) => x.name === col);
+    if (current) {
+      const cast = current.type.duckdbCast(expr);
+      return stored && stored !== current.type.duckdb ? `CAST(${cast} AS ${stored})` : cast;
+    }
+    const recorded = known.targetCasts[i];
+    if (!stored || stored === 'VARCHAR') return recorded ? `CAST(${recorded.replaceAll(CAST_VALUE, expr)} AS VARCHAR)` : expr;
+    // A column dropped before casts were recorded: a plain conversion, NULL where it does not apply.
+    return `CAST(${recorded ? recorded.replaceAll(CAST_VALUE, expr) : `TRY_CAST(${expr} AS ${stored})`} AS ${stored})`;
   }
 
   async #createTarget(table: TableSchema, journalColumns?: string[]): Promise<void> {
@@ -979,6 +1043,9 @@ export class DuckDbDestination implements Destination {
 const STAGE_ROWS = 2048;
 const STAGE_BYTES = 1 << 20;
 
+/** Stands for the journal text in a recorded cast (`KnownTable.targetCasts`); the type table's SQL never contains it. */
+const CAST_VALUE = '\u0001';
+const castTemplate = (col: ColumnSchema): string => col.type.duckdbCast(CAST_VALUE);
 const sqlList = (items: readonly string[]): string => `[${items.map(quoteLiteral).join(', ')}]::VARCHAR[]`;
 
 function wrapDuckDb(err: unknown, what: string): FloeError {
