@@ -187,9 +187,9 @@ function dyadic(b: number): [bigint, bigint] {
 // shared
 
 /**
- * With the chosen decimal's last digit at 10^-j, the value lies exactly halfway between two such
- * decimals when a * 10^j has fraction .5, i.e. when a = odd * 2^(-j-1) * 5^-j... in terms of the
- * binary value: lowest set bit of a at 2^(-j-1). Then Ryu takes the even candidate.
+ * Ties: with the chosen decimal's last digit at 10^-j, the value lies exactly halfway between two
+ * such decimals when a * 10^j has fraction .5, that is when the lowest set bit of a is 2^(-j-1)
+ * (`lowBit`; 10^j adds no factor 2 beyond 2^j). Then Ryu takes the candidate with the even last digit.
  */
 function fixTie(a: number, lowBit: number): void {
   const j = outDigits.length - 1 - outExp;

@@ -125,3 +125,34 @@ function longestZeroRun(words: readonly number[]): [number, number] {
   }
   return bestLen < 2 ? [-1, 0] : [bestBase, bestLen];
 }
+
+// ---------------------------------------------------------------------------
+// tsvector: int32 lexeme count; per lexeme its text NUL-terminated, uint16 position count, uint16
+// positions (weight in the top two bits)
+
+const WEIGHT_LETTER = ['', 'C', 'B', 'A'];
+
+/** tsvectorout: 'lexeme' with ' and \ doubled, then :pos[weight],... when positions are stored; separated by spaces. */
+export function tsvectorText(buf: Buffer, start: number): string {
+  const count = buf.readInt32BE(start);
+  let pos = start + 4;
+  let out = '';
+  for (let i = 0; i < count; i++) {
+    const nul = buf.indexOf(0, pos);
+    out += (i > 0 ? " '" : "'") + doubleQuotesAndBackslashes(buf.toString('utf8', pos, nul)) + "'";
+    const npos = buf.readUInt16BE(nul + 1);
+    pos = nul + 3;
+    for (let j = 0; j < npos; j++, pos += 2) {
+      const p = buf.readUInt16BE(pos);
+      out += (j > 0 ? ',' : ':') + (p & 0x3fff) + WEIGHT_LETTER[p >> 14];
+    }
+  }
+  return out;
+}
+
+function doubleQuotesAndBackslashes(s: string): string {
+  if (s.indexOf("'") < 0 && s.indexOf('\\') < 0) return s;
+  let out = '';
+  for (const ch of s) out += ch === "'" || ch === '\\' ? ch + ch : ch;
+  return out;
+}

@@ -11,7 +11,7 @@
 import { BUILTIN_TYPES, type PgTypeInfo } from '../schema/type-map.js';
 import { float4Text, float8Text } from './binary-float.js';
 import { dateValue, intervalValue, timestampNoZone, timestampUtc, timetzValue, timeValue } from './binary-datetime.js';
-import { bitText, byteaText, cidrText, inetText, macText, numericText, uuidText } from './binary-scalars.js';
+import { bitText, byteaText, cidrText, inetText, macText, numericText, tsvectorText, uuidText } from './binary-scalars.js';
 import { arrayDecoder, multirangeDecoder, rangeDecoder, vectorDecoder } from './binary-containers.js';
 import { utf8 } from './utf8.js';
 
@@ -162,6 +162,8 @@ function scalarDecoder(oid: number, major: number): BinaryDecoder | undefined {
       return numericText;
     case 2950:
       return uuidText;
+    case 3614:
+      return tsvectorText;
     case 2970:
     case 5038:
       return snapshotText;
@@ -227,10 +229,6 @@ export const UNSUPPORTED_BINARY_TYPES: ReadonlyMap<string, string> = new Map([
     name,
     'the binary form is an OID; the text is a (schema-qualified, quoted) catalog name looked up on the server',
   ]),
-  [
-    'tsvector',
-    'tsvectorout re-quotes lexemes and rebuilds position/weight lists from a packed structure; not worth a second implementation for a text-only column',
-  ],
   ['tsquery', 'tsqueryout re-creates operator precedence, parentheses and quoting from the polish-notation tree'],
   [
     'composite',
