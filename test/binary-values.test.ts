@@ -111,7 +111,19 @@ const randomInterval = (): string => {
 const EXTRA_CASES: readonly BinaryCase[] = [
   { decl: 'bool', values: ['t', 'f'] },
   { decl: 'int2', values: ['-1', '1', '-32768'] },
-  { decl: 'int8', values: ['-1', '9007199254740993', '-9007199254740993'] },
+  {
+    decl: 'int8',
+    values: [
+      '-1',
+      '9007199254740991',
+      '9007199254740992',
+      '9007199254740993',
+      '-9007199254740992',
+      '-9007199254740993',
+      '4294967296',
+      '-4294967297',
+    ],
+  },
   {
     decl: 'float8',
     values: [

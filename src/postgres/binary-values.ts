@@ -88,7 +88,12 @@ const polygonText: BinaryDecoder = (buf, start) => '(' + points(buf, start + 4, 
 
 const int2Text: BinaryDecoder = (buf, start) => String(buf.readInt16BE(start));
 const int4Text: BinaryDecoder = (buf, start) => String(buf.readInt32BE(start));
-const int8Text: BinaryDecoder = (buf, start) => buf.readBigInt64BE(start).toString();
+/** int8 ids are common: within ±2^53 a double holds the value exactly and avoids a BigInt. */
+const int8Text: BinaryDecoder = (buf, start) => {
+  const hi = buf.readInt32BE(start);
+  if (hi >= -0x200000 && hi < 0x200000) return String(hi * 4294967296 + buf.readUInt32BE(start + 4));
+  return buf.readBigInt64BE(start).toString();
+};
 
 const boolText: BinaryDecoder = (buf, start) => (buf[start] !== 0 ? 't' : 'f');
 const float4Value: BinaryDecoder = (buf, start) => float4Text(buf, start);
