@@ -3,6 +3,7 @@
  * into the empty target, later merges take the general path, and the memory knobs reach DuckDB.
  */
 import { describe, it, expect } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -254,6 +255,25 @@ describe('DuckDB destination merges', () => {
       await d.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('loads DuckDB with one allocator arena unless the operator configured its jemalloc', () => {
+    // jemalloc reads DUCKDB_JE_MALLOC_CONF once, at DuckDB's first allocation: a fresh process shows it.
+    const script = `const { DuckDbDestination } = await import('./src/destination/duckdb/duckdb-destination.ts');
+      const d = new DuckDbDestination({ path: ':memory:' });
+      await d.open('p', 'inc');
+      await d.close();
+      console.log(JSON.stringify(process.env.DUCKDB_JE_MALLOC_CONF));`;
+    const run = (conf?: string) => {
+      const env = { ...process.env };
+      delete env.DUCKDB_JE_MALLOC_CONF;
+      if (conf !== undefined) env.DUCKDB_JE_MALLOC_CONF = conf;
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout.trim()) as string;
+    };
+    expect(run()).toBe('narenas:1');
+    expect(run('narenas:4,dirty_decay_ms:0')).toBe('narenas:4,dirty_decay_ms:0');
   });
 
   it('caps DuckDB at 128MB and one thread and checkpoints at 64MB of log by default, or what the options say', async () => {
