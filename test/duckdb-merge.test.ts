@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { memoryLog } from './helpers/pipeline.js';
-import type { Cell } from '../src/model.js';
+import type { Cell, Change, TableSchema } from '../src/model.js';
 import { keyedTable, OID } from './helpers/schema.js';
 
 const T = keyedTable('orders', [
@@ -21,6 +21,15 @@ const T = keyedTable('orders', [
 async function* chunks(rows: Cell[][]): AsyncIterable<Cell[][]> {
   for (let i = 0; i < rows.length; i += 1000) yield rows.slice(i, i + 1000);
 }
+
+/** An update of `table` at position (lsn, 0). */
+const updateAt = (table: TableSchema, lsn: bigint, cells: Cell[]): Change => ({
+  table,
+  op: 'u',
+  position: { lsn, ordinal: 0 },
+  commitTimeMicros: 0n,
+  cells,
+});
 
 const row = (i: number): Cell[] => [String(i), i % 7 === 0 ? null : `note ${i}`, `{a,"b c",${i}}`, `${i}.25`];
 
@@ -154,19 +163,12 @@ describe('DuckDB destination merges', () => {
       ['a', OID.TEXT],
       ['b', OID.TEXT],
     ]);
-    const change = (table: typeof asInt, lsn: bigint, cells: Cell[]) => ({
-      table,
-      op: 'u' as const,
-      position: { lsn, ordinal: 0 },
-      commitTimeMicros: 0n,
-      cells,
-    });
     let d = new DuckDbDestination({ path });
     try {
       await d.open('p', 'inc');
       await d.prepare(asInt);
       await d.completeSnapshot(asInt);
-      await d.writeChanges([change(asInt, 0x10n, ['1', '5', 'x']), change(asInt, 0x11n, ['2', '6', 'y'])]);
+      await d.writeChanges([updateAt(asInt, 0x10n, ['1', '5', 'x']), updateAt(asInt, 0x11n, ['2', '6', 'y'])]);
       await d.merge();
       await d.prepare(asText);
       // The state the crash left: the target column is VARCHAR, the record still says INTEGER.
@@ -177,10 +179,10 @@ describe('DuckDB destination merges', () => {
       await d.open('p', 'inc');
       // The restart replays from before the type change: the old relation and a change of the old type.
       await d.prepare(asInt);
-      await d.writeChanges([change(asInt, 0x12n, ['1', '7', 'x2'])]);
+      await d.writeChanges([updateAt(asInt, 0x12n, ['1', '7', 'x2'])]);
       await d.merge();
       await d.prepare(asText);
-      await d.writeChanges([change(asText, 0x20n, ['2', 'not a number', 'y']), change(asText, 0x21n, ['1', 'seven', 'x3'])]);
+      await d.writeChanges([updateAt(asText, 0x20n, ['2', 'not a number', 'y']), updateAt(asText, 0x21n, ['1', 'seven', 'x3'])]);
       await d.merge();
       expect(await d.query(`SELECT id, a, b FROM public.evo ORDER BY id`)).toEqual([
         [1, 'seven', 'x3'],
@@ -212,22 +214,15 @@ describe('DuckDB destination merges', () => {
       ['n', OID.INT4],
       ['b', OID.BYTEA],
     ]);
-    const change = (table: typeof before, lsn: bigint, cells: Cell[]) => ({
-      table,
-      op: 'u' as const,
-      position: { lsn, ordinal: 0 },
-      commitTimeMicros: 0n,
-      cells,
-    });
     let d = new DuckDbDestination({ path });
     try {
       await d.open('p', 'inc');
       await d.prepare(before);
       await d.completeSnapshot(before);
-      await d.writeChanges([change(before, 0x10n, ['1', '1']), change(before, 0x11n, ['2', '2'])]);
+      await d.writeChanges([updateAt(before, 0x10n, ['1', '1']), updateAt(before, 0x11n, ['2', '2'])]);
       await d.merge();
       await d.prepare(after);
-      await d.writeChanges([change(after, 0x20n, ['1', '10', '100', '\\x0102'])]);
+      await d.writeChanges([updateAt(after, 0x20n, ['1', '10', '100', '\\x0102'])]);
       await d.close();
 
       // kill -9 before the merge; the restart replays the relation from before the columns were added,
@@ -235,7 +230,7 @@ describe('DuckDB destination merges', () => {
       d = new DuckDbDestination({ path });
       await d.open('p', 'inc');
       await d.prepare(before);
-      await d.writeChanges([change(before, 0x21n, ['2', '20'])]);
+      await d.writeChanges([updateAt(before, 0x21n, ['2', '20'])]);
       await d.merge();
       expect(await d.query(`SELECT id, v, n, hex(b) FROM public.k ORDER BY id`)).toEqual([
         [1, 10, 100, '0102'],
@@ -243,9 +238,9 @@ describe('DuckDB destination merges', () => {
       ]);
       // Dropped at the source: the columns stay and are no longer filled; merges go on.
       await d.prepare(after);
-      await d.writeChanges([change(after, 0x30n, ['2', '21', '200', '\\xff'])]);
+      await d.writeChanges([updateAt(after, 0x30n, ['2', '21', '200', '\\xff'])]);
       await d.prepare(before);
-      await d.writeChanges([change(before, 0x31n, ['1', '11'])]);
+      await d.writeChanges([updateAt(before, 0x31n, ['1', '11'])]);
       await d.merge();
       expect(await d.query(`SELECT id, v, n, hex(b) FROM public.k ORDER BY id`)).toEqual([
         [1, 11, null, null],

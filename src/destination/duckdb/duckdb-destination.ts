@@ -1118,10 +1118,9 @@ const STAGE_BYTES = 1 << 20;
 
 /**
  * DuckDB allocates through its own jemalloc, built with an arena per CPU, each holding freed pages for
- * reuse. One arena kept the bench's floe process 70–100 MB smaller on 2 cores, at
- * no measured speed difference (bench/README.md). jemalloc reads its options once, when the library
- * first allocates, from `DUCKDB_JE_MALLOC_CONF`: set before the first load, never over the operator's
- * own value.
+ * reuse. One arena kept the bench's floe process 70–100 MB smaller on 2 cores, at no measured speed
+ * difference (bench/README.md). jemalloc reads its options once, when the library first allocates, from
+ * `DUCKDB_JE_MALLOC_CONF`: set before the first load, never over the operator's own value.
  */
 function useOneAllocatorArena(): void {
   process.env.DUCKDB_JE_MALLOC_CONF ??= 'narenas:1';
