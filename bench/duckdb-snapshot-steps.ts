@@ -3,8 +3,8 @@
  * COPY rows (10 columns, a quarter with a NULL) are staged as one string a row, moved into a
  * journal-shaped table split at their tabs (in ranges of 62,500 rows, a transaction each, as floe's
  * ranges are), copied again plainly for comparison, and cast into a typed target with and without the
- * latest-row-per-key window. DuckDB runs as floe runs it (memory_limit 128MB, one thread).
- * Usage: `npx tsx bench/duckdb-snapshot-steps.ts [--rows 1000000] [--threads 1]`.
+ * latest-row-per-key window. DuckDB runs as floe runs it (memory_limit 128MB, one thread) unless told otherwise.
+ * Usage: `npx tsx bench/duckdb-snapshot-steps.ts [--rows 1000000] [--threads 1] [--memory-limit 128MB]`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DuckDBInstance } from '@duckdb/node-api';
 
-const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, threads: { type: 'string', default: '1' } } });
+const { values } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '1000000' },
+    threads: { type: 'string', default: '1' },
+    'memory-limit': { type: 'string', default: '128MB' },
+  },
+});
 const rows = Number(values.rows);
 const dir = mkdtempSync(join(tmpdir(), 'floe-snapshot-steps-'));
 const cols = ['id', 'customer_id', 'status', 'amount', 'quantity', 'discount', 'is_gift', 'email', 'note', 'created_at'];
@@ -47,7 +53,7 @@ async function timed(what: string, step: () => Promise<void>): Promise<void> {
 
 try {
   const db = await DuckDBInstance.create(join(dir, 'steps.duckdb'), {
-    memory_limit: '128MB',
+    memory_limit: values['memory-limit']!,
     threads: values.threads!,
     preserve_insertion_order: 'false',
     checkpoint_threshold: '64MB',
@@ -55,7 +61,7 @@ try {
   const c = await db.connect();
   await c.run(`CREATE TABLE journal (${journalDefs}); CREATE TABLE copied (${journalDefs});
     CREATE TABLE target (${targetDefs}); CREATE TABLE target_window (${targetDefs}); CREATE TEMP TABLE stage (seq BIGINT, line VARCHAR)`);
-  console.log(`${rows.toLocaleString('en')} rows, DuckDB threads ${values.threads}`);
+  console.log(`${rows.toLocaleString('en')} rows, DuckDB threads ${values.threads}, memory_limit ${values['memory-limit']}`);
   await timed('stage one string a row (appender)', async () => {
     const a = await c.createAppender('stage', 'main', 'temp');
     for (let g = 1; g <= rows; g++) {
