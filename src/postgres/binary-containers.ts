@@ -97,15 +97,7 @@ function arrayLevel(
 export function vectorDecoder(element: Decoder): Decoder {
   return (buf, start) => {
     if (buf.readInt32BE(start) === 0) return '';
-    const n = buf.readInt32BE(start + 12);
-    let pos = start + 20;
-    let out = '';
-    for (let i = 0; i < n; i++) {
-      const length = buf.readInt32BE(pos);
-      out += (i > 0 ? ' ' : '') + element(buf, pos + 4, pos + 4 + length);
-      pos += 4 + length;
-    }
-    return out;
+    return joinPrefixed(buf, start + 20, buf.readInt32BE(start + 12), ' ', element);
   };
 }
 
@@ -161,15 +153,16 @@ export function rangeDecoder(element: Decoder): Decoder {
 
 /** multirange: int32 count, then (int32 length, range binary) each; printed '{range,range}' without further quoting. */
 export function multirangeDecoder(range: Decoder): Decoder {
-  return (buf, start) => {
-    const n = buf.readInt32BE(start);
-    let pos = start + 4;
-    let out = '{';
-    for (let i = 0; i < n; i++) {
-      const length = buf.readInt32BE(pos);
-      out += (i > 0 ? ',' : '') + range(buf, pos + 4, pos + 4 + length);
-      pos += 4 + length;
-    }
-    return out + '}';
-  };
+  return (buf, start) => '{' + joinPrefixed(buf, start + 4, buf.readInt32BE(start), ',', range) + '}';
+}
+
+/** `n` values from `pos`, each an int32 byte length then its binary form, decoded and joined by `separator`. */
+function joinPrefixed(buf: Buffer, pos: number, n: number, separator: string, decode: Decoder): string {
+  let out = '';
+  for (let i = 0; i < n; i++) {
+    const length = buf.readInt32BE(pos);
+    out += (i > 0 ? separator : '') + decode(buf, pos + 4, pos + 4 + length);
+    pos += 4 + length;
+  }
+  return out;
 }
