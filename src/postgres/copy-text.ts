@@ -108,6 +108,17 @@ export class CopyRows implements Iterable<Cell[]> {
     return plain ? this.#parsePlainRow(start, end) : this.#parseRow(start, end);
   }
 
+  /** Row `i`'s backslashes all begin whole `\N` fields (NULLs): every other field is its value's text as is. */
+  onlyNullEscapes(i: number): boolean {
+    const start = this.start(i);
+    const end = this.end(i);
+    const buf = this.buf;
+    for (let b = this.nextBackslash(start); b >= 0 && b < end; b = this.nextBackslash(b + 1)) {
+      if (buf[b + 1] !== 0x4e /* N */ || (b > start && buf[b - 1] !== TAB) || (b + 2 < end && buf[b + 2] !== TAB)) return false;
+    }
+    return true;
+  }
+
   *[Symbol.iterator](): Iterator<Cell[]> {
     for (let i = 0; i < this.length; i++) yield this.cells(i);
   }

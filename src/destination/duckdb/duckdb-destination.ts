@@ -249,8 +249,10 @@ export class DuckDbDestination implements Destination {
         (await this.#rekey(table, keysBefore, keys)) ||
         (await this.#addKeyText(table, targetTypes));
 
+      // Only a file written by an earlier process can hold a target and a record that disagree.
+      const previous = this.#tables.get(name);
       if (converted) snapshotComplete = false;
-      else if (table.hasKey) await this.#adoptTargetTypes(table, journalColumns, targetTypes);
+      else if (table.hasKey && !previous) await this.#adoptTargetTypes(table, journalColumns, targetTypes);
       // Schema evolution: add new columns before the first change that uses them;
       // columns dropped at the source stay (documented policy) and are no longer filled.
       // A changed type converts the target column when DuckDB can cast the old values, else the
@@ -261,7 +263,6 @@ export class DuckDbDestination implements Destination {
         return i >= 0 && targetTypes[i] !== col.type.duckdb;
       });
       // Journal rows written before the type change are merged with the old type first.
-      const previous = this.#tables.get(name);
       if (retyped.length > 0 && table.hasKey && !converted && previous?.snapshotComplete) await this.#mergeTable(previous);
       for (const col of retyped) {
         const i = journalColumns.indexOf(col.name);
@@ -427,13 +428,14 @@ export class DuckDbDestination implements Destination {
         CREATE OR REPLACE TEMP TABLE ${stage.lines} (seq BIGINT, line VARCHAR)`),
     );
     try {
-      const count = await this.#stageRange(range, known, stage, rows);
+      const positions = this.#columnPositions(known, range.table);
+      const count = await this.#stageRange(range, known, positions, stage, rows);
       await this.#serial(async () => {
         const c = this.#c();
         await c.run('BEGIN');
         try {
           await c.run(`INSERT INTO ${this.#journal(range.table)} BY NAME SELECT * FROM ${stage.cells}`);
-          await c.run(this.#insertLinesSql(range, known, stage.lines));
+          await c.run(this.#insertLinesSql(range, known, positions, stage.lines));
           await c.run(
             `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
           );
@@ -462,10 +464,10 @@ export class DuckDbDestination implements Destination {
   async #stageRange(
     range: SnapshotRangeRef,
     known: KnownTable,
+    positions: readonly number[],
     stage: { cells: string; lines: string },
     rows: AsyncIterable<SnapshotChunk>,
   ): Promise<number> {
-    const positions = this.#columnPositions(known, range.table);
     const position = { lsn: range.snapshotLsn, ordinal: -1 };
     const wholeLines = positions.every((p) => p < 0 || !range.table.columns[p]!.type.isArray);
     let count = 0;
@@ -498,7 +500,7 @@ export class DuckDbDestination implements Destination {
       for await (const chunk of rows) {
         if (wholeLines && chunk instanceof CopyRows && chunk.columns === range.table.columns.length && chunk.validUtf8) {
           for (let i = 0; i < chunk.length; i++) {
-            if (onlyNullEscapes(chunk, i)) lines.push(utf8(chunk.buf, chunk.start(i), chunk.end(i)));
+            if (chunk.onlyNullEscapes(i)) lines.push(utf8(chunk.buf, chunk.start(i), chunk.end(i)));
             else cells.push(chunk.cells(i));
             bytes += chunk.end(i) - chunk.start(i);
           }
@@ -523,9 +525,9 @@ export class DuckDbDestination implements Destination {
   }
 
   /** Moves staged whole COPY rows into the journal: split at their tabs, `\N` as NULL. */
-  #insertLinesSql(range: SnapshotRangeRef, known: KnownTable, lines: string): string {
+  #insertLinesSql(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], lines: string): string {
     const n = range.table.columns.length;
-    const fields = this.#columnPositions(known, range.table).map((p) => (p < 0 ? 'NULL' : `nullif(f[${p + 1}], '\\N')`));
+    const fields = positions.map((p) => (p < 0 ? 'NULL' : `nullif(f[${p + 1}], '\\N')`));
     // A row with another number of fields is refused, as the cell parser refuses it.
     const op = `CASE WHEN len(f) = ${n} THEN 'r' ELSE error('COPY row has ' || len(f) || ' fields, expected ${n}') END`;
     const cols = ['_floe_seq', '_floe_lsn', '_floe_ordinal', '_floe_op', ...known.journalColumns.map(quoteIdent)].join(', ');
@@ -1032,7 +1034,7 @@ export class DuckDbDestination implements Destination {
   #appendRow(
     appender: Awaited<ReturnType<DuckDBConnection['createAppender']>>,
     known: KnownTable,
-    positions: number[],
+    positions: readonly number[],
     table: TableSchema,
     op: Change['op'],
     position: Position,
@@ -1124,17 +1126,6 @@ const STAGE_BYTES = 1 << 20;
  */
 function useOneAllocatorArena(): void {
   process.env.DUCKDB_JE_MALLOC_CONF ??= 'narenas:1';
-}
-
-/** Row `i`'s backslashes all begin whole `\N` fields (NULLs): every other field is its value's text as is. */
-function onlyNullEscapes(rows: CopyRows, i: number): boolean {
-  const start = rows.start(i);
-  const end = rows.end(i);
-  const buf = rows.buf;
-  for (let b = rows.nextBackslash(start); b >= 0 && b < end; b = rows.nextBackslash(b + 1)) {
-    if (buf[b + 1] !== 0x4e /* N */ || (b > start && buf[b - 1] !== 0x09) || (b + 2 < end && buf[b + 2] !== 0x09)) return false;
-  }
-  return true;
 }
 
 /** Stands for the journal text in a recorded cast (`KnownTable.targetCasts`); the type table's SQL never contains it. */
