@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmulator, type RunningEmulator } from '../src/emulator/emulator.js';
-import { plainInsertSql } from '../src/emulator/ndjson-body.js';
+import { plainLoad } from '../src/emulator/ndjson-body.js';
 import { parseSfType } from '../src/emulator/sql/types.js';
 import { jwt, keyPair } from './helpers/emulator-http.js';
 import { Rng } from '../src/demo/workload.js';
@@ -312,7 +312,7 @@ describe('SQL load of append bodies', () => {
   });
 });
 
-describe('plainInsertSql', () => {
+describe('plainLoad', () => {
   const column = (name: string, type: string, nullable = true, hasDefault = false) => ({
     name,
     type: parseSfType(type)!,
@@ -323,24 +323,22 @@ describe('plainInsertSql', () => {
   const sensitive = { columns: null, matchCase: 'sensitive' } as never;
 
   it('takes the JavaScript path for column mappings, other types, unknown or repeated keys and keys left to JavaScript', () => {
-    expect(plainInsertSql('t', cols, undefined, 'BASE64', ['A', 'B'])).toBeDefined();
-    expect(plainInsertSql('t', cols, { columns: [{ path: ['A'] }], matchCase: 'sensitive' } as never, 'HEX', ['A', 'B'])).toBeUndefined();
-    expect(plainInsertSql('t', [...cols, column('F', 'FLOAT')], undefined, 'BASE64', ['A', 'B', 'F'])).toBeUndefined();
-    expect(plainInsertSql('t', [...cols, column('V', 'VARIANT')], undefined, 'BASE64', ['A', 'B', 'V'])).toBeUndefined();
-    expect(plainInsertSql('t', cols, undefined, 'BASE64', ['A', 'B', 'C'])).toBeUndefined();
-    expect(plainInsertSql('t', cols, undefined, 'BASE64', ['A', 'A'])).toBeUndefined();
-    expect(plainInsertSql('t', cols, undefined, 'BASE64', [])).toBeUndefined();
+    expect(plainLoad('t', cols, undefined, 'BASE64', ['A', 'B'])).toBeDefined();
+    expect(plainLoad('t', cols, { columns: [{ path: ['A'] }], matchCase: 'sensitive' } as never, 'HEX', ['A', 'B'])).toBeUndefined();
+    expect(plainLoad('t', [...cols, column('F', 'FLOAT')], undefined, 'BASE64', ['A', 'B', 'F'])).toBeUndefined();
+    expect(plainLoad('t', [...cols, column('V', 'VARIANT')], undefined, 'BASE64', ['A', 'B', 'V'])).toBeUndefined();
+    expect(plainLoad('t', cols, undefined, 'BASE64', ['A', 'B', 'C'])).toBeUndefined();
+    expect(plainLoad('t', cols, undefined, 'BASE64', ['A', 'A'])).toBeUndefined();
+    expect(plainLoad('t', cols, undefined, 'BASE64', [])).toBeUndefined();
     // A missing key: a case-insensitive pipe might match another key by case; a DEFAULT or NOT NULL column
     // is JavaScript's to fill or refuse.
-    expect(plainInsertSql('t', cols, undefined, 'BASE64', ['A'])).toBeDefined();
+    expect(plainLoad('t', cols, undefined, 'BASE64', ['A'])).toBeDefined();
     expect(
-      plainInsertSql('t', [...cols, column('ß', 'VARCHAR'), column('SS', 'VARCHAR')], undefined, 'BASE64', ['A', 'B', 'ß']),
+      plainLoad('t', [...cols, column('ß', 'VARCHAR'), column('SS', 'VARCHAR')], undefined, 'BASE64', ['A', 'B', 'ß']),
     ).toBeUndefined();
-    expect(
-      plainInsertSql('t', [...cols, column('ß', 'VARCHAR'), column('SS', 'VARCHAR')], sensitive, 'HEX', ['A', 'B', 'ß']),
-    ).toBeDefined();
-    expect(plainInsertSql('t', cols, sensitive, 'HEX', ['A'])).toBeDefined();
-    expect(plainInsertSql('t', [cols[0]!, column('B', 'VARCHAR', false)], sensitive, 'HEX', ['A'])).toBeUndefined();
-    expect(plainInsertSql('t', [cols[0]!, column('B', 'VARCHAR', true, true)], sensitive, 'HEX', ['A'])).toBeUndefined();
+    expect(plainLoad('t', [...cols, column('ß', 'VARCHAR'), column('SS', 'VARCHAR')], sensitive, 'HEX', ['A', 'B', 'ß'])).toBeDefined();
+    expect(plainLoad('t', cols, sensitive, 'HEX', ['A'])).toBeDefined();
+    expect(plainLoad('t', [cols[0]!, column('B', 'VARCHAR', false)], sensitive, 'HEX', ['A'])).toBeUndefined();
+    expect(plainLoad('t', [cols[0]!, column('B', 'VARCHAR', true, true)], sensitive, 'HEX', ['A'])).toBeUndefined();
   });
 });

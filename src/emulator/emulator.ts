@@ -334,6 +334,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       const p = request.params as ChannelPath;
       const q = request.query as Record<string, string | undefined>;
       const ch = streaming.checkAppend(p.db, p.schema, p.pipe, p.channel, q.continuationToken);
+      const { clientSeq, rowSeq } = ch;
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       if (raw.length > maxAppendBytes) {
         throw new StreamingFailure(
@@ -359,7 +360,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
           `Content-Encoding ${encoding} is not supported by the emulator.`,
         );
       }
-      const rows = await streaming.checkBody(ch, bytes);
+      const rows = streaming.checkBody(ch, clientSeq, rowSeq, bytes);
       const end = q.endOffsetToken ?? q.offsetToken ?? null;
       const start = q.startOffsetToken ?? null;
       const next = streaming.append(ch, rows, start === '' ? null : start, end === '' ? null : end);

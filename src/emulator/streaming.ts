@@ -15,7 +15,7 @@ import type { DuckDBConnection, DuckDBPreparedStatement } from '@duckdb/node-api
 import { DuckDBBlobValue } from '@duckdb/node-api';
 import { coerceValue, columnExpr } from './rows.js';
 import { quoteId } from './sql/tokenizer.js';
-import { VALIDATE_SQL, checkBody, firstRowKeys, parseNdjson, parsedBody, plainInsertSql, type CheckedBody } from './ndjson-body.js';
+import { checkBody, firstRowKeys, parseNdjson, parsedBody, plainLoad, rowsArePlain, type CheckedBody } from './ndjson-body.js';
 
 /** A streaming API error: HTTP status plus Snowflake's code. */
 export class StreamingFailure extends Error {
@@ -167,7 +167,6 @@ export class StreamingService {
   /** Staging tables that exist on each commit connection (temp tables are per connection). */
   readonly #stages = new WeakMap<DuckDBConnection, Set<number>>();
   /** Idle connections for checking append bodies (outside the write lock: the check reads no table). */
-  readonly #checkers: { conn: DuckDBConnection; check: DuckDBPreparedStatement }[] = [];
   /**
    * The plain loads prepared on each commit connection, by SQL text (a table change makes a new text):
    * planning one costs more than running it on a 2,500-row batch.
@@ -367,21 +366,12 @@ export class StreamingService {
   }
 
   /**
-   * Checks an append's body (after checkAppend). The check may wait for DuckDB, so the channel is checked
-   * again afterwards: an append racing this one, a reopen or a drop in between makes this one fail as its
-   * token would have at checkAppend, and a token is never spent twice.
+   * Checks an append's body (after checkAppend, which the caller may have awaited the body after): an append
+   * racing this one, a reopen or a drop in between makes this one fail as its token would have at
+   * checkAppend, and a token is never spent twice.
    */
-  async checkBody(ch: Channel, bytes: Buffer): Promise<CheckedBody> {
-    if (!this.options.plainLoads) return parsedBody(bytes);
-    const { clientSeq, rowSeq } = ch;
-    const checker = this.#checkers.pop() ?? (await this.#checker());
-    let body: CheckedBody;
-    try {
-      body = await checkBody(checker.check, bytes);
-    } finally {
-      if (this.#closed) checker.conn.closeSync();
-      else this.#checkers.push(checker);
-    }
+  checkBody(ch: Channel, clientSeq: number, rowSeq: number, bytes: Buffer): CheckedBody {
+    const body = this.options.plainLoads ? checkBody(bytes) : parsedBody(bytes);
     if (this.#channels.get(ch.key) !== ch) throw channelMissing(ch.name);
     this.#checkSequencers(ch, clientSeq, rowSeq);
     return body;
@@ -404,11 +394,6 @@ export class StreamingService {
       );
     }
     if (ch.statusCode !== 'SUCCESS') throw new StreamingFailure(400, ch.statusCode, `Channel ${ch.name} must be reopened.`);
-  }
-
-  async #checker(): Promise<{ conn: DuckDBConnection; check: DuckDBPreparedStatement }> {
-    const conn = await this.engine.connect();
-    return { conn, check: await conn.prepare(VALIDATE_SQL) };
   }
 
   /** Enqueues a checked append. Returns the next continuation token. */
@@ -553,8 +538,8 @@ export class StreamingService {
     const binaryFormat = target.named ? 'HEX' : 'BASE64';
     const table = duckTable(target.table);
     if (batch.body.rows === undefined) {
-      const sql = plainInsertSql(table, columns, target.named, binaryFormat, firstRowKeys(batch.body.bytes));
-      if (sql !== undefined && (await this.#commitPlain(conn, ch, batch, sql))) return;
+      const load = plainLoad(table, columns, target.named, binaryFormat, firstRowKeys(batch.body.bytes));
+      if (load !== undefined && rowsArePlain(batch.body, load) && (await this.#commitPlain(conn, ch, batch, load.sql))) return;
     }
     const errors: string[] = [];
     // Rows grouped by which columns they leave to the column DEFAULT (usually one group: none).
@@ -783,7 +768,6 @@ export class StreamingService {
     while (this.#committing) await new Promise((r) => setTimeout(r, 5));
     this.#commitConn?.closeSync();
     this.#commitConn = undefined;
-    for (const { conn } of this.#checkers.splice(0)) conn.closeSync();
   }
 }
 
