@@ -15,7 +15,7 @@
  *      sends {type: 'check', value}; exits.
  */
 import { Session } from 'node:inspector';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { runPipeline, type PipelineOptions } from '../src/pipeline/pipeline.js';
 import { applyHeapGrowth } from '../src/cli/heap-growth.js';
@@ -58,6 +58,8 @@ export interface ChildResult {
   readonly maxRssKB: number;
   readonly baselineRssBytes: number;
   readonly peakHeapBytes: number;
+  /** File-backed part of the resident set (RssFile) when it was largest, sampled every 50 ms. */
+  readonly peakRssFileKB: number;
 }
 
 // As `floe` itself does at start-up (FLOE_HEAP_GROWING_PERCENT), so the bench measures floe's defaults.
@@ -84,7 +86,14 @@ const base = {
 };
 
 let peakHeap = 0;
-const sampler = setInterval(() => (peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed)), 50);
+/** The largest resident set seen, and how much of it was file-backed (code of node and libduckdb) then. */
+const peakResident = { rssKB: 0, fileKB: 0 };
+const sampler = setInterval(() => {
+  peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed);
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
+  if (rss > peakResident.rssKB) Object.assign(peakResident, { rssKB: rss, fileKB: Number(/^RssFile:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) });
+}, 50);
 
 // DuckDB's native module is loaded only when used: it would add to the RSS of the EncodingSink runs.
 const DuckDb =
@@ -205,6 +214,7 @@ try {
       maxRssKB: process.resourceUsage().maxRSS,
       baselineRssBytes,
       peakHeapBytes: Math.max(peakHeap, process.memoryUsage().heapUsed),
+      peakRssFileKB: peakResident.fileKB,
     };
     send({ type: 'result', ...result });
   };

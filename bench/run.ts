@@ -403,6 +403,7 @@ function floeResult(
       ...common,
       peakRssMB: round(r.maxRssKB / 1024, 0),
       peakHeapMB: round(r.peakHeapBytes / 2 ** 20, 0),
+      peakRssFileMB: round(r.peakRssFileKB / 1024, 0),
     },
   });
 }
