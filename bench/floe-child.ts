@@ -35,6 +35,8 @@ export interface ChildConfig {
   /** DuckDB memory_limit and threads (default: the destination's). */
   readonly duckdbMemoryLimit?: string;
   readonly duckdbThreads?: number;
+  /** The pipeline's merge interval (default: the runtime's). */
+  readonly mergeIntervalMs?: number;
   /** Create the slot on an empty table first, then wait for 'go'. */
   readonly prime: boolean;
   /** Write a .cpuprofile of the measured run here (inspector profiler, only while the clock runs). */
@@ -83,6 +85,7 @@ const base = {
   store,
   log,
   streamLargeTransactions: config.streamLargeTransactions,
+  ...(config.mergeIntervalMs !== undefined ? { mergeIntervalMs: config.mergeIntervalMs } : {}),
 };
 
 let peakHeap = 0;

@@ -71,6 +71,8 @@ const { values: args } = parseArgs({
     /** DuckDB runs: the destination's memory_limit and threads (default: the destination's defaults). */
     'duckdb-memory-limit': { type: 'string' },
     'duckdb-threads': { type: 'string' },
+    /** DuckDB streaming runs: the pipeline's merge interval in ms (default: the runtime's, 5 s). */
+    'duckdb-merge-interval-ms': { type: 'string' },
   },
   strict: true,
 });
@@ -98,6 +100,8 @@ const OPTS = {
     args['steady-rows-per-second'] === undefined ? undefined : count('steady-rows-per-second', args['steady-rows-per-second']),
   duckdbMemoryLimit: args['duckdb-memory-limit'],
   duckdbThreads: args['duckdb-threads'] === undefined ? undefined : count('duckdb-threads', args['duckdb-threads']),
+  duckdbMergeIntervalMs:
+    args['duckdb-merge-interval-ms'] === undefined ? undefined : count('duckdb-merge-interval-ms', args['duckdb-merge-interval-ms']),
 };
 const TXN_ROWS = 1000;
 const say = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -498,6 +502,7 @@ async function streamingRound(
     duckdbPath: join(work, `stream-${rep}.duckdb`),
     duckdbMemoryLimit: OPTS.duckdbMemoryLimit,
     duckdbThreads: OPTS.duckdbThreads,
+    mergeIntervalMs: OPTS.duckdbMergeIntervalMs,
     duckdbCheck: `SELECT count(*) FROM _floe_journal."public.stream_orders"`,
     profile: profileFile('streaming-duckdb', rep),
   });
@@ -948,6 +953,7 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
       runTimeoutSeconds: OPTS.runTimeoutMs / 1000,
       duckdbMemoryLimit: OPTS.duckdbMemoryLimit ?? null,
       duckdbThreads: OPTS.duckdbThreads ?? null,
+      duckdbMergeIntervalMs: OPTS.duckdbMergeIntervalMs ?? null,
     },
     summary: all.map((l) => ({
       group: l.group,
