@@ -166,7 +166,6 @@ export class StreamingService {
   #commitConn: DuckDBConnection | undefined;
   /** Staging tables that exist on each commit connection (temp tables are per connection). */
   readonly #stages = new WeakMap<DuckDBConnection, Set<number>>();
-  /** Idle connections for checking append bodies (outside the write lock: the check reads no table). */
   /**
    * The plain loads prepared on each commit connection, by SQL text (a table change makes a new text):
    * planning one costs more than running it on a 2,500-row batch.
