@@ -84,7 +84,13 @@ describe('resolvePipelineConfig', () => {
     const r = resolvePipelineConfig(
       {
         pipeline: pipeline({
-          options: { batch_max_bytes: 2097152, merge_interval_ms: '250', delete_mode: 'soft', max_uncommitted_bytes: 268435456 },
+          options: {
+            batch_max_bytes: 2097152,
+            merge_interval_ms: '250',
+            delete_mode: 'soft',
+            max_uncommitted_bytes: 268435456,
+            binary: 'on',
+          },
         }),
         source: source({ options: { connect_timeout_ms: 3000 } }),
         destination: destination(),
@@ -101,7 +107,7 @@ describe('resolvePipelineConfig', () => {
       configVersion: 7,
       sourceName: 'app',
       destination: { type: 'duckdb', url: 'duckdb:/var/lib/floe/wh.duckdb', deleteMode: 'soft', secrets: {} },
-      runtime: { batchMaxBytes: 2097152, mergeIntervalMs: 250, batchMaxMs: undefined, maxUncommittedBytes: 268435456 },
+      runtime: { batchMaxBytes: 2097152, mergeIntervalMs: 250, batchMaxMs: undefined, maxUncommittedBytes: 268435456, binary: 'on' },
     });
     expect(c.source.connectTimeoutMs).toBe(3000);
     // The password travels inside the URL, encoded so that pg decodes it back exactly.
@@ -201,6 +207,11 @@ describe('resolvePipelineConfig', () => {
       'bad delete mode',
       () => ({ pipeline: pipeline({ options: { delete_mode: 'archive' } }), source: source(), destination: destination() }),
       /delete_mode must be hard or soft/,
+    ],
+    [
+      'bad binary mode',
+      () => ({ pipeline: pipeline({ options: { binary: 'true' } }), source: source(), destination: destination() }),
+      /binary must be off or on/,
     ],
     [
       'options not an object',

@@ -1,6 +1,10 @@
 /** The OpenAPI 3.1 document of /api/v1, served at /api/v1/openapi.json. Kept beside the routes (server.ts). */
 import { PIPELINE_OPTION_NAMES } from '../control/config.js';
+import { BINARY_MODES } from '../postgres/replication.js';
 import { PIPELINE_ACTIONS } from './operations.js';
+
+/** Pipeline options that take words; the others are integers. */
+const ENUM_OPTIONS: Partial<Record<string, readonly string[]>> = { delete_mode: ['hard', 'soft'], binary: BINARY_MODES };
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: object) => ({ content: { 'application/json': { schema } } });
@@ -195,7 +199,7 @@ export function openApiDocument(): object {
           type: 'object',
           additionalProperties: false,
           properties: Object.fromEntries(
-            PIPELINE_OPTION_NAMES.map((n) => [n, n === 'delete_mode' ? { type: 'string', enum: ['hard', 'soft'] } : { type: 'integer' }]),
+            PIPELINE_OPTION_NAMES.map((n) => [n, ENUM_OPTIONS[n] ? { type: 'string', enum: ENUM_OPTIONS[n] } : { type: 'integer' }]),
           ),
         },
         PipelineInput: {

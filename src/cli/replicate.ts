@@ -3,6 +3,7 @@ import { positiveInt } from './arguments.js';
 import { FloeError } from '../errors.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { formatLsn } from '../postgres/lsn.js';
+import { BINARY_MODES, type BinaryMode } from '../postgres/replication.js';
 import { runPipeline, type Failpoints, type PipelineEvents } from '../pipeline/pipeline.js';
 import { openStateStore, stateStoreConfig } from '../store/open-store.js';
 import { TimedStateStore } from '../store/timed-store.js';
@@ -79,6 +80,14 @@ export function replicateCommand(): Command {
       positiveInt('--status-interval-ms', 600_000),
       10_000,
     )
+    .addOption(
+      new Option(
+        '--binary <mode>',
+        "on: pgoutput sends values in binary send formats (binary 'true'), decoded by floe to the same text; a published column of a type floe does not decode from binary (money, reg* types, tsquery, composites, user-defined ranges) keeps the stream in text mode",
+      )
+        .choices(BINARY_MODES)
+        .default('off'),
+    )
     .option(
       '--no-stream-large-transactions',
       "use pgoutput protocol 1: the server spills a transaction larger than logical_decoding_work_mem to its own disk and sends it at commit (default: protocol 2 with streaming 'on'; floe keeps such a transaction in FLOE_SPOOL_DIR, else the OS temp directory, until it commits)",
@@ -107,6 +116,7 @@ interface ReplicateOptions extends HealthOptions {
   mergeIntervalMs?: number;
   statusIntervalMs: number;
   streamLargeTransactions: boolean;
+  binary: BinaryMode;
 }
 
 /**
@@ -281,6 +291,7 @@ async function replicate(opts: ReplicateOptions): Promise<void> {
         mergeIntervalMs: opts.mergeIntervalMs,
         statusIntervalMs: opts.statusIntervalMs,
         streamLargeTransactions: opts.streamLargeTransactions,
+        binary: opts.binary,
         events: combineEvents(progress.events, metrics.pipelineEvents(name), pipelineReadiness.events, local.events),
         failpoints: crashFailpoints(process.env.FLOE_TEST_CRASH_AT),
       },

@@ -14,6 +14,7 @@ import { parseDuckDbUrl } from '../destination/duckdb/config.js';
 import { FloeError, printable } from '../errors.js';
 import type { DeleteMode } from '../destination/destination.js';
 import { redactUrl, type SourceConfig } from '../postgres/source.js';
+import { BINARY_MODES, type BinaryMode } from '../postgres/replication.js';
 import { checkSecretRef, resolveSecret, secretsDirPath, type Environment } from './secrets.js';
 
 // ---- rows --------------------------------------------------------------------------------------
@@ -333,6 +334,7 @@ const pipelineOptionsSchema = z.strictObject({
   snapshot_range_pages: intOption(1, 1 << 24),
   publication_poll_ms: intOption(100, 3_600_000),
   delete_mode: z.enum(['hard', 'soft'], { error: 'must be hard or soft' }).optional(),
+  binary: z.enum(BINARY_MODES, { error: 'must be off or on' }).optional(),
 });
 
 export type PipelineOptionValues = z.infer<typeof pipelineOptionsSchema>;
@@ -375,6 +377,7 @@ export interface RuntimeOptions {
   readonly mergeIntervalMs?: number;
   readonly statusIntervalMs?: number;
   readonly publicationPollMs?: number;
+  readonly binary?: BinaryMode;
 }
 
 export interface ResolvedDestination {
@@ -496,6 +499,7 @@ function resolve(pipeline: PipelineRow, source: SourceRow | undefined, destinati
       mergeIntervalMs: options.merge_interval_ms,
       statusIntervalMs: options.status_interval_ms,
       publicationPollMs: options.publication_poll_ms,
+      binary: options.binary,
     },
     secretValues,
   };

@@ -42,9 +42,12 @@ import {
   readSlot,
   startReplication,
   temporarySlotName,
+  type BinaryMode,
 } from '../postgres/replication.js';
 import { decodeReplicationFrame, encodeStandbyStatus } from '../postgres/replication-protocol.js';
 import { decodePgOutput, splitStreamed, type PgOutputMessage } from '../postgres/pgoutput.js';
+import type { BinaryDecoder } from '../postgres/binary-values.js';
+import { tableDecoders, type BinaryRefusal } from '../postgres/binary-columns.js';
 import { TransactionSpool } from './transaction-spool.js';
 import { formatLsn } from '../postgres/lsn.js';
 import { copySnapshot, planRanges, type SnapshotTask } from './snapshot.js';
@@ -97,6 +100,14 @@ export interface PipelineOptions {
   readonly streamLargeTransactions?: boolean;
   /** Where streamed transactions wait for their commit. (Default: FLOE_SPOOL_DIR, else the OS temp directory) */
   readonly spoolDir?: string;
+  /**
+   * 'on': pgoutput sends values in their binary send formats (`binary 'true'`), which floe decodes to the
+   * same text as text mode. When a published column has a type floe does not decode from binary (money,
+   * reg* types, tsquery, composites, user-defined ranges; binary-values.ts), the stream runs in text mode:
+   * at start, or by reconnecting from the acknowledged position when such a column appears while streaming.
+   * (Default: 'off', bench/README.md says why)
+   */
+  readonly binary?: BinaryMode;
   /** Test hooks at risky steps. */
   readonly failpoints?: Failpoints;
 }
@@ -139,7 +150,19 @@ const DEFAULTS = {
   slotWaitReportMs: 5000,
   publicationPollMs: 10_000,
   streamLargeTransactions: true,
+  binary: 'off' as BinaryMode,
 };
+
+/**
+ * What a run learnt that the next run of the same process must know. `binary`: 'text' once a column
+ * floe cannot decode from binary was seen (the rest of the process streams text, so the same Relation
+ * message replayed after a reconnect cannot refuse it again); 'reconnect' while the run that saw it ends.
+ */
+interface RunState {
+  passedPreflight: boolean;
+  progressed: boolean;
+  binary: 'allowed' | 'reconnect' | 'text';
+}
 
 /** Runs until `signal` aborts (then drains and resolves) or a non-retryable error (then rejects). */
 export async function runPipeline(options: PipelineOptions, signal: AbortSignal): Promise<void> {
@@ -147,7 +170,7 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
   // A first start that fails (unreachable host, wrong password, ...) is reported at once: retrying
   // would hide a configuration mistake. Once the pipeline has passed preflight, transient failures
   // are retried with backoff.
-  const state = { passedPreflight: false, progressed: false };
+  const state: RunState = { passedPreflight: false, progressed: false, binary: 'allowed' };
   for (;;) {
     try {
       await runOnce(options, signal, state);
@@ -159,6 +182,12 @@ export async function runPipeline(options: PipelineOptions, signal: AbortSignal)
         options.events?.phase?.('stopped');
         if (e.retry === 'timed') return;
         throw e;
+      }
+      if (state.binary === 'reconnect') {
+        // Not a failure: the stream met a column it cannot decode from binary (logged once, by the
+        // streamer) and starts again in text mode from the acknowledged position, at once.
+        state.binary = 'text';
+        continue;
       }
       if (e.retry !== 'timed' || !state.passedPreflight) throw e;
       // A run that acknowledged something was healthy: its failure (e.g. a Snowflake channel that lost
@@ -204,11 +233,7 @@ async function dropNewSlot(meta: pg.Client, slotName: string, cause: FloeError):
   }
 }
 
-async function runOnce(
-  options: PipelineOptions,
-  signal: AbortSignal,
-  state: { passedPreflight: boolean; progressed: boolean },
-): Promise<void> {
+async function runOnce(options: PipelineOptions, signal: AbortSignal, state: RunState): Promise<void> {
   const { preferredBatchBytes, preferredMergeIntervalMs } = options.destination;
   const o = {
     ...DEFAULTS,
@@ -468,17 +493,41 @@ async function runOnce(
       ...tables.map((table) => ({ table, state: 'streaming' as const, ...signatureOf(table) })),
       ...skippedTables.map((table) => ({ table, state: 'skipped' as const, ...signatureOf(table) })),
     ]);
+    const binary = o.binary === 'on' && state.binary === 'allowed' ? startingDecoders(published, cache, info.major, log) : undefined;
+    if (o.binary === 'on' && !binary) state.binary = 'text';
     const stream = startReplication(repl, {
       slotName: options.slotName,
       publication: options.publication,
       startLsn,
       streaming: spool !== undefined,
+      binary: binary !== undefined,
     });
-    const streamer = new Streamer(options, o, stream, cache, published, incarnation, startLsn, live, spool);
+    const streamer = new Streamer(
+      options,
+      o,
+      stream,
+      cache,
+      published,
+      incarnation,
+      startLsn,
+      live,
+      spool,
+      binary && { ...binary, major: info.major },
+    );
     for (const t of skippedTables) streamer.setDropped(t.relationId, true);
     live.start(streamer, signal);
     try {
       await streamer.run(signal);
+    } catch (err) {
+      if (streamer.binaryRefused) {
+        // Reconnect in text mode once the walsender let the slot go (else the next start finds it active).
+        state.binary = 'reconnect';
+        const r = repl;
+        repl = undefined;
+        await r.end().catch(() => undefined);
+        await waitForSlotRelease(meta, options.slotName);
+      }
+      throw err;
     } finally {
       // Live snapshots stop with the stream; an interrupted one resumes at the next start.
       await live.stop();
@@ -498,6 +547,36 @@ async function runOnce(
     // Streamed transactions not committed yet are sent again from their start at the next start.
     spool?.close();
   }
+}
+
+/**
+ * Binary mode at start: the decoders of every published table (skipped ones too: a table unskipped
+ * later streams without a new Relation message), or undefined when one column refuses binary, which is
+ * logged (one line) and makes the stream run in text mode.
+ */
+function startingDecoders(
+  published: readonly TableSchema[],
+  cache: SchemaCache,
+  major: number,
+  log: Logger,
+): { decoders: Map<number, BinaryDecoder[]> } | undefined {
+  const decoders = new Map<number, BinaryDecoder[]>();
+  for (const table of published) {
+    const t = tableDecoders(table, { serverMajor: major, lookup: (oid) => cache.typeInfo(oid) });
+    if (!t.ok) {
+      logRefusal(log, t.refusal, 'streaming in text mode');
+      return undefined;
+    }
+    decoders.set(table.relationId, t.decoders);
+  }
+  return { decoders };
+}
+
+function logRefusal(log: Logger, refusal: BinaryRefusal, outcome: string): void {
+  log.warn(
+    { ...refusal },
+    `binary mode: column ${refusal.column} of ${refusal.table} has type ${refusal.type}, which floe does not decode from binary; ${outcome}`,
+  );
 }
 
 interface Batch {
@@ -556,6 +635,9 @@ class Streamer implements StreamSide {
   #txn: { lsn: bigint; commitTimeMicros: bigint; ordinal: number; xid: number } | undefined;
   /** Streamed transactions waiting for their commit; the one whose block is being received. */
   readonly #spool: TransactionSpool | undefined;
+  /** Binary mode: each relation's column decoders, replaced at each of its Relation messages. */
+  readonly #binary: { readonly decoders: Map<number, BinaryDecoder[]>; readonly major: number } | undefined;
+  #binaryRefused = false;
   #streamXid: number | undefined;
   /** What the server may forget: only durable and recorded positions. */
   #ackLsn: bigint;
@@ -574,9 +656,11 @@ class Streamer implements StreamSide {
     startLsn: bigint,
     live: LiveTables,
     spool: TransactionSpool | undefined,
+    binary: { readonly decoders: Map<number, BinaryDecoder[]>; readonly major: number } | undefined,
   ) {
     this.#options = options;
     this.#spool = spool;
+    this.#binary = binary;
     this.#live = live;
     this.#o = o;
     this.#stream = stream;
@@ -597,6 +681,11 @@ class Streamer implements StreamSide {
   /** The last LSN sent in a status update. */
   get sentLsn(): bigint {
     return this.#sentLsn;
+  }
+
+  /** The run ended because a Relation message named a column binary mode cannot decode. */
+  get binaryRefused(): boolean {
+    return this.#binaryRefused;
   }
 
   setDropped(relationId: number, dropped: boolean): void {
@@ -713,7 +802,7 @@ class Streamer implements StreamSide {
       const { xid, message } = splitStreamed(frame.data);
       if (xid !== undefined) return this.#spool!.append(this.#streamXid, xid, message);
     }
-    await this.#onMessage(decodePgOutput(frame.data));
+    await this.#onMessage(decodePgOutput(frame.data, this.#binary?.decoders));
   }
 
   async #onMessage(msg: PgOutputMessage): Promise<void> {
@@ -739,6 +828,8 @@ class Streamer implements StreamSide {
         }
         this.#cache.invalidate(msg.relationId);
         const table = await this.#cache.tableFromRelation(msg);
+        // Before anything of the table is used: the next tuple may already be in its new columns' formats.
+        if (this.#binary) this.#binaryColumns(table);
         const before = this.#relations.get(msg.relationId);
         const name = qualifiedName(table);
         this.#options.log.debug(
@@ -854,9 +945,26 @@ class Streamer implements StreamSide {
     if (!this.#spool || this.#txn || this.#streamXid !== undefined)
       throw new FloeError('replication', 'pgoutput: unexpected Stream Commit');
     this.#txn = { lsn: commit.commitLsn, commitTimeMicros: commit.commitTimeMicros, ordinal: 0, xid: commit.xid };
-    for await (const message of this.#spool.commit(commit.xid)) await this.#onMessage(decodePgOutput(message));
+    for await (const message of this.#spool.commit(commit.xid)) await this.#onMessage(decodePgOutput(message, this.#binary?.decoders));
     this.#batch.lastCommit = { lsn: commit.commitLsn, endLsn: commit.endLsn };
     this.#txn = undefined;
+  }
+
+  /**
+   * Binary mode: the relation's decoders for the tuples that follow. A column that cannot be decoded ends
+   * the run (nothing of this message's transaction is acknowledged) and the pipeline reconnects in text
+   * mode from the acknowledged position; the destination skips what it already holds.
+   */
+  #binaryColumns(table: TableSchema): void {
+    const binary = this.#binary!;
+    const t = tableDecoders(table, { serverMajor: binary.major, lookup: (oid) => this.#cache.typeInfo(oid) });
+    if (t.ok) {
+      binary.decoders.set(table.relationId, t.decoders);
+      return;
+    }
+    this.#binaryRefused = true;
+    logRefusal(this.#options.log, t.refusal, 'reconnecting in text mode from the acknowledged position');
+    throw new FloeError('replication', `binary mode cannot decode column ${t.refusal.column} of ${t.refusal.table} (${t.refusal.type})`);
   }
 
   #table(relationId: number): TableSchema {
@@ -1043,7 +1151,8 @@ class Streamer implements StreamSide {
   #fail(err: unknown): void {
     if (this.#failure !== undefined) return;
     this.#failure = err;
-    this.#options.log.error({ err: coerceError(err).message, stack: (err as Error)?.stack }, 'pipeline error');
+    // A binary refusal is no error: it was logged, and the pipeline reconnects in text mode.
+    if (!this.#binaryRefused) this.#options.log.error({ err: coerceError(err).message, stack: (err as Error)?.stack }, 'pipeline error');
     // Unblock the read loop and whoever waits for commits.
     this.#stream.destroy();
     this.#wake();

@@ -2,10 +2,18 @@
  * Decoder for the pgoutput logical replication protocol, version 1 (the
  * "Logical Replication Message Formats" chapter of the PostgreSQL docs). One
  * call decodes one message: the `data` of an XLogData frame (see
- * replication-protocol.ts). floe requests text mode with `proto_version '1'`, or
+ * replication-protocol.ts). floe requests `proto_version '1'`, or
  * `proto_version '2'` with `streaming 'on'` (transactions too large for the
- * server's logical_decoding_work_mem arrive in blocks while they run). Two-phase
- * (v3+) messages and binary tuple data are rejected rather than guessed at.
+ * server's logical_decoding_work_mem arrive in blocks while they run), in text
+ * mode or with `binary 'true'`. Two-phase (v3+) messages are rejected rather than
+ * guessed at.
+ *
+ * Binary mode: the server sends a column in its type's binary send format ('b')
+ * whenever the type has a send function. The caller passes, per relation, one
+ * decoder per column (built when the relation's Relation message arrived,
+ * binary-values.ts), and a binary cell becomes exactly the text the same column
+ * would have had in text mode. A binary cell without a decoder is an error, never
+ * a guess.
  *
  * Inside a stream block (Stream Start .. Stream Stop) the data messages carry the
  * (sub)transaction's xid right after the tag: `splitStreamed` takes it out, so
@@ -24,6 +32,13 @@
 import type { Cell } from '../model.js';
 import { FloeError } from '../errors.js';
 import { utf8 } from './utf8.js';
+import type { BinaryDecoder } from './binary-values.js';
+
+/**
+ * Binary mode: per relation id, the decoder of each column (by position in the Relation message), or
+ * undefined where the column's binary form cannot be decoded.
+ */
+export type BinaryColumns = ReadonlyMap<number, readonly (BinaryDecoder | undefined)[]>;
 
 export type PgOutputMessage =
   | { tag: 'begin'; finalLsn: bigint; commitTimeMicros: bigint; xid: number }
@@ -83,7 +98,7 @@ const UNSUPPORTED: Record<string, string> = {
 };
 
 const HINT =
-  'the replication stream is not the pgoutput text output floe requested (protocol 1, or 2 with streaming); check the server version and restart the pipeline';
+  'the replication stream is not the pgoutput output floe requested (protocol 1, or 2 with streaming; text, or binary where floe decodes it); check the server version and restart the pipeline';
 
 function protocolError(message: string): FloeError {
   return new FloeError('replication', `pgoutput: ${message}`, { hint: HINT });
@@ -161,8 +176,11 @@ class Reader {
     return utf8(this.buf, start, end);
   }
 
-  /** TupleData; `field` names it in errors only (no strings are built on the hot path). */
-  tuple(field: string): Cell[] {
+  /**
+   * TupleData; `field` names it in errors only (no strings are built on the hot path). `decoders`: the
+   * relation's binary decoders by column (binary mode only).
+   */
+  tuple(field: string, decoders?: readonly (BinaryDecoder | undefined)[]): Cell[] {
     const buf = this.buf;
     const len = buf.length;
     let pos = this.pos;
@@ -190,13 +208,33 @@ class Reader {
       } else if (kind === KIND_UNCHANGED) {
         cells.push(undefined);
       } else if (kind === KIND_BINARY) {
-        throw protocolError(`${this.what} message: ${field} column ${i + 1} is in binary format, but floe requests text format`);
+        if (pos + 4 > len) throw this.truncated(field, `column ${i + 1} length`, pos);
+        const n = (buf[pos]! << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
+        pos += 4;
+        if (n < 0) throw protocolError(`${this.what} message: ${field} column ${i + 1} has negative length ${n}`);
+        if (pos + n > len) throw this.truncated(field, `column ${i + 1} value of ${n} bytes`, pos);
+        cells.push(this.binary(field, i, decoders?.[i], pos, pos + n));
+        pos += n;
       } else {
         throw protocolError(`${this.what} message: ${field} column ${i + 1} has unknown kind ${describeByte(kind)}`);
       }
     }
     this.pos = pos;
     return cells;
+  }
+
+  /** A binary cell as the text its output function prints; errors name the column, never the value. */
+  binary(field: string, column: number, decode: BinaryDecoder | undefined, start: number, end: number): string {
+    if (!decode) {
+      throw protocolError(`${this.what} message: ${field} column ${column + 1} is in binary format, but floe has no binary decoder for it`);
+    }
+    try {
+      return decode(this.buf, start, end);
+    } catch (err) {
+      throw protocolError(
+        `${this.what} message: ${field} column ${column + 1}: its binary value cannot be decoded (${(err as Error).message})`,
+      );
+    }
   }
 
   truncated(field: string, part: string, pos: number): FloeError {
@@ -286,38 +324,39 @@ function decodeType(r: Reader): PgOutputMessage {
   return { tag: 'type', typeOid, schema, name };
 }
 
-function decodeInsert(r: Reader): PgOutputMessage {
+function decodeInsert(r: Reader, binary: BinaryColumns | undefined): PgOutputMessage {
   const relationId = r.u32('relation id');
   const marker = r.u8('new tuple marker');
   if (marker !== N) throw protocolError(`Insert message: expected new tuple marker 'N', got ${describeByte(marker)}`);
-  const newTuple = r.tuple('new tuple');
+  const newTuple = r.tuple('new tuple', binary?.get(relationId));
   r.done();
   return { tag: 'insert', relationId, newTuple };
 }
 
-function decodeUpdate(r: Reader): PgOutputMessage {
+function decodeUpdate(r: Reader, binary: BinaryColumns | undefined): PgOutputMessage {
   const relationId = r.u32('relation id');
+  const decoders = binary?.get(relationId);
   let marker = r.u8('tuple marker');
   let oldKind: 'K' | 'O' | undefined;
   let oldTuple: Cell[] | undefined;
   if (marker === K || marker === O) {
     oldKind = marker === K ? 'K' : 'O';
-    oldTuple = r.tuple(oldKind === 'K' ? 'old key tuple' : 'old tuple');
+    oldTuple = r.tuple(oldKind === 'K' ? 'old key tuple' : 'old tuple', decoders);
     marker = r.u8('new tuple marker');
   }
   if (marker !== N) throw protocolError(`Update message: expected tuple marker 'K', 'O' or 'N', got ${describeByte(marker)}`);
-  const newTuple = r.tuple('new tuple');
+  const newTuple = r.tuple('new tuple', decoders);
   r.done();
   return { tag: 'update', relationId, oldKind, oldTuple, newTuple };
 }
 
-function decodeDelete(r: Reader): PgOutputMessage {
+function decodeDelete(r: Reader, binary: BinaryColumns | undefined): PgOutputMessage {
   const relationId = r.u32('relation id');
   const marker = r.u8('old tuple marker');
   if (marker !== K && marker !== O)
     throw protocolError(`Delete message: expected old tuple marker 'K' or 'O', got ${describeByte(marker)}`);
   const oldKind = marker === K ? 'K' : 'O';
-  const oldTuple = r.tuple(oldKind === 'K' ? 'old key tuple' : 'old tuple');
+  const oldTuple = r.tuple(oldKind === 'K' ? 'old key tuple' : 'old tuple', binary?.get(relationId));
   r.done();
   return { tag: 'delete', relationId, oldKind, oldTuple };
 }
@@ -392,16 +431,19 @@ export function splitStreamed(buf: Buffer): { xid: number | undefined; message: 
   return { xid, message };
 }
 
-/** Decodes one pgoutput message (the payload of one XLogData frame; inside a stream block, after `splitStreamed`). */
-export function decodePgOutput(buf: Buffer): PgOutputMessage {
+/**
+ * Decodes one pgoutput message (the payload of one XLogData frame; inside a stream block, after
+ * `splitStreamed`). `binary`: the column decoders of binary mode, as of this message.
+ */
+export function decodePgOutput(buf: Buffer, binary?: BinaryColumns): PgOutputMessage {
   if (buf.length === 0) throw protocolError('empty message');
   switch (buf[0]) {
     case I:
-      return decodeInsert(new Reader(buf, 'Insert'));
+      return decodeInsert(new Reader(buf, 'Insert'), binary);
     case U:
-      return decodeUpdate(new Reader(buf, 'Update'));
+      return decodeUpdate(new Reader(buf, 'Update'), binary);
     case D:
-      return decodeDelete(new Reader(buf, 'Delete'));
+      return decodeDelete(new Reader(buf, 'Delete'), binary);
     case B:
       return decodeBegin(new Reader(buf, 'Begin'));
     case C:

@@ -151,18 +151,28 @@ export async function dropSlot(client: pg.Client, slotName: string): Promise<voi
   ]);
 }
 
+/**
+ * pgoutput's tuple format: 'off' text (every value as its output function prints it), 'on' `binary 'true'`
+ * (values in their send format where the type has one, decoded by floe to the same text). The pipeline
+ * option `binary` (pipeline.ts) takes these.
+ */
+export const BINARY_MODES = ['off', 'on'] as const;
+export type BinaryMode = (typeof BINARY_MODES)[number];
+
 /** Starts streaming pgoutput from `startLsn`: protocol 1, or protocol 2 with in-progress transactions streamed
- * (`streaming`, PostgreSQL 14+). The readable side is in object mode: each chunk is exactly one CopyData payload
- * (byte mode would concatenate frames), and at most 512 frames wait unread before the socket is paused. */
+ * (`streaming`, PostgreSQL 14+); with `binary`, values in binary send formats (PostgreSQL 14+). The readable side
+ * is in object mode: each chunk is exactly one CopyData payload (byte mode would concatenate frames), and at most
+ * 512 frames wait unread before the socket is paused. */
 export function startReplication(
   repl: pg.Client,
-  options: { slotName: string; publication: string; startLsn: Lsn; streaming: boolean },
+  options: { slotName: string; publication: string; startLsn: Lsn; streaming: boolean; binary: boolean },
 ): Duplex {
   const names = publicationNames(options.publication).map(quoteIdent).join(',');
   const pubLiteral = `'${names.replaceAll("'", "''")}'`;
   const sql =
     `START_REPLICATION SLOT ${quoteIdent(options.slotName)} LOGICAL ${formatLsn(options.startLsn)} ` +
-    `(${options.streaming ? "proto_version '2', streaming 'on'" : "proto_version '1'"}, publication_names ${pubLiteral}, messages 'true')`;
+    `(${options.streaming ? "proto_version '2', streaming 'on'" : "proto_version '1'"}, publication_names ${pubLiteral}, messages 'true'` +
+    `${options.binary ? ", binary 'true'" : ''})`;
   const stream = copyBoth(sql, { alignOnCopyDataFrame: true, readableObjectMode: true, readableHighWaterMark: 512 });
   repl.query(stream as never);
   return stream;

@@ -307,6 +307,11 @@ export class SchemaCache {
     }
   }
 
+  /** The catalog row of a type loaded by `tableFromRelation` (its columns' types, their elements and bases). */
+  typeInfo(oid: number): PgTypeInfo | undefined {
+    return this.#types.get(oid);
+  }
+
   /** Forgets the key of a relation (after a Relation message says it changed). */
   invalidate(relationId: number): void {
     this.#keys.delete(relationId);
