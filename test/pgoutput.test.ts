@@ -8,6 +8,9 @@ import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { FloeError } from '../src/errors.js';
 import { decodePgOutput, splitStreamed, type PgOutputMessage } from '../src/postgres/pgoutput.js';
+import { tableDecoders } from '../src/postgres/binary-columns.js';
+import { mapColumnType, type PgTypeInfo } from '../src/schema/type-map.js';
+import type { TableSchema } from '../src/model.js';
 import { decodeReplicationFrame, encodeStandbyStatus, type ReplicationFrame } from '../src/postgres/replication-protocol.js';
 
 const MAJORS = [15, 18] as const;
@@ -481,6 +484,79 @@ describe('pgoutput malformed and unsupported input', () => {
     expectFloe(Buffer.from('z'), /unknown message type 'z'/);
     expectFloe(Buffer.from([0xff, 1, 2]), /unknown message type 0xff/);
     expectFloe(Buffer.alloc(0), /empty message/);
+  });
+
+  it("decodes binary cells with the relation's column decoders, mixed with text, null and unchanged cells", () => {
+    const catalog = (oid: number): PgTypeInfo | undefined =>
+      oid === 790 ? { oid, name: 'money', category: 'N', elemOid: 0, baseOid: 0, isEnum: false } : undefined;
+    const table = (types: [number, string][]): TableSchema => ({
+      relationId: 16384,
+      schema: 'public',
+      name: 't',
+      replicaIdentity: 'f',
+      hasKey: false,
+      columns: types.map(([typeOid, name]) => ({
+        name,
+        typeOid,
+        typeMod: -1,
+        isKey: false,
+        type: mapColumnType(typeOid, -1, catalog),
+      })),
+    });
+    const t = tableDecoders(
+      table([
+        [23, 'a'],
+        [1700, 'b'],
+        [25, 'c'],
+        [25, 'd'],
+      ]),
+      { serverMajor: 18, lookup: () => undefined },
+    );
+    if (!t.ok) throw new Error('int4, numeric and text decode from binary');
+    const binary = new Map([[16384, [...t.decoders.slice(0, 2), undefined, undefined]]]);
+    // numeric 12.50: ndigits 2, weight 0, sign +, dscale 2, digits 12 and 5000.
+    const numericBytes = Buffer.from([0, 2, 0, 0, 0, 0, 0, 2, 0, 12, 0x13, 0x88]);
+    const tuple = Buffer.concat([
+      u16(4),
+      Buffer.from('b'),
+      u32(4),
+      u32(0xfffffff9),
+      Buffer.from('b'),
+      u32(numericBytes.length),
+      numericBytes,
+      Buffer.from('n'),
+      Buffer.from('u'),
+    ]);
+    const update = Buffer.concat([Buffer.from('U'), u32(16384), Buffer.from('O'), tuple, Buffer.from('N'), tuple]);
+    expect(decodePgOutput(update, binary)).toStrictEqual({
+      tag: 'update',
+      relationId: 16384,
+      oldKind: 'O',
+      oldTuple: ['-7', '12.50', null, undefined],
+      newTuple: ['-7', '12.50', null, undefined],
+    });
+    expect(decodePgOutput(Buffer.concat([Buffer.from('D'), u32(16384), Buffer.from('K'), tuple]), binary)).toMatchObject({
+      oldTuple: ['-7', '12.50', null, undefined],
+    });
+    // A column without a decoder, a relation without decoders, and a value the decoder cannot read.
+    const insert = (relationId: number, cell: Buffer): Buffer =>
+      Buffer.concat([Buffer.from('I'), u32(relationId), Buffer.from('N'), u16(3), cell]);
+    const third = Buffer.concat([Buffer.from('n'), Buffer.from('n'), Buffer.from('b'), u32(1), Buffer.from([0])]);
+    expect(() => decodePgOutput(insert(16384, third), binary)).toThrow(/column 3 is in binary format, but floe has no binary decoder/);
+    expect(() => decodePgOutput(insert(99, third), binary)).toThrow(/column 3 is in binary format/);
+    const short = Buffer.concat([Buffer.from('b'), u32(2), Buffer.from([0, 1]), Buffer.from('n'), Buffer.from('n')]);
+    expect(() => decodePgOutput(insert(16384, short), binary)).toThrow(
+      /column 1: its binary value cannot be decoded \(a binary value of 2 bytes/,
+    );
+    // A table with one column binary mode cannot decode is refused as a whole, naming the column.
+    const money = tableDecoders(
+      table([
+        [23, 'a'],
+        [790, 'price'],
+      ]),
+      { serverMajor: 18, lookup: catalog },
+    );
+    expect(money).toMatchObject({ ok: false, refusal: { table: 'public.t', column: 'price', type: 'money' } });
   });
 
   it('rejects binary tuple data, unknown cell kinds and negative lengths', () => {
