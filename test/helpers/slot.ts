@@ -17,3 +17,15 @@ export async function waitForSlotPastWrites(db: TestDatabase, slot: string, time
     timeoutMs,
   );
 }
+
+/**
+ * The START_REPLICATION command a pipeline's walsender runs, as the server recorded it (floe names its
+ * replication connection floe-<pipeline>); undefined while none streams.
+ */
+export async function walsenderCommand(db: TestDatabase, pipeline: string): Promise<string | undefined> {
+  const rows = await db.sql<{ query: string }>(
+    `SELECT query FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = $1 AND query LIKE 'START_REPLICATION%'`,
+    [`floe-${pipeline}`],
+  );
+  return rows[0]?.query;
+}
