@@ -12,6 +12,7 @@ import pg from 'pg';
 import { createTestDatabase, testClusters, type TestDatabase } from './harness/database.js';
 import { startPipeline, tempDir, type RunningPipeline } from './helpers/pipeline.js';
 import { waitForSlotPastWrites, walsenderCommand } from './helpers/slot.js';
+import { waitFor } from './helpers/wait.js';
 import { CASES, SETUP_SQL, type Value } from './helpers/type-cases.js';
 import { EXTRA_CASES } from './helpers/binary-cases.js';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
@@ -103,7 +104,8 @@ describe.each(testClusters('every'))('binary streaming on PostgreSQL $major', (c
   /** Row r holds the r-th value of every case that has one (NULL elsewhere); rows 0..19 a TOASTed `big`. */
   async function changes(): Promise<void> {
     for (const { name: table, columns } of tables) {
-      const rows = Math.max(...columns.map((c) => c.values.length));
+      // At least 10 rows, so that some survive the deletes below.
+      const rows = Math.max(10, ...columns.map((c) => c.values.length));
       const select = columns.map((c, i) => `u.v${i}::${c.decl}`).join(', ');
       const arrays = columns.map((_, i) => `$${i + 2}::text[]`).join(', ');
       // Transactions of 500 rows: the first ones (every column set) exceed 64 kB and are streamed, later ones are not.
@@ -132,6 +134,11 @@ describe.each(testClusters('every'))('binary streaming on PostgreSQL $major', (c
     expect(await walsenderCommand(db, 'bin_on')).toMatch(/binary 'true'/);
     expect(await walsenderCommand(db, 'bin_off')).toMatch(/^START_REPLICATION/);
     expect(await walsenderCommand(db, 'bin_off')).not.toMatch(/binary/);
+    // Some transactions reached the binary pipeline in stream blocks (decoded from its spool at their commit).
+    await waitFor('the slot statistics to count streamed transactions', async () => {
+      const [s] = await db.sql<{ n: string }>(`SELECT stream_txns::text AS n FROM pg_stat_replication_slots WHERE slot_name = 'bin_on'`);
+      return Number(s?.n) > 0;
+    });
   });
 
   it('refuses exactly the documented types of the type table', () => {

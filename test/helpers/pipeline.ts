@@ -24,14 +24,18 @@ export function tempDir(prefix = 'floe-test-'): { path: string; remove(): void }
  * A debug-level log kept in memory, its last `keep` lines: a test that fails in a loaded CI run (where
  * it cannot be re-run with FLOE_TEST_LOG) can show what the pipeline did.
  */
-export function memoryLog(keep = 300): { log: PipelineOptions['log']; tail(): string } {
+export function memoryLog(keep = 300, onLine?: (line: string) => void): { log: PipelineOptions['log']; tail(): string } {
   const lines: string[] = [];
   const log = createLogger({
     level: 'debug',
     registerEnvironment: false,
     destination: {
       write(chunk: string) {
-        for (const line of chunk.split('\n')) if (line) lines.push(line);
+        for (const line of chunk.split('\n')) {
+          if (!line) continue;
+          lines.push(line);
+          onLine?.(line);
+        }
         if (lines.length > keep) lines.splice(0, lines.length - keep);
         return true;
       },
