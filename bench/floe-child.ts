@@ -45,6 +45,8 @@ export interface ChildConfig {
   readonly duckdbCheck?: string;
   /** false: pgoutput protocol 1 (default: floe's, protocol 2 with streaming). */
   readonly streamLargeTransactions?: boolean;
+  /** The pipeline's binary option (default: the runtime's). */
+  readonly binary?: 'off' | 'on';
 }
 
 export interface ChildResult {
@@ -85,6 +87,7 @@ const base = {
   store,
   log,
   streamLargeTransactions: config.streamLargeTransactions,
+  binary: config.binary,
   ...(config.mergeIntervalMs !== undefined ? { mergeIntervalMs: config.mergeIntervalMs } : {}),
 };
 

@@ -7,7 +7,11 @@
  *    changes; drained by
  *    a. pg_recvlogical (the PostgreSQL client, pgoutput v1, output discarded): the reference;
  *    b. floe into EncodingSink (all the encoding, no storage);
- *    c. floe into DuckDB (a temporary file).
+ *    c. floe into DuckDB (a temporary file);
+ *    with --binary also (two more slots)
+ *    d. pg_recvlogical with binary=true, output discarded: the reference of e;
+ *    e. floe with binary 'on' into EncodingSink, also compared with b (vsTextMode).
+ *    All runs of a repetition alternate: in odd repetitions they run in reverse order.
  * 2. snapshot: a table of M rows, read by
  *    a. psql `COPY (SELECT * FROM t) TO STDOUT` into /dev/null: the reference;
  *    b. a fresh floe pipeline into EncodingSink, from start until the streaming phase;
@@ -27,7 +31,7 @@
  * of its per-repetition ratios against the same repetition's reference, with the
  * spread (min–max) beside it: on a shared machine a single pair is noise.
  *
- * Options: --json, --repeat N, --changes N, --snapshot-rows N, --big-txn-rows N, --pg-major 15|18,
+ * Options: --json, --repeat N, --changes N, --snapshot-rows N, --big-txn-rows N, --pg-major 15|18, --binary,
  * --run-timeout SECONDS (per floe run, default 120), --cpu-prof DIR (a .cpuprofile per
  * floe run). Progress goes to stderr; the table (or with --json one JSON object) to stdout.
  */
@@ -47,6 +51,8 @@ import type { ChildConfig, ChildResult } from './floe-child.js';
 const { values: args } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
+    /** Streaming: also pg_recvlogical and floe with pgoutput's binary option on. */
+    binary: { type: 'boolean', default: false },
     repeat: { type: 'string', default: '3' },
     changes: { type: 'string', default: '1000000' },
     'snapshot-rows': { type: 'string', default: '2000000' },
@@ -83,6 +89,7 @@ const count = (name: string, v: string): number => {
 };
 const OPTS = {
   json: args.json,
+  binary: args.binary,
   repeat: Math.max(1, count('repeat', args.repeat)),
   changes: count('changes', args.changes),
   snapshotRows: count('snapshot-rows', args['snapshot-rows']),
@@ -425,8 +432,19 @@ async function alternate(rep: number, steps: (() => Promise<void>)[]): Promise<v
   for (const step of order) await step();
 }
 
+/** Every step of a repetition in turn, in reverse order in odd repetitions (the first step stays the reference). */
+async function alternateAll(rep: number, steps: (() => Promise<void>)[]): Promise<void> {
+  for (const step of rep % 2 === 0 ? steps : [...steps].reverse()) await step();
+}
+
+/** --binary: the lines of the runs with pgoutput's binary option, and what each is compared with. */
+const RECV_BINARY = 'pg_recvlogical binary → discard';
+const FLOE_BINARY = 'floe binary → EncodingSink';
+/** A floe line compared with a reference other than its group's: pg_recvlogical with the same options. */
+const RATIO_BASE: Readonly<Record<string, string>> = { [FLOE_BINARY]: RECV_BINARY };
+
 /**
- * pg_recvlogical with pgoutput v1 (or protocol 2 with streaming on) from `slot` into /dev/null, stopping
+ * pg_recvlogical with pgoutput v1 (or protocol 2 with streaming on; optionally binary) from `slot` into /dev/null, stopping
  * at the first message at or past `end`; checks afterwards that the slot's confirmed position passed
  * `beforeLastCommit`.
  */
@@ -439,6 +457,7 @@ async function recvlogical(
   end: bigint,
   beforeLastCommit: bigint,
   protocol: 1 | 2 = 1,
+  binary = false,
 ): Promise<{ seconds: number; busyCores: number }> {
   const recv = clientBinary(cluster, 'pg_recvlogical');
   say(`  pg_recvlogical (${recv})`);
@@ -450,6 +469,7 @@ async function recvlogical(
     '-d',
     url,
     ...(protocol === 1 ? ['-o', 'proto_version=1'] : ['-o', 'proto_version=2', '-o', 'streaming=on']),
+    ...(binary ? ['-o', 'binary=true'] : []),
     '-o',
     `publication_names=${publication}`,
     '-f',
@@ -488,7 +508,17 @@ async function streamingRound(
   await c.query(`${createTable('stream_orders')}; CREATE PUBLICATION bench_stream FOR TABLE stream_orders`);
   // Every slot exists before the first change, so all hold the same changes.
   await c.query(`SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')`);
+  if (OPTS.binary) await c.query(`SELECT pg_create_logical_replication_slot('bench_recvlogical_bin', 'pgoutput')`);
   const common = { url, publication: 'bench_stream', prime: true } as const;
+  const encBinary = OPTS.binary
+    ? new FloeChild({
+        ...common,
+        slot: 'bench_floe_enc_bin',
+        destination: 'encoding',
+        binary: 'on',
+        profile: profileFile('streaming-encoding-binary', rep),
+      })
+    : undefined;
   const enc = new FloeChild({
     ...common,
     slot: 'bench_floe_enc',
@@ -510,6 +540,7 @@ async function streamingRound(
   try {
     await enc.ready();
     await duck.ready();
+    await encBinary?.ready();
 
     const startLsn = await currentInsertLsn(c);
     const t0 = performance.now();
@@ -539,7 +570,44 @@ async function streamingRound(
       extra: { busyCores: round((machineBusySeconds() - busyPeek) / peekSeconds, 2) },
     });
 
-    await alternate(rep, [
+    // With --binary every run alternates (reversed in odd repetitions), so that the binary and text
+    // runs of floe and pg_recvlogical take turns at the machine's load; without, as before.
+    const order = OPTS.binary
+      ? (steps: (() => Promise<void>)[]) => alternateAll(rep, steps)
+      : (steps: (() => Promise<void>)[]) => alternate(rep, steps);
+    const binarySteps = encBinary
+      ? [
+          async () => {
+            // The options floe sends with binary on: protocol 2, streaming on, binary true.
+            const r = await recvlogical(
+              cluster,
+              url,
+              c,
+              'bench_recvlogical_bin',
+              'bench_stream',
+              afterLastCommit,
+              beforeLastCommit,
+              2,
+              true,
+            );
+            results.push({
+              group: 'streaming',
+              rep,
+              name: RECV_BINARY,
+              rows: n,
+              seconds: r.seconds,
+              payloadBytes,
+              extra: { busyCores: round(r.busyCores, 2) },
+            });
+          },
+          async () => {
+            say('  floe (binary on) → EncodingSink');
+            floeResult('streaming', rep, FLOE_BINARY, await encBinary.go(beforeLastCommit, OPTS.runTimeoutMs), payloadBytes, n);
+            await encBinary.finish();
+          },
+        ]
+      : [];
+    await order([
       async () => {
         const r = await recvlogical(cluster, url, c, 'bench_recvlogical', 'bench_stream', afterLastCommit, beforeLastCommit);
         results.push({
@@ -558,6 +626,9 @@ async function streamingRound(
         say('  floe → EncodingSink');
         floeResult('streaming', rep, 'floe → EncodingSink', await enc.go(beforeLastCommit, OPTS.runTimeoutMs), payloadBytes, n);
         await enc.finish();
+      },
+      ...binarySteps,
+      async () => {
         say('  floe → DuckDB');
         const d = await duck.go(beforeLastCommit, OPTS.runTimeoutMs);
         if (d.check !== undefined && Number(d.check) !== n) throw new Error(`DuckDB journal holds ${d.check} rows, expected ${n}`);
@@ -568,8 +639,10 @@ async function streamingRound(
   } finally {
     await enc.kill();
     await duck.kill();
+    await encBinary?.kill();
   }
-  for (const slot of ['bench_recvlogical', 'bench_floe_enc', 'bench_floe_duck']) await dropSlot(c, slot);
+  const binarySlots = OPTS.binary ? ['bench_recvlogical_bin', 'bench_floe_enc_bin'] : [];
+  for (const slot of ['bench_recvlogical', 'bench_floe_enc', 'bench_floe_duck', ...binarySlots]) await dropSlot(c, slot);
   await c.query('DROP PUBLICATION bench_stream; DROP TABLE stream_orders');
   rmSync(join(work, `stream-${rep}.duckdb`), { force: true });
   return payloadBytes;
@@ -765,6 +838,8 @@ interface Line {
   readonly ratio?: RatioSummary;
   /** DuckDB lines: rows/s ÷ the same repetition's floe → EncodingSink rows/s. */
   readonly vsEncodingSink?: RatioSummary;
+  /** floe with binary on: rows/s ÷ the same repetition's floe (text) → EncodingSink rows/s. */
+  readonly vsTextMode?: RatioSummary;
   /** Notes of the median run, with peak RSS and heap the maximum over all repetitions. */
   readonly extra: Record<string, number | string>;
 }
@@ -785,7 +860,8 @@ function lines(): Line[] {
   for (const r of results) {
     if (out.some((l) => l.group === r.group && l.name === r.name)) continue;
     const runs = results.filter((x) => x.group === r.group && x.name === r.name);
-    const refRuns = results.filter((x) => x.group === r.group && x.reference);
+    const base = RATIO_BASE[r.name];
+    const refRuns = results.filter((x) => x.group === r.group && (base === undefined ? x.reference : x.name === base));
     const encRuns = results.filter((x) => x.group === r.group && x.name === 'floe → EncodingSink');
     const done = runs.filter((x) => !x.timedOut);
     const seconds = done.length ? median(done.map((x) => x.seconds)) : undefined;
@@ -805,6 +881,7 @@ function lines(): Line[] {
       seconds,
       ratio: r.reference ? undefined : summarise(perRepRatios(runs, refRuns)),
       vsEncodingSink: r.name.includes('DuckDB') ? summarise(perRepRatios(runs, encRuns)) : undefined,
+      vsTextMode: r.name === FLOE_BINARY ? summarise(perRepRatios(runs, encRuns)) : undefined,
       extra,
     });
   }
@@ -814,7 +891,8 @@ function lines(): Line[] {
 function report(cluster: RunningCluster, serverVersion: string, totalSeconds: number): void {
   const groups: Group[] = ['streaming', 'snapshot', 'big transaction'];
   for (const r of results) {
-    const ref = results.find((x) => x.group === r.group && x.rep === r.rep && x.reference);
+    const base = RATIO_BASE[r.name];
+    const ref = results.find((x) => x.group === r.group && x.rep === r.rep && (base === undefined ? x.reference : x.name === base));
     if (ref && !r.reference && !ref.timedOut) r.ratio = rate(r) / rate(ref);
   }
   const all = lines();
@@ -882,7 +960,9 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
           return `${k}=${v}`;
         });
       if (l.vsEncodingSink) notes.unshift(`vsEncodingSink=${fmtRatio(l.vsEncodingSink)}`);
-      if (l.ratio?.wide || l.vsEncodingSink?.wide) notes.unshift('WIDE-SPREAD');
+      if (l.vsTextMode) notes.unshift(`vsTextMode=${fmtRatio(l.vsTextMode)}`);
+      if (RATIO_BASE[l.name]) notes.unshift(`ratio vs ${RATIO_BASE[l.name]}`);
+      if (l.ratio?.wide || l.vsEncodingSink?.wide || l.vsTextMode?.wide) notes.unshift('WIDE-SPREAD');
       // A timed-out run records 0 rows: take the row count of one that finished.
       const r0 = l.runs.find((x) => !x.timedOut) ?? l.runs[0]!;
       rows.push([
@@ -910,7 +990,7 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
   out.push('');
   for (const r of rows) out.push(line(r).trimEnd());
   out.push('');
-  const wide = all.filter((l) => l.ratio?.wide || l.vsEncodingSink?.wide);
+  const wide = all.filter((l) => l.ratio?.wide || l.vsEncodingSink?.wide || l.vsTextMode?.wide);
   if (OPTS.repeat < 3) out.push(`warning: only ${OPTS.repeat} repetition(s): the ratios are single pairs, not medians`);
   if (wide.length) {
     out.push(
@@ -949,6 +1029,7 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
       snapshotRows: OPTS.snapshotRows,
       bigTxnRows: OPTS.bigTxnRows,
       pgMajor: cluster.major,
+      binary: OPTS.binary,
       txnRows: TXN_ROWS,
       runTimeoutSeconds: OPTS.runTimeoutMs / 1000,
       duckdbMemoryLimit: OPTS.duckdbMemoryLimit ?? null,
@@ -963,6 +1044,8 @@ function report(cluster: RunningCluster, serverVersion: string, totalSeconds: nu
       medianRowsPerSecond: l.seconds === undefined ? null : Math.round(Math.max(...l.runs.map((x) => x.rows)) / l.seconds),
       ratio: ratioJson(l.ratio),
       vsEncodingSink: ratioJson(l.vsEncodingSink),
+      vsTextMode: ratioJson(l.vsTextMode),
+      ...(RATIO_BASE[l.name] ? { ratioBase: RATIO_BASE[l.name] } : {}),
       ...l.extra,
     })),
     results: results.map((r) => ({
