@@ -105,7 +105,7 @@ export interface PipelineOptions {
    * same text as text mode. When a published column has a type floe does not decode from binary (money,
    * reg* types, tsquery, composites, user-defined ranges; binary-values.ts), the stream runs in text mode:
    * at start, or by reconnecting from the acknowledged position when such a column appears while streaming.
-   * (Default: 'off', bench/README.md says why)
+   * (Default: 'off'; docs/architecture.md#binary-mode says why)
    */
   readonly binary?: BinaryMode;
   /** Test hooks at risky steps. */
@@ -162,6 +162,12 @@ interface RunState {
   passedPreflight: boolean;
   progressed: boolean;
   binary: 'allowed' | 'reconnect' | 'text';
+}
+
+/** Binary mode of a stream: each relation's column decoders (by relation id) and the server's major. */
+interface BinaryColumnsState {
+  readonly decoders: Map<number, BinaryDecoder[]>;
+  readonly major: number;
 }
 
 /** Runs until `signal` aborts (then drains and resolves) or a non-retryable error (then rejects). */
@@ -493,8 +499,9 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: Run
       ...tables.map((table) => ({ table, state: 'streaming' as const, ...signatureOf(table) })),
       ...skippedTables.map((table) => ({ table, state: 'skipped' as const, ...signatureOf(table) })),
     ]);
-    const binary = o.binary === 'on' && state.binary === 'allowed' ? startingDecoders(published, cache, info.major, log) : undefined;
-    if (o.binary === 'on' && !binary) state.binary = 'text';
+    const decoders = o.binary === 'on' && state.binary === 'allowed' ? startingDecoders(published, cache, info.major, log) : undefined;
+    if (o.binary === 'on' && !decoders) state.binary = 'text';
+    const binary = decoders && { decoders, major: info.major };
     const stream = startReplication(repl, {
       slotName: options.slotName,
       publication: options.publication,
@@ -502,18 +509,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: Run
       streaming: spool !== undefined,
       binary: binary !== undefined,
     });
-    const streamer = new Streamer(
-      options,
-      o,
-      stream,
-      cache,
-      published,
-      incarnation,
-      startLsn,
-      live,
-      spool,
-      binary && { ...binary, major: info.major },
-    );
+    const streamer = new Streamer(options, o, stream, cache, published, incarnation, startLsn, live, spool, binary);
     for (const t of skippedTables) streamer.setDropped(t.relationId, true);
     live.start(streamer, signal);
     try {
@@ -559,7 +555,7 @@ function startingDecoders(
   cache: SchemaCache,
   major: number,
   log: Logger,
-): { decoders: Map<number, BinaryDecoder[]> } | undefined {
+): Map<number, BinaryDecoder[]> | undefined {
   const decoders = new Map<number, BinaryDecoder[]>();
   for (const table of published) {
     const t = tableDecoders(table, { serverMajor: major, lookup: (oid) => cache.typeInfo(oid) });
@@ -569,7 +565,7 @@ function startingDecoders(
     }
     decoders.set(table.relationId, t.decoders);
   }
-  return { decoders };
+  return decoders;
 }
 
 function logRefusal(log: Logger, refusal: BinaryRefusal, outcome: string): void {
@@ -636,7 +632,7 @@ class Streamer implements StreamSide {
   /** Streamed transactions waiting for their commit; the one whose block is being received. */
   readonly #spool: TransactionSpool | undefined;
   /** Binary mode: each relation's column decoders, replaced at each of its Relation messages. */
-  readonly #binary: { readonly decoders: Map<number, BinaryDecoder[]>; readonly major: number } | undefined;
+  readonly #binary: BinaryColumnsState | undefined;
   #binaryRefused = false;
   #streamXid: number | undefined;
   /** What the server may forget: only durable and recorded positions. */
@@ -656,7 +652,7 @@ class Streamer implements StreamSide {
     startLsn: bigint,
     live: LiveTables,
     spool: TransactionSpool | undefined,
-    binary: { readonly decoders: Map<number, BinaryDecoder[]>; readonly major: number } | undefined,
+    binary: BinaryColumnsState | undefined,
   ) {
     this.#options = options;
     this.#spool = spool;
