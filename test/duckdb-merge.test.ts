@@ -81,7 +81,7 @@ describe('DuckDB destination merges', () => {
     // DuckDB's memory_limit ("failed to pin block") and failed again at every retry: the pipeline was wedged.
     const dir = mkdtempSync(join(tmpdir(), 'floe-chunks-'));
     const log = memoryLog();
-    const d = new DuckDbDestination({ path: join(dir, 'w.duckdb'), memoryLimit: '32MB', log: log.log });
+    const d = new DuckDbDestination({ path: join(dir, 'w.duckdb'), memoryLimit: '24MB', log: log.log });
     try {
       await d.open('p', 'inc');
       await d.prepare(T);
@@ -111,13 +111,46 @@ describe('DuckDB destination merges', () => {
         .split('\n')
         .map((l) => JSON.parse(l) as { msg: string; chunkRows?: number; journalRows?: number; memoryLimit?: string });
       const halvings = lines.filter((l) => l.msg === 'DuckDB merge ran out of memory_limit; merging in smaller chunks');
-      expect(halvings[0]).toMatchObject({ chunkRows: 50_000, memoryLimit: '32MB' });
+      expect(halvings[0]).toMatchObject({ chunkRows: 50_000, memoryLimit: '24MB' });
       expect(lines.find((l) => l.msg === 'merged')).toMatchObject({ journalRows: txns * perTxn });
     } finally {
       await d.close();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 240_000);
+
+  it('keeps the latest change of a key that repeats in a window, and takes a window of new keys as it is', async () => {
+    const d = new DuckDbDestination({ path: ':memory:' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await d.completeSnapshot(T);
+      const at = (lsn: bigint, ordinal: number, op: 'i' | 'u', id: number, note: string): Change => ({
+        table: T,
+        op,
+        position: { lsn, ordinal },
+        commitTimeMicros: 0n,
+        cells: [String(id), note, '{}', '1'],
+      });
+      // Keys once each (the statement without the per-key window), into an empty target, then into a full one.
+      await d.writeChanges([at(0x10n, 0, 'i', 1, 'one'), at(0x10n, 1, 'i', 2, 'two')]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 2 });
+      await d.writeChanges([at(0x11n, 0, 'i', 3, 'three')]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 1 });
+      // One key three times in a window: only its latest change may reach the target.
+      await d.writeChanges([at(0x12n, 0, 'u', 1, 'one b'), at(0x12n, 1, 'i', 4, 'four'), at(0x13n, 0, 'u', 1, 'one c')]);
+      await d.writeChanges([updateAt(T, 0x14n, ['1', 'one d', '{}', '1'])]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 4 });
+      expect(await d.query('SELECT id, note FROM public.orders ORDER BY id')).toEqual([
+        [1, 'one d'],
+        [2, 'two'],
+        [3, 'three'],
+        [4, 'four'],
+      ]);
+    } finally {
+      await d.close();
+    }
+  });
 
   it('a chunk boundary never splits a transaction: a key change keeps its unchanged TOAST value', async () => {
     const d = new DuckDbDestination({ path: ':memory:' });

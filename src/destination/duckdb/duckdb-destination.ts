@@ -852,13 +852,17 @@ export class DuckDbDestination implements Destination {
         SELECT *, ${pos('j')} AS _floe_pos, ${fromCols} FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
       const [counted] = await this.#rows(
         `SELECT count(*), max(_floe_pos) FILTER (WHERE _floe_op = 't'),
-                count(*) FILTER (WHERE _floe_unchanged IS NOT NULL), count(*) FILTER (WHERE _floe_op = 'd') FROM _floe_window`,
+                count(*) FILTER (WHERE _floe_unchanged IS NOT NULL), count(*) FILTER (WHERE _floe_op = 'd'),
+                count(DISTINCT ${keys.length === 1 ? quoteIdent(keys[0]!) : `ROW(${keys.map(quoteIdent).join(', ')})`}) FROM _floe_window`,
       );
       const windowRows = Number(counted?.[0] ?? 0);
       const truncPos = counted?.[1] as bigint | null | undefined;
       // Without unchanged-TOAST columns (and, with soft deletes, without deletes, whose kept image is the
       // latest known one) the latest row of each key carries every value: no per-column search needed.
       const wholeRows = Number(counted?.[2] ?? 0) === 0 && (!soft || Number(counted?.[3] ?? 0) === 0);
+      // Each key once in the window (a window of inserts): every row is its key's latest, no window function
+      // needed; it was the merge's costliest statement. Rows removed below (a truncate) cannot repeat a key.
+      const keysOnce = Number(counted?.[4] ?? -1) === windowRows;
       if (truncPos !== null && truncPos !== undefined) {
         const older = `${pos()} < ${truncPos}`;
         await c.run(
@@ -906,7 +910,7 @@ export class DuckDbDestination implements Destination {
         await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
           SELECT ${keyList}, _floe_pos, _floe_op, _floe_lsn, _floe_ordinal, ${keys.map((k) => fromCol(k)).join(', ')}
                  ${plain.length ? ', ' + plain.join(', ') : ''}
-          FROM _floe_window QUALIFY row_number() OVER (PARTITION BY ${keyList} ORDER BY _floe_pos DESC) = 1`);
+          FROM _floe_window ${keysOnce ? '' : `QUALIFY row_number() OVER (PARTITION BY ${keyList} ORDER BY _floe_pos DESC) = 1`}`);
       } else {
         await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
           SELECT ${keyList}, max(_floe_pos) AS _floe_pos, arg_max(_floe_op, _floe_pos) AS _floe_op,
@@ -917,21 +921,30 @@ export class DuckDbDestination implements Destination {
       }
       // Only changes newer than the target row apply (replays and late snapshot rows are harmless).
       const castCol = (col: string) => this.#castToTarget(known, col, `l.${quoteIdent(col)}`);
+      // Only #resolveMoves records where a key moved from, and only for rows with unchanged values: without
+      // such rows the second join of the target would find nothing, at the cost of hashing it.
+      const moves = Number(counted?.[2] ?? 0) > 0;
       const selectCols = cols.map((col) => {
         if (keys.includes(col)) return `${castCol(col)} AS ${quoteIdent(col)}`;
         // Not in the window: the target's value, or, for a row moved here by a key change, the value
         // the old key's target row holds (read before this merge deletes it).
-        return `CASE WHEN l.${quoteIdent('_floe_has_' + col)} THEN ${castCol(col)} WHEN l.${fromCol(keys[0]!)} IS NOT NULL THEN mv.${quoteIdent(col)} ELSE tg.${quoteIdent(col)} END AS ${quoteIdent(col)}`;
+        const moved = moves ? `WHEN l.${fromCol(keys[0]!)} IS NOT NULL THEN mv.${quoteIdent(col)} ` : '';
+        return `CASE WHEN l.${quoteIdent('_floe_has_' + col)} THEN ${castCol(col)} ${moved}ELSE tg.${quoteIdent(col)} END AS ${quoteIdent(col)}`;
       });
       // Plain equality keeps this a hash join (a NULL old key never matches, which is what we want);
       // a disjunctive or null-safe condition here turns it into a nested loop over the whole target.
       const movedFrom = keyText(keys.map((k) => `l.${fromCol(k)}`));
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_apply AS
-        SELECT ${selectCols.join(', ')}, ${latestKey} AS _floe_key, l._floe_op, l._floe_lsn, l._floe_ordinal
+        SELECT ${selectCols.join(', ')}, ${latestKey} AS _floe_key, l._floe_op, l._floe_lsn, l._floe_ordinal,
+          tg._floe_key IS NOT NULL AS _floe_replaces
         FROM _floe_latest l LEFT JOIN ${target} tg ON tg._floe_key = ${latestKey}
-        LEFT JOIN ${target} mv ON mv._floe_key = ${movedFrom}
+        ${moves ? `LEFT JOIN ${target} mv ON mv._floe_key = ${movedFrom}` : ''}
         WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${pos('tg')}`);
-      await c.run(`DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_apply a WHERE a._floe_key = ${target}._floe_key)`);
+      // Keys new to the target (all of them, for a window of inserts) have no row to delete first.
+      const [replacing] = await this.#rows(`SELECT count(*) FILTER (WHERE _floe_replaces) FROM _floe_apply`);
+      if (Number(replacing?.[0] ?? 1) > 0) {
+        await c.run(`DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_apply a WHERE a._floe_key = ${target}._floe_key)`);
+      }
       const colList = [...cols.map(quoteIdent), '_floe_key'].join(', ');
       if (soft) {
         await c.run(`INSERT INTO ${target} (${colList}, _floe_lsn, _floe_ordinal, _floe_deleted, _floe_synced_at)
