@@ -8,7 +8,7 @@
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flatObjectLines, plainLines, type PlainForm } from '../src/emulator/ndjson-scan.js';
-import { plainLoad } from '../src/emulator/ndjson-body.js';
+import { extraction, plainLoad, valueExpr } from '../src/emulator/ndjson-body.js';
 import { parseSfType } from '../src/emulator/sql/types.js';
 import { Rng } from '../src/demo/workload.js';
 
@@ -58,13 +58,8 @@ const COLUMNS: [name: string, type: string, nullable: boolean, hasDefault: boole
   ['NN', 'VARCHAR', false, false],
 ];
 const KEYS = COLUMNS.map(([name]) => name);
-const load = plainLoad(
-  't',
-  COLUMNS.map(([name, type, nullable, hasDefault]) => ({ name, type: parseSfType(type)!, nullable, hasDefault })),
-  undefined,
-  'BASE64',
-  KEYS,
-)!;
+const TABLE_COLUMNS = COLUMNS.map(([name, type, nullable, hasDefault]) => ({ name, type: parseSfType(type)!, nullable, hasDefault }));
+const load = plainLoad('t', TABLE_COLUMNS, undefined, 'BASE64', KEYS)!;
 
 /** The plain row as one expression, as the SQL load built it from the batch's first row. */
 const PLAIN_ROW = (() => {
@@ -245,6 +240,13 @@ afterAll(() => {
 
 /** The oracle's answer for each line (lines with a newline are never generated). */
 async function oracle(lines: string[], pattern: string): Promise<boolean[]> {
+  await loadLines(lines);
+  const r = await conn.runAndReadAll(`SELECT regexp_full_match(l, $1) FROM lines ORDER BY k`, [pattern]);
+  return r.getRows().map(([m]) => m as boolean);
+}
+
+/** The lines into the table `lines (k, l)`, k counting from 0. */
+async function loadLines(lines: string[]): Promise<void> {
   await conn.run('CREATE OR REPLACE TEMP TABLE lines (k INTEGER, l VARCHAR)');
   const appender = await conn.createAppender('lines', 'main', 'temp');
   lines.forEach((l, k) => {
@@ -253,8 +255,6 @@ async function oracle(lines: string[], pattern: string): Promise<boolean[]> {
     appender.endRow();
   });
   appender.closeSync();
-  const r = await conn.runAndReadAll(`SELECT regexp_full_match(l, $1) FROM lines ORDER BY k`, [pattern]);
-  return r.getRows().map(([m]) => m as boolean);
 }
 
 describe('NDJSON scanner', () => {
@@ -277,6 +277,25 @@ describe('NDJSON scanner', () => {
     expect(differ).toEqual([]);
     expect(expected.filter(Boolean).length).toBeGreaterThan(3000);
     expect(expected.filter((m) => !m).length).toBeGreaterThan(5000);
+  });
+
+  it('reads the values of every plain line as json_extract_string does', async () => {
+    const plain = lines.filter((l) => plainLines(Buffer.from(l), load.members) === 1);
+    expect(plain.length).toBeGreaterThan(3000);
+    await loadLines(plain);
+    // The specification: the SQL load's values before json_transform took over.
+    const paths = KEYS.map((k) => `'$."${k}"'`).join(', ');
+    const expected = await conn.runAndReadAll(`SELECT json_extract_string(l, [${paths}]) FROM lines ORDER BY k`);
+    const values = KEYS.map((_, k) => valueExpr(TABLE_COLUMNS, k)).join(', ');
+    const got = await conn.runAndReadAll(`SELECT [${values}] FROM (SELECT k, ${extraction(TABLE_COLUMNS)} AS __v FROM lines) ORDER BY k`);
+    const want = expected.getRows().map(([v]) => JSON.stringify(v));
+    const differ = got
+      .getRows()
+      .map(([v]) => JSON.stringify(v))
+      .flatMap((v, k) => (v === want[k] ? [] : [[plain[k], v]]))
+      .slice(0, 3);
+    expect(differ).toEqual([]);
+    expect(extraction(TABLE_COLUMNS)).toMatch(/^json_transform\(/);
   });
 
   it('counts non-blank lines, and leaves a body that is not UTF-8 to JSON.parse', () => {

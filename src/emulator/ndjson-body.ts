@@ -85,8 +85,8 @@ export interface PlainLoad {
  *
  * `keys` is the key order of the batch's first row. A plain row is a JSON object with exactly these keys,
  * in this order, once each, every value in a form the JavaScript path accepts unchanged (ndjson-scan.ts).
- * Then json_extract_string reads the values (a string decoded, anything else as its JSON text, null as
- * NULL) and columnExpr casts them as the JavaScript path does. A key that may be left out (see mayLack) is
+ * Then `extraction` reads the values (a string decoded, anything else as its JSON text, null as NULL) and
+ * columnExpr casts them as the JavaScript path does. A key that may be left out (see mayLack) is
  * optional in place; a row in any other order or shape takes the JavaScript path with its batch.
  */
 export function plainLoad(
@@ -116,17 +116,68 @@ export function plainLoad(
     if (!form) return undefined;
     members.push({ key: Buffer.from(`"${keys[i]!}":`), optional: i > 0 && mayLack(c), nullable: c.nullable, form });
   }
-  const paths = columns.map((c) => quoteStr(`$."${c.name}"`)).join(', ');
-  const casts = columns.map((c, k) => columnExpr(c.type, `__v[${k + 1}]`, binaryFormat)).join(', ');
   const sql =
     `INSERT INTO ${table} (${columns.map((c) => quoteId(c.name)).join(', ')}) ` +
-    `SELECT ${casts} FROM (SELECT json_extract_string(l, [${paths}]) AS __v FROM ${LINES})`;
+    `SELECT ${columns.map((c, k) => columnExpr(c.type, valueExpr(columns, k), binaryFormat)).join(', ')} ` +
+    `FROM (SELECT ${extraction(columns)} AS __v FROM ${LINES})`;
   return { members, sql };
+}
+
+/**
+ * The values of a line, one VARCHAR per column, as json_extract_string reads them: a string decoded,
+ * anything else as its JSON text, null or a missing key as NULL.
+ *
+ * json_transform into a STRUCT of VARCHARs parses each line once and reads every member in one pass,
+ * about half the CPU of json_extract_string with a list of paths (bench/README.md), and reads the same
+ * values (test/ndjson-scan.test.ts, with json_extract_string as the oracle). Its STRUCT needs names that
+ * differ in more than case, as DuckDB compares field names without case; a table without such names keeps
+ * json_extract_string.
+ */
+export function extraction(columns: readonly TableColumn[]): string {
+  if (structNames(columns)) {
+    const fields = Object.fromEntries(columns.map((c) => [c.name, 'VARCHAR']));
+    return `json_transform(l, ${quoteStr(JSON.stringify(fields))})`;
+  }
+  return `json_extract_string(l, [${columns.map((c) => quoteStr(`$."${c.name}"`)).join(', ')}])`;
+}
+
+/** The `k`th value (from 0) of `extraction`'s result `__v`. */
+export function valueExpr(columns: readonly TableColumn[], k: number): string {
+  return structNames(columns) ? `struct_extract_at(__v, ${k + 1})` : `__v[${k + 1}]`;
+}
+
+function structNames(columns: readonly TableColumn[]): boolean {
+  return new Set(columns.map((c) => c.name.toLowerCase())).size === columns.length;
 }
 
 /** Every row of a body checked by checkBody (`count` rows) is plain for the load. */
 export function rowsArePlain(body: CheckedBody, load: PlainLoad): boolean {
   return body.rows === undefined && plainLines(body.bytes, load.members) === body.count;
+}
+
+/**
+ * The leading batches that one plain load takes (`loadFor` builds it from the first body's first row):
+ * the first, and each next one whose every row is plain for the same load. Undefined when the first is not.
+ */
+export function plainGroup<B extends { readonly body: CheckedBody }>(
+  batches: readonly B[],
+  loadFor: (keys: readonly string[]) => PlainLoad | undefined,
+): { readonly batches: B[]; readonly sql: string } | undefined {
+  const first = batches[0];
+  if (first === undefined || first.body.rows !== undefined) return undefined;
+  const load = loadFor(firstRowKeys(first.body.bytes));
+  if (load === undefined || !rowsArePlain(first.body, load)) return undefined;
+  let n = 1;
+  while (n < batches.length && rowsArePlain(batches[n]!.body, load)) n++;
+  return { batches: batches.slice(0, n), sql: load.sql };
+}
+
+const NEWLINE = Buffer.from('\n');
+
+/** Bodies as one, each starting on a line of its own (the SQL load reads non-blank lines). */
+export function joinBodies(bodies: readonly CheckedBody[]): Buffer {
+  if (bodies.length === 1) return bodies[0]!.bytes;
+  return Buffer.concat(bodies.flatMap((b) => (b.bytes[b.bytes.length - 1] === 0x0a ? [b.bytes] : [b.bytes, NEWLINE])));
 }
 
 /** The keys of a body's first row, in order (empty if it has none or is not an object). */

@@ -15,7 +15,7 @@ import type { DuckDBConnection, DuckDBPreparedStatement } from '@duckdb/node-api
 import { DuckDBBlobValue } from '@duckdb/node-api';
 import { coerceValue, columnExpr } from './rows.js';
 import { quoteId } from './sql/tokenizer.js';
-import { checkBody, firstRowKeys, parseNdjson, parsedBody, plainLoad, rowsArePlain, type CheckedBody } from './ndjson-body.js';
+import { checkBody, joinBodies, parseNdjson, parsedBody, plainGroup, plainLoad, type CheckedBody } from './ndjson-body.js';
 
 /** A streaming API error: HTTP status plus Snowflake's code. */
 export class StreamingFailure extends Error {
@@ -77,10 +77,32 @@ interface Channel {
   bucket: { tokens: number; at: number };
   /** Batches committed by SQL alone (ndjson-body.ts) since the emulator started: for tests and benchmarks. */
   sqlBatches: number;
+  /** Statements that loaded them: fewer than sqlBatches when due batches were committed together. */
+  sqlCommits: number;
 }
 
 /** What survives a restart: everything but the in-flight batches and the rate bucket. */
-type PersistedChannel = Omit<Channel, 'key' | 'pending' | 'bucket' | 'rowSeq' | 'sqlBatches'>;
+type PersistedChannel = Omit<Channel, 'key' | 'pending' | 'bucket' | 'rowSeq' | 'sqlBatches' | 'sqlCommits'>;
+
+/**
+ * At most this many bytes of NDJSON go into one commit statement. Batches committed together cost less
+ * per row (one statement, one state row, one transaction); the bound keeps DuckDB's working set small.
+ */
+const GROUP_COMMIT_BYTES = 16 << 20;
+
+/** A channel's batches due at `now`, in order, within GROUP_COMMIT_BYTES (the first always). */
+function dueBatches(ch: Channel, now: number): Batch[] {
+  const due: Batch[] = [];
+  let bytes = 0;
+  for (const b of ch.pending) {
+    if (b.dueAt > now || (due.length > 0 && bytes + b.body.bytes.length > GROUP_COMMIT_BYTES)) break;
+    due.push(b);
+    bytes += b.body.bytes.length;
+  }
+  return due;
+}
+
+const sumRows = (batches: readonly Batch[]) => batches.reduce((n, b) => n + b.body.count, 0);
 
 function persisted(ch: Channel): PersistedChannel {
   return {
@@ -138,6 +160,7 @@ export interface StreamingState {
     statusCode: string;
     batchesCommitted: number;
     sqlBatches: number;
+    sqlCommits: number;
   }[];
 }
 
@@ -157,7 +180,7 @@ export class StreamingService {
   #timer: NodeJS.Timeout | undefined;
   #committing = false;
   /** The batch each channel is committing right now (a reopen waits for it). */
-  readonly #committingBatch = new Map<string, Promise<void>>();
+  readonly #committingBatch = new Map<string, Promise<number>>();
   #closed = false;
   /** While true no batch commits (fault: stalled commits). */
   stalled = false;
@@ -317,6 +340,7 @@ export class StreamingService {
         batchesCommitted: 0,
         bucket: { tokens: this.options.channelRps, at: Date.now() },
         sqlBatches: 0,
+        sqlCommits: 0,
       };
       this.#channels.set(key, ch);
     }
@@ -457,6 +481,7 @@ export class StreamingService {
         statusCode: ch.statusCode,
         batchesCommitted: ch.batchesCommitted,
         sqlBatches: ch.sqlBatches,
+        sqlCommits: ch.sqlCommits,
       })),
     };
   }
@@ -483,26 +508,27 @@ export class StreamingService {
         const due = [...this.#channels.values()].filter((ch) => ch.pending[0] && ch.pending[0].dueAt <= now);
         if (due.length === 0 || this.stalled || this.#closed) break;
         for (const ch of due) {
-          const batch = ch.pending[0];
-          if (!batch) continue;
-          const committing = this.engine.writeLock.run(() => this.commitBatch(ch, batch));
+          const batches = dueBatches(ch, now);
+          if (batches.length === 0) continue;
+          const committing = this.engine.writeLock.run(() => this.commitBatches(ch, batches));
           this.#committingBatch.set(ch.key, committing);
+          let committed = 0;
           try {
-            await committing;
+            committed = await committing;
           } catch (err) {
             // An unexpected engine failure must not spin the loop: the channel fails and must be reopened.
             ch.statusCode = 'ERR_CHANNEL_MUST_BE_REOPENED';
             ch.pending = [];
             ch.lastError = {
-              offsetUpperBound: batch.endOffset,
+              offsetUpperBound: batches[0]!.endOffset,
               message: `Commit failed: ${(err as Error).message.split('\n')[0]}`,
               timestampMs: Date.now(),
             };
             this.#commitConn?.closeSync();
             this.#commitConn = undefined;
           }
-          // A reopen or drop while the batch was being written has already discarded the queue.
-          if (ch.pending[0] === batch) ch.pending.shift();
+          // A reopen or drop while the batches were being written has already discarded the queue.
+          for (const batch of batches.slice(0, committed)) if (ch.pending[0] === batch) ch.pending.shift();
           this.#committingBatch.delete(ch.key);
         }
       }
@@ -522,7 +548,11 @@ export class StreamingService {
     await this.commitDue();
   }
 
-  async commitBatch(ch: Channel, batch: Batch): Promise<void> {
+  /**
+   * Commits the first of `batches` (a channel's due batches, in order), or more of them in one transaction
+   * when they load by SQL alike; returns how many it committed.
+   */
+  async commitBatches(ch: Channel, batches: readonly Batch[]): Promise<number> {
     this.#commitConn ??= await this.engine.connect();
     const conn = this.#commitConn;
     let target: PipeTarget;
@@ -532,19 +562,37 @@ export class StreamingService {
     } catch (err) {
       ch.statusCode = err instanceof StreamingFailure ? err.code : 'ERR_CHANNEL_MUST_BE_REOPENED';
       ch.pending = [];
-      return;
+      return 0;
     }
     const binaryFormat = target.named ? 'HEX' : 'BASE64';
     const table = duckTable(target.table);
-    if (batch.body.rows === undefined) {
-      const load = plainLoad(table, columns, target.named, binaryFormat, firstRowKeys(batch.body.bytes));
-      if (load !== undefined && rowsArePlain(batch.body, load) && (await this.#commitPlain(conn, ch, batch, load.sql))) return;
+    const plain = plainGroup(batches, (keys) => plainLoad(table, columns, target.named, binaryFormat, keys));
+    // A group whose load fails (a cast DuckDB refuses) is tried again as its first half, and so on: the
+    // batch holding the row is found in a few statements, and only it takes the JavaScript path.
+    for (let n = plain?.batches.length ?? 0; n > 0; n = n === 1 ? 0 : Math.floor(n / 2)) {
+      if (await this.#commitPlain(conn, ch, plain!.batches.slice(0, n), plain!.sql)) return n;
     }
+    await this.#commitRows(conn, ch, batches[0]!, { table, columns, named: target.named, binaryFormat });
+    return 1;
+  }
+
+  /** Commits a batch through the JavaScript path, the reference: row by row coercion, errors per row. */
+  async #commitRows(
+    conn: DuckDBConnection,
+    ch: Channel,
+    batch: Batch,
+    {
+      table,
+      columns,
+      named,
+      binaryFormat,
+    }: { table: string; columns: TableColumn[]; named: NamedPipe | undefined; binaryFormat: 'BASE64' | 'HEX' },
+  ): Promise<void> {
     const errors: string[] = [];
     // Rows grouped by which columns they leave to the column DEFAULT (usually one group: none).
     const groups = new Map<string, Group>();
     for (const row of batch.body.rows ?? parseNdjson(batch.body.bytes.toString('utf8'))) {
-      const m = mapRow(row, columns, target.named, binaryFormat);
+      const m = mapRow(row, columns, named, binaryFormat);
       if ('error' in m) {
         errors.push(m.error);
         continue;
@@ -595,7 +643,7 @@ export class StreamingService {
       this.#commitTx(
         conn,
         ch,
-        batch,
+        [batch],
         list.reduce((n, g) => n + g.rows.length, 0),
         rowErrors,
         () => insertAll(list),
@@ -623,15 +671,20 @@ export class StreamingService {
     }
   }
 
-  /** Loads a batch by SQL (ndjson-body.ts); false, with nothing written, when a row needs the JavaScript path. */
-  async #commitPlain(conn: DuckDBConnection, ch: Channel, batch: Batch, sql: string): Promise<boolean> {
+  /**
+   * Loads batches by SQL (ndjson-body.ts), in one statement and one transaction; false, with nothing
+   * written, when a row needs the JavaScript path.
+   */
+  async #commitPlain(conn: DuckDBConnection, ch: Channel, batches: readonly Batch[], sql: string): Promise<boolean> {
     try {
       const statement = await this.#prepare(conn, sql);
-      await this.#commitTx(conn, ch, batch, batch.body.count, [], async () => {
-        statement.bind([new DuckDBBlobValue(batch.body.bytes)]);
+      const bodies = batches.map((b) => b.body);
+      await this.#commitTx(conn, ch, batches, sumRows(batches), [], async () => {
+        statement.bind([new DuckDBBlobValue(joinBodies(bodies))]);
         await statement.run();
       });
-      ch.sqlBatches++;
+      ch.sqlBatches += batches.length;
+      ch.sqlCommits++;
       return true;
     } catch {
       // A row that is not plain (or anything else DuckDB refused): the JavaScript path decides, row by row.
@@ -662,27 +715,29 @@ export class StreamingService {
   async #commitTx(
     conn: DuckDBConnection,
     ch: Channel,
-    batch: Batch,
+    batches: readonly Batch[],
     inserted: number,
     rowErrors: string[],
     insert: () => Promise<void>,
   ): Promise<void> {
+    const now = Date.now();
+    const committedOffset = batches.reduce((offset, b) => b.endOffset ?? offset, ch.committedOffset);
     const next: PersistedChannel = {
       ...persisted(ch),
-      rowsParsed: ch.rowsParsed + batch.body.count,
+      rowsParsed: ch.rowsParsed + sumRows(batches),
       rowsInserted: ch.rowsInserted + inserted,
       rowsErrorCount: ch.rowsErrorCount + rowErrors.length,
       lastError:
         rowErrors.length > 0
           ? {
-              offsetUpperBound: batch.endOffset ?? ch.committedOffset,
+              offsetUpperBound: committedOffset,
               message: rowErrors[rowErrors.length - 1]!,
-              timestampMs: Date.now(),
+              timestampMs: now,
             }
           : ch.lastError,
-      committedOffset: batch.endOffset ?? ch.committedOffset,
-      latencyTotalMs: ch.latencyTotalMs + (Date.now() - batch.acceptedAt),
-      batchesCommitted: ch.batchesCommitted + 1,
+      committedOffset,
+      latencyTotalMs: batches.reduce((ms, b) => ms + (now - b.acceptedAt), ch.latencyTotalMs),
+      batchesCommitted: ch.batchesCommitted + batches.length,
     };
     await conn.run('BEGIN TRANSACTION');
     try {
@@ -743,6 +798,7 @@ export class StreamingService {
           pending: [],
           bucket: { tokens: this.options.channelRps, at: Date.now() },
           sqlBatches: 0,
+          sqlCommits: 0,
         });
         if (/-STREAMING$/i.test(p.pipe)) {
           const k = [p.database, p.schema, p.pipe].map(up).join('.');
