@@ -174,10 +174,19 @@ export function plainGroup<B extends { readonly body: CheckedBody }>(
 
 const NEWLINE = Buffer.from('\n');
 
-/** Bodies as one, each starting on a line of its own (the SQL load reads non-blank lines). */
-export function joinBodies(bodies: readonly CheckedBody[]): Buffer {
+/**
+ * Bodies as one, each starting on a line of its own (the SQL load reads non-blank lines). The copy goes into
+ * `scratch` when it fits: a buffer kept across commits, since a fresh allocation of megabytes costs a page
+ * fault per 4 kB on first touch, several times the copy itself.
+ */
+export function joinBodies(bodies: readonly CheckedBody[], scratch: Buffer): Buffer {
   if (bodies.length === 1) return bodies[0]!.bytes;
-  return Buffer.concat(bodies.flatMap((b) => (b.bytes[b.bytes.length - 1] === 0x0a ? [b.bytes] : [b.bytes, NEWLINE])));
+  const parts = bodies.flatMap((b) => (b.bytes[b.bytes.length - 1] === 0x0a ? [b.bytes] : [b.bytes, NEWLINE]));
+  const size = parts.reduce((n, p) => n + p.length, 0);
+  if (size > scratch.length) return Buffer.concat(parts, size);
+  let at = 0;
+  for (const p of parts) at += p.copy(scratch, at);
+  return scratch.subarray(0, size);
 }
 
 /** The keys of a body's first row, in order (empty if it has none or is not an object). */
