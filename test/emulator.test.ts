@@ -2,7 +2,7 @@
  * The Snowflake emulator over plain HTTP: auth, Snowpipe Streaming, SQL API
  * v2 and fault injection, with JWTs signed here the way a client signs them.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { KeyObject } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -130,6 +130,21 @@ describe('auth', () => {
     expect((await call('GET', '/v2/streaming/hostname', undefined, { bearer: wrongAccount })).status).toBe(401);
 
     expect((await call('GET', '/v2/streaming/hostname', undefined, { bearer: 'not-a-jwt' })).status).toBe(401);
+  });
+
+  it('checks the claims of a token on every request, also once its signature has verified', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const short = await jwt(key.privateKey, key.fingerprint, { iat: now, exp: now + 60 });
+    expect((await call('GET', '/v2/streaming/hostname', undefined, { bearer: short })).status).toBe(200);
+    vi.useFakeTimers({ toFake: ['Date'], now: (now + 120) * 1000 });
+    try {
+      const r = await call('GET', '/v2/streaming/hostname', undefined, { bearer: short });
+      expect(r.status).toBe(401);
+      expect((r.json() as { message: string }).message).toMatch(/expired/);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect((await call('GET', '/v2/streaming/hostname', undefined, { bearer: short })).status).toBe(200);
   });
 
   it('registers users through the admin route, which needs the admin token', async () => {
