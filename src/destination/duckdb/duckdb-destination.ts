@@ -45,6 +45,7 @@ import { CopyRows } from '../../postgres/copy-text.js';
 import { utf8 } from '../../postgres/utf8.js';
 import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
+import { spillDirectory, type SpillDirectory } from './spill-directory.js';
 
 export interface DuckDbDestinationOptions {
   /** Database file path, or ':memory:'. */
@@ -55,7 +56,8 @@ export interface DuckDbDestinationOptions {
   /**
    * DuckDB's memory limit (its buffer manager: tables, hash joins, sorts). DuckDB defaults to 80% of the
    * machine's memory; floe keeps the whole process small, so it caps DuckDB at 128MB and larger merges
-   * spill to the database's `.tmp` directory. (Default: '128MB')
+   * spill to the database's `.tmp` directory (an in-memory database: a directory of its own,
+   * spill-directory.ts). (Default: '128MB')
    */
   readonly memoryLimit?: string;
   /**
@@ -122,6 +124,7 @@ export class DuckDbDestination implements Destination {
   readonly #options: Required<DuckDbDestinationOptions>;
   #api: DuckDbApi | undefined;
   #instance: DuckDBInstance | undefined;
+  #spill: SpillDirectory | undefined;
   #conn: DuckDBConnection | undefined;
   #pipeline = '';
   #incarnation = '';
@@ -159,7 +162,9 @@ export class DuckDbDestination implements Destination {
       try {
         if (!this.#api) useOneAllocatorArena();
         this.#api ??= await import('@duckdb/node-api');
+        this.#spill = spillDirectory(this.#options.path);
         this.#instance = await this.#api.DuckDBInstance.create(this.#options.path, {
+          ...this.#spill.options,
           memory_limit: this.#options.memoryLimit,
           threads: String(this.#options.threads),
           // Merges and journal appends need no insertion order; keeping it costs memory in large inserts.
@@ -167,6 +172,8 @@ export class DuckDbDestination implements Destination {
           checkpoint_threshold: this.#options.checkpointThreshold,
         });
       } catch (err) {
+        this.#spill?.remove();
+        this.#spill = undefined;
         throw new FloeError('destination', `cannot open DuckDB file ${this.#options.path}: ${(err as Error).message}`, {
           cause: err,
           hint: 'check the path, its permissions, and that no other process holds the file open',
@@ -660,6 +667,8 @@ export class DuckDbDestination implements Destination {
     this.#instance?.closeSync();
     this.#conn = undefined;
     this.#instance = undefined;
+    this.#spill?.remove();
+    this.#spill = undefined;
   }
 
   /** Runs SQL and returns rows as JS values; for tests, the demo and `--verify`. */

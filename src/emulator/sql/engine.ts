@@ -32,6 +32,7 @@ import { prettyJson, snowflakeJsonText } from './json.js';
 import { ENGINE_MACROS, translateStatement, type Command, type ObjectName, type PipeColumn, type TranslateContext } from './translate.js';
 import { splitStatements, quoteId, quoteStr, SqlSyntaxError, type StatementText } from './tokenizer.js';
 import { apiTypeName, duckType, isWidening, parseSfType, renderSfType, sfTypeOfDuck, type SfType } from './types.js';
+import { spillDirectory, type SpillDirectory } from '../../destination/duckdb/spill-directory.js';
 
 export interface ResultColumn {
   readonly name: string;
@@ -115,6 +116,7 @@ export class SqlEngine {
   private constructor(
     readonly instance: DuckDBInstance,
     readonly account: string,
+    readonly spill: SpillDirectory,
   ) {}
 
   static async open(path: string, account: string, warehouses: readonly string[]): Promise<SqlEngine> {
@@ -122,13 +124,18 @@ export class SqlEngine {
     // SQL reaches DuckDB from anyone holding a key: no file, extension or network access from statements
     // (`SELECT * FROM '/etc/passwd'`, read_csv, ATTACH, COPY TO, INSTALL), and the settings locked so no
     // statement can turn that back on. The database file itself stays reachable (opened here, before the lock).
+    const spill = spillDirectory(path);
     const instance = await DuckDBInstance.create(path, {
+      ...spill.options,
       memory_limit: '1GB',
       enable_external_access: 'false',
       autoinstall_known_extensions: 'false',
       autoload_known_extensions: 'false',
+    }).catch((err: unknown) => {
+      spill.remove();
+      throw err;
     });
-    const engine = new SqlEngine(instance, account);
+    const engine = new SqlEngine(instance, account, spill);
     for (const w of warehouses) engine.warehouses.add(w);
     const conn = await instance.connect();
     try {
@@ -156,6 +163,7 @@ export class SqlEngine {
 
   close(): void {
     this.instance.closeSync();
+    this.spill.remove();
   }
 
   // --- catalog --------------------------------------------------------------

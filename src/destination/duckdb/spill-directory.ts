@@ -1,0 +1,25 @@
+/**
+ * Where an in-memory DuckDB database spills what does not fit its memory_limit. DuckDB's default for
+ * ':memory:' is `.tmp` in the process's working directory, shared by every in-memory database of the
+ * process (two pipelines of one worker with `duckdb::memory:`, the emulator beside a destination) and of
+ * any other process started in the same directory: both spilling at once was an IO error, and the files
+ * outlived the process. So each in-memory database gets a directory of its own, under FLOE_SPOOL_DIR (else
+ * the OS temp directory) like floe's other spill files, removed when the database closes. A database file
+ * spills beside itself (`<file>.tmp`), which is its own already.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface SpillDirectory {
+  /** DuckDB options to open the database with: `temp_directory`, for an in-memory one. */
+  readonly options: Readonly<Record<string, string>>;
+  /** Removes the directory (after the database closed). */
+  remove(): void;
+}
+
+export function spillDirectory(path: string): SpillDirectory {
+  if (path !== ':memory:') return { options: {}, remove: () => undefined };
+  const dir = mkdtempSync(join(process.env.FLOE_SPOOL_DIR || tmpdir(), 'floe-duckdb-spill-'));
+  return { options: { temp_directory: dir }, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
