@@ -8,7 +8,7 @@
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flatObjectLines, plainLines, type PlainForm } from '../src/emulator/ndjson-scan.js';
-import { extraction, plainLoad, valueExpr } from '../src/emulator/ndjson-body.js';
+import { checkBody, extraction, plainLoad, valueExpr, type CheckedBody } from '../src/emulator/ndjson-body.js';
 import { parseSfType } from '../src/emulator/sql/types.js';
 import { Rng } from '../src/demo/workload.js';
 
@@ -296,6 +296,40 @@ describe('NDJSON scanner', () => {
       .slice(0, 3);
     expect(differ).toEqual([]);
     expect(extraction(TABLE_COLUMNS)).toMatch(/^json_transform\(/);
+  });
+
+  it('answers an append alike with the plain scan tried first (a plain line is one flat object)', () => {
+    const hint = { version: 0, load };
+    let plainFirst = 0;
+    const outcome = (check: () => CheckedBody) => {
+      try {
+        const body = check();
+        if (body.plainUnder) plainFirst++;
+        return { count: body.count, parsed: body.rows !== undefined };
+      } catch (err) {
+        return { error: (err as Error).message };
+      }
+    };
+    const r = new Rng(20261205);
+    // Single lines, bodies of several lines, and lines with a byte that breaks UTF-8 inside a value.
+    const bodies = [
+      ...lines.map((l) => Buffer.from(l)),
+      ...Array.from({ length: 2000 }, () => Buffer.from(Array.from({ length: 1 + r.int(0, 5) }, () => r.pick(lines)).join('\n'))),
+      ...lines
+        .filter((l) => l.includes('"V":"'))
+        .slice(0, 3000)
+        .map((l) => {
+          const at = l.indexOf('"V":"') + 5;
+          return Buffer.concat([Buffer.from(l.slice(0, at)), Buffer.from([0xc3]), Buffer.from(l.slice(at))]);
+        }),
+    ];
+    for (const bytes of bodies) {
+      expect(
+        outcome(() => checkBody(bytes, hint)),
+        bytes.toString('utf8'),
+      ).toEqual(outcome(() => checkBody(bytes)));
+    }
+    expect(plainFirst).toBeGreaterThan(3000);
   });
 
   it('counts non-blank lines, and leaves a body that is not UTF-8 to JSON.parse', () => {

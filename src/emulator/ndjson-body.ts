@@ -21,6 +21,7 @@ import type { NamedPipe, TableColumn } from './sql/engine.js';
 import { columnExpr } from './rows.js';
 import { quoteId, quoteStr } from './sql/tokenizer.js';
 import { StreamingFailure } from './streaming.js';
+import { isUtf8 } from 'node:buffer';
 import { flatObjectLines, plainForm, plainLines, type PlainMember } from './ndjson-scan.js';
 
 /** The body's non-blank lines as SQL rows `l`, in order (the same lines ndjson-scan.ts reads); `$1` is the body as a BLOB. */
@@ -32,10 +33,28 @@ export interface CheckedBody {
   readonly count: number;
   /** The grammar alone checked the body, so commit may load it by SQL; otherwise JSON.parse parsed it (`rows`). */
   readonly rows: unknown[] | undefined;
+  /** Every row is plain for this load (found at append), so commit need not scan the body again. */
+  readonly plainUnder?: PlainHint;
 }
 
-/** Checks an append's body: every non-blank line one JSON object, or a 400 naming the first that is not. */
-export function checkBody(bytes: Buffer): CheckedBody {
+/** A plain load as of a catalog version: the one a channel's last SQL commit used, tried first at its next append. */
+export interface PlainHint {
+  readonly version: number;
+  readonly load: PlainLoad;
+}
+
+/**
+ * Checks an append's body: every non-blank line one JSON object, or a 400 naming the first that is not.
+ *
+ * With a hint, the plain-row scan runs first: a UTF-8 body whose every line is plain for a load is also a
+ * flat object per line (each plain form is a flat value; test/ndjson-scan.test.ts checks it line by line),
+ * so the common body is scanned once, here, instead of at append and again at commit.
+ */
+export function checkBody(bytes: Buffer, hint?: PlainHint): CheckedBody {
+  if (hint && isUtf8(bytes)) {
+    const count = plainLines(bytes, hint.load.members);
+    if (count >= 0) return { bytes, count, rows: undefined, plainUnder: hint };
+  }
   const count = flatObjectLines(bytes);
   return count === undefined ? parsedBody(bytes) : { bytes, count, rows: undefined };
 }
@@ -150,26 +169,33 @@ function structNames(columns: readonly TableColumn[]): boolean {
   return new Set(columns.map((c) => c.name.toLowerCase())).size === columns.length;
 }
 
-/** Every row of a body checked by checkBody (`count` rows) is plain for the load. */
-export function rowsArePlain(body: CheckedBody, load: PlainLoad): boolean {
+/**
+ * Every row of a body checked by checkBody (`count` rows) is plain for the load, built at catalog `version`.
+ * A body found plain at append for a load of the same version and statement needs no second scan: the
+ * statement depends on the table's columns alone, and those cannot change without a new version.
+ */
+export function rowsArePlain(body: CheckedBody, load: PlainLoad, version: number): boolean {
+  if (body.plainUnder?.version === version && body.plainUnder.load.sql === load.sql) return true;
   return body.rows === undefined && plainLines(body.bytes, load.members) === body.count;
 }
 
 /**
- * The leading batches that one plain load takes (`loadFor` builds it from the first body's first row):
+ * The leading batches that one plain load takes (`loadFor` builds it from the first body's first row, with
+ * the columns of catalog `version`):
  * the first, and each next one whose every row is plain for the same load. Undefined when the first is not.
  */
 export function plainGroup<B extends { readonly body: CheckedBody }>(
   batches: readonly B[],
+  version: number,
   loadFor: (keys: readonly string[]) => PlainLoad | undefined,
-): { readonly batches: B[]; readonly sql: string } | undefined {
+): { readonly batches: B[]; readonly load: PlainLoad } | undefined {
   const first = batches[0];
   if (first === undefined || first.body.rows !== undefined) return undefined;
   const load = loadFor(firstRowKeys(first.body.bytes));
-  if (load === undefined || !rowsArePlain(first.body, load)) return undefined;
+  if (load === undefined || !rowsArePlain(first.body, load, version)) return undefined;
   let n = 1;
-  while (n < batches.length && rowsArePlain(batches[n]!.body, load)) n++;
-  return { batches: batches.slice(0, n), sql: load.sql };
+  while (n < batches.length && rowsArePlain(batches[n]!.body, load, version)) n++;
+  return { batches: batches.slice(0, n), load };
 }
 
 const NEWLINE = Buffer.from('\n');

@@ -14,7 +14,7 @@ import type { ObjectName } from './sql/translate.js';
 import type { DuckDBConnection, DuckDBPreparedStatement } from '@duckdb/node-api';
 import { coerceValue, columnExpr } from './rows.js';
 import { quoteId } from './sql/tokenizer.js';
-import { checkBody, joinBodies, parseNdjson, parsedBody, plainGroup, plainLoad, type CheckedBody } from './ndjson-body.js';
+import { checkBody, joinBodies, parseNdjson, parsedBody, plainGroup, plainLoad, type CheckedBody, type PlainHint } from './ndjson-body.js';
 
 /** A streaming API error: HTTP status plus Snowflake's code. */
 export class StreamingFailure extends Error {
@@ -78,10 +78,16 @@ interface Channel {
   sqlBatches: number;
   /** Statements that loaded them: fewer than sqlBatches when due batches were committed together. */
   sqlCommits: number;
+  /** Batches found plain at append, for the load of the channel's last SQL commit (`plainHint`). */
+  plainAtAppend: number;
+  plainHint: PlainHint | undefined;
 }
 
 /** What survives a restart: everything but the in-flight batches and the rate bucket. */
-type PersistedChannel = Omit<Channel, 'key' | 'pending' | 'bucket' | 'rowSeq' | 'sqlBatches' | 'sqlCommits'>;
+type PersistedChannel = Omit<
+  Channel,
+  'key' | 'pending' | 'bucket' | 'rowSeq' | 'sqlBatches' | 'sqlCommits' | 'plainAtAppend' | 'plainHint'
+>;
 
 /**
  * At most this many bytes of NDJSON go into one commit statement. Batches committed together cost less
@@ -160,6 +166,7 @@ export interface StreamingState {
     batchesCommitted: number;
     sqlBatches: number;
     sqlCommits: number;
+    plainAtAppend: number;
   }[];
 }
 
@@ -206,7 +213,7 @@ export class StreamingService {
   }
 
   /** Resolves a pipe and its table's columns through a cache invalidated by DDL. */
-  async resolve(database: string, schema: string, pipe: string): Promise<{ target: PipeTarget; columns: TableColumn[] }> {
+  async resolve(database: string, schema: string, pipe: string): Promise<{ target: PipeTarget; columns: TableColumn[]; version: number }> {
     const key = [database, schema, pipe].map(up).join('/');
     const version = this.engine.catalogVersion;
     const hit = this.#targets.get(key);
@@ -342,6 +349,8 @@ export class StreamingService {
         bucket: { tokens: this.options.channelRps, at: Date.now() },
         sqlBatches: 0,
         sqlCommits: 0,
+        plainAtAppend: 0,
+        plainHint: undefined,
       };
       this.#channels.set(key, ch);
     }
@@ -395,9 +404,11 @@ export class StreamingService {
    * checkAppend, and a token is never spent twice.
    */
   checkBody(ch: Channel, clientSeq: number, rowSeq: number, bytes: Buffer): CheckedBody {
-    const body = this.options.plainLoads ? checkBody(bytes) : parsedBody(bytes);
+    const hint = ch.plainHint?.version === this.engine.catalogVersion ? ch.plainHint : undefined;
+    const body = this.options.plainLoads ? checkBody(bytes, hint) : parsedBody(bytes);
     if (this.#channels.get(ch.key) !== ch) throw channelMissing(ch.name);
     this.#checkSequencers(ch, clientSeq, rowSeq);
+    if (body.plainUnder) ch.plainAtAppend++;
     return body;
   }
 
@@ -483,6 +494,7 @@ export class StreamingService {
         batchesCommitted: ch.batchesCommitted,
         sqlBatches: ch.sqlBatches,
         sqlCommits: ch.sqlCommits,
+        plainAtAppend: ch.plainAtAppend,
       })),
     };
   }
@@ -558,8 +570,9 @@ export class StreamingService {
     const conn = this.#commitConn;
     let target: PipeTarget;
     let columns: TableColumn[];
+    let version: number;
     try {
-      ({ target, columns } = await this.resolve(ch.database, ch.schema, ch.pipe));
+      ({ target, columns, version } = await this.resolve(ch.database, ch.schema, ch.pipe));
     } catch (err) {
       ch.statusCode = err instanceof StreamingFailure ? err.code : 'ERR_CHANNEL_MUST_BE_REOPENED';
       ch.pending = [];
@@ -567,11 +580,12 @@ export class StreamingService {
     }
     const binaryFormat = target.named ? 'HEX' : 'BASE64';
     const table = duckTable(target.table);
-    const plain = plainGroup(batches, (keys) => plainLoad(table, columns, target.named, binaryFormat, keys));
+    const plain = plainGroup(batches, version, (keys) => plainLoad(table, columns, target.named, binaryFormat, keys));
+    if (plain) ch.plainHint = { version, load: plain.load };
     // A group whose load fails (a cast DuckDB refuses) is tried again as its first half, and so on: the
     // batch holding the row is found in a few statements, and only it takes the JavaScript path.
     for (let n = plain?.batches.length ?? 0; n > 0; n = n === 1 ? 0 : Math.floor(n / 2)) {
-      if (await this.#commitPlain(conn, ch, plain!.batches.slice(0, n), plain!.sql)) return n;
+      if (await this.#commitPlain(conn, ch, plain!.batches.slice(0, n), plain!.load.sql)) return n;
     }
     await this.#commitRows(conn, ch, batches[0]!, { table, columns, named: target.named, binaryFormat });
     return 1;
@@ -802,6 +816,8 @@ export class StreamingService {
           bucket: { tokens: this.options.channelRps, at: Date.now() },
           sqlBatches: 0,
           sqlCommits: 0,
+          plainAtAppend: 0,
+          plainHint: undefined,
         });
         if (/-STREAMING$/i.test(p.pipe)) {
           const k = [p.database, p.schema, p.pipe].map(up).join('.');
