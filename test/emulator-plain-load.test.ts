@@ -364,6 +364,36 @@ describe('group commit of due batches', () => {
   });
 });
 
+describe('request bodies in reused buffers', () => {
+  let pooled: Emu;
+  let pooledReference: Emu;
+  beforeAll(async () => {
+    [pooled, pooledReference] = await Promise.all([emulator(true, 100), emulator(false, 100)]);
+  });
+  afterAll(async () => {
+    await Promise.all([pooled?.emu.close(), pooledReference?.emu.close()]);
+  });
+
+  it("stores every body as appended while committed bodies' buffers take new ones", async () => {
+    const r = new Rng(11);
+    let id = 0;
+    for (const e of [pooled, pooledReference]) await open(e, PIPES.default, 'B');
+    // 150-250 rows (about 60-100 kB, pooled sizes) each; several wait for their commit at any time.
+    for (let k = 0; k < 40; k++) {
+      const body = `${Array.from({ length: 150 + r.int(0, 100) }, () => line(plainRow(r, ++id))).join('\n')}\n`;
+      const got = await Promise.all([pooled, pooledReference].map((e) => append(e, PIPES.default, 'B', body, k)));
+      expect(got[0]).toEqual(got[1]);
+    }
+    await Promise.all([pooled.emu.flush(), pooledReference.emu.flush()]);
+    const [got, want] = await Promise.all([channels(pooled), channels(pooledReference)]);
+    expect(got.map(({ sqlBatches: _, ...c }) => c)).toEqual(want.map(({ sqlBatches: _, ...c }) => c));
+    expect(got[0]!.sqlBatches).toBe(40);
+    const rows = await tableRows(pooled);
+    expect(rows).toEqual(await tableRows(pooledReference));
+    expect(rows.length).toBe(id);
+  });
+});
+
 describe('plainLoad', () => {
   const column = (name: string, type: string, nullable = true, hasDefault = false) => ({
     name,

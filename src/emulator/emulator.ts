@@ -15,6 +15,8 @@ import { SqlEngine, renderResult, type StatementResult } from './sql/engine.js';
 import { StreamingFailure, StreamingService, type StreamingState } from './streaming.js';
 import { SqlApi, type StatementRequest } from './sql-api.js';
 import { SqlFailure } from './sql/failure.js';
+import { BodyPool } from './body-pool.js';
+import type { Readable } from 'node:stream';
 
 export interface EmulatorOptions {
   /** TCP port; 0 picks a free one. (Default: 0) */
@@ -93,7 +95,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const engine = await SqlEngine.open(options.dataPath ?? ':memory:', account, options.warehouses ?? ['COMPUTE_WH']);
   const auth = new Authenticator(account);
   const faults = new Faults();
+  // Request bodies; an append's comes back when its batch commits, any other is left to GC.
+  const bodies = new BodyPool();
   const streaming = new StreamingService(engine, {
+    releaseBody: (b) => bodies.release(b),
     commitDelayMs: options.commitDelayMs ?? 200,
     commitJitterMs: options.commitJitterMs ?? 0,
     channelRps: options.channelRps ?? 10,
@@ -114,7 +119,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     });
   }
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', async (request: FastifyRequest, payload: Readable) =>
+    bodies.read(payload, request.headers['content-length'], 64 * MiB),
+  );
 
   const applyFaults = (config: FaultConfig) => {
     faults.set(config);
@@ -351,6 +358,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         } catch {
           throw new StreamingFailure(400, 'ERR_INVALID_REQUEST_BODY', 'The gzip body could not be decompressed.');
         }
+        bodies.release(raw);
       } else if (encoding === '' || encoding === 'identity') {
         bytes = raw;
       } else {

@@ -147,6 +147,8 @@ export interface StreamingOptions {
   staleTokenStatus: number;
   /** Check and load plain bodies by SQL (ndjson-body.ts); false: always row by row in JavaScript. */
   plainLoads: boolean;
+  /** Takes back the body of a committed batch, which nothing reads any more (body-pool.ts). */
+  releaseBody?: (bytes: Buffer) => void;
 }
 
 export interface StreamingState {
@@ -541,7 +543,10 @@ export class StreamingService {
             this.#commitConn = undefined;
           }
           // A reopen or drop while the batches were being written has already discarded the queue.
-          for (const batch of batches.slice(0, committed)) if (ch.pending[0] === batch) ch.pending.shift();
+          for (const batch of batches.slice(0, committed)) {
+            if (ch.pending[0] === batch) ch.pending.shift();
+            this.options.releaseBody?.(batch.body.bytes);
+          }
           this.#committingBatch.delete(ch.key);
         }
       }
