@@ -317,18 +317,24 @@ describe('SQL load of append bodies', () => {
   });
 });
 
-describe('group commit of due batches', () => {
-  let grouped: Emu;
-  let groupedReference: Emu;
+/** A plain-load emulator and its JavaScript-path reference, started for the enclosing describe block. */
+function emulatorPair(commitDelayMs: number): { plain: Emu; reference: Emu } {
+  const pair = {} as { plain: Emu; reference: Emu };
   beforeAll(async () => {
-    // Nothing is due before flush(), which then finds every batch of the channel due at once.
-    [grouped, groupedReference] = await Promise.all([emulator(true, 600_000), emulator(false, 600_000)]);
+    [pair.plain, pair.reference] = await Promise.all([emulator(true, commitDelayMs), emulator(false, commitDelayMs)]);
   });
   afterAll(async () => {
-    await Promise.all([grouped?.emu.close(), groupedReference?.emu.close()]);
+    await Promise.all([pair.plain?.emu.close(), pair.reference?.emu.close()]);
   });
+  return pair;
+}
+
+describe('group commit of due batches', () => {
+  // Nothing is due before flush(), which then finds every batch of the channel due at once.
+  const pair = emulatorPair(600_000);
 
   it("loads a channel's due plain batches in one statement, each other batch as it would alone", async () => {
+    const { plain: grouped, reference: groupedReference } = pair;
     const r = new Rng(7);
     let id = 0;
     const plainBody = (rows: number) => Array.from({ length: rows }, () => line(plainRow(r, ++id))).join('\n');
@@ -365,16 +371,10 @@ describe('group commit of due batches', () => {
 });
 
 describe('request bodies in reused buffers', () => {
-  let pooled: Emu;
-  let pooledReference: Emu;
-  beforeAll(async () => {
-    [pooled, pooledReference] = await Promise.all([emulator(true, 100), emulator(false, 100)]);
-  });
-  afterAll(async () => {
-    await Promise.all([pooled?.emu.close(), pooledReference?.emu.close()]);
-  });
+  const pair = emulatorPair(100);
 
   it("stores every body as appended while committed bodies' buffers take new ones", async () => {
+    const { plain: pooled, reference: pooledReference } = pair;
     const r = new Rng(11);
     let id = 0;
     for (const e of [pooled, pooledReference]) await open(e, PIPES.default, 'B');
