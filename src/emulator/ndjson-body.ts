@@ -135,16 +135,18 @@ export function plainLoad(
     if (!form) return undefined;
     members.push({ key: Buffer.from(`"${keys[i]!}":`), optional: i > 0 && mayLack(c), nullable: c.nullable, form });
   }
+  const values = extraction(columns);
   const sql =
     `INSERT INTO ${table} (${columns.map((c) => quoteId(c.name)).join(', ')}) ` +
-    `SELECT ${columns.map((c, k) => columnExpr(c.type, valueExpr(columns, k), binaryFormat)).join(', ')} ` +
-    `FROM (SELECT ${extraction(columns)} AS __v FROM ${LINES})`;
+    `SELECT ${columns.map((c, k) => columnExpr(c.type, values.value(k), binaryFormat)).join(', ')} ` +
+    `FROM (SELECT ${values.select} AS __v FROM ${LINES})`;
   return { members, sql };
 }
 
 /**
  * The values of a line, one VARCHAR per column, as json_extract_string reads them: a string decoded,
- * anything else as its JSON text, null or a missing key as NULL.
+ * anything else as its JSON text, null or a missing key as NULL. `select` yields them as `__v`, and
+ * `value(k)` reads the `k`th (from 0).
  *
  * json_transform into a STRUCT of VARCHARs parses each line once and reads every member in one pass,
  * about half the CPU of json_extract_string with a list of paths (bench/README.md), and reads the same
@@ -152,21 +154,13 @@ export function plainLoad(
  * differ in more than case, as DuckDB compares field names without case; a table without such names keeps
  * json_extract_string.
  */
-export function extraction(columns: readonly TableColumn[]): string {
-  if (structNames(columns)) {
+export function extraction(columns: readonly TableColumn[]): { readonly select: string; readonly value: (k: number) => string } {
+  if (new Set(columns.map((c) => c.name.toLowerCase())).size === columns.length) {
     const fields = Object.fromEntries(columns.map((c) => [c.name, 'VARCHAR']));
-    return `json_transform(l, ${quoteStr(JSON.stringify(fields))})`;
+    return { select: `json_transform(l, ${quoteStr(JSON.stringify(fields))})`, value: (k) => `struct_extract_at(__v, ${k + 1})` };
   }
-  return `json_extract_string(l, [${columns.map((c) => quoteStr(`$."${c.name}"`)).join(', ')}])`;
-}
-
-/** The `k`th value (from 0) of `extraction`'s result `__v`. */
-export function valueExpr(columns: readonly TableColumn[], k: number): string {
-  return structNames(columns) ? `struct_extract_at(__v, ${k + 1})` : `__v[${k + 1}]`;
-}
-
-function structNames(columns: readonly TableColumn[]): boolean {
-  return new Set(columns.map((c) => c.name.toLowerCase())).size === columns.length;
+  const paths = columns.map((c) => quoteStr(`$."${c.name}"`)).join(', ');
+  return { select: `json_extract_string(l, [${paths}])`, value: (k) => `__v[${k + 1}]` };
 }
 
 /**
