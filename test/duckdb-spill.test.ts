@@ -53,6 +53,21 @@ describe('DuckDB spill directories', () => {
     expect(existsSync(dir)).toBe(false);
   });
 
+  it('names FLOE_SPOOL_DIR when it cannot create the spill directory, and leaves nothing open', async () => {
+    const before = process.env.FLOE_SPOOL_DIR;
+    process.env.FLOE_SPOOL_DIR = '/nonexistent/floe-spool';
+    const d = new DuckDbDestination({ path: ':memory:' });
+    try {
+      await expect(d.open('p', 'i')).rejects.toThrow(/spill directory in \/nonexistent\/floe-spool.*ENOENT/);
+      await expect(d.open('p', 'i')).rejects.toMatchObject({ hint: expect.stringMatching(/FLOE_SPOOL_DIR/) });
+      await expect(SqlEngine.open(':memory:', 'EMULATOR', [])).rejects.toMatchObject({ hint: expect.stringMatching(/FLOE_SPOOL_DIR/) });
+    } finally {
+      if (before === undefined) delete process.env.FLOE_SPOOL_DIR;
+      else process.env.FLOE_SPOOL_DIR = before;
+      await d.close();
+    }
+  });
+
   it('leaves a database file spilling beside itself', async () => {
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { join } = await import('node:path');

@@ -174,6 +174,7 @@ export class DuckDbDestination implements Destination {
       } catch (err) {
         this.#spill?.remove();
         this.#spill = undefined;
+        if (err instanceof FloeError) throw err; // the spill directory's, with its own hint
         throw new FloeError('destination', `cannot open DuckDB file ${this.#options.path}: ${(err as Error).message}`, {
           cause: err,
           hint: 'check the path, its permissions, and that no other process holds the file open',

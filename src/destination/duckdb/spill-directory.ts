@@ -10,6 +10,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { FloeError } from '../../errors.js';
 
 export interface SpillDirectory {
   /** DuckDB options to open the database with: `temp_directory`, for an in-memory one. */
@@ -20,6 +21,15 @@ export interface SpillDirectory {
 
 export function spillDirectory(path: string): SpillDirectory {
   if (path !== ':memory:') return { options: {}, remove: () => undefined };
-  const dir = mkdtempSync(join(process.env.FLOE_SPOOL_DIR || tmpdir(), 'floe-duckdb-spill-'));
+  const root = process.env.FLOE_SPOOL_DIR || tmpdir();
+  let dir: string;
+  try {
+    dir = mkdtempSync(join(root, 'floe-duckdb-spill-'));
+  } catch (err) {
+    throw new FloeError('config', `cannot create a DuckDB spill directory in ${root}: ${(err as Error).message}`, {
+      hint: 'set FLOE_SPOOL_DIR to a writable local directory',
+      cause: err,
+    });
+  }
   return { options: { temp_directory: dir }, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
