@@ -14,6 +14,7 @@
  */
 
 import type { MappedType } from './schema/type-map.js';
+import type { TupleBytes } from './postgres/pgoutput.js';
 
 export interface Position {
   readonly lsn: bigint;
@@ -78,4 +79,26 @@ export interface Change {
    * IDENTITY FULL); empty for t. Indexed like `table.columns`.
    */
   readonly cells: readonly Cell[];
+  /**
+   * The row image as the bytes of its Insert message (text mode), for destinations that copy values
+   * as text; `cells` holds the same values.
+   */
+  readonly tuple?: TupleBytes;
+}
+
+/** A streamed insert: `cells` is decoded from the message's bytes on first use, not before. */
+export class TupleChange implements Change {
+  #cells: readonly Cell[] | undefined;
+
+  constructor(
+    readonly table: TableSchema,
+    readonly op: ChangeOp,
+    readonly position: Position,
+    readonly commitTimeMicros: bigint,
+    readonly tuple: TupleBytes,
+  ) {}
+
+  get cells(): readonly Cell[] {
+    return (this.#cells ??= this.tuple.cells());
+  }
 }

@@ -30,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FloeError, coerceError } from '../errors.js';
 import type { Change, Cell, Position, TableSchema } from '../model.js';
-import { comparePositions, qualifiedName } from '../model.js';
+import { comparePositions, qualifiedName, TupleChange } from '../model.js';
 import type { Destination } from '../destination/destination.js';
 import type { StateStore } from '../store/state-store.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -45,7 +45,7 @@ import {
   type BinaryMode,
 } from '../postgres/replication.js';
 import { decodeReplicationFrame, encodeStandbyStatus } from '../postgres/replication-protocol.js';
-import { decodePgOutput, splitStreamed, type PgOutputMessage } from '../postgres/pgoutput.js';
+import { decodePgOutput, insertTupleBytes, splitStreamed, type PgOutputMessage } from '../postgres/pgoutput.js';
 import type { BinaryDecoder } from '../postgres/binary-values.js';
 import { tableDecoders, type BinaryRefusal } from '../postgres/binary-columns.js';
 import { TransactionSpool } from './transaction-spool.js';
@@ -586,6 +586,8 @@ interface Batch {
 }
 
 const newBatch = (): Batch => ({ changes: [], bytes: 0, startedAt: 0, lastCommit: undefined, endsMidTransaction: false });
+/** pgoutput's Insert message tag ('I'). */
+const INSERT_TAG = 0x49;
 
 /** A batch handed to the destination and not yet durable: what acknowledging it needs, not its rows. */
 interface Written {
@@ -798,7 +800,24 @@ class Streamer implements StreamSide {
       const { xid, message } = splitStreamed(frame.data);
       if (xid !== undefined) return this.#spool!.append(this.#streamXid, xid, message);
     }
-    await this.#onMessage(decodePgOutput(frame.data, this.#binary?.decoders));
+    await this.#onData(frame.data);
+  }
+
+  /**
+   * One pgoutput message. A text-mode Insert of a known table (nearly every message of a load) skips
+   * the decoder: its values stay bytes until a destination needs them (TupleChange).
+   */
+  #onData(data: Buffer): Promise<void> | void {
+    if (data[0] === INSERT_TAG && !this.#binary && this.#txn) {
+      const insert = insertTupleBytes(data);
+      const table = insert && this.#relations.get(insert.relationId);
+      if (insert && table && !this.#dropped.has(insert.relationId)) {
+        const txn = this.#txn;
+        const change = new TupleChange(table, 'i', { lsn: txn.lsn, ordinal: txn.ordinal++ }, txn.commitTimeMicros, insert.tuple);
+        return this.#push(change, insert.tuple.byteLength + 4 * insert.tuple.columns, true);
+      }
+    }
+    return this.#onMessage(decodePgOutput(data, this.#binary?.decoders));
   }
 
   async #onMessage(msg: PgOutputMessage): Promise<void> {
@@ -941,7 +960,12 @@ class Streamer implements StreamSide {
     if (!this.#spool || this.#txn || this.#streamXid !== undefined)
       throw new FloeError('replication', 'pgoutput: unexpected Stream Commit');
     this.#txn = { lsn: commit.commitLsn, commitTimeMicros: commit.commitTimeMicros, ordinal: 0, xid: commit.xid };
-    for await (const message of this.#spool.commit(commit.xid)) await this.#onMessage(decodePgOutput(message, this.#binary?.decoders));
+    for await (const messages of this.#spool.commit(commit.xid)) {
+      for (const message of messages) {
+        const pending = this.#onData(message);
+        if (pending) await pending;
+      }
+    }
     this.#batch.lastCommit = { lsn: commit.commitLsn, endLsn: commit.endLsn };
     this.#txn = undefined;
   }
@@ -973,18 +997,25 @@ class Streamer implements StreamSide {
     const txn = this.#txn;
     if (!txn) throw new FloeError('replication', 'change outside a transaction');
     const change: Change = { table, op, position: { lsn: txn.lsn, ordinal: txn.ordinal++ }, commitTimeMicros: txn.commitTimeMicros, cells };
+    await this.#push(change, rowBytes(cells), mayFlush);
+  }
+
+  /** Adds a change to the batch; a promise only when the batch is full and goes to the destination. */
+  #push(change: Change, bytes: number, mayFlush: boolean): Promise<void> | void {
     const b = this.#batch;
     if (b.changes.length === 0) b.startedAt = Date.now();
     b.changes.push(change);
-    b.bytes += rowBytes(cells);
-    if (mayFlush && b.bytes >= this.#o.batchMaxBytes) {
-      // Waiting here stops reading the socket (backpressure): for the write being accepted, then for
-      // commits while too much is uncommitted.
-      await this.#writing;
-      while (this.#failure === undefined && this.#uncommittedBytes >= this.#o.maxUncommittedBytes) await this.#nextProgress();
-      if (this.#failure !== undefined) throw coerceError(this.#failure);
-      this.#startFlush();
-    }
+    b.bytes += bytes;
+    if (mayFlush && b.bytes >= this.#o.batchMaxBytes) return this.#flushFull();
+  }
+
+  async #flushFull(): Promise<void> {
+    // Waiting here stops reading the socket (backpressure): for the write being accepted, then for
+    // commits while too much is uncommitted.
+    await this.#writing;
+    while (this.#failure === undefined && this.#uncommittedBytes >= this.#o.maxUncommittedBytes) await this.#nextProgress();
+    if (this.#failure !== undefined) throw coerceError(this.#failure);
+    this.#startFlush();
   }
 
   /** Writes everything received so far and waits until it is durable and recorded. */

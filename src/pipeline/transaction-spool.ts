@@ -101,13 +101,14 @@ export class TransactionSpool {
 
   /**
    * A Stream Commit: the messages of the transaction in the order they came, without those of rolled-back
-   * sub-transactions. The file is removed once read (or when the reader stops early).
+   * sub-transactions, a piece of the file at a time (one await per piece, not per message). The file is
+   * removed once read (or when the reader stops early).
    */
-  async *commit(xid: number): AsyncGenerator<Buffer> {
+  async *commit(xid: number): AsyncGenerator<Buffer[]> {
     const t = this.#open(xid);
     try {
       if (t.fd === undefined) {
-        yield* records(Buffer.concat(t.pending), t.aborted).messages;
+        yield records(Buffer.concat(t.pending), t.aborted).messages;
         return;
       }
       this.#flush(t);
@@ -116,7 +117,7 @@ export class TransactionSpool {
       let rest: Buffer = Buffer.alloc(0);
       for await (const chunk of createReadStream(t.path, { highWaterMark: FLUSH_BYTES })) {
         const r = records(rest.length > 0 ? Buffer.concat([rest, chunk as Buffer]) : (chunk as Buffer), t.aborted);
-        yield* r.messages;
+        yield r.messages;
         rest = r.rest;
       }
       if (rest.length > 0) throw new FloeError('internal', `spooled transaction ${xid} ends in a partial record`);

@@ -478,3 +478,55 @@ export function decodePgOutput(buf: Buffer, binary?: BinaryColumns): PgOutputMes
     }
   }
 }
+
+/**
+ * The new tuple of an Insert message in text mode, kept as the message's bytes: a destination that writes
+ * text (NDJSON) copies its values from here instead of building a string per value and encoding it back
+ * (the design's "transcode bytes" rule); `cells()` decodes it for everything else.
+ */
+export class TupleBytes {
+  constructor(
+    /** The whole Insert message. */
+    readonly buf: Buffer,
+    /** Offset of the TupleData (its column count). */
+    readonly start: number,
+    readonly columns: number,
+  ) {}
+
+  /** The values as cells, exactly as `decodePgOutput` gives them. */
+  cells(): Cell[] {
+    const r = new Reader(this.buf, 'Insert');
+    r.pos = this.start;
+    return r.tuple('new tuple');
+  }
+
+  /** Bytes of the tuple, column headers included. */
+  get byteLength(): number {
+    return this.buf.length - this.start;
+  }
+}
+
+/**
+ * An Insert message whose tuple holds only text and NULL values, checked whole (every length inside the
+ * message, nothing after the tuple); undefined for anything else (binary or unchanged values, a
+ * malformed message), which `decodePgOutput` then decodes or reports.
+ */
+export function insertTupleBytes(buf: Buffer): { relationId: number; tuple: TupleBytes } | undefined {
+  const len = buf.length;
+  if (len < 8 || buf[0] !== I || buf[5] !== N) return undefined;
+  const relationId = buf.readUInt32BE(1);
+  const ncols = (buf[6]! << 8) | buf[7]!;
+  let pos = 8;
+  for (let i = 0; i < ncols; i++) {
+    if (pos >= len) return undefined;
+    const kind = buf[pos++]!;
+    if (kind === KIND_NULL) continue;
+    if (kind !== KIND_TEXT || pos + 4 > len) return undefined;
+    const n = buf.readInt32BE(pos);
+    pos += 4;
+    if (n < 0 || pos + n > len) return undefined;
+    pos += n;
+  }
+  if (pos !== len) return undefined;
+  return { relationId, tuple: new TupleBytes(buf, 6, ncols) };
+}

@@ -99,7 +99,7 @@ export class EncodingSink implements Destination {
     try {
       for (let i = first; i < changes.length; i++) {
         const ch = changes[i]!;
-        enc.writeRow(ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells);
+        enc.writeChange(ch);
         if (enc.length >= this.#chunkBytes) this.#handOff(enc);
       }
       this.#handOff(enc);

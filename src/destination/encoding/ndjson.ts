@@ -30,7 +30,8 @@
  * \b \f \n \r \t, other control characters as \u00XX, lone surrogates as
  * \uXXXX; everything else, non-ASCII included, is written as UTF-8.
  */
-import type { Cell, ChangeOp, Position, TableSchema } from '../../model.js';
+import type { Cell, Change, ChangeOp, Position, TableSchema } from '../../model.js';
+import type { TupleBytes } from '../../postgres/pgoutput.js';
 import { pgArrayToJson } from '../../schema/pg-array.js';
 import { CopyRows } from '../../postgres/copy-text.js';
 import type { SnapshotChunk } from '../destination.js';
@@ -149,6 +150,72 @@ export class NdjsonEncoder {
     }
     this.#trailer(plan, op, position, commitTimeMicros, unchanged, extra);
     return this.#len - start;
+  }
+
+  /**
+   * Appends one change as one line: `writeRow`'s bytes. A streamed insert's values are copied from its
+   * message (valid UTF-8, no array column) with JSON's escapes, without a string per value.
+   */
+  writeChange(ch: Change, extra?: RowExtra): number {
+    const tuple = ch.tuple;
+    if (tuple !== undefined) {
+      const start = this.#len;
+      const plan = this.#plan(ch.table);
+      if (!plan.anyArray && plan.prefixes.length === tuple.columns && this.#tupleFields(plan, tuple)) {
+        this.#trailer(plan, ch.op, ch.position, ch.commitTimeMicros, undefined, extra);
+        return this.#len - start;
+      }
+      this.#len = start;
+    }
+    return this.writeRow(ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells, extra);
+  }
+
+  /**
+   * The data columns of a text-mode tuple (checked whole by insertTupleBytes): NULL or a JSON string each.
+   * False (with bytes written that the caller discards) for a value that is not valid UTF-8, which the
+   * decoder turns into replacement characters.
+   */
+  #tupleFields(plan: TablePlan, tuple: TupleBytes): boolean {
+    const buf = tuple.buf;
+    // Room for the tuple's bytes, the prefixes and two quotes per value; an escape makes its own room.
+    this.#ensure(buf.length - tuple.start + plan.prefixBytes + 2 * tuple.columns);
+    let out = this.#buf;
+    let o = this.#len;
+    let pos = tuple.start + 2;
+    for (let col = 0; col < tuple.columns; col++) {
+      const prefix = plan.prefixes[col]!;
+      for (let k = 0; k < prefix.length; k++) out[o++] = prefix[k]!;
+      if (buf[pos++] !== 0x74 /* t */) {
+        for (let k = 0; k < 4; k++) out[o++] = NULL[k]!;
+        continue;
+      }
+      const end = pos + 4 + buf.readUInt32BE(pos);
+      out[o++] = QUOTE;
+      for (let k = pos + 4; k < end; k++) {
+        const b = buf[k]!;
+        if (b >= 0x20 && b !== QUOTE && b !== BACKSLASH && b < 0x80) {
+          out[o++] = b;
+          continue;
+        }
+        if (b >= 0x80) {
+          // Each value on its own: a length byte before it must not complete a sequence.
+          const n = utf8SequenceLength(buf, k, end);
+          if (n === 0) return false;
+          for (let j = 0; j < n; j++) out[o++] = buf[k + j]!;
+          k += n - 1;
+          continue;
+        }
+        // JSON.stringify's escapes; up to 6 bytes for this one, the rest of the value as it is.
+        this.#len = o;
+        this.#ensure(6 + (end - k) + (buf.length - end) + plan.prefixBytes + 2 * tuple.columns);
+        out = this.#buf;
+        o = writeEscape(out, o, b);
+      }
+      out[o++] = QUOTE;
+      pos = end;
+    }
+    this.#len = o;
+    return true;
   }
 
   /**
@@ -415,32 +482,7 @@ export class NdjsonEncoder {
         this.#len = o;
         this.#ensure(6 + 3 * (n - i) + 1);
         buf = this.#buf;
-        buf[o++] = BACKSLASH;
-        switch (c) {
-          case QUOTE:
-            buf[o++] = QUOTE;
-            break;
-          case BACKSLASH:
-            buf[o++] = BACKSLASH;
-            break;
-          case 0x0a:
-            buf[o++] = 0x6e; // n
-            break;
-          case 0x0d:
-            buf[o++] = 0x72; // r
-            break;
-          case 0x09:
-            buf[o++] = 0x74; // t
-            break;
-          case 0x08:
-            buf[o++] = 0x62; // b
-            break;
-          case 0x0c:
-            buf[o++] = 0x66; // f
-            break;
-          default:
-            o = writeUnicodeEscape(buf, o, c);
-        }
+        o = writeEscape(buf, o, c);
       } else if (c < 0x800) {
         buf[o++] = 0xc0 | (c >> 6);
         buf[o++] = 0x80 | (c & 0x3f);
@@ -482,6 +524,63 @@ const writeUtf8 =
   typeof (Buffer.prototype as Partial<Utf8WritableBuffer>).utf8Write === 'function'
     ? (buf: Buffer, s: string, at: number): number => (buf as Utf8WritableBuffer).utf8Write(s, at)
     : (buf: Buffer, s: string, at: number): number => buf.write(s, at, 'utf8');
+
+/**
+ * The length of the well-formed UTF-8 sequence starting at `k` (before `end`), 0 if there is none
+ * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+ */
+function utf8SequenceLength(buf: Buffer, k: number, end: number): number {
+  const b = buf[k]!;
+  let n: number;
+  let lo = 0x80;
+  let hi = 0xbf;
+  if (b >= 0xc2 && b <= 0xdf) n = 2;
+  else if (b >= 0xe0 && b <= 0xef) {
+    n = 3;
+    if (b === 0xe0) lo = 0xa0;
+    else if (b === 0xed) hi = 0x9f;
+  } else if (b >= 0xf0 && b <= 0xf4) {
+    n = 4;
+    if (b === 0xf0) lo = 0x90;
+    else if (b === 0xf4) hi = 0x8f;
+  } else return 0;
+  if (k + n > end) return 0;
+  const second = buf[k + 1]!;
+  if (second < lo || second > hi) return 0;
+  for (let j = 2; j < n; j++) {
+    const c = buf[k + j]!;
+    if (c < 0x80 || c > 0xbf) return 0;
+  }
+  return n;
+}
+
+/** An ASCII byte JSON escapes (quote, backslash, control byte) as JSON.stringify writes it; returns the new offset. */
+function writeEscape(buf: Buffer, o: number, c: number): number {
+  buf[o++] = BACKSLASH;
+  switch (c) {
+    case QUOTE:
+    case BACKSLASH:
+      buf[o++] = c;
+      return o;
+    case 0x0a:
+      buf[o++] = 0x6e; // n
+      return o;
+    case 0x0d:
+      buf[o++] = 0x72; // r
+      return o;
+    case 0x09:
+      buf[o++] = 0x74; // t
+      return o;
+    case 0x08:
+      buf[o++] = 0x62; // b
+      return o;
+    case 0x0c:
+      buf[o++] = 0x66; // f
+      return o;
+    default:
+      return writeUnicodeEscape(buf, o, c);
+  }
+}
 
 /** `uXXXX` (the backslash is already written). */
 function writeUnicodeEscape(buf: Buffer, o: number, c: number): number {

@@ -742,7 +742,7 @@ export class SnowflakeDestination implements Destination {
         out = { state, tokens: [], encoder: this.#encoder() };
         perChannel.set(channel, out);
       }
-      out.encoder.writeRow(ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells, { seq: state.nextSeq++ });
+      out.encoder.writeChange(ch, { seq: state.nextSeq++ });
       out.tokens.push(token);
       state.rowsSinceMerge++;
     }
