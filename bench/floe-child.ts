@@ -35,6 +35,8 @@ export interface ChildConfig {
   /** DuckDB memory_limit and threads (default: the destination's). */
   readonly duckdbMemoryLimit?: string;
   readonly duckdbThreads?: number;
+  /** DuckDB: also journal keyed tables' snapshot rows (the destination's journalSnapshot). */
+  readonly duckdbJournalSnapshot?: boolean;
   /** The pipeline's merge interval (default: the runtime's). */
   readonly mergeIntervalMs?: number;
   /** Create the slot on an empty table first, then wait for 'go'. */
@@ -106,7 +108,12 @@ const DuckDb =
   config.destination === 'duckdb' ? (await import('../src/destination/duckdb/duckdb-destination.js')).DuckDbDestination : undefined;
 const newDestination = (): Destination =>
   DuckDb
-    ? new DuckDb({ path: config.duckdbPath!, memoryLimit: config.duckdbMemoryLimit, threads: config.duckdbThreads })
+    ? new DuckDb({
+        path: config.duckdbPath!,
+        memoryLimit: config.duckdbMemoryLimit,
+        threads: config.duckdbThreads,
+        journalSnapshot: config.duckdbJournalSnapshot,
+      })
     : new EncodingSink();
 
 interface Run {

@@ -54,6 +54,7 @@ describe.each(testClusters('every'))('acknowledgement on PostgreSQL $major', (cl
     await db.sql(`CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE t`);
     const dest = new StallingDestination({ path: ':memory:' });
     let acks = 0;
+    let streaming = false;
     // A short wal_sender_timeout: a pipeline that stopped answering while it applies backpressure
     // would be disconnected within seconds.
     const url = `${db.url}?options=${encodeURIComponent('-c wal_sender_timeout=2s')}`;
@@ -63,9 +64,11 @@ describe.each(testClusters('every'))('acknowledgement on PostgreSQL $major', (cl
       slotName: 's_stall',
       destination: dest,
       batchMaxBytes: 2000,
-      events: { acknowledged: () => acks++ },
+      events: { acknowledged: () => acks++, phase: (ph) => void (ph === 'streaming' && (streaming = true)) },
     });
     try {
+      // Streamed, so journaled: a row the snapshot read goes straight into the target.
+      await waitFor('streaming', () => streaming);
       await db.sql(`INSERT INTO t VALUES (1, 'before')`);
       await waitFor('first row durable', async () => (await dest.query(`SELECT count(*) FROM _floe_journal."public.t"`))[0]![0] === 1n);
       dest.stall();

@@ -350,6 +350,8 @@ describe('URL checks', () => {
     expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?checkpoint_threshold=often')).toThrow(
       /invalid checkpoint_threshold "often"/,
     );
+    expect(checkDestination('duckdb', 'duckdb:/data/wh.duckdb?journal_snapshot=true')).toBe('duckdb');
+    expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?journal_snapshot=yes')).toThrow(/invalid journal_snapshot "yes"/);
     expect(() => checkDestination('duckdb', 'duckdb:/data/wh.duckdb?wal=1')).toThrow(/unknown DuckDB destination parameter "wal"/);
     expect(() => checkDestination('duckdb', 'duckdb://')).toThrow(/names no file/);
     expect(() => checkDestination('duckdb', 'snowflake://floe@acct/db')).toThrow(/has the form duckdb:/);

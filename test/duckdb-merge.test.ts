@@ -34,8 +34,53 @@ const updateAt = (table: TableSchema, lsn: bigint, cells: Cell[]): Change => ({
 const row = (i: number): Cell[] => [String(i), i % 7 === 0 ? null : `note ${i}`, `{a,"b c",${i}}`, `${i}.25`];
 
 describe('DuckDB destination merges', () => {
-  it('loads a snapshot into the empty target in one statement, then merges stream changes over it', async () => {
+  it('loads a keyed snapshot straight into the target, then merges stream changes over it', async () => {
     const d = new DuckDbDestination({ path: ':memory:' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await d.writeSnapshotRange({ table: T, rangeIndex: 0, snapshotLsn: 0x100n }, chunks([...Array(2500).keys()].map((i) => row(i + 1))));
+      await d.writeSnapshotRange(
+        { table: T, rangeIndex: 1, snapshotLsn: 0x100n },
+        chunks([...Array(1500).keys()].map((i) => row(i + 2501))),
+      );
+      // Before any merge: typed, at the snapshot's position, arrays from their JSON form, and not journaled.
+      expect(await d.query(`SELECT count(*), count(note), sum(id) FROM public.orders`)).toEqual([[4000n, 3429n, 8002000n]]);
+      expect(
+        await d.query(`SELECT note, tags, amount::VARCHAR, _floe_key, _floe_lsn, _floe_ordinal FROM public.orders WHERE id = 42`),
+      ).toEqual([[null, ['a', 'b c', '42'], '42.25', '42', 0x100n, -1n]]);
+      expect(await d.query(`SELECT count(*) FROM _floe_journal."public.orders"`)).toEqual([[0n]]);
+      // Changes streamed during the snapshot wait in the journal until the snapshot is complete (2b). One from
+      // before the snapshot (a table added later journals its changes before its snapshot) never overwrites
+      // the snapshot's row.
+      await d.writeChanges([
+        { table: T, op: 'u', position: { lsn: 0x80n, ordinal: 0 }, commitTimeMicros: 0n, cells: ['5', 'stale', '{}', '0'] },
+        { table: T, op: 'd', position: { lsn: 0x180n, ordinal: 0 }, commitTimeMicros: 0n, cells: ['7', null, null, null] },
+      ]);
+      expect(await d.merge()).toEqual({ tables: 0, journalRows: 0 });
+      expect(await d.query(`SELECT count(*) FROM public.orders WHERE id = 7`)).toEqual([[1n]]);
+      await d.completeSnapshot(T);
+      await d.writeChanges([
+        { table: T, op: 'u', position: { lsn: 0x200n, ordinal: 0 }, commitTimeMicros: 0n, cells: ['1', 'updated', '{}', '9.50'] },
+        { table: T, op: 'u', position: { lsn: 0x200n, ordinal: 1 }, commitTimeMicros: 0n, cells: ['3', 'after', '{}', '3'] },
+      ]);
+      await d.writeChanges([
+        { table: T, op: 'u', position: { lsn: 0x201n, ordinal: 0 }, commitTimeMicros: 0n, cells: ['3', 'latest', '{}', '3'] },
+      ]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 5 });
+      expect(await d.query(`SELECT id, note, amount::VARCHAR, _floe_lsn FROM public.orders WHERE id IN (1, 3, 5, 7) ORDER BY id`)).toEqual([
+        [1, 'updated', '9.50', 0x200n],
+        [3, 'latest', '3', 0x201n],
+        [5, 'note 5', '5.25', 0x100n],
+      ]);
+      expect(await d.query(`SELECT count(*) FROM public.orders`)).toEqual([[3999n]]);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('with journalSnapshot, journals a snapshot and loads it into the empty target in one statement, then merges stream changes over it', async () => {
+    const d = new DuckDbDestination({ path: ':memory:', journalSnapshot: true });
     try {
       await d.open('p', 'inc');
       await d.prepare(T);

@@ -1,7 +1,7 @@
 /**
  * The DuckDB destination loads COPY text rows whose only escapes are NULLs whole (one string a row, split
- * in SQL) and other rows cell by cell. Both must put the same text into the journal and the target as
- * decoded cells do.
+ * in SQL) and other rows cell by cell. Both must put the same values into the target (and, with
+ * `journalSnapshot`, the same text into the journal) as decoded cells do.
  */
 import { describe, it, expect } from 'vitest';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
@@ -56,8 +56,34 @@ async function load(
 
 const journal = `SELECT _floe_lsn, _floe_ordinal, _floe_op, _floe_commit_time, _floe_unchanged, id, a, b, c FROM _floe_journal."public.snap" ORDER BY id::INT, _floe_seq`;
 
+const EXPECTED = [
+  ['1', 'plain', 'text', '1.5'],
+  ['2', null, 'text', '2'],
+  ['3', 'x', null, null],
+  ['4', null, null, null],
+  ['5', 'tab\there', 'new\nline', '3'],
+  ['6', '\\N', 'not null', '4'],
+  ['7', 'back\\slash', null, '5'],
+  ['8', '', 'empty before', '6'],
+  ['9', 'Naïve ☃ 𝄞', null, '7'],
+  ['10', '\\', '\r\b\f\v', '8'],
+  ['11', 'Nx', '-', '9'],
+  ['12', 'N', '\\N', '10'],
+];
+const target = `SELECT id, a, b, c::VARCHAR, _floe_key, _floe_lsn, _floe_ordinal FROM public.snap ORDER BY id`;
+
+/** Rows 1-4, 8 and 9 carry no escape but NULLs: loaded whole (`\Nx` is not a NULL). */
+function expectWholeRows(log: ReturnType<typeof memoryLog>): void {
+  const staged = log
+    .tail()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { msg: string; wholeRows?: number })
+    .filter((l) => l.msg === 'snapshot range staged');
+  expect(staged.map((l) => l.wholeRows)).toEqual([4, 2]);
+}
+
 describe('DuckDB snapshot rows', () => {
-  it('journals whole COPY rows exactly as decoded cells, and merges them alike', async () => {
+  it('loads whole COPY rows straight into the target exactly as decoded cells, before any merge', async () => {
     const log = memoryLog();
     const whole = new DuckDbDestination({ path: ':memory:', log: log.log });
     const cells = new DuckDbDestination({ path: ':memory:' });
@@ -68,35 +94,43 @@ describe('DuckDB snapshot rows', () => {
       }
       await load(whole, T, [ROWS.slice(0, 7), ROWS.slice(7)], false);
       await load(cells, T, [ROWS.slice(0, 7), ROWS.slice(7)], true);
+      const got = await whole.query(target);
+      expect(got).toEqual(await cells.query(target));
+      expect(got.map((r) => [String(r[0]), ...r.slice(1, 4)])).toEqual(EXPECTED);
+      expect(got.map((r) => [r[4], r[5], r[6]])).toEqual(EXPECTED.map((r) => [r[0], 0x100n, -1n]));
+      // Written once: the journal holds none of them, and the merge has nothing to do.
+      expect(await whole.query(`SELECT count(*) FROM _floe_journal."public.snap"`)).toEqual([[0n]]);
+      expectWholeRows(log);
+      await whole.completeSnapshot(T);
+      expect(await whole.merge()).toEqual({ tables: 0, journalRows: 0 });
+      expect(await whole.query(target)).toEqual(got);
+    } finally {
+      await whole.close();
+      await cells.close();
+    }
+  });
+
+  it('with journalSnapshot, journals whole COPY rows exactly as decoded cells, and merges them alike', async () => {
+    const log = memoryLog();
+    const whole = new DuckDbDestination({ path: ':memory:', log: log.log, journalSnapshot: true });
+    const cells = new DuckDbDestination({ path: ':memory:', journalSnapshot: true });
+    try {
+      for (const d of [whole, cells]) {
+        await d.open('p', 'inc');
+        await d.prepare(T);
+      }
+      await load(whole, T, [ROWS.slice(0, 7), ROWS.slice(7)], false);
+      await load(cells, T, [ROWS.slice(0, 7), ROWS.slice(7)], true);
       const got = await whole.query(journal);
       expect(got).toEqual(await cells.query(journal));
-      expect(got.map((r) => r.slice(5))).toEqual([
-        ['1', 'plain', 'text', '1.5'],
-        ['2', null, 'text', '2'],
-        ['3', 'x', null, null],
-        ['4', null, null, null],
-        ['5', 'tab\there', 'new\nline', '3'],
-        ['6', '\\N', 'not null', '4'],
-        ['7', 'back\\slash', null, '5'],
-        ['8', '', 'empty before', '6'],
-        ['9', 'Naïve ☃ 𝄞', null, '7'],
-        ['10', '\\', '\r\b\f\v', '8'],
-        ['11', 'Nx', '-', '9'],
-        ['12', 'N', '\\N', '10'],
-      ]);
+      expect(got.map((r) => r.slice(5))).toEqual(EXPECTED);
       expect(await whole.query(`SELECT count(DISTINCT _floe_seq) FROM _floe_journal."public.snap"`)).toEqual([[12n]]);
-      // Rows 1-4, 8 and 9 carry no escape but NULLs: loaded whole (`\Nx` is not a NULL).
-      const staged = log
-        .tail()
-        .split('\n')
-        .map((l) => JSON.parse(l) as { msg: string; wholeRows?: number })
-        .filter((l) => l.msg === 'snapshot range staged');
-      expect(staged.map((l) => l.wholeRows)).toEqual([4, 2]);
+      expect(await whole.query(`SELECT count(*) FROM public.snap`)).toEqual([[0n]]);
+      expectWholeRows(log);
       for (const d of [whole, cells]) {
         await d.completeSnapshot(T);
         await d.merge();
       }
-      const target = `SELECT id, a, b, c::VARCHAR, _floe_key FROM public.snap ORDER BY id`;
       expect(await whole.query(target)).toEqual(await cells.query(target));
       expect(await whole.query(`SELECT count(*) FROM public.snap`)).toEqual([[12n]]);
     } finally {
@@ -105,32 +139,36 @@ describe('DuckDB snapshot rows', () => {
     }
   });
 
-  it('keeps the latest image of a key a resumed snapshot loaded twice, and refuses a row with the wrong number of fields', async () => {
-    const d = new DuckDbDestination({ path: ':memory:' });
-    try {
-      await d.open('p', 'inc');
-      await d.prepare(T);
-      // A resumed snapshot reads its ranges under several snapshots: a row that moved between ranges comes
-      // twice, and the later snapshot's image wins.
-      await load(d, T, [['1\tfirst\t\\N\t1', '2\ttwo\t\\N\t2']], false, 0x100n);
-      await load(d, T, [[], ['1\tsecond\t\\N\t1']], false, 0x200n);
-      await load(d, T, [[], [], ['3\tthird\t\\N\t3']], false, 0x80n);
-      await d.completeSnapshot(T);
-      await d.merge();
-      expect(await d.query(`SELECT id, a FROM public.snap ORDER BY id`)).toEqual([
-        [1, 'second'],
-        [2, 'two'],
-        [3, 'third'],
-      ]);
-      const short = copyRows(['3\tthree\t\\N']);
-      async function* chunks() {
-        yield short;
+  for (const journalSnapshot of [false, true]) {
+    it(`keeps the latest image of a key a resumed snapshot loaded twice, and refuses a row with the wrong number of fields${journalSnapshot ? ' (journalSnapshot)' : ''}`, async () => {
+      const d = new DuckDbDestination({ path: ':memory:', journalSnapshot });
+      try {
+        await d.open('p', 'inc');
+        await d.prepare(T);
+        // A resumed snapshot reads its ranges under several snapshots: a row that moved between ranges comes
+        // twice, and the later snapshot's image wins, whichever range is loaded first.
+        await load(d, T, [['1\tfirst\t\\N\t1', '2\ttwo\t\\N\t2']], false, 0x100n);
+        await load(d, T, [[], ['1\tsecond\t\\N\t1']], false, 0x200n);
+        await load(d, T, [[], [], ['3\tthird\t\\N\t3', '2\tolder\t\\N\t2']], false, 0x80n);
+        await d.completeSnapshot(T);
+        await d.merge();
+        expect(await d.query(`SELECT id, a, _floe_lsn FROM public.snap ORDER BY id`)).toEqual([
+          [1, 'second', 0x200n],
+          [2, 'two', 0x100n],
+          [3, 'third', 0x80n],
+        ]);
+        const short = copyRows(['3\tthree\t\\N']);
+        async function* chunks() {
+          yield short;
+        }
+        await expect(d.writeSnapshotRange({ table: T, rangeIndex: 5, snapshotLsn: 0x100n }, chunks())).rejects.toThrow(
+          /snapshot range 5 of public\.snap: .*COPY row has 3 fields, expected 4/,
+        );
+        // The refused range left nothing behind.
+        expect(await d.query(`SELECT count(*) FROM public.snap`)).toEqual([[3n]]);
+      } finally {
+        await d.close();
       }
-      await expect(d.writeSnapshotRange({ table: T, rangeIndex: 5, snapshotLsn: 0x100n }, chunks())).rejects.toThrow(
-        /snapshot range 5 of public\.snap: .*COPY row has 3 fields, expected 4/,
-      );
-    } finally {
-      await d.close();
-    }
-  });
+    });
+  }
 });

@@ -183,9 +183,12 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await r.p.stop();
       await expectEqual(r, n, [a, late, hist]);
       expect(r.states.get(`public.${late}`)).toEqual(['snapshotting', 'streaming']);
-      // Existing rows arrived through the snapshot, later ones through the stream.
+      // Existing rows arrived through the snapshot, straight into the target; later ones through the stream.
       const ops = await r.q(`SELECT _floe_op, count(*) > 0 FROM _floe_journal."public.${late}" GROUP BY 1 ORDER BY 1`);
-      expect(ops.map((x) => x[0])).toEqual(expect.arrayContaining(['r', 'i', 'u', 'd']));
+      expect(ops.map((x) => x[0])).toEqual(expect.arrayContaining(['d', 'i', 'u']));
+      expect(ops.map((x) => x[0])).not.toContain('r');
+      const [[fromSnapshot]] = (await r.q(`SELECT count(*) FROM public.${late} WHERE _floe_ordinal = -1`)) as [[bigint]];
+      expect(fromSnapshot).toBeGreaterThan(0n);
     } finally {
       hold.release();
       await finish(r, n);
@@ -247,12 +250,18 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await r.p.stop();
       await expectEqual(r, n, [a, b]);
       expect(r.states.get(`public.${b}`)).toEqual(['snapshotting', 'streaming', 'snapshotting', 'streaming']);
-      // The journal keeps the history before the resync, then a truncate marker, then the new snapshot.
+      // The journal keeps the history before the resync, then a truncate marker; the new snapshot's rows
+      // went straight into the target, at its position.
       const j = await r.q(
-        `SELECT count(*), count(*) FILTER (WHERE _floe_op = 't'), count(DISTINCT _floe_lsn) FILTER (WHERE _floe_op = 'r') FROM _floe_journal."public.${b}"`,
+        `SELECT count(*), count(*) FILTER (WHERE _floe_op = 't'), count(*) FILTER (WHERE _floe_op = 'r'), max(_floe_lsn) FILTER (WHERE _floe_op = 't') FROM _floe_journal."public.${b}"`,
       );
       expect(Number(j[0]![0])).toBeGreaterThan(journalBefore);
-      expect(j[0]!.slice(1)).toEqual([1n, 2n]);
+      expect(j[0]!.slice(1, 3)).toEqual([1n, 0n]);
+      const snapshotRows = await r.q(`SELECT count(*), min(_floe_lsn), max(_floe_lsn) FROM public.${b} WHERE _floe_ordinal = -1`);
+      expect(snapshotRows[0]![0]).toBeGreaterThan(0n);
+      // One snapshot, taken after the marker (a keyed table is reset at the stream's position first).
+      expect(snapshotRows[0]![1]).toBe(snapshotRows[0]![2]);
+      expect(snapshotRows[0]![1]).toBeGreaterThanOrEqual(j[0]![3] as bigint);
     } finally {
       resyncHold.release();
       await finish(r, n);
@@ -337,39 +346,48 @@ describe('DuckDB destination during a long snapshot range', () => {
     ],
   });
 
-  it('commits stream batches of other tables while a range is still being read, and the range stays atomic', async () => {
-    const d = new DuckDbDestination({ path: ':memory:' });
-    try {
-      await d.open('p', 'inc');
-      const [big, other] = [table('big', 1), table('other', 2)];
-      await d.prepare(big);
-      await d.prepare(other);
-      let finishRange!: () => void;
-      const rangeMayEnd = new Promise<void>((r) => (finishRange = r));
-      let chunksSent = 0;
-      async function* rows(): AsyncIterable<Cell[][]> {
-        for (let c = 0; c < 3; c++) {
-          yield Array.from({ length: 30_000 }, (_, i): Cell[] => [String(c * 30_000 + i), 'snap']);
-          chunksSent++;
+  for (const journalSnapshot of [false, true]) {
+    it(`commits stream batches of other tables while a range is still being read, and the range stays atomic${journalSnapshot ? ' (journalSnapshot)' : ''}`, async () => {
+      const d = new DuckDbDestination({ path: ':memory:', journalSnapshot });
+      // Where the range's rows land: the target, or with journalSnapshot the journal.
+      const landed = journalSnapshot ? `_floe_journal."public.big"` : 'public.big';
+      try {
+        await d.open('p', 'inc');
+        const [big, other] = [table('big', 1), table('other', 2)];
+        await d.prepare(big);
+        await d.prepare(other);
+        let finishRange!: () => void;
+        const rangeMayEnd = new Promise<void>((r) => (finishRange = r));
+        let chunksSent = 0;
+        async function* rows(): AsyncIterable<Cell[][]> {
+          for (let c = 0; c < 3; c++) {
+            yield Array.from({ length: 30_000 }, (_, i): Cell[] => [String(c * 30_000 + i), 'snap']);
+            chunksSent++;
+          }
+          await rangeMayEnd; // the source is slow: the range is still open
+          yield [['-1', 'last']];
         }
-        await rangeMayEnd; // the source is slow: the range is still open
-        yield [['-1', 'last']];
+        const range = d.writeSnapshotRange({ table: big, rangeIndex: 0, snapshotLsn: 100n }, rows());
+        await waitFor('range partly read', () => chunksSent === 3);
+        // A stream batch is written and durable while the range is open...
+        await d.writeChanges([{ table: other, op: 'i', position: { lsn: 200n, ordinal: 0 }, commitTimeMicros: 1n, cells: ['1', 'x'] }]);
+        expect(await d.durableThrough()).toEqual({ lsn: 200n, ordinal: 0 });
+        // ... and none of the range's rows are visible before it completes.
+        expect(await d.query(`SELECT count(*) FROM ${landed}`)).toEqual([[0n]]);
+        finishRange();
+        expect(await range).toBe(90_001);
+        expect(await d.query(`SELECT count(*), count(DISTINCT id) FROM ${landed}`)).toEqual([[90_001n, 90_001n]]);
+        if (journalSnapshot) {
+          // Sequence numbers stay unique across the interleaved writes.
+          expect(await d.query(`SELECT count(DISTINCT _floe_seq) FROM ${landed}`)).toEqual([[90_001n]]);
+          const seqs = await d.query(`SELECT _floe_seq FROM _floe_journal."public.other"`);
+          expect(await d.query(`SELECT count(*) FROM ${landed} WHERE _floe_seq = ${seqs[0]![0]}`)).toEqual([[0n]]);
+        } else {
+          expect(await d.query(`SELECT count(*) FROM _floe_journal."public.big"`)).toEqual([[0n]]);
+        }
+      } finally {
+        await d.close();
       }
-      const range = d.writeSnapshotRange({ table: big, rangeIndex: 0, snapshotLsn: 100n }, rows());
-      await waitFor('range partly read', () => chunksSent === 3);
-      // A stream batch is written and durable while the range is open...
-      await d.writeChanges([{ table: other, op: 'i', position: { lsn: 200n, ordinal: 0 }, commitTimeMicros: 1n, cells: ['1', 'x'] }]);
-      expect(await d.durableThrough()).toEqual({ lsn: 200n, ordinal: 0 });
-      // ... and none of the range's rows are visible before it completes.
-      expect(await d.query(`SELECT count(*) FROM _floe_journal."public.big"`)).toEqual([[0n]]);
-      finishRange();
-      expect(await range).toBe(90_001);
-      expect(await d.query(`SELECT count(*), count(DISTINCT _floe_seq) FROM _floe_journal."public.big"`)).toEqual([[90_001n, 90_001n]]);
-      // Sequence numbers stay unique across the interleaved writes.
-      const seqs = await d.query(`SELECT _floe_seq FROM _floe_journal."public.other"`);
-      expect(await d.query(`SELECT count(*) FROM _floe_journal."public.big" WHERE _floe_seq = ${seqs[0]![0]}`)).toEqual([[0n]]);
-    } finally {
-      await d.close();
-    }
-  });
+    });
+  }
 });

@@ -1,6 +1,7 @@
 /**
  * The DuckDB destination's URL: `duckdb:./path.duckdb`, `duckdb:///abs/path.duckdb` or `duckdb::memory:`,
- * optionally with `?memory_limit=256MB`, `&threads=2` and `&checkpoint_threshold=64MB`. One parser for
+ * optionally with `?memory_limit=256MB`, `&threads=2`, `&checkpoint_threshold=64MB` and
+ * `&journal_snapshot=true`. One parser for
  * every way a destination is given (CLI flag, control-plane row, HTTP API, config file), so each says
  * the same thing about the same mistake.
  */
@@ -11,9 +12,10 @@ export interface DuckDbUrl {
   readonly memoryLimit?: string;
   readonly threads?: number;
   readonly checkpointThreshold?: string;
+  readonly journalSnapshot?: boolean;
 }
 
-const PARAMETERS = ['memory_limit', 'threads', 'checkpoint_threshold'] as const;
+const PARAMETERS = ['memory_limit', 'threads', 'checkpoint_threshold', 'journal_snapshot'] as const;
 const SIZE = /^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i;
 
 /** Parses a `duckdb:` URL; anything else is not DuckDB's (undefined). */
@@ -42,10 +44,15 @@ export function parseDuckDbUrl(url: string): DuckDbUrl | undefined {
       hint: 'use a whole number of DuckDB threads such as 1 or 2',
     });
   }
+  const journalSnapshot = params.get('journal_snapshot') ?? undefined;
+  if (journalSnapshot !== undefined && journalSnapshot !== 'true' && journalSnapshot !== 'false') {
+    throw new FloeError('config', `invalid journal_snapshot "${printable(journalSnapshot)}"`, { hint: 'use true or false' });
+  }
   return {
     path: m[1]!,
     memoryLimit: size('memory_limit'),
     threads: threads === undefined ? undefined : Number(threads),
     checkpointThreshold: size('checkpoint_threshold'),
+    journalSnapshot: journalSnapshot === undefined ? undefined : journalSnapshot === 'true',
   };
 }

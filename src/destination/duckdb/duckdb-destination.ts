@@ -8,6 +8,10 @@
  * - a target `"<schema>"."<table>"`: the current state, typed through the type
  *   table, each row keeping the position it came from.
  *
+ * A keyed table's snapshot rows go straight into its target, typed, at the
+ * snapshot's position (unless `journalSnapshot`): its journal starts with the
+ * changes streamed after the snapshot. A keyless table journals them too.
+ *
  * Bookkeeping lives in schema `_floe`: the stream watermark per pipeline and
  * slot incarnation (written in the same transaction as the journal rows, so a
  * replayed change is recognised and skipped), the snapshot ranges loaded, and
@@ -73,6 +77,13 @@ export interface DuckDbDestinationOptions {
    * is opened after a crash. (Default: '64MB')
    */
   readonly checkpointThreshold?: string;
+  /**
+   * Whether a keyed table's snapshot rows are also kept in its journal, as `r` rows at the snapshot's
+   * position. By default they go straight into the target, written once: the journal then starts with the
+   * changes streamed after the snapshot, and the target holds the snapshot's rows until changes replace
+   * them. Keyless tables always journal them (their target is a view of the journal). (Default: false)
+   */
+  readonly journalSnapshot?: boolean;
 }
 
 const META = '_floe';
@@ -145,6 +156,7 @@ export class DuckDbDestination implements Destination {
       memoryLimit: options.memoryLimit ?? '128MB',
       threads: options.threads ?? 1,
       checkpointThreshold: options.checkpointThreshold ?? '64MB',
+      journalSnapshot: options.journalSnapshot ?? false,
       log: options.log ?? silentLogger,
     };
   }
@@ -442,8 +454,11 @@ export class DuckDbDestination implements Destination {
         const c = this.#c();
         await c.run('BEGIN');
         try {
-          await c.run(`INSERT INTO ${this.#journal(range.table)} BY NAME SELECT * FROM ${stage.cells}`);
-          await c.run(this.#insertLinesSql(range, known, positions, stage.lines));
+          if (this.#snapshotIntoTarget(range.table)) await this.#insertRangeIntoTarget(range, known, positions, stage);
+          else {
+            await c.run(`INSERT INTO ${this.#journal(range.table)} BY NAME SELECT * FROM ${stage.cells}`);
+            await c.run(this.#insertLinesSql(range, known, positions, stage.lines));
+          }
           await c.run(
             `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
           );
@@ -534,13 +549,59 @@ export class DuckDbDestination implements Destination {
 
   /** Moves staged whole COPY rows into the journal: split at their tabs, `\N` as NULL. */
   #insertLinesSql(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], lines: string): string {
-    const n = range.table.columns.length;
-    const fields = positions.map((p) => (p < 0 ? 'NULL' : `nullif(f[${p + 1}], '\\N')`));
-    // A row with another number of fields is refused, as the cell parser refuses it.
-    const op = `CASE WHEN len(f) = ${n} THEN 'r' ELSE error('COPY row has ' || len(f) || ' fields, expected ${n}') END`;
     const cols = ['_floe_seq', '_floe_lsn', '_floe_ordinal', '_floe_op', ...known.journalColumns.map(quoteIdent)].join(', ');
     return `INSERT INTO ${this.#journal(range.table)} (${cols})
-      SELECT seq, ${range.snapshotLsn}, -1, ${op}, ${fields.join(', ')} FROM (SELECT seq, string_split(line, chr(9)) AS f FROM ${lines})`;
+      SELECT seq, ${range.snapshotLsn}, -1, 'r', ${known.journalColumns.map(quoteIdent).join(', ')} FROM (${splitLinesSql(range.table, known, positions, lines)})`;
+  }
+
+  /**
+   * Whether a snapshot range goes straight into the target rather than the journal: a keyed table's, unless
+   * the destination keeps snapshot rows in the journal (`journalSnapshot`). Writing the rows once, typed,
+   * is what makes a DuckDB snapshot cost a fraction of the two writes and the merge it took (bench/README.md).
+   * A keyless table's target is a view of its journal, so its rows must be there.
+   */
+  #snapshotIntoTarget(table: TableSchema): boolean {
+    return table.hasKey && !this.#options.journalSnapshot;
+  }
+
+  /**
+   * Inserts a staged range into a keyed target, typed, each row at the snapshot's position. While a table's
+   * snapshot is incomplete no merge touches its target (invariant 2b), so the target holds only snapshot
+   * rows: of this snapshot, whose keys are unique and whose ranges are each loaded once (their marker), or,
+   * after a resumed snapshot, of an earlier one. Only then can a key be there already (its row moved
+   * between ranges), and the row of the later snapshot wins, as the merge would have it.
+   */
+  async #insertRangeIntoTarget(
+    range: SnapshotRangeRef,
+    known: KnownTable,
+    positions: readonly number[],
+    stage: { cells: string; lines: string },
+  ): Promise<void> {
+    const c = this.#c();
+    const t = range.table;
+    const target = this.#target(t);
+    // The columns the range was staged with: one added at the source meanwhile stays NULL in these rows.
+    const cols = known.journalColumns.slice(0, positions.length);
+    const rows = `SELECT ${cols.map(quoteIdent).join(', ')} FROM ${stage.cells}
+      UNION ALL SELECT ${cols.map(quoteIdent).join(', ')} FROM (${splitLinesSql(t, known, positions, stage.lines)})`;
+    const keyCols = t.columns.filter((col) => col.isKey).map((col) => quoteIdent(col.name));
+    const typed = `SELECT ${cols.map((col) => this.#castToTarget(known, col, quoteIdent(col))).join(', ')}, ${keyText(keyCols)} AS _floe_key,
+      ${range.snapshotLsn}::UBIGINT AS _floe_lsn, -1::BIGINT AS _floe_ordinal, now() AS _floe_synced_at FROM (${rows})`;
+    const into = `INSERT INTO ${target} (${[...cols.map(quoteIdent), '_floe_key', '_floe_lsn', '_floe_ordinal', '_floe_synced_at'].join(', ')})`;
+    const [other] = await this.#rows(`SELECT count(*) FROM ${target} WHERE _floe_lsn <> ${range.snapshotLsn} OR _floe_ordinal <> -1`);
+    if (Number(other?.[0] ?? 1) === 0) {
+      await c.run(`${into} ${typed}`);
+      return;
+    }
+    await c.run(`CREATE OR REPLACE TEMP TABLE _floe_snapshot_rows AS ${typed}`);
+    const newer = `(a._floe_lsn::HUGEINT << 32) + (a._floe_ordinal + 1) > (${target}._floe_lsn::HUGEINT << 32) + (${target}._floe_ordinal + 1)`;
+    await c.run(
+      `DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_snapshot_rows a WHERE a._floe_key = ${target}._floe_key AND ${newer})`,
+    );
+    await c.run(
+      `${into} SELECT * FROM _floe_snapshot_rows a WHERE NOT EXISTS (SELECT 1 FROM ${target} tg WHERE tg._floe_key = a._floe_key)`,
+    );
+    await c.run('DROP TABLE temp.main._floe_snapshot_rows');
   }
 
   async completeSnapshot(table: TableSchema): Promise<void> {
@@ -1149,6 +1210,18 @@ const STAGE_BYTES = 1 << 20;
  */
 function useOneAllocatorArena(): void {
   process.env.DUCKDB_JE_MALLOC_CONF ??= 'narenas:1';
+}
+
+/**
+ * Staged whole COPY rows (`#stageRange`) split at their tabs, `\N` as NULL, as `seq` and the journal's data
+ * columns. A row with another number of fields is refused, as the cell parser refuses it.
+ */
+function splitLinesSql(table: TableSchema, known: KnownTable, positions: readonly number[], lines: string): string {
+  const n = table.columns.length;
+  const fields = positions.map((p, i) => `${p < 0 ? 'NULL' : `nullif(f[${p + 1}], '\\N')`} AS ${quoteIdent(known.journalColumns[i]!)}`);
+  // A filter, not a selected column: the optimizer drops a column nobody reads, and its check with it.
+  const check = `CASE WHEN len(f) = ${n} THEN true ELSE error('COPY row has ' || len(f) || ' fields, expected ${n}') END`;
+  return `SELECT seq, ${fields.join(', ')} FROM (SELECT seq, string_split(line, chr(9)) AS f FROM ${lines}) WHERE ${check}`;
 }
 
 /** Stands for the journal text in a recorded cast (`KnownTable.targetCasts`); the type table's SQL never contains it. */
