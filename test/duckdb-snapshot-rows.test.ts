@@ -1,9 +1,12 @@
 /**
- * The DuckDB destination loads COPY text rows whose only escapes are NULLs whole (one string a row, split
- * in SQL) and other rows cell by cell. Both must put the same values into the target (and, with
+ * The DuckDB destination loads COPY text rows whose only escapes are NULLs whole (written to a file as COPY
+ * sent them, split by DuckDB's CSV reader) and other rows cell by cell. Both must put the same values into the target (and, with
  * `journalSnapshot`, the same text into the journal) as decoded cells do.
  */
 import { describe, it, expect } from 'vitest';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { CopyTextParser, type CopyRows } from '../src/postgres/copy-text.js';
 import type { TableSchema } from '../src/model.js';
@@ -31,6 +34,10 @@ const ROWS = [
   '10\t\\\\\t\\r\\b\\f\\v\t8',
   '11\t\\Nx\t-\t9',
   '12\tN\t\\\\\\N\t10',
+  // What a CSV reader might take for quoting, comments or padding is text in COPY's format.
+  '13\t"quoted"\t"\t11',
+  '14\t#not a comment\t "  \t12',
+  '15\t\t\t13',
 ];
 
 function copyRows(lines: readonly string[]): CopyRows {
@@ -69,17 +76,20 @@ const EXPECTED = [
   ['10', '\\', '\r\b\f\v', '8'],
   ['11', 'Nx', '-', '9'],
   ['12', 'N', '\\N', '10'],
+  ['13', '"quoted"', '"', '11'],
+  ['14', '#not a comment', ' "  ', '12'],
+  ['15', '', '', '13'],
 ];
 const target = `SELECT id, a, b, c::VARCHAR, _floe_key, _floe_lsn, _floe_ordinal FROM public.snap ORDER BY id`;
 
-/** Rows 1-4, 8 and 9 carry no escape but NULLs: loaded whole (`\Nx` is not a NULL). */
+/** Rows 1-4, 8, 9 and 13-15 carry no escape but NULLs: loaded whole (`\Nx` is not a NULL). */
 function expectWholeRows(log: ReturnType<typeof memoryLog>): void {
   const staged = log
     .tail()
     .split('\n')
     .map((l) => JSON.parse(l) as { msg: string; wholeRows?: number })
     .filter((l) => l.msg === 'snapshot range staged');
-  expect(staged.map((l) => l.wholeRows)).toEqual([4, 2]);
+  expect(staged.map((l) => l.wholeRows)).toEqual([4, 5]);
 }
 
 describe('DuckDB snapshot rows', () => {
@@ -124,7 +134,7 @@ describe('DuckDB snapshot rows', () => {
       const got = await whole.query(journal);
       expect(got).toEqual(await cells.query(journal));
       expect(got.map((r) => r.slice(5))).toEqual(EXPECTED);
-      expect(await whole.query(`SELECT count(DISTINCT _floe_seq) FROM _floe_journal."public.snap"`)).toEqual([[12n]]);
+      expect(await whole.query(`SELECT count(DISTINCT _floe_seq) FROM _floe_journal."public.snap"`)).toEqual([[15n]]);
       expect(await whole.query(`SELECT count(*) FROM public.snap`)).toEqual([[0n]]);
       expectWholeRows(log);
       for (const d of [whole, cells]) {
@@ -132,10 +142,56 @@ describe('DuckDB snapshot rows', () => {
         await d.merge();
       }
       expect(await whole.query(target)).toEqual(await cells.query(target));
-      expect(await whole.query(`SELECT count(*) FROM public.snap`)).toEqual([[12n]]);
+      expect(await whole.query(`SELECT count(*) FROM public.snap`)).toEqual([[15n]]);
     } finally {
       await whole.close();
       await cells.close();
+    }
+  });
+
+  it('stages cell by cell what the CSV reader cannot take (empty rows, rows over 1 MiB), and leaves no range file behind', async () => {
+    const spool = mkdtempSync(join(tmpdir(), 'floe-range-files-'));
+    const before = process.env.FLOE_SPOOL_DIR;
+    process.env.FLOE_SPOOL_DIR = spool;
+    const log = memoryLog();
+    const d = new DuckDbDestination({ path: ':memory:', log: log.log });
+    // A one-column table: an empty string is an empty COPY line, which a CSV reader skips.
+    const one = keyedTable('one', [['v', OID.TEXT]]);
+    const keyless = { ...keyedTable('hist', [['v', OID.TEXT]]), hasKey: false, replicaIdentity: 'f' as const };
+    const big = 'x'.repeat((1 << 20) + 1);
+    try {
+      await d.open('p', 'inc');
+      for (const t of [one, keyless]) {
+        await d.prepare(t);
+        const rows = new CopyTextParser(1).push(Buffer.from(['a', '', 'b', big, '\\N', 'c'].map((l) => l + '\n').join('')));
+        async function* chunks() {
+          yield rows;
+        }
+        expect(await d.writeSnapshotRange({ table: t, rangeIndex: 0, snapshotLsn: 0x100n }, chunks())).toBe(6);
+      }
+      for (const t of ['public.one', '_floe_journal."public.hist"']) {
+        expect(await d.query(`SELECT count(*), count(v), count(*) FILTER (WHERE v = ''), max(length(v)) FROM ${t}`)).toEqual([
+          [6n, 5n, 1n, BigInt(big.length)],
+        ]);
+      }
+      const staged = log
+        .tail()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { msg: string; wholeRows?: number })
+        .filter((l) => l.msg === 'snapshot range staged');
+      expect(staged.map((l) => l.wholeRows)).toEqual([4, 4]);
+      // The range files are gone once loaded; their directory (mode 0700) once the destination closes.
+      const dirs = readdirSync(spool).filter((f) => f.startsWith('floe-duckdb-load-'));
+      expect(dirs).toHaveLength(1);
+      expect(statSync(join(spool, dirs[0]!)).mode & 0o777).toBe(0o700);
+      expect(readdirSync(join(spool, dirs[0]!))).toEqual([]);
+      await d.close();
+      expect(readdirSync(spool).filter((f) => f.startsWith('floe-duckdb-load-'))).toEqual([]);
+    } finally {
+      await d.close();
+      if (before === undefined) delete process.env.FLOE_SPOOL_DIR;
+      else process.env.FLOE_SPOOL_DIR = before;
+      rmSync(spool, { recursive: true, force: true });
     }
   });
 

@@ -30,8 +30,9 @@ import { checkColumnNames, tableNameClash } from '../../schema/destination-names
 // Loaded at open(): the native library costs ~30 MB of RSS that a process writing to Snowflake never needs.
 import type { DuckDBInstance, DuckDBConnection } from '@duckdb/node-api';
 type DuckDbApi = typeof import('@duckdb/node-api');
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdirSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Cell, Change, ColumnSchema, Position, TableSchema } from '../../model.js';
 import { comparePositions, qualifiedName } from '../../model.js';
 import type {
@@ -46,10 +47,9 @@ import type {
 import { FloeError } from '../../errors.js';
 import { pgArrayToJson } from '../../schema/pg-array.js';
 import { CopyRows } from '../../postgres/copy-text.js';
-import { utf8 } from '../../postgres/utf8.js';
 import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
-import { spillDirectory, type SpillDirectory } from './spill-directory.js';
+import { ownDirectory, spillDirectory, type SpillDirectory } from './spill-directory.js';
 
 export interface DuckDbDestinationOptions {
   /** Database file path, or ':memory:'. */
@@ -144,8 +144,10 @@ export class DuckDbDestination implements Destination {
   readonly #tables = new Map<string, KnownTable>();
   /** Serialises transactions on the single connection. */
   #chain: Promise<unknown> = Promise.resolve();
-  /** Names staging tables of snapshot ranges. */
+  /** Names staging tables and files of snapshot ranges. */
   #stages = 0;
+  /** Where snapshot range files are written for DuckDB to read (made at the first range, removed at close). */
+  #loads: { readonly path: string; remove(): void } | undefined;
   /** Journal rows per merge transaction; halved when a chunk runs out of DuckDB's memory_limit. */
   #chunkRows = MERGE_CHUNK_ROWS;
 
@@ -436,16 +438,16 @@ export class DuckDbDestination implements Destination {
       for await (const chunk of rows) void chunk; // drain the producer
       return 0;
     }
-    // The range is staged in temporary tables in short steps, then moved to the journal in one
-    // transaction with its marker. Holding the one connection for the whole copy would stall the
-    // stream's journal writes (and so the other tables) for as long as a range takes to read from the
-    // source, which matters for a table snapshotted while the pipeline streams. Memory stays bounded
-    // by one step's rows.
+    // The range is staged (rows with escapes in a temporary table, in short steps; whole rows in a file),
+    // then moved to the target or journal in one transaction with its marker. Holding the one connection
+    // for the whole copy would stall the stream's journal writes (and so the other tables) for as long as
+    // a range takes to read from the source, which matters for a table snapshotted while the pipeline
+    // streams. Memory stays bounded by one step's rows.
     const n = ++this.#stages;
-    const stage = { cells: quoteIdent(`_floe_stage_${n}`), lines: quoteIdent(`_floe_stage_${n}_lines`) };
+    this.#loads ??= ownDirectory('floe-duckdb-load-', 'a directory for snapshot ranges');
+    const stage: Stage = { cells: quoteIdent(`_floe_stage_${n}`), file: join(this.#loads.path, `range-${n}.tsv`), fileRows: 0 };
     await this.#serial(() =>
-      this.#c().run(`CREATE OR REPLACE TEMP TABLE ${stage.cells} AS SELECT * FROM ${this.#journal(range.table)} LIMIT 0;
-        CREATE OR REPLACE TEMP TABLE ${stage.lines} (seq BIGINT, line VARCHAR)`),
+      this.#c().run(`CREATE OR REPLACE TEMP TABLE ${stage.cells} AS SELECT * FROM ${this.#journal(range.table)} LIMIT 0`),
     );
     try {
       const positions = this.#columnPositions(known, range.table);
@@ -455,10 +457,7 @@ export class DuckDbDestination implements Destination {
         await c.run('BEGIN');
         try {
           if (this.#snapshotIntoTarget(range.table)) await this.#insertRangeIntoTarget(range, known, positions, stage);
-          else {
-            await c.run(`INSERT INTO ${this.#journal(range.table)} BY NAME SELECT * FROM ${stage.cells}`);
-            await c.run(this.#insertLinesSql(range, known, positions, stage.lines));
-          }
+          else await this.#insertRangeIntoJournal(range, known, positions, stage);
           await c.run(
             `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
           );
@@ -466,67 +465,64 @@ export class DuckDbDestination implements Destination {
           await c.run('COMMIT');
         } catch (err) {
           await c.run('ROLLBACK').catch(() => undefined);
-          throw wrapDuckDb(err, `loading snapshot range ${range.rangeIndex} of ${name}`);
+          throw wrapRangeError(err, `loading snapshot range ${range.rangeIndex} of ${name}`, range.table.columns.length);
         }
       });
       return count;
     } finally {
-      await this.#serial(() =>
-        this.#c().run(`DROP TABLE IF EXISTS temp.main.${stage.cells}; DROP TABLE IF EXISTS temp.main.${stage.lines}`),
-      ).catch(() => undefined);
+      rmSync(stage.file, { force: true });
+      await this.#serial(() => this.#c().run(`DROP TABLE IF EXISTS temp.main.${stage.cells}`)).catch(() => undefined);
     }
   }
 
   /**
    * Stages a range's rows; returns how many. A COPY text row whose only escapes are NULLs (`\N`) holds
-   * every value as it is: it is staged whole, one string, and split in SQL when it moves to the journal
-   * (`#insertLinesSql`), instead of one appender call per value, which cost more than all the rest of the
-   * load. Rows with other escapes, decoded cells, and tables with array columns (the journal holds their
-   * JSON form) are staged cell by cell.
+   * every value as it is: such rows are written to the range's file as COPY sent them, for DuckDB's CSV
+   * reader (`rangeFileSql`) to split natively when the range moves, instead of one appender call per
+   * value, which cost more than all the rest of the load. Rows with other escapes, empty rows (the CSV
+   * reader skips empty lines), rows over 1 MiB, decoded cells, and tables with array columns (the journal
+   * holds their JSON form) are staged cell by cell.
    */
   async #stageRange(
     range: SnapshotRangeRef,
     known: KnownTable,
     positions: readonly number[],
-    stage: { cells: string; lines: string },
+    stage: Stage,
     rows: AsyncIterable<SnapshotChunk>,
   ): Promise<number> {
     const position = { lsn: range.snapshotLsn, ordinal: -1 };
     const wholeLines = positions.every((p) => p < 0 || !range.table.columns[p]!.type.isArray);
     let count = 0;
-    let whole = 0;
     let cells: (readonly Cell[])[] = [];
-    let lines: string[] = [];
     let bytes = 0;
     const flush = () => {
-      const [cellBatch, lineBatch] = [cells, lines];
-      [cells, lines, bytes] = [[], [], 0];
+      const cellBatch = cells;
+      [cells, bytes] = [[], 0];
       return this.#serial(async () => {
-        if (cellBatch.length > 0) {
-          const appender = await this.#c().createAppender(stage.cells.slice(1, -1), 'main', 'temp');
-          for (const row of cellBatch) this.#appendRow(appender, known, positions, range.table, 'r', position, 0n, row);
-          appender.closeSync();
-        }
-        if (lineBatch.length > 0) {
-          whole += lineBatch.length;
-          const appender = await this.#c().createAppender(stage.lines.slice(1, -1), 'main', 'temp');
-          for (const line of lineBatch) {
-            appender.appendBigInt(this.#nextSeq++);
-            appender.appendVarchar(line);
-            appender.endRow();
-          }
-          appender.closeSync();
-        }
+        const appender = await this.#c().createAppender(stage.cells.slice(1, -1), 'main', 'temp');
+        for (const row of cellBatch) this.#appendRow(appender, known, positions, range.table, 'r', position, 0n, row);
+        appender.closeSync();
       });
     };
+    const file = await open(stage.file, 'wx', 0o600);
     try {
       for await (const chunk of rows) {
         if (wholeLines && chunk instanceof CopyRows && chunk.columns === range.table.columns.length && chunk.validUtf8) {
+          // Consecutive whole rows are written as one piece of the chunk's buffer, newlines included.
+          let from = -1;
           for (let i = 0; i < chunk.length; i++) {
-            if (chunk.onlyNullEscapes(i)) lines.push(utf8(chunk.buf, chunk.start(i), chunk.end(i)));
-            else cells.push(chunk.cells(i));
-            bytes += chunk.end(i) - chunk.start(i);
+            const [start, end] = [chunk.start(i), chunk.end(i)];
+            if (end > start && end - start <= MAX_FILE_ROW_BYTES && chunk.onlyNullEscapes(i)) {
+              if (from < 0) from = start;
+              stage.fileRows++;
+              continue;
+            }
+            if (from >= 0) await file.write(chunk.buf, from, start - from);
+            from = -1;
+            cells.push(chunk.cells(i));
+            bytes += end - start;
           }
+          if (from >= 0) await file.write(chunk.buf, from, chunk.start(chunk.length) - from);
         } else {
           for (const row of chunk) {
             cells.push(row);
@@ -534,24 +530,33 @@ export class DuckDbDestination implements Destination {
           }
         }
         count += chunk.length;
-        if (cells.length + lines.length >= STAGE_ROWS || bytes >= STAGE_BYTES) await flush();
+        if (cells.length >= STAGE_ROWS || bytes >= STAGE_BYTES) await flush();
       }
-      if (cells.length + lines.length > 0) await flush();
+      if (cells.length > 0) await flush();
     } catch (err) {
       throw wrapDuckDb(err, `loading snapshot range ${range.rangeIndex} of ${qualifiedName(range.table)}`);
+    } finally {
+      await file.close();
     }
     this.#options.log.debug(
-      { table: qualifiedName(range.table), range: range.rangeIndex, rows: count, wholeRows: whole },
+      { table: qualifiedName(range.table), range: range.rangeIndex, rows: count, wholeRows: stage.fileRows },
       'snapshot range staged',
     );
     return count;
   }
 
-  /** Moves staged whole COPY rows into the journal: split at their tabs, `\N` as NULL. */
-  #insertLinesSql(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], lines: string): string {
-    const cols = ['_floe_seq', '_floe_lsn', '_floe_ordinal', '_floe_op', ...known.journalColumns.map(quoteIdent)].join(', ');
-    return `INSERT INTO ${this.#journal(range.table)} (${cols})
-      SELECT seq, ${range.snapshotLsn}, -1, 'r', ${known.journalColumns.map(quoteIdent).join(', ')} FROM (${splitLinesSql(range.table, known, positions, lines)})`;
+  /** Moves a staged range into the journal, each row with a sequence number of its own. */
+  async #insertRangeIntoJournal(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], stage: Stage): Promise<void> {
+    const c = this.#c();
+    const journal = this.#journal(range.table);
+    await c.run(`INSERT INTO ${journal} BY NAME SELECT * FROM ${stage.cells}`);
+    if (stage.fileRows === 0) return;
+    const cols = known.journalColumns.slice(0, positions.length).map(quoteIdent).join(', ');
+    const first = this.#nextSeq;
+    this.#nextSeq += BigInt(stage.fileRows);
+    const loaded = await c.run(`INSERT INTO ${journal} (_floe_seq, _floe_lsn, _floe_ordinal, _floe_op, ${cols})
+      SELECT ${first - 1n} + row_number() OVER (), ${range.snapshotLsn}, -1, 'r', ${cols} FROM (${rangeFileSql(range.table, known, positions, stage.file)})`);
+    checkFileRows(loaded.rowsChanged, stage.fileRows);
   }
 
   /**
@@ -571,29 +576,29 @@ export class DuckDbDestination implements Destination {
    * after a resumed snapshot, of an earlier one. Only then can a key be there already (its row moved
    * between ranges), and the row of the later snapshot wins, as the merge would have it.
    */
-  async #insertRangeIntoTarget(
-    range: SnapshotRangeRef,
-    known: KnownTable,
-    positions: readonly number[],
-    stage: { cells: string; lines: string },
-  ): Promise<void> {
+  async #insertRangeIntoTarget(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], stage: Stage): Promise<void> {
     const c = this.#c();
     const t = range.table;
     const target = this.#target(t);
     // The columns the range was staged with: one added at the source meanwhile stays NULL in these rows.
     const cols = known.journalColumns.slice(0, positions.length);
-    const rows = `SELECT ${cols.map(quoteIdent).join(', ')} FROM ${stage.cells}
-      UNION ALL SELECT ${cols.map(quoteIdent).join(', ')} FROM (${splitLinesSql(t, known, positions, stage.lines)})`;
+    const fromFile = stage.fileRows > 0 ? `UNION ALL ${rangeFileSql(t, known, positions, stage.file)}` : '';
+    const rows = `SELECT ${cols.map(quoteIdent).join(', ')} FROM ${stage.cells} ${fromFile}`;
     const keyCols = t.columns.filter((col) => col.isKey).map((col) => quoteIdent(col.name));
     const typed = `SELECT ${cols.map((col) => this.#castToTarget(known, col, quoteIdent(col))).join(', ')}, ${keyText(keyCols)} AS _floe_key,
       ${range.snapshotLsn}::UBIGINT AS _floe_lsn, -1::BIGINT AS _floe_ordinal, now() AS _floe_synced_at FROM (${rows})`;
     const into = `INSERT INTO ${target} (${[...cols.map(quoteIdent), '_floe_key', '_floe_lsn', '_floe_ordinal', '_floe_synced_at'].join(', ')})`;
-    const [other] = await this.#rows(`SELECT count(*) FROM ${target} WHERE _floe_lsn <> ${range.snapshotLsn} OR _floe_ordinal <> -1`);
-    if (Number(other?.[0] ?? 1) === 0) {
-      await c.run(`${into} ${typed}`);
+    const [[other, staged]] = (await this.#rows(
+      `SELECT (SELECT count(*) FROM ${target} WHERE _floe_lsn <> ${range.snapshotLsn} OR _floe_ordinal <> -1), (SELECT count(*) FROM ${stage.cells})`,
+    )) as [[bigint, bigint]];
+    if (other === 0n) {
+      const loaded = await c.run(`${into} ${typed}`);
+      checkFileRows(loaded.rowsChanged - Number(staged), stage.fileRows);
       return;
     }
     await c.run(`CREATE OR REPLACE TEMP TABLE _floe_snapshot_rows AS ${typed}`);
+    const [[loaded]] = (await this.#rows(`SELECT count(*) FROM _floe_snapshot_rows`)) as [[bigint]];
+    checkFileRows(Number(loaded - staged), stage.fileRows);
     const newer = `(a._floe_lsn::HUGEINT << 32) + (a._floe_ordinal + 1) > (${target}._floe_lsn::HUGEINT << 32) + (${target}._floe_ordinal + 1)`;
     await c.run(
       `DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_snapshot_rows a WHERE a._floe_key = ${target}._floe_key AND ${newer})`,
@@ -731,6 +736,8 @@ export class DuckDbDestination implements Destination {
     this.#instance = undefined;
     this.#spill?.remove();
     this.#spill = undefined;
+    this.#loads?.remove();
+    this.#loads = undefined;
   }
 
   /** Runs SQL and returns rows as JS values; for tests, the demo and `--verify`. */
@@ -1212,16 +1219,47 @@ function useOneAllocatorArena(): void {
   process.env.DUCKDB_JE_MALLOC_CONF ??= 'narenas:1';
 }
 
+/** A snapshot range being staged: rows with escapes in a temporary table, whole COPY rows in a file. */
+interface Stage {
+  readonly cells: string;
+  readonly file: string;
+  fileRows: number;
+}
+
+/** Rows longer than this are staged cell by cell: DuckDB's CSV reader refuses lines over 2 MiB by default. */
+const MAX_FILE_ROW_BYTES = 1 << 20;
+
 /**
- * Staged whole COPY rows (`#stageRange`) split at their tabs, `\N` as NULL, as `seq` and the journal's data
- * columns. A row with another number of fields is refused, as the cell parser refuses it.
+ * A range file's rows (`#stageRange`) as the journal's data columns, read by DuckDB's CSV reader: split at
+ * tabs, `\N` as NULL, nothing quoted or escaped (COPY's text format has no quoting, and the file holds
+ * only rows without escapes), each row exactly the table's number of fields.
  */
-function splitLinesSql(table: TableSchema, known: KnownTable, positions: readonly number[], lines: string): string {
+function rangeFileSql(table: TableSchema, known: KnownTable, positions: readonly number[], file: string): string {
   const n = table.columns.length;
-  const fields = positions.map((p, i) => `${p < 0 ? 'NULL' : `nullif(f[${p + 1}], '\\N')`} AS ${quoteIdent(known.journalColumns[i]!)}`);
-  // A filter, not a selected column: the optimizer drops a column nobody reads, and its check with it.
-  const check = `CASE WHEN len(f) = ${n} THEN true ELSE error('COPY row has ' || len(f) || ' fields, expected ${n}') END`;
-  return `SELECT seq, ${fields.join(', ')} FROM (SELECT seq, string_split(line, chr(9)) AS f FROM ${lines}) WHERE ${check}`;
+  const fields = positions.map((p, i) => `${p < 0 ? 'NULL' : `f${p + 1}`} AS ${quoteIdent(known.journalColumns[i]!)}`);
+  const columns = Array.from({ length: n }, (_, i) => `'f${i + 1}': 'VARCHAR'`).join(', ');
+  return `SELECT ${fields.join(', ')} FROM read_csv(${quoteLiteral(file)}, columns = {${columns}}, delim = '\t', quote = '', escape = '',
+    nullstr = '\\N', header = false, auto_detect = false, strict_mode = true, comment = '')`;
+}
+
+/** Fails closed if DuckDB read another number of rows from a range file than were written to it. */
+function checkFileRows(read: number, written: number): void {
+  if (read !== written) {
+    throw new FloeError('internal', `DuckDB read ${read} rows of a snapshot range file that holds ${written}`, { retry: 'manual' });
+  }
+}
+
+/**
+ * A range's error, as wrapDuckDb has it, except that the CSV reader's report of a row with the wrong
+ * number of fields is said as the cell parser says it, without the row (it holds the user's data).
+ */
+function wrapRangeError(err: unknown, what: string, columns: number): FloeError {
+  const fields = /Expected Number of Columns: (\d+) Found: (\d+)/.exec((err as Error).message ?? '');
+  if (!fields) return wrapDuckDb(err, what);
+  return new FloeError('destination', `DuckDB failed ${what}: COPY row has ${fields[2]} fields, expected ${columns}`, {
+    retry: 'manual',
+    hint: 'the journal keeps every change; report this with the table definition, then resync the table',
+  });
 }
 
 /** Stands for the journal text in a recorded cast (`KnownTable.targetCasts`); the type table's SQL never contains it. */

@@ -21,15 +21,24 @@ export interface SpillDirectory {
 
 export function spillDirectory(path: string): SpillDirectory {
   if (path !== ':memory:') return { options: {}, remove: () => undefined };
+  const dir = ownDirectory('floe-duckdb-spill-', 'a DuckDB spill directory');
+  return { options: { temp_directory: dir.path }, remove: dir.remove };
+}
+
+/**
+ * A directory of floe's own (mode 0700) under FLOE_SPOOL_DIR, else the OS temp directory: DuckDB's spill
+ * files of an in-memory database, and the snapshot range files the DuckDB destination has DuckDB read.
+ */
+export function ownDirectory(prefix: string, what: string): { readonly path: string; remove(): void } {
   const root = process.env.FLOE_SPOOL_DIR || tmpdir();
   let dir: string;
   try {
-    dir = mkdtempSync(join(root, 'floe-duckdb-spill-'));
+    dir = mkdtempSync(join(root, prefix));
   } catch (err) {
-    throw new FloeError('config', `cannot create a DuckDB spill directory in ${root}: ${(err as Error).message}`, {
+    throw new FloeError('config', `cannot create ${what} in ${root}: ${(err as Error).message}`, {
       hint: 'set FLOE_SPOOL_DIR to a writable local directory',
       cause: err,
     });
   }
-  return { options: { temp_directory: dir }, remove: () => rmSync(dir, { recursive: true, force: true }) };
+  return { path: dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
