@@ -195,6 +195,38 @@ describe('DuckDB snapshot rows', () => {
     }
   });
 
+  it('says where it cannot write a range file, and loads nothing of that range', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'floe-range-fail-'));
+    const before = process.env.FLOE_SPOOL_DIR;
+    const d = new DuckDbDestination({ path: join(work, 'w.duckdb') });
+    const range = (rangeIndex: number, lines: string[]) => {
+      const rows = copyRows(lines);
+      return d.writeSnapshotRange(
+        { table: T, rangeIndex, snapshotLsn: 0x100n },
+        (async function* () {
+          yield rows;
+        })(),
+      );
+    };
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      process.env.FLOE_SPOOL_DIR = join(work, 'missing');
+      await expect(range(0, ROWS.slice(0, 2))).rejects.toThrow(/cannot create a directory for snapshot ranges in .*missing.*ENOENT/);
+      process.env.FLOE_SPOOL_DIR = join(work);
+      expect(await range(1, ROWS.slice(0, 2))).toBe(2);
+      // The directory vanished under floe (a cleaner of the temp directory): the range fails with the path.
+      for (const f of readdirSync(work).filter((x) => x.startsWith('floe-duckdb-load-'))) rmSync(join(work, f), { recursive: true });
+      await expect(range(2, ROWS.slice(2, 4))).rejects.toThrow(/cannot write snapshot range file .*range-\d+\.tsv: ENOENT/);
+      expect(await d.query(`SELECT id FROM public.snap ORDER BY id`)).toEqual([[1], [2]]);
+    } finally {
+      await d.close();
+      if (before === undefined) delete process.env.FLOE_SPOOL_DIR;
+      else process.env.FLOE_SPOOL_DIR = before;
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
   for (const journalSnapshot of [false, true]) {
     it(`keeps the latest image of a key a resumed snapshot loaded twice, and refuses a row with the wrong number of fields${journalSnapshot ? ' (journalSnapshot)' : ''}`, async () => {
       const d = new DuckDbDestination({ path: ':memory:', journalSnapshot });

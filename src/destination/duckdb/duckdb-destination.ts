@@ -31,7 +31,7 @@ import { checkColumnNames, tableNameClash } from '../../schema/destination-names
 import type { DuckDBInstance, DuckDBConnection } from '@duckdb/node-api';
 type DuckDbApi = typeof import('@duckdb/node-api');
 import { mkdirSync, rmSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Cell, Change, ColumnSchema, Position, TableSchema } from '../../model.js';
 import { comparePositions, qualifiedName } from '../../model.js';
@@ -504,8 +504,9 @@ export class DuckDbDestination implements Destination {
         appender.closeSync();
       });
     };
-    const file = await open(stage.file, 'wx', 0o600);
+    let file: FileHandle | undefined;
     try {
+      file = await open(stage.file, 'wx', 0o600);
       for await (const chunk of rows) {
         if (wholeLines && chunk instanceof CopyRows && chunk.columns === range.table.columns.length && chunk.validUtf8) {
           // Consecutive whole rows are written as one piece of the chunk's buffer, newlines included.
@@ -534,9 +535,16 @@ export class DuckDbDestination implements Destination {
       }
       if (cells.length > 0) await flush();
     } catch (err) {
+      if (typeof (err as NodeJS.ErrnoException).code === 'string' && (err as NodeJS.ErrnoException).syscall) {
+        throw new FloeError('destination', `cannot write snapshot range file ${stage.file}: ${(err as Error).message}`, {
+          cause: err,
+          retry: 'timed',
+          hint: 'FLOE_SPOOL_DIR (else the OS temp directory) needs room for a snapshot range per parallel copy',
+        });
+      }
       throw wrapDuckDb(err, `loading snapshot range ${range.rangeIndex} of ${qualifiedName(range.table)}`);
     } finally {
-      await file.close();
+      await file?.close();
     }
     this.#options.log.debug(
       { table: qualifiedName(range.table), range: range.rangeIndex, rows: count, wholeRows: stage.fileRows },
