@@ -92,18 +92,24 @@ function expectWholeRows(log: ReturnType<typeof memoryLog>): void {
   expect(staged.map((l) => l.wholeRows)).toEqual([4, 5]);
 }
 
+/** ROWS loaded in two ranges into two destinations: as COPY rows (whole where they can be), and as decoded cells. */
+async function loadBothWays(journalSnapshot: boolean) {
+  const log = memoryLog();
+  const whole = new DuckDbDestination({ path: ':memory:', log: log.log, journalSnapshot });
+  const cells = new DuckDbDestination({ path: ':memory:', journalSnapshot });
+  for (const d of [whole, cells]) {
+    await d.open('p', 'inc');
+    await d.prepare(T);
+  }
+  await load(whole, T, [ROWS.slice(0, 7), ROWS.slice(7)], false);
+  await load(cells, T, [ROWS.slice(0, 7), ROWS.slice(7)], true);
+  return { log, whole, cells };
+}
+
 describe('DuckDB snapshot rows', () => {
   it('loads whole COPY rows straight into the target exactly as decoded cells, before any merge', async () => {
-    const log = memoryLog();
-    const whole = new DuckDbDestination({ path: ':memory:', log: log.log });
-    const cells = new DuckDbDestination({ path: ':memory:' });
+    const { log, whole, cells } = await loadBothWays(false);
     try {
-      for (const d of [whole, cells]) {
-        await d.open('p', 'inc');
-        await d.prepare(T);
-      }
-      await load(whole, T, [ROWS.slice(0, 7), ROWS.slice(7)], false);
-      await load(cells, T, [ROWS.slice(0, 7), ROWS.slice(7)], true);
       const got = await whole.query(target);
       expect(got).toEqual(await cells.query(target));
       expect(got.map((r) => [String(r[0]), ...r.slice(1, 4)])).toEqual(EXPECTED);
@@ -121,16 +127,8 @@ describe('DuckDB snapshot rows', () => {
   });
 
   it('with journalSnapshot, journals whole COPY rows exactly as decoded cells, and merges them alike', async () => {
-    const log = memoryLog();
-    const whole = new DuckDbDestination({ path: ':memory:', log: log.log, journalSnapshot: true });
-    const cells = new DuckDbDestination({ path: ':memory:', journalSnapshot: true });
+    const { log, whole, cells } = await loadBothWays(true);
     try {
-      for (const d of [whole, cells]) {
-        await d.open('p', 'inc');
-        await d.prepare(T);
-      }
-      await load(whole, T, [ROWS.slice(0, 7), ROWS.slice(7)], false);
-      await load(cells, T, [ROWS.slice(0, 7), ROWS.slice(7)], true);
       const got = await whole.query(journal);
       expect(got).toEqual(await cells.query(journal));
       expect(got.map((r) => r.slice(5))).toEqual(EXPECTED);
