@@ -146,8 +146,12 @@ export class DuckDbDestination implements Destination {
   #chain: Promise<unknown> = Promise.resolve();
   /** Names staging tables and files of snapshot ranges. */
   #stages = 0;
-  /** Where snapshot range files are written for DuckDB to read (made at the first range, removed at close). */
+  /**
+   * Where snapshot range files are written for DuckDB to read: made by the first range, removed when no
+   * range is being loaded (so only a process killed in the middle of a snapshot leaves it behind).
+   */
   #loads: { readonly path: string; remove(): void } | undefined;
+  #rangesLoading = 0;
   /** Journal rows per merge transaction; halved when a chunk runs out of DuckDB's memory_limit. */
   #chunkRows = MERGE_CHUNK_ROWS;
 
@@ -445,11 +449,12 @@ export class DuckDbDestination implements Destination {
     // streams. Memory stays bounded by one step's rows.
     const n = ++this.#stages;
     this.#loads ??= ownDirectory('floe-duckdb-load-', 'a directory for snapshot ranges');
+    this.#rangesLoading++;
     const stage: Stage = { cells: quoteIdent(`_floe_stage_${n}`), file: join(this.#loads.path, `range-${n}.tsv`), fileRows: 0 };
-    await this.#serial(() =>
-      this.#c().run(`CREATE OR REPLACE TEMP TABLE ${stage.cells} AS SELECT * FROM ${this.#journal(range.table)} LIMIT 0`),
-    );
     try {
+      await this.#serial(() =>
+        this.#c().run(`CREATE OR REPLACE TEMP TABLE ${stage.cells} AS SELECT * FROM ${this.#journal(range.table)} LIMIT 0`),
+      );
       const positions = this.#columnPositions(known, range.table);
       const count = await this.#stageRange(range, known, positions, stage, rows);
       await this.#serial(async () => {
@@ -471,6 +476,10 @@ export class DuckDbDestination implements Destination {
       return count;
     } finally {
       rmSync(stage.file, { force: true });
+      if (--this.#rangesLoading === 0) {
+        this.#loads?.remove();
+        this.#loads = undefined;
+      }
       await this.#serial(() => this.#c().run(`DROP TABLE IF EXISTS temp.main.${stage.cells}`)).catch(() => undefined);
     }
   }
