@@ -359,7 +359,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: Run
       }
       for (const t of tables) {
         const plan = await planRanges(meta, t, o.snapshotRangePages, o.snapshotParallelism);
-        await store.setTable(options.name, incarnation, qualifiedName(t), { phase: 'snapshot', snapshotLsn, ...plan });
+        await store.setTable(options.name, incarnation, qualifiedName(t), { phase: 'snapshot', snapshotLsn, ...plan, ...signatureOf(t) });
         snapshotTasks.push({ table: t, ...plan, pending: range(plan.rangeCount) });
       }
     } else {
@@ -380,6 +380,7 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: Run
         } else if (k?.signature !== undefined && k.signature !== signatureOf(t).signature) {
           // Dropped and created again, column list or row filter changed, partitions attached or detached
           // while floe was stopped: its destination state is stale, so it starts over like a new table.
+          // Also in the middle of its snapshot: the ranges copied so far hold the old table's rows.
           log.info({ table: qualifiedName(t) }, 'what the publication publishes of the table changed while floe was stopped: resyncing it');
           await store.removeTable(options.name, incarnation, qualifiedName(t));
           needSnapshot.push(t);
@@ -427,7 +428,12 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: Run
               await store.removeTable(options.name, incarnation, qualifiedName(task.table));
               await destination.resetTable(task.table, snapshotLsn);
               const plan = await planRanges(meta, task.table, o.snapshotRangePages, o.snapshotParallelism);
-              await store.setTable(options.name, incarnation, qualifiedName(task.table), { phase: 'snapshot', snapshotLsn, ...plan });
+              await store.setTable(options.name, incarnation, qualifiedName(task.table), {
+                phase: 'snapshot',
+                snapshotLsn,
+                ...plan,
+                ...signatureOf(task.table),
+              });
               planned.push({ table: task.table, ...plan, pending: range(plan.rangeCount) });
             } else if (k && k.rangeCount > 0) {
               // Same range boundaries as before the crash; the last range stays open-ended.
@@ -441,7 +447,12 @@ async function runOnce(options: PipelineOptions, signal: AbortSignal, state: Run
                 await destination.resetTable(task.table, snapshotLsn);
               }
               const plan = await planRanges(meta, task.table, o.snapshotRangePages, o.snapshotParallelism);
-              await store.setTable(options.name, incarnation, qualifiedName(task.table), { phase: 'snapshot', snapshotLsn, ...plan });
+              await store.setTable(options.name, incarnation, qualifiedName(task.table), {
+                phase: 'snapshot',
+                snapshotLsn,
+                ...plan,
+                ...signatureOf(task.table),
+              });
               planned.push({ table: task.table, ...plan, pending: range(plan.rangeCount) });
             }
           }
