@@ -616,7 +616,7 @@ export class DuckDbDestination implements Destination {
     await c.run(`CREATE OR REPLACE TEMP TABLE _floe_snapshot_rows AS ${typed}`);
     const [[loaded]] = (await this.#rows(`SELECT count(*) FROM _floe_snapshot_rows`)) as [[bigint]];
     checkFileRows(Number(loaded - staged), stage.fileRows);
-    const newer = `(a._floe_lsn::HUGEINT << 32) + (a._floe_ordinal + 1) > (${target}._floe_lsn::HUGEINT << 32) + (${target}._floe_ordinal + 1)`;
+    const newer = `${positionSql('a')} > ${positionSql(target)}`;
     await c.run(
       `DELETE FROM ${target} WHERE EXISTS (SELECT 1 FROM _floe_snapshot_rows a WHERE a._floe_key = ${target}._floe_key AND ${newer})`,
     );
@@ -921,10 +921,6 @@ export class DuckDbDestination implements Destination {
     const journal = this.#journal(t);
     const target = this.#target(t);
     const keys = t.columns.filter((col) => col.isKey).map((col) => col.name);
-    const pos = (alias?: string) => {
-      const p = alias ? `${alias}.` : '';
-      return `((${p}_floe_lsn::HUGEINT << 32) + (${p}_floe_ordinal + 1))`;
-    };
     // Keys match on their lossless text (`_floe_key`), never on the typed columns: a value the target
     // type cannot hold ('NaN' in a DECIMAL key) must neither fail the merge nor match another row. Key
     // columns are NOT NULL, so plain equality is exact and keeps every join a hash join.
@@ -944,7 +940,7 @@ export class DuckDbDestination implements Destination {
       }
       const fromCols = keys.map((k) => `NULL::VARCHAR AS ${fromCol(k)}`).join(', ');
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_window AS
-        SELECT *, ${pos('j')} AS _floe_pos, ${fromCols} FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
+        SELECT *, ${positionSql('j')} AS _floe_pos, ${fromCols} FROM ${journal} j WHERE _floe_seq > ${from} AND _floe_seq <= ${to}`);
       const [counted] = await this.#rows(
         `SELECT count(*), max(_floe_pos) FILTER (WHERE _floe_op = 't'),
                 count(*) FILTER (WHERE _floe_unchanged IS NOT NULL), count(*) FILTER (WHERE _floe_op = 'd'),
@@ -959,7 +955,7 @@ export class DuckDbDestination implements Destination {
       // needed; it was the merge's costliest statement. Rows removed below (a truncate) cannot repeat a key.
       const keysOnce = Number(counted?.[4] ?? -1) === windowRows;
       if (truncPos !== null && truncPos !== undefined) {
-        const older = `${pos()} < ${truncPos}`;
+        const older = `${positionSql()} < ${truncPos}`;
         await c.run(
           soft
             ? `UPDATE ${target} SET _floe_deleted = true, _floe_synced_at = now() WHERE ${older} AND NOT _floe_deleted`
@@ -974,7 +970,7 @@ export class DuckDbDestination implements Destination {
         // longer holds, made an unchanged TOAST value NULL.
         const windowKey = keyText(keys.map((k) => `w.${quoteIdent(k)}`));
         await c.run(`DELETE FROM _floe_window w WHERE EXISTS
-          (SELECT 1 FROM ${target} tg WHERE tg._floe_key = ${windowKey} AND w._floe_pos <= ${pos('tg')})`);
+          (SELECT 1 FROM ${target} tg WHERE tg._floe_key = ${windowKey} AND w._floe_pos <= ${positionSql('tg')})`);
       }
       // Key moves only need resolving when some row lacks an unchanged-TOAST value.
       if (Number(counted?.[2] ?? 0) > 0) await this.#resolveMoves(keys, cols, fromCol);
@@ -1034,7 +1030,7 @@ export class DuckDbDestination implements Destination {
           tg._floe_key IS NOT NULL AS _floe_replaces
         FROM _floe_latest l LEFT JOIN ${target} tg ON tg._floe_key = ${latestKey}
         ${moves ? `LEFT JOIN ${target} mv ON mv._floe_key = ${movedFrom}` : ''}
-        WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${pos('tg')}`);
+        WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${positionSql('tg')}`);
       // Keys new to the target (all of them, for a window of inserts) have no row to delete first.
       const [replacing] = await this.#rows(`SELECT count(*) FILTER (WHERE _floe_replaces) FROM _floe_apply`);
       if (Number(replacing?.[0] ?? 1) > 0) {
@@ -1234,6 +1230,12 @@ const STAGE_BYTES = 1 << 20;
  */
 function useOneAllocatorArena(): void {
   process.env.DUCKDB_JE_MALLOC_CONF ??= 'narenas:1';
+}
+
+/** A row's position `(lsn, ordinal)` as one comparable number; `alias` names the row's table (none: unqualified). */
+function positionSql(alias?: string): string {
+  const p = alias ? `${alias}.` : '';
+  return `((${p}_floe_lsn::HUGEINT << 32) + (${p}_floe_ordinal + 1))`;
 }
 
 /** A snapshot range being staged: rows with escapes in a temporary table, whole COPY rows in a file. */
