@@ -80,6 +80,10 @@ export async function copySnapshot(tasks: readonly SnapshotTask[], options: Snap
     // after it: a range can take long, and a stopping pipeline or a skipped table must not wait for it.
     const onAbort = () => void client.end().catch(() => undefined);
     options.signal.addEventListener('abort', onAbort, { once: true });
+    // The range this worker copied last, while the destination finishes it (DuckDB moves its staged rows
+    // into the table, Snowflake waits for their commit). The next range is copied meanwhile, so the source
+    // and the destination work at once; a worker never has more than these two ranges in hand.
+    let finishing: Promise<void> | undefined;
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await client.query(`SET TRANSACTION SNAPSHOT '${options.snapshotName.replaceAll("'", "''")}'`);
@@ -87,11 +91,19 @@ export async function copySnapshot(tasks: readonly SnapshotTask[], options: Snap
         if (failure !== undefined || options.signal.aborted) return;
         const item = queue.shift();
         if (!item) return;
-        await copyRange(client, item.task, item.rangeIndex, options);
+        const range = copyRange(client, item.task, item.rangeIndex, options);
+        const finished = range.done.then(
+          () => undefined,
+          (err: unknown) => void (failure ??= err),
+        );
+        await Promise.race([range.copied, finished]);
+        await finishing;
+        finishing = finished;
       }
     } catch (err) {
       failure ??= err;
     } finally {
+      await finishing;
       options.signal.removeEventListener('abort', onAbort);
       await client.query('ROLLBACK').catch(() => undefined);
       await client.end().catch(() => undefined);
@@ -102,7 +114,16 @@ export async function copySnapshot(tasks: readonly SnapshotTask[], options: Snap
   if (failure !== undefined && !options.signal.aborted) throw snapshotError(failure);
 }
 
-async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: number, options: SnapshotOptions): Promise<void> {
+/**
+ * Copies a range into the destination and records it once the destination holds it (`done`). `copied`
+ * resolves when the last row has left the source connection, which is then free for the next range.
+ */
+function copyRange(
+  client: pg.Client,
+  task: SnapshotTask,
+  rangeIndex: number,
+  options: SnapshotOptions,
+): { copied: Promise<void>; done: Promise<void> } {
   const { table } = task;
   const lo = rangeIndex * task.pagesPerRange;
   const last = rangeIndex === task.rangeCount - 1;
@@ -116,6 +137,8 @@ async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: numb
   let failed: unknown;
   stream.on('error', (err) => (failed ??= err));
   const parser = new CopyTextParser(table.columns.length);
+  let copiedNow = () => {};
+  const copied = new Promise<void>((resolve) => (copiedNow = resolve));
   async function* rows(): AsyncIterable<CopyRows> {
     if (failed !== undefined) throw failed;
     for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -123,12 +146,16 @@ async function copyRange(client: pg.Client, task: SnapshotTask, rangeIndex: numb
       if (parsed.length > 0) yield parsed;
     }
     parser.end();
+    copiedNow();
   }
-  const written = await options.destination.writeSnapshotRange({ table, rangeIndex, snapshotLsn: options.snapshotLsn }, rows());
-  await options.beforeRecordRange?.(table, rangeIndex);
-  await options.store.markRangeDone(options.pipeline, options.incarnation, qualifiedName(table), rangeIndex);
-  options.log.debug({ table: qualifiedName(table), range: rangeIndex, rows: written }, 'snapshot range copied');
-  options.onRange?.(table, written);
+  const done = (async () => {
+    const written = await options.destination.writeSnapshotRange({ table, rangeIndex, snapshotLsn: options.snapshotLsn }, rows());
+    await options.beforeRecordRange?.(table, rangeIndex);
+    await options.store.markRangeDone(options.pipeline, options.incarnation, qualifiedName(table), rangeIndex);
+    options.log.debug({ table: qualifiedName(table), range: rangeIndex, rows: written }, 'snapshot range copied');
+    options.onRange?.(table, written);
+  })();
+  return { copied, done };
 }
 
 /**

@@ -152,6 +152,7 @@ export class DuckDbDestination implements Destination {
    */
   #loads: { readonly path: string; remove(): void } | undefined;
   #rangesLoading = 0;
+  readonly #rangeConnections = new Set<DuckDBConnection>();
   /** Journal rows per merge transaction; halved when a chunk runs out of DuckDB's memory_limit. */
   #chunkRows = MERGE_CHUNK_ROWS;
 
@@ -437,42 +438,30 @@ export class DuckDbDestination implements Destination {
     const known = this.#known(range.table);
     const name = qualifiedName(range.table);
     const rangeLit = `pipeline = ${quoteLiteral(this.#pipeline)} AND incarnation = ${quoteLiteral(this.#incarnation)} AND source_table = ${quoteLiteral(name)} AND range_index = ${range.rangeIndex}`;
-    const done = await this.#serial(() => this.#rows(`SELECT 1 FROM ${META}.snapshot_range WHERE ${rangeLit}`));
-    if (done.length > 0) {
-      for await (const chunk of rows) void chunk; // drain the producer
-      return 0;
-    }
     // The range is staged (rows with escapes in a temporary table, in short steps; whole rows in a file),
-    // then moved to the target or journal in one transaction with its marker. Holding the one connection
-    // for the whole copy would stall the stream's journal writes (and so the other tables) for as long as
-    // a range takes to read from the source, which matters for a table snapshotted while the pipeline
-    // streams. Memory stays bounded by one step's rows.
-    const n = ++this.#stages;
+    // then moved to the target or journal in one transaction with its marker. Staging goes through a
+    // connection of the range's own (its temporary table lives there) and never waits on #serial: the
+    // stream's journal writes (and so the other tables) are not stalled for as long as a range takes to
+    // read from the source, and the next ranges are copied while earlier ones move. The move takes its
+    // turn on #serial like every other write, so no two write transactions overlap. Memory stays bounded
+    // by one step's rows per range.
     this.#loads ??= ownDirectory('floe-duckdb-load-', 'a directory for snapshot ranges');
+    const c = await this.#connect();
+    const n = ++this.#stages;
     this.#rangesLoading++;
-    const stage: Stage = { cells: quoteIdent(`_floe_stage_${n}`), file: join(this.#loads.path, `range-${n}.tsv`), fileRows: 0 };
+    const stage: Stage = { conn: c, cells: quoteIdent(`_floe_stage_${n}`), file: join(this.#loads.path, `range-${n}.tsv`), fileRows: 0 };
     try {
-      await this.#serial(() =>
-        this.#c().run(`CREATE OR REPLACE TEMP TABLE ${stage.cells} AS SELECT * FROM ${this.#journal(range.table)} LIMIT 0`),
-      );
+      // Only this range writes its marker, so a read outside #serial cannot miss one about to be written.
+      const loaded = await rowsOf(c, `SELECT 1 FROM ${META}.snapshot_range WHERE ${rangeLit}`).catch((err: unknown) => {
+        throw wrapDuckDb(err, `checking snapshot range ${range.rangeIndex} of ${name}`);
+      });
+      if (loaded.length > 0) {
+        for await (const chunk of rows) void chunk; // drain the producer
+        return 0;
+      }
       const positions = this.#columnPositions(known, range.table);
       const count = await this.#stageRange(range, known, positions, stage, rows);
-      await this.#serial(async () => {
-        const c = this.#c();
-        await c.run('BEGIN');
-        try {
-          if (this.#snapshotIntoTarget(range.table)) await this.#insertRangeIntoTarget(range, known, positions, stage);
-          else await this.#insertRangeIntoJournal(range, known, positions, stage);
-          await c.run(
-            `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
-          );
-          await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
-          await c.run('COMMIT');
-        } catch (err) {
-          await c.run('ROLLBACK').catch(() => undefined);
-          throw wrapRangeError(err, `loading snapshot range ${range.rangeIndex} of ${name}`, range.table.columns.length);
-        }
-      });
+      await this.#serial(() => this.#moveRange(range, known, positions, stage, count));
       return count;
     } finally {
       rmSync(stage.file, { force: true });
@@ -480,7 +469,7 @@ export class DuckDbDestination implements Destination {
         this.#loads?.remove();
         this.#loads = undefined;
       }
-      await this.#serial(() => this.#c().run(`DROP TABLE IF EXISTS temp.main.${stage.cells}`)).catch(() => undefined);
+      this.#disconnect(c); // its temporary tables go with it
     }
   }
 
@@ -507,14 +496,15 @@ export class DuckDbDestination implements Destination {
     const flush = () => {
       const cellBatch = cells;
       [cells, bytes] = [[], 0];
-      return this.#serial(async () => {
-        const appender = await this.#c().createAppender(stage.cells.slice(1, -1), 'main', 'temp');
+      return (async () => {
+        const appender = await stage.conn.createAppender(stage.cells.slice(1, -1), 'main', 'temp');
         for (const row of cellBatch) this.#appendRow(appender, known, positions, range.table, 'r', position, 0n, row);
         appender.closeSync();
-      });
+      })();
     };
     let file: FileHandle | undefined;
     try {
+      await stage.conn.run(`CREATE TEMP TABLE ${stage.cells} AS SELECT * FROM ${this.#journal(range.table)} LIMIT 0`);
       file = await open(stage.file, 'wx', 0o600);
       for await (const chunk of rows) {
         if (wholeLines && chunk instanceof CopyRows && chunk.columns === range.table.columns.length && chunk.validUtf8) {
@@ -548,7 +538,7 @@ export class DuckDbDestination implements Destination {
         throw new FloeError('destination', `cannot write snapshot range file ${stage.file}: ${(err as Error).message}`, {
           cause: err,
           retry: 'timed',
-          hint: 'FLOE_SPOOL_DIR (else the OS temp directory) needs room for a snapshot range per parallel copy',
+          hint: 'FLOE_SPOOL_DIR (else the OS temp directory) needs room for two snapshot ranges per parallel copy',
         });
       }
       throw wrapDuckDb(err, `loading snapshot range ${range.rangeIndex} of ${qualifiedName(range.table)}`);
@@ -562,9 +552,28 @@ export class DuckDbDestination implements Destination {
     return count;
   }
 
+  /** Moves a staged range into the target or the journal, in one transaction with its marker. */
+  async #moveRange(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], stage: Stage, count: number): Promise<void> {
+    const c = stage.conn;
+    const name = qualifiedName(range.table);
+    await c.run('BEGIN');
+    try {
+      if (this.#snapshotIntoTarget(range.table)) await this.#insertRangeIntoTarget(range, known, positions, stage);
+      else await this.#insertRangeIntoJournal(range, known, positions, stage);
+      await c.run(
+        `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
+      );
+      await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
+      await c.run('COMMIT');
+    } catch (err) {
+      await c.run('ROLLBACK').catch(() => undefined);
+      throw wrapRangeError(err, `loading snapshot range ${range.rangeIndex} of ${name}`, range.table.columns.length);
+    }
+  }
+
   /** Moves a staged range into the journal, each row with a sequence number of its own. */
   async #insertRangeIntoJournal(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], stage: Stage): Promise<void> {
-    const c = this.#c();
+    const c = stage.conn;
     const journal = this.#journal(range.table);
     await c.run(`INSERT INTO ${journal} BY NAME SELECT * FROM ${stage.cells}`);
     if (stage.fileRows === 0) return;
@@ -594,7 +603,7 @@ export class DuckDbDestination implements Destination {
    * between ranges), and the row of the later snapshot wins, as the merge would have it.
    */
   async #insertRangeIntoTarget(range: SnapshotRangeRef, known: KnownTable, positions: readonly number[], stage: Stage): Promise<void> {
-    const c = this.#c();
+    const c = stage.conn;
     const t = range.table;
     const target = this.#target(t);
     // The columns the range was staged with: one added at the source meanwhile stays NULL in these rows.
@@ -605,7 +614,8 @@ export class DuckDbDestination implements Destination {
     const typed = `SELECT ${cols.map((col) => this.#castToTarget(known, col, quoteIdent(col))).join(', ')}, ${keyText(keyCols)} AS _floe_key,
       ${range.snapshotLsn}::UBIGINT AS _floe_lsn, -1::BIGINT AS _floe_ordinal, now() AS _floe_synced_at FROM (${rows})`;
     const into = `INSERT INTO ${target} (${[...cols.map(quoteIdent), '_floe_key', '_floe_lsn', '_floe_ordinal', '_floe_synced_at'].join(', ')})`;
-    const [[other, staged]] = (await this.#rows(
+    const [[other, staged]] = (await rowsOf(
+      c,
       `SELECT (SELECT count(*) FROM ${target} WHERE _floe_lsn <> ${range.snapshotLsn} OR _floe_ordinal <> -1), (SELECT count(*) FROM ${stage.cells})`,
     )) as [[bigint, bigint]];
     if (other === 0n) {
@@ -614,7 +624,7 @@ export class DuckDbDestination implements Destination {
       return;
     }
     await c.run(`CREATE OR REPLACE TEMP TABLE _floe_snapshot_rows AS ${typed}`);
-    const [[loaded]] = (await this.#rows(`SELECT count(*) FROM _floe_snapshot_rows`)) as [[bigint]];
+    const [[loaded]] = (await rowsOf(c, `SELECT count(*) FROM _floe_snapshot_rows`)) as [[bigint]];
     checkFileRows(Number(loaded - staged), stage.fileRows);
     const newer = `${positionSql('a')} > ${positionSql(target)}`;
     await c.run(
@@ -747,6 +757,7 @@ export class DuckDbDestination implements Destination {
 
   async close(): Promise<void> {
     await this.#chain.catch(() => undefined);
+    for (const c of [...this.#rangeConnections]) this.#disconnect(c);
     this.#conn?.closeSync();
     this.#instance?.closeSync();
     this.#conn = undefined;
@@ -1207,8 +1218,19 @@ export class DuckDbDestination implements Destination {
   }
 
   async #rows(sql: string): Promise<unknown[][]> {
-    const reader = await this.#c().runAndReadAll(sql);
-    return reader.getRowsJS() as unknown[][];
+    return rowsOf(this.#c(), sql);
+  }
+
+  /** A connection of a snapshot range's own; closed by #disconnect, or by close() if the range outlives it. */
+  async #connect(): Promise<DuckDBConnection> {
+    if (!this.#instance) throw new FloeError('internal', 'DuckDB destination is not open');
+    const c = await this.#instance.connect();
+    this.#rangeConnections.add(c);
+    return c;
+  }
+
+  #disconnect(c: DuckDBConnection): void {
+    if (this.#rangeConnections.delete(c)) c.closeSync();
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -1240,6 +1262,8 @@ function positionSql(alias?: string): string {
 
 /** A snapshot range being staged: rows with escapes in a temporary table, whole COPY rows in a file. */
 interface Stage {
+  /** The range's own connection: the temporary table is visible only there. */
+  readonly conn: DuckDBConnection;
   readonly cells: string;
   readonly file: string;
   fileRows: number;
@@ -1259,6 +1283,11 @@ function rangeFileSql(table: TableSchema, known: KnownTable, positions: readonly
   const columns = Array.from({ length: n }, (_, i) => `'f${i + 1}': 'VARCHAR'`).join(', ');
   return `SELECT ${fields.join(', ')} FROM read_csv(${quoteLiteral(file)}, columns = {${columns}}, delim = '\t', quote = '', escape = '',
     nullstr = '\\N', header = false, auto_detect = false, strict_mode = true, comment = '')`;
+}
+
+async function rowsOf(c: DuckDBConnection, sql: string): Promise<unknown[][]> {
+  const reader = await c.runAndReadAll(sql);
+  return reader.getRowsJS() as unknown[][];
 }
 
 /** Fails closed if DuckDB read another number of rows from a range file than were written to it. */
