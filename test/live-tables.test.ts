@@ -331,6 +331,53 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await db.dropSlot(`live${n}`);
     }
   });
+
+  it('resyncs at the next start a table dropped and created again while floe was stopped in the middle of its live snapshot', async () => {
+    // The ranges copied before the stop hold the old table's rows; resuming the live snapshot would keep
+    // them and skip the new table's rows there.
+    const n = ++seq;
+    const [a, late] = [`a${n}`, `late${n}`];
+    await tables(n, [a, late]);
+    await db.sql(`CREATE PUBLICATION pub${n} FOR TABLE ${a}`);
+    const hold = holdRange(late, 1);
+    const store = new MemoryStateStore();
+    const destination = new DuckDbDestination({ path: ':memory:' });
+    const first = run(n, { failpoints: hold.failpoints, store, destination });
+    let second: Run | undefined;
+    try {
+      await first.state(`public.${a}`, 'streaming');
+      await db.sql(`ALTER PUBLICATION pub${n} ADD TABLE ${late}`);
+      await hold.holding; // found by the publication poll
+      const stopping = first.p.stop();
+      hold.release();
+      await stopping;
+      const progress = await store.getProgress(`live${n}`);
+      const t = (await store.getTables(`live${n}`, progress!.incarnation)).get(`public.${late}`)!;
+      expect(t.phase).toBe('snapshot');
+      expect(t.rangesDone.size).toBeGreaterThan(0);
+      expect(t.rangesDone.size).toBeLessThan(t.rangeCount);
+      await db.sql(`DROP TABLE ${late}; CREATE TABLE ${late} (id int PRIMARY KEY, v text, pad text DEFAULT repeat('p', 40));
+        INSERT INTO ${late} (id, v) SELECT g, 'new' FROM generate_series(1, 2000, 2) g;
+        ALTER PUBLICATION pub${n} ADD TABLE ${late}`);
+      second = run(n, { store, destination });
+      await second.state(`public.${late}`, 'streaming');
+      await waitFor('the new table only', async () => {
+        const [[all, fresh]] = (await second!.q(`SELECT count(*), count(*) FILTER (WHERE v = 'new') FROM public.${late}`)) as [
+          [bigint, bigint],
+        ];
+        return all === 1000n && fresh === 1000n;
+      });
+      await settle(second, [a, late]);
+      await second.p.stop();
+      await expectEqual(second, n, [a, late]);
+    } finally {
+      hold.release();
+      await first.p.stop();
+      await second?.p.stop();
+      await destination.close();
+      await db.dropSlot(`live${n}`);
+    }
+  });
 });
 
 describe('DuckDB destination during a long snapshot range', () => {

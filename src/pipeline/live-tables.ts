@@ -329,7 +329,15 @@ export class LiveTables {
       const snapshotLsn = tmp.consistentPoint;
       if (!table.hasKey) await destination.resetTable(table, snapshotLsn);
       const plan = await planRanges(meta, table, this.#c.snapshotRangePages, this.#c.snapshotParallelism);
-      await store.setTable(options.name, incarnation, name, { phase: 'snapshot', snapshotLsn, ...plan });
+      // With the signature read along with `table`: a restart that finds another one (the table dropped
+      // and created again while floe was stopped, say) resyncs it rather than resuming over ranges that
+      // hold the old table's rows.
+      await store.setTable(options.name, incarnation, name, {
+        phase: 'snapshot',
+        snapshotLsn,
+        ...plan,
+        ...(e.signature === undefined ? {} : { signature: e.signature }),
+      });
       log.info({ table: name, snapshotLsn: formatLsn(snapshotLsn), ranges: plan.rangeCount }, 'live snapshot started');
       await copySnapshot([{ table, ...plan, pending: Array.from({ length: plan.rangeCount }, (_, i) => i) }], {
         source: options.source,
