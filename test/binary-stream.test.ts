@@ -42,7 +42,7 @@ describe.each(testClusters('every'))('binary streaming on PostgreSQL $major', (c
   /** Cases binary mode refuses by design (their tables would keep the stream in text mode). */
   const refused: string[] = [];
   let columns: Column[] = [];
-  /** Tables of at most 20 of the columns (DuckDB merges of far wider tables outgrow its 128 MB default). */
+  /** Tables of at most 20 of the columns (DuckDB merges of far wider tables outgrow DuckDB's default memory limit). */
   const tables: { name: string; columns: Column[] }[] = [];
 
   beforeAll(async () => {

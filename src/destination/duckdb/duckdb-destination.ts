@@ -59,9 +59,10 @@ export interface DuckDbDestinationOptions {
   readonly deleteMode?: DeleteMode;
   /**
    * DuckDB's memory limit (its buffer manager: tables, hash joins, sorts). DuckDB defaults to 80% of the
-   * machine's memory; floe keeps the whole process small, so it caps DuckDB at 128MB and larger merges
+   * machine's memory; floe keeps the whole process small, so it caps DuckDB at 64MB and larger merges
    * spill to the database's `.tmp` directory (an in-memory database: a directory of its own,
-   * spill-directory.ts). (Default: '128MB')
+   * spill-directory.ts). DuckDB allocates about as much again outside the cap; 128MB made the bench's
+   * DuckDB runs 50–60 MB larger and no faster (bench/README.md). (Default: '64MB')
    */
   readonly memoryLimit?: string;
   /**
@@ -110,8 +111,8 @@ function keyText(columns: readonly string[]): string {
 }
 const JOURNAL = '_floe_journal';
 /**
- * Journal rows merged per transaction at first (about 15 MB of bench rows per copy the merge makes, well
- * inside the 128MB default memory_limit), and the least a chunk is halved to after running out of memory.
+ * Journal rows merged per transaction at first (about 15 MB of bench rows per copy the merge makes,
+ * inside the 64MB default memory_limit), and the least a chunk is halved to after running out of memory.
  */
 const MERGE_CHUNK_ROWS = 100_000;
 const MIN_MERGE_CHUNK_ROWS = 1_000;
@@ -160,7 +161,7 @@ export class DuckDbDestination implements Destination {
     this.#options = {
       path: options.path,
       deleteMode: options.deleteMode ?? 'hard',
-      memoryLimit: options.memoryLimit ?? '128MB',
+      memoryLimit: options.memoryLimit ?? '64MB',
       threads: options.threads ?? 1,
       checkpointThreshold: options.checkpointThreshold ?? '64MB',
       journalSnapshot: options.journalSnapshot ?? false,
