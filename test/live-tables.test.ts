@@ -294,21 +294,23 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
     }
   });
 
-  it('a stop during a live snapshot resumes it at the next start and converges', async () => {
-    const n = ++seq;
+  /**
+   * Streams `a<n>`, adds `late<n>` to the publication, and stops floe while the live snapshot's ranges
+   * from `atRange` on are held (after `whileHeld`), checking the store has that snapshot part-way done.
+   */
+  async function stopInLiveSnapshot(n: number, atRange: number, whileHeld?: (late: string) => Promise<unknown>) {
     const [a, late] = [`a${n}`, `late${n}`];
     await tables(n, [a, late]);
     await db.sql(`CREATE PUBLICATION pub${n} FOR TABLE ${a}`);
-    const hold = holdRange(late, 3);
+    const hold = holdRange(late, atRange);
     const store = new MemoryStateStore();
     const destination = new DuckDbDestination({ path: ':memory:' });
     const first = run(n, { failpoints: hold.failpoints, store, destination });
-    let second: Run | undefined;
     try {
       await first.state(`public.${a}`, 'streaming');
       await db.sql(`ALTER PUBLICATION pub${n} ADD TABLE ${late}`);
       await hold.holding; // found by the publication poll
-      await db.sql(`UPDATE ${late} SET v = 'before stop' WHERE id % 10 = 0`);
+      await whileHeld?.(late);
       const stopping = first.p.stop();
       hold.release();
       await stopping;
@@ -317,6 +319,23 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       expect(t.phase).toBe('snapshot');
       expect(t.rangesDone.size).toBeGreaterThan(0);
       expect(t.rangesDone.size).toBeLessThan(t.rangeCount);
+    } catch (err) {
+      hold.release();
+      await first.p.stop();
+      await destination.close();
+      await db.dropSlot(`live${n}`);
+      throw err;
+    }
+    return { a, late, store, destination };
+  }
+
+  it('a stop during a live snapshot resumes it at the next start and converges', async () => {
+    const n = ++seq;
+    const { a, late, store, destination } = await stopInLiveSnapshot(n, 3, (late) =>
+      db.sql(`UPDATE ${late} SET v = 'before stop' WHERE id % 10 = 0`),
+    );
+    let second: Run | undefined;
+    try {
       await db.sql(`UPDATE ${late} SET v = 'while down' WHERE id % 10 = 1; DELETE FROM ${late} WHERE id % 10 = 2`);
       second = run(n, { store, destination });
       await second.state(`public.${late}`, 'streaming');
@@ -324,8 +343,6 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await second.p.stop();
       await expectEqual(second, n, [a, late]);
     } finally {
-      hold.release();
-      await first.p.stop();
       await second?.p.stop();
       await destination.close();
       await db.dropSlot(`live${n}`);
@@ -336,26 +353,9 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
     // The ranges copied before the stop hold the old table's rows; resuming the live snapshot would keep
     // them and skip the new table's rows there.
     const n = ++seq;
-    const [a, late] = [`a${n}`, `late${n}`];
-    await tables(n, [a, late]);
-    await db.sql(`CREATE PUBLICATION pub${n} FOR TABLE ${a}`);
-    const hold = holdRange(late, 1);
-    const store = new MemoryStateStore();
-    const destination = new DuckDbDestination({ path: ':memory:' });
-    const first = run(n, { failpoints: hold.failpoints, store, destination });
+    const { a, late, store, destination } = await stopInLiveSnapshot(n, 1);
     let second: Run | undefined;
     try {
-      await first.state(`public.${a}`, 'streaming');
-      await db.sql(`ALTER PUBLICATION pub${n} ADD TABLE ${late}`);
-      await hold.holding; // found by the publication poll
-      const stopping = first.p.stop();
-      hold.release();
-      await stopping;
-      const progress = await store.getProgress(`live${n}`);
-      const t = (await store.getTables(`live${n}`, progress!.incarnation)).get(`public.${late}`)!;
-      expect(t.phase).toBe('snapshot');
-      expect(t.rangesDone.size).toBeGreaterThan(0);
-      expect(t.rangesDone.size).toBeLessThan(t.rangeCount);
       await db.sql(`DROP TABLE ${late}; CREATE TABLE ${late} (id int PRIMARY KEY, v text, pad text DEFAULT repeat('p', 40));
         INSERT INTO ${late} (id, v) SELECT g, 'new' FROM generate_series(1, 2000, 2) g;
         ALTER PUBLICATION pub${n} ADD TABLE ${late}`);
@@ -371,8 +371,6 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await second.p.stop();
       await expectEqual(second, n, [a, late]);
     } finally {
-      hold.release();
-      await first.p.stop();
       await second?.p.stop();
       await destination.close();
       await db.dropSlot(`live${n}`);
