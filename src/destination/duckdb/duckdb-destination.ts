@@ -1008,14 +1008,21 @@ export class DuckDbDestination implements Destination {
           const known = `_floe_op IN ('r','i','u') AND _floe_alive AND NOT list_contains(coalesce(_floe_unchanged, []), ${quoteLiteral(col)})`;
           return `arg_max_null(${q}, _floe_pos) FILTER (WHERE ${known}) AS ${q}, count(*) FILTER (WHERE ${known}) > 0 AS ${quoteIdent('_floe_has_' + col)}`;
         });
+      // The latest change per key, as `latest` below reads it: a window of keys seen once (most windows of
+      // a streaming load) is read as it is, not copied once more.
+      let latest = '_floe_latest';
       if (wholeRows) {
         const plain = cols
           .filter((col) => !keys.includes(col))
           .map((col) => `${quoteIdent(col)}, _floe_op <> 'd' AS ${quoteIdent('_floe_has_' + col)}`);
-        await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
-          SELECT ${keyList}, _floe_pos, _floe_op, _floe_lsn, _floe_ordinal, ${keys.map((k) => fromCol(k)).join(', ')}
+        const select = `SELECT ${keyList}, _floe_pos, _floe_op, _floe_lsn, _floe_ordinal, ${keys.map((k) => fromCol(k)).join(', ')}
                  ${plain.length ? ', ' + plain.join(', ') : ''}
-          FROM _floe_window ${keysOnce ? '' : `QUALIFY row_number() OVER (PARTITION BY ${keyList} ORDER BY _floe_pos DESC) = 1`}`);
+          FROM _floe_window`;
+        if (keysOnce) latest = `(${select})`;
+        else
+          await c.run(
+            `CREATE OR REPLACE TEMP TABLE _floe_latest AS ${select} QUALIFY row_number() OVER (PARTITION BY ${keyList} ORDER BY _floe_pos DESC) = 1`,
+          );
       } else {
         await c.run(`CREATE OR REPLACE TEMP TABLE _floe_latest AS
           SELECT ${keyList}, max(_floe_pos) AS _floe_pos, arg_max(_floe_op, _floe_pos) AS _floe_op,
@@ -1042,7 +1049,7 @@ export class DuckDbDestination implements Destination {
       await c.run(`CREATE OR REPLACE TEMP TABLE _floe_apply AS
         SELECT ${selectCols.join(', ')}, ${latestKey} AS _floe_key, l._floe_op, l._floe_lsn, l._floe_ordinal,
           tg._floe_key IS NOT NULL AS _floe_replaces
-        FROM _floe_latest l LEFT JOIN ${target} tg ON tg._floe_key = ${latestKey}
+        FROM ${latest} l LEFT JOIN ${target} tg ON tg._floe_key = ${latestKey}
         ${moves ? `LEFT JOIN ${target} mv ON mv._floe_key = ${movedFrom}` : ''}
         WHERE tg._floe_lsn IS NULL OR l._floe_pos > ${positionSql('tg')}`);
       // Keys new to the target (all of them, for a window of inserts) have no row to delete first.
