@@ -342,6 +342,11 @@ describe.each(testClusters())('live publication changes on PostgreSQL $major', (
       await settle(second, [a, late]);
       await second.p.stop();
       await expectEqual(second, n, [a, late]);
+      // Resumed, not started over: the ranges loaded before the stop keep the first snapshot's LSN.
+      const [[snapshots]] = (await second.q(
+        `SELECT count(DISTINCT snapshot_lsn) FROM _floe.snapshot_range WHERE source_table = 'public.${late}'`,
+      )) as [[bigint]];
+      expect(snapshots).toBe(2n);
     } finally {
       await second?.p.stop();
       await destination.close();
