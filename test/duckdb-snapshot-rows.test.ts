@@ -220,6 +220,37 @@ describe('DuckDB snapshot rows', () => {
     }
   });
 
+  it('loads a range that starts while the last other range finishes: the directory for range files stays until both are done', async () => {
+    const d = new DuckDbDestination({ path: ':memory:' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await load(d, T, [ROWS.slice(0, 2)], false);
+      // Range 0 again (a resumed snapshot's range already loaded): it only drains its rows, held here.
+      let draining = false;
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const again = d.writeSnapshotRange(
+        { table: T, rangeIndex: 0, snapshotLsn: 0x100n },
+        (async function* () {
+          draining = true;
+          await held;
+          yield copyRows(ROWS.slice(0, 2));
+        })(),
+      );
+      while (!draining) await new Promise((r) => setImmediate(r));
+      // Range 1 starts; range 0 finishes while range 1 still connects. It used to remove the directory range 1
+      // was about to write its file into, and range 1 failed ("Cannot read properties of undefined").
+      const next = load(d, T, [[], ROWS.slice(2, 4)], false);
+      release();
+      expect(await again).toBe(0);
+      await next;
+      expect(await d.query(`SELECT id FROM public.snap ORDER BY id`)).toEqual([[1], [2], [3], [4]]);
+    } finally {
+      await d.close();
+    }
+  });
+
   for (const journalSnapshot of [false, true]) {
     it(`keeps the latest image of a key a resumed snapshot loaded twice, and refuses a row with the wrong number of fields${journalSnapshot ? ' (journalSnapshot)' : ''}`, async () => {
       const d = new DuckDbDestination({ path: ':memory:', journalSnapshot });

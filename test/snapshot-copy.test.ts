@@ -129,4 +129,28 @@ describe.each(testClusters())('snapshot copy on PostgreSQL $major', (cluster) =>
     expect(d.events).not.toContain('recorded 0');
     expect(d.events).not.toContain('copied 2');
   });
+
+  it('fails the snapshot at once, its connection closed, when the destination refuses a range before reading its rows', async () => {
+    // The range's COPY is then left unread on the worker's connection: a ROLLBACK queued behind it never ran,
+    // and the snapshot (and the pipeline's stop) hung with the connection open, idle in transaction.
+    const refusing = {
+      async writeSnapshotRange(range: SnapshotRangeRef): Promise<number> {
+        throw new Error(`destination refused range ${range.rangeIndex} unread`);
+      },
+    } as unknown as Destination;
+    const copying = copySnapshot([task()], { ...options(heldDestination()), destination: refusing });
+    let outcome: unknown;
+    copying.then(
+      () => (outcome = 'resolved'),
+      (err: unknown) => (outcome = err),
+    );
+    await waitFor('the snapshot to fail', () => outcome !== undefined);
+    expect(String(outcome)).toContain('destination refused range 0 unread');
+    await waitFor(
+      'the copy connection to close',
+      async () =>
+        (await db.sql(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'floe-snapshot-%'`))
+          .length === 0,
+    );
+  });
 });

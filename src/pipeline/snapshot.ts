@@ -105,7 +105,9 @@ export async function copySnapshot(tasks: readonly SnapshotTask[], options: Snap
     } finally {
       await finishing;
       options.signal.removeEventListener('abort', onAbort);
-      await client.query('ROLLBACK').catch(() => undefined);
+      // Ending the session discards its read-only transaction. No ROLLBACK first: a range the destination
+      // gave up on before reading it leaves its COPY unread on this connection, and a ROLLBACK would queue
+      // behind that COPY forever (end() closes the socket of a busy connection instead).
       await client.end().catch(() => undefined);
     }
   };

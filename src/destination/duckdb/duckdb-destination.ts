@@ -446,12 +446,16 @@ export class DuckDbDestination implements Destination {
     // read from the source, and the next ranges are copied while earlier ones move. The move takes its
     // turn on #serial like every other write, so no two write transactions overlap. Memory stays bounded
     // by one step's rows per range.
+    // The range counts as loading before its first await: a range finishing meanwhile would otherwise
+    // remove the directory this one is about to use.
     this.#loads ??= ownDirectory('floe-duckdb-load-', 'a directory for snapshot ranges');
-    const c = await this.#connect();
-    const n = ++this.#stages;
     this.#rangesLoading++;
-    const stage: Stage = { conn: c, cells: quoteIdent(`_floe_stage_${n}`), file: join(this.#loads.path, `range-${n}.tsv`), fileRows: 0 };
+    const n = ++this.#stages;
+    const file = join(this.#loads.path, `range-${n}.tsv`);
+    let c: DuckDBConnection | undefined;
     try {
+      c = await this.#connect();
+      const stage: Stage = { conn: c, cells: quoteIdent(`_floe_stage_${n}`), file, fileRows: 0 };
       // Only this range writes its marker, so a read outside #serial cannot miss one about to be written.
       const loaded = await rowsOf(c, `SELECT 1 FROM ${META}.snapshot_range WHERE ${rangeLit}`).catch((err: unknown) => {
         throw wrapDuckDb(err, `checking snapshot range ${range.rangeIndex} of ${name}`);
@@ -465,12 +469,12 @@ export class DuckDbDestination implements Destination {
       await this.#serial(() => this.#moveRange(range, known, positions, stage, count));
       return count;
     } finally {
-      rmSync(stage.file, { force: true });
+      rmSync(file, { force: true });
       if (--this.#rangesLoading === 0) {
         this.#loads?.remove();
         this.#loads = undefined;
       }
-      this.#disconnect(c); // its temporary tables go with it
+      if (c) this.#disconnect(c); // its temporary tables go with it
     }
   }
 
