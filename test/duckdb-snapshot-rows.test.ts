@@ -7,6 +7,7 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { CopyTextParser, type CopyRows } from '../src/postgres/copy-text.js';
 import type { TableSchema } from '../src/model.js';
@@ -248,6 +249,43 @@ describe('DuckDB snapshot rows', () => {
       expect(await d.query(`SELECT id FROM public.snap ORDER BY id`)).toEqual([[1], [2], [3], [4]]);
     } finally {
       await d.close();
+    }
+  });
+
+  it('loads a range file of many megabytes under a small memory_limit', async () => {
+    // DuckDB's CSV reader took its default 32 MB buffer from memory_limit: at 40MB a range of a dozen columns
+    // ran out of memory, and at the default 64MB any range whose text passed 32 MB, on each retry alike.
+    const N = 60_000;
+    const wide = keyedTable('wide', [
+      ['id', OID.INT8],
+      ...Array.from({ length: 11 }, (_, k) => [`c${k}`, k % 3 === 0 ? OID.TIMESTAMPTZ : OID.TEXT] as [string, number]),
+    ]);
+    const md5 = (v: number) => createHash('md5').update(String(v)).digest('hex');
+    const line = (i: number) =>
+      [
+        i,
+        ...Array.from({ length: 11 }, (_, k) => (k % 3 === 0 ? `2024-01-0${1 + (k % 9)} 10:00:0${i % 10}.${i % 997}+00` : md5(i * 11 + k))),
+      ].join('\t');
+    const work = mkdtempSync(join(tmpdir(), 'floe-range-memory-'));
+    const d = new DuckDbDestination({ path: join(work, 'w.duckdb'), memoryLimit: '40MB' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(wide);
+      const text = Buffer.from(Array.from({ length: N }, (_, i) => line(i) + '\n').join(''));
+      expect(text.length).toBeGreaterThan(16_000_000);
+      const rows = new CopyTextParser(12).push(text);
+      await d.writeSnapshotRange(
+        { table: wide, rangeIndex: 0, snapshotLsn: 0x100n },
+        (async function* () {
+          yield rows;
+        })(),
+      );
+      expect(await d.query(`SELECT count(*), count(DISTINCT c1), max(id) FROM public.wide`)).toEqual([
+        [BigInt(N), BigInt(N), BigInt(N - 1)],
+      ]);
+    } finally {
+      await d.close();
+      rmSync(work, { recursive: true, force: true });
     }
   });
 

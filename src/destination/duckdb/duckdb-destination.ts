@@ -1320,6 +1320,14 @@ const WRITE_BYTES = 1 << 20;
 const MAX_FILE_ROW_BYTES = 1 << 20;
 
 /**
+ * The CSV reader's buffer for range files. Its default, 32 MB, is taken from DuckDB's memory_limit in full
+ * (and twice for a file larger than that): at the default 64MB limit a range whose text passed 32 MB ran
+ * out of memory on every retry, and at 40MB any range did. 4 MiB holds the longest file row (1 MiB) with
+ * room, and loaded a 250,000-row range faster than the default did.
+ */
+const RANGE_FILE_BUFFER_BYTES = 4 << 20;
+
+/**
  * A range file's rows (`#stageRange`) as the journal's data columns, read by DuckDB's CSV reader: split at
  * tabs, `\N` as NULL, nothing quoted or escaped (COPY's text format has no quoting, and the file holds
  * only rows without escapes), each row exactly the table's number of fields.
@@ -1329,7 +1337,7 @@ function rangeFileSql(table: TableSchema, known: KnownTable, positions: readonly
   const fields = positions.map((p, i) => `${p < 0 ? 'NULL' : `f${p + 1}`} AS ${quoteIdent(known.journalColumns[i]!)}`);
   const columns = Array.from({ length: n }, (_, i) => `'f${i + 1}': 'VARCHAR'`).join(', ');
   return `SELECT ${fields.join(', ')} FROM read_csv(${quoteLiteral(file)}, columns = {${columns}}, delim = '\t', quote = '', escape = '',
-    nullstr = '\\N', header = false, auto_detect = false, strict_mode = true, comment = '')`;
+    nullstr = '\\N', header = false, auto_detect = false, strict_mode = true, comment = '', buffer_size = ${RANGE_FILE_BUFFER_BYTES})`;
 }
 
 async function rowsOf(c: DuckDBConnection, sql: string): Promise<unknown[][]> {
@@ -1367,9 +1375,14 @@ function wrapDuckDb(err: unknown, what: string): FloeError {
   const message = (err as Error).message;
   // A statement DuckDB refuses to bind or convert fails the same way on every retry.
   const deterministic = /^(Binder|Parser|Catalog|Conversion|Constraint) Error/.test(message);
+  const hint = deterministic
+    ? 'the journal keeps every change; report this with the table definition, then resync the table'
+    : /Out of Memory Error|could not allocate block|failed to pin block/.test(message)
+      ? "raise the destination's memory_limit (duckdb:<path>?memory_limit=128MB); nothing is lost meanwhile"
+      : undefined;
   return new FloeError('destination', `DuckDB failed ${what}: ${message.split('\n')[0]}`, {
     cause: err,
     retry: deterministic ? 'manual' : 'timed',
-    hint: deterministic ? 'the journal keeps every change; report this with the table definition, then resync the table' : undefined,
+    hint,
   });
 }
