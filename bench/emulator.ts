@@ -19,6 +19,7 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type pg from 'pg';
 import { spawnEmulator, type EmulatorProcess } from './emulator-process.js';
+import { launcherDefaults } from './launch-defaults.js';
 
 export interface DelayRun {
   readonly commitDelayMs: number;
@@ -267,8 +268,9 @@ function startReplicate(
     ...(o.batchMaxBytes ? ['--batch-max-bytes', String(o.batchMaxBytes)] : []),
     ...(o.maxUncommittedBytes ? ['--max-uncommitted-bytes', String(o.maxUncommittedBytes)] : []),
   ];
-  const env = o.floeNodeOptions === undefined ? process.env : { ...process.env, NODE_OPTIONS: o.floeNodeOptions };
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+  // As the `floe` command (bin/floe) starts floe: the bench measures floe's memory defaults.
+  const launch = launcherDefaults(o.floeNodeOptions === undefined ? process.env : { ...process.env, NODE_OPTIONS: o.floeNodeOptions });
+  const child = spawn(process.execPath, [...launch.execArgv, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: launch.env });
   let stderr = '';
   let exited = false;
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-200_000)));

@@ -45,6 +45,7 @@ import pg from 'pg';
 import { startCluster, type RunningCluster } from '../src/postgres/local-cluster.js';
 import { formatLsn, parseLsn } from '../src/postgres/lsn.js';
 import type { ChildConfig, ChildResult } from './floe-child.js';
+import { launcherDefaults } from './launch-defaults.js';
 
 // ---- options ------------------------------------------------------------------------------
 
@@ -285,7 +286,13 @@ class FloeChild {
   readonly #exited: Promise<number | null>;
 
   constructor(readonly config: ChildConfig) {
-    this.#child = fork(CHILD, [JSON.stringify(config)], { execArgv: ['--import', TSX], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // Started as the `floe` command (bin/floe) starts floe, so the bench measures floe's memory defaults.
+    const launch = launcherDefaults();
+    this.#child = fork(CHILD, [JSON.stringify(config)], {
+      execArgv: [...launch.execArgv, '--import', TSX],
+      env: launch.env,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     this.#child.on('message', (m) => {
       this.#messages.push(m as Record<string, unknown>);
       this.#wake?.();
