@@ -288,6 +288,26 @@ describe('NdjsonEncoder.writeCopyRow (snapshot rows copied from COPY text)', () 
     }
   });
 
+  it('escapes a raw control byte at any offset of a long field (the copy checks 4 bytes at a time)', () => {
+    // Next to the control byte: ASCII, the edges of the control range, and UTF-8 (high bytes).
+    const fillers = ['abcdefghijklmnop', ' !~\u007f ~! ~!~ !~! ', 'éé日日😀😀éé'];
+    const rows: string[] = [];
+    for (const filler of fillers) {
+      for (const control of ['\u0000', '\u0001', '\u0007', '\u001f']) {
+        for (let pad = 0; pad < 8; pad++) {
+          for (const field of [`${'.'.repeat(pad)}${control}${filler}`, `${filler}${'.'.repeat(pad)}${control}${filler}`]) {
+            rows.push(`${rows.length}\t${field}\tx\t${filler}\n`);
+          }
+        }
+      }
+    }
+    const { copied, decoded } = bothWays(T4, Buffer.from(rows.join('')), 1 << 20);
+    expect(copied).toBe(decoded);
+    expect(copied).toContain('\\u0000');
+    expect(copied).toContain('\\u001f');
+    expect(copied).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
+  });
+
   it('refuses a row with the wrong number of fields, as decoding does', () => {
     const rows = new CopyTextParser(4).push(Buffer.from('1\ta\tb\n1\ta\tb\tc\td\n'));
     const enc = new NdjsonEncoder(64);

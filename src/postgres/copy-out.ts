@@ -95,13 +95,12 @@ export class CopyOut extends Readable implements pg.Submittable {
         this.#left -= n;
         continue;
       }
-      const n = Math.min(HEADER - this.#headerBytes, chunk.length - read);
-      chunk.copy(this.#header, this.#headerBytes, read, read + n);
-      this.#headerBytes += n;
-      read += n;
+      // Byte by byte: in Node 20 Buffer#copy of part of a buffer makes a new view object, and this runs once per row.
+      const header = this.#header;
+      while (this.#headerBytes < HEADER && read < chunk.length) header[this.#headerBytes++] = chunk[read++]!;
       if (this.#headerBytes < HEADER) break;
       this.#headerBytes = 0;
-      const code = this.#header[0]!;
+      const code = header[0]!;
       if (code === ERROR_RESPONSE || code === COPY_DONE) {
         if (written > 0) this.push(chunk.subarray(0, written));
         if (code === COPY_DONE) this.push(null);
@@ -110,7 +109,7 @@ export class CopyOut extends Readable implements pg.Submittable {
         return false;
       }
       this.#copyData = code === COPY_DATA;
-      this.#left = this.#header.readUInt32BE(1) - 4;
+      this.#left = header.readUInt32BE(1) - 4;
     }
     return written > 0 ? this.push(chunk.subarray(0, written)) : true;
   }

@@ -51,6 +51,8 @@ export class CopyTextParser {
 export class CopyRows implements Iterable<Cell[]> {
   readonly buf: Buffer;
   readonly columns: number;
+  /** `buf` as a DataView, for reading 4 bytes at a time. */
+  readonly view: DataView;
   /** Row i is buf[starts[i], starts[i + 1] - 1); the byte before the next start is its newline. */
   readonly #starts: readonly number[];
   #validUtf8: boolean | undefined;
@@ -61,6 +63,7 @@ export class CopyRows implements Iterable<Cell[]> {
   constructor(buf: Buffer, starts: readonly number[], columns: number) {
     this.buf = buf;
     this.#starts = starts;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     this.columns = columns;
     this.#tabs = new ByteSearch(buf, TAB);
     this.#backslashes = new ByteSearch(buf, BACKSLASH);
