@@ -31,11 +31,20 @@ describe.each(testClusters('every'))('binary mode falls back to text on PostgreS
   });
 
   function start(slotName: string, publication: string, destination: DuckDbDestination) {
-    /** Batches written that end inside a transaction (the rest of it follows in later batches), and how many when binary mode gave up. */
+    /**
+     * Batches handed to the destination since `midTransaction` was last set to 0 (before the test's one
+     * transaction, so each ends inside it: the rest follows in later batches), and how many when binary
+     * mode gave up. Counted as handed, not as committed: DuckDB commits in the background.
+     */
     const writes = { midTransaction: 0, atRefusal: 0 };
     const log = memoryLog(5000, (line) => {
       if (line.includes('binary mode')) writes.atRefusal = writes.midTransaction;
     });
+    const write = destination.writeChanges.bind(destination);
+    destination.writeChanges = (changes) => {
+      writes.midTransaction++;
+      return write(changes);
+    };
     // Small batches: changes before the refused Relation message are written before the reconnect.
     const p = startPipeline({
       source: { url: db.url },
@@ -45,7 +54,6 @@ describe.each(testClusters('every'))('binary mode falls back to text on PostgreS
       binary: 'on',
       batchMaxBytes: 4096,
       log: log.log,
-      failpoints: { afterDestinationWrite: (b) => void (b.endsMidTransaction && writes.midTransaction++) },
     });
     running.push(p);
     return { p, log, writes };

@@ -4,10 +4,11 @@
  * Contract (design.md §2):
  * - `writeChanges` appends a batch of changes to the journal and resolves when
  *   the destination has ACCEPTED it, which is not necessarily COMMITTED:
- *   - a synchronous destination (DuckDB) has no `watchDurable`: accepted is
- *     committed, so a resolved `writeChanges` makes its batch durable;
- *   - an asynchronous one (Snowflake) has `watchDurable` and reports there, in
- *     order, the position through which every change it was handed is committed.
+ *   - a synchronous destination (EncodingSink) has no `watchDurable`: accepted
+ *     is committed, so a resolved `writeChanges` makes its batch durable;
+ *   - an asynchronous one (Snowflake; DuckDB, which commits one batch while the
+ *     next is decoded) has `watchDurable` and reports there, in order, the
+ *     position through which every change it was handed is committed.
  *   The runtime may call `writeChanges` again before earlier batches commit
  *   (calls never overlap: the next starts after the previous resolved), and it
  *   acknowledges the slot only from what is durable (design.md invariant 1).

@@ -31,7 +31,7 @@ import { checkColumnNames, tableNameClash } from '../../schema/destination-names
 import type { DuckDBInstance, DuckDBConnection } from '@duckdb/node-api';
 type DuckDbApi = typeof import('@duckdb/node-api');
 import { mkdirSync, rmSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Cell, Change, ColumnSchema, Position, TableSchema } from '../../model.js';
 import { comparePositions, qualifiedName } from '../../model.js';
@@ -39,6 +39,7 @@ import type {
   DeleteMode,
   Destination,
   DestinationCheckpoint,
+  DurableWatcher,
   MergeResult,
   PrepareResult,
   SnapshotChunk,
@@ -50,6 +51,7 @@ import { CopyRows } from '../../postgres/copy-text.js';
 import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
 import { ownDirectory, spillDirectory, type SpillDirectory } from './spill-directory.js';
+import { JournalFile } from './journal-file.js';
 
 export interface DuckDbDestinationOptions {
   /** Database file path, or ':memory:'. */
@@ -156,6 +158,14 @@ export class DuckDbDestination implements Destination {
   readonly #rangeConnections = new Set<DuckDBConnection>();
   /** Journal rows per merge transaction; halved when a chunk runs out of DuckDB's memory_limit. */
   #chunkRows = MERGE_CHUNK_ROWS;
+  /** The runtime's (watchDurable): with a watcher, batches commit in the background (see writeChanges). */
+  #watcher: DurableWatcher | undefined;
+  /** Batches handed to writeChanges and not committed yet, oldest first, each settling once it has. */
+  readonly #inFlight: Promise<unknown>[] = [];
+  /** The last position handed to writeChanges: later calls skip changes at or below it. */
+  #accepted: Position | undefined;
+  /** A background commit failed: later writes fail with it until the destination opens again. */
+  #failure: unknown;
 
   constructor(options: DuckDbDestinationOptions) {
     this.#options = {
@@ -174,6 +184,9 @@ export class DuckDbDestination implements Destination {
   }
 
   async open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint> {
+    // Batches of a stopped run may still be committing: the watermark read below must include them, or
+    // their changes, replayed, would be journaled twice.
+    await this.#chain;
     this.#pipeline = pipeline;
     this.#incarnation = incarnation;
     if (this.#options.path !== ':memory:') mkdirSync(dirname(this.#options.path), { recursive: true });
@@ -216,6 +229,8 @@ export class DuckDbDestination implements Destination {
       `SELECT lsn, ordinal FROM ${META}.watermark WHERE pipeline = ${quoteLiteral(pipeline)} AND incarnation = ${quoteLiteral(incarnation)}`,
     );
     this.#watermark = wm.length ? { lsn: BigInt(wm[0]![0] as bigint), ordinal: Number(wm[0]![1]) } : undefined;
+    this.#accepted = this.#watermark;
+    this.#failure = undefined;
     return { durable: this.#watermark };
   }
 
@@ -503,7 +518,7 @@ export class DuckDbDestination implements Destination {
       [cells, bytes] = [[], 0];
       return (async () => {
         const appender = await stage.conn.createAppender(stage.cells.slice(1, -1), 'main', 'temp');
-        for (const row of cellBatch) this.#appendRow(appender, known, positions, range.table, 'r', position, 0n, row);
+        for (const row of cellBatch) this.#appendRow(appender, this.#nextSeq++, known, positions, range.table, 'r', position, 0n, row);
         appender.closeSync();
       })();
     };
@@ -665,6 +680,7 @@ export class DuckDbDestination implements Destination {
           const appender = await c.createAppender(this.#journalName(table), JOURNAL);
           this.#appendRow(
             appender,
+            this.#nextSeq++,
             known,
             this.#columnPositions(known, table),
             table,
@@ -694,53 +710,153 @@ export class DuckDbDestination implements Destination {
     });
   }
 
+  watchDurable(watcher: DurableWatcher): void {
+    this.#watcher = watcher;
+  }
+
+  /**
+   * Appends changes to the journals in one transaction. The rows are written to files first (`JournalFile`),
+   * which DuckDB reads in the transaction. With a watcher (the runtime), the call returns once the batch's
+   * files are written and queued (`MAX_BATCHES_IN_FLIGHT`), and the watcher hears, in order, when each batch
+   * commits: the stream is decoded and the next files written while DuckDB loads and checkpoints. Without
+   * one, the call returns once the batch committed.
+   */
   async writeChanges(changes: readonly Change[]): Promise<void> {
-    if (changes.length === 0) return;
-    await this.#serial(async () => {
-      const c = this.#c();
-      const wm = this.#watermark;
-      // Replayed changes (at or below the watermark of this incarnation) are already in the journal.
-      const fresh = wm ? changes.filter((ch) => comparePositions(ch.position, wm) > 0) : changes;
-      if (fresh.length === 0) return;
-      const last = fresh[fresh.length - 1]!.position;
-      await c.run('BEGIN');
-      try {
-        const appenders = new Map<string, { appender: Awaited<ReturnType<DuckDBConnection['createAppender']>>; positions: number[] }>();
-        for (const ch of fresh) {
-          const name = qualifiedName(ch.table);
-          let entry = appenders.get(name);
-          if (!entry) {
-            const known = this.#known(ch.table);
-            entry = {
-              appender: await c.createAppender(this.#journalName(ch.table), JOURNAL),
-              positions: this.#columnPositions(known, ch.table),
-            };
-            appenders.set(name, entry);
-          }
-          this.#appendRow(
-            entry.appender,
-            this.#known(ch.table),
-            entry.positions,
-            ch.table,
-            ch.op,
-            ch.position,
-            ch.commitTimeMicros,
-            ch.cells,
-          );
-        }
-        for (const { appender } of appenders.values()) appender.closeSync();
-        await c.run(
-          `INSERT OR REPLACE INTO ${META}.watermark VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${last.lsn}, ${last.ordinal}, now())`,
-        );
-        await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
-        await c.run('COMMIT');
-        this.#watermark = last;
-      } catch (err) {
-        await c.run('ROLLBACK').catch(() => undefined);
-        await this.#reloadSeq();
-        throw wrapDuckDb(err, 'appending changes to the journal');
-      }
+    if (this.#failure !== undefined) throw this.#failure;
+    // Replayed changes (at or below what this incarnation was handed) are in the journal or on their way.
+    const from = this.#accepted;
+    const fresh = from ? changes.filter((ch) => comparePositions(ch.position, from) > 0) : changes;
+    if (fresh.length === 0) {
+      if (this.#inFlight.length === 0 && this.#watermark) this.#watcher?.durable(this.#watermark);
+      return;
+    }
+    const last = fresh[fresh.length - 1]!.position;
+    const batch = await this.#writeBatchFiles(fresh);
+    // Memory and disk stay bounded: the stream waits while MAX_BATCHES_IN_FLIGHT batches are.
+    while (this.#inFlight.length >= MAX_BATCHES_IN_FLIGHT) await this.#inFlight[0];
+    if (this.#failure !== undefined) {
+      batch.remove();
+      throw this.#failure;
+    }
+    const watcher = this.#watcher;
+    this.#accepted = last;
+    const committed = this.#serial(() => this.#commitBatch(batch, last, watcher !== undefined)).finally(() => batch.remove());
+    const settled = committed.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight.push(settled);
+    void settled.then(() => this.#inFlight.splice(this.#inFlight.indexOf(settled), 1));
+    if (watcher) {
+      committed.then(
+        () => watcher.durable(last),
+        (err: unknown) => watcher.failed(err),
+      );
+      return;
+    }
+    await committed.catch((err: unknown) => {
+      this.#accepted = this.#watermark;
+      throw err;
     });
+  }
+
+  /** Writes a batch's journal files; changes a file cannot hold are kept for the appender. */
+  async #writeBatchFiles(changes: readonly Change[]): Promise<JournalBatch> {
+    const groups = new Map<string, JournalGroup>();
+    const positions = new Map<TableSchema, number[]>();
+    for (let offset = 0; offset < changes.length; offset++) {
+      const ch = changes[offset]!;
+      const name = qualifiedName(ch.table);
+      let group = groups.get(name);
+      if (!group) {
+        const known = this.#known(ch.table);
+        group = { table: ch.table, columns: [...known.journalColumns], lines: new JournalFile(MAX_FILE_ROW_BYTES), file: '', appended: [] };
+        groups.set(name, group);
+      }
+      let p = positions.get(ch.table);
+      if (!p) positions.set(ch.table, (p = this.#columnPositions(this.#known(ch.table), ch.table)));
+      if (!group.lines.add(offset, ch, p)) group.appended.push({ offset, change: ch, positions: p });
+    }
+    this.#loads ??= ownDirectory('floe-duckdb-load-', 'a directory for snapshot ranges and journal batches');
+    this.#rangesLoading++;
+    const batch: JournalBatch = {
+      groups: [...groups.values()],
+      rows: changes.length,
+      removed: false,
+      remove: () => this.#removeBatchFiles(batch),
+    };
+    // The directory stays while the batch has files in it (`#removeBatchFiles`).
+    try {
+      for (const group of batch.groups) {
+        if (group.lines.rows === 0) continue;
+        group.file = join(this.#loads.path, `batch-${++this.#stages}.tsv`);
+        await writeFile(group.file, group.lines.view(), { flag: 'wx', mode: 0o600 });
+        group.lines.release();
+      }
+    } catch (err) {
+      batch.remove();
+      throw new FloeError('destination', `cannot write a journal batch file: ${(err as Error).message}`, {
+        cause: err,
+        retry: 'timed',
+        hint: 'FLOE_SPOOL_DIR (else the OS temp directory) needs room for two batches of changes and two snapshot ranges per parallel copy',
+      });
+    }
+    return batch;
+  }
+
+  #removeBatchFiles(batch: JournalBatch): void {
+    if (batch.removed) return;
+    batch.removed = true;
+    for (const group of batch.groups) if (group.file) rmSync(group.file, { force: true });
+    if (--this.#rangesLoading === 0) {
+      this.#loads?.remove();
+      this.#loads = undefined;
+    }
+  }
+
+  /**
+   * Loads a batch's files (and appends what they could not hold) with its watermark, in one transaction.
+   * A failed batch in the background fails every batch queued after it, which would otherwise commit
+   * past the gap it leaves (the runtime restarts from what it acknowledged).
+   */
+  async #commitBatch(batch: JournalBatch, last: Position, background: boolean): Promise<void> {
+    if (this.#failure !== undefined) throw this.#failure;
+    const c = this.#c();
+    await c.run('BEGIN');
+    try {
+      // Taken before the first await: a snapshot range staging beside this takes seqs too.
+      const first = this.#nextSeq;
+      this.#nextSeq += BigInt(batch.rows);
+      for (const group of batch.groups) {
+        const journal = this.#journal(group.table);
+        if (group.file) {
+          const loaded = await c.run(journalFileSql(journal, group.columns, group.file, first));
+          checkFileRows(loaded.rowsChanged, group.lines.rows);
+        }
+        if (group.appended.length === 0) continue;
+        const appender = await c.createAppender(this.#journalName(group.table), JOURNAL);
+        for (const { offset, change: ch, positions } of group.appended) {
+          const known = this.#known(ch.table);
+          this.#appendRow(appender, first + BigInt(offset), known, positions, ch.table, ch.op, ch.position, ch.commitTimeMicros, ch.cells);
+        }
+        appender.closeSync();
+      }
+      await c.run(
+        `INSERT OR REPLACE INTO ${META}.watermark VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${last.lsn}, ${last.ordinal}, now())`,
+      );
+      await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
+      await c.run('COMMIT');
+      this.#watermark = last;
+    } catch (err) {
+      await c.run('ROLLBACK').catch(() => undefined);
+      await this.#reloadSeq();
+      const failure = wrapDuckDb(err, 'appending changes to the journal');
+      if (background) {
+        this.#failure = failure;
+        this.#accepted = this.#watermark;
+      }
+      throw failure;
+    }
   }
 
   async durableThrough(): Promise<Position | undefined> {
@@ -1162,6 +1278,7 @@ export class DuckDbDestination implements Destination {
 
   #appendRow(
     appender: Awaited<ReturnType<DuckDBConnection['createAppender']>>,
+    seq: bigint,
     known: KnownTable,
     positions: readonly number[],
     table: TableSchema,
@@ -1170,7 +1287,7 @@ export class DuckDbDestination implements Destination {
     commitTimeMicros: bigint,
     cells: readonly Cell[],
   ): void {
-    appender.appendBigInt(this.#nextSeq++);
+    appender.appendBigInt(seq);
     appender.appendUBigInt(position.lsn);
     appender.appendBigInt(BigInt(position.ordinal));
     appender.appendVarchar(op);
@@ -1252,6 +1369,45 @@ export class DuckDbDestination implements Destination {
     this.#chain = next.catch(() => undefined);
     return next;
   }
+}
+
+/**
+ * Batches of changes a DuckDB destination with a watcher holds at once: one committing, the next one
+ * waiting with its files written, while the runtime decodes the one after. More did not go faster on 2
+ * cores and took the peak RSS over 300 MB (bench/README.md).
+ */
+const MAX_BATCHES_IN_FLIGHT = 2;
+
+/** The journal rows of one table in a batch of changes. */
+interface JournalGroup {
+  /** A schema of the table (for its names). */
+  readonly table: TableSchema;
+  /** The journal's data columns when the batch was written: the file's fields after the metadata. */
+  readonly columns: readonly string[];
+  readonly lines: JournalFile;
+  /** The file with `lines`, once written ('' if none). */
+  file: string;
+  /** Changes the file cannot hold, appended in the transaction: offset in the batch, change, column positions. */
+  readonly appended: { readonly offset: number; readonly change: Change; readonly positions: readonly number[] }[];
+}
+
+/** A batch of changes written to files, waiting for its transaction. */
+interface JournalBatch {
+  readonly groups: JournalGroup[];
+  readonly rows: number;
+  removed: boolean;
+  /** Deletes its files (once). */
+  remove(): void;
+}
+
+/** Loads a journal batch file (`JournalFile`) into `journal`, its rows' seqs counted from `firstSeq`. */
+function journalFileSql(journal: string, columns: readonly string[], file: string, firstSeq: bigint): string {
+  const data = columns.map((_, i) => `'f${i + 6}': 'VARCHAR'`).join(', ');
+  return `INSERT INTO ${journal} (_floe_seq, _floe_lsn, _floe_ordinal, _floe_op, _floe_commit_time, ${columns.map(quoteIdent).join(', ')})
+    SELECT ${firstSeq} + f1, f2, f3, f4, f5::TIMESTAMPTZ, ${columns.map((_, i) => `f${i + 6}`).join(', ')}
+    FROM read_csv(${quoteLiteral(file)}, columns = {'f1': 'BIGINT', 'f2': 'UBIGINT', 'f3': 'BIGINT', 'f4': 'VARCHAR', 'f5': 'VARCHAR'${data ? `, ${data}` : ''}},
+      delim = '\t', quote = '', escape = '', nullstr = '\\N', header = false, auto_detect = false, strict_mode = true, comment = '',
+      buffer_size = ${RANGE_FILE_BUFFER_BYTES})`;
 }
 
 /** A snapshot range is staged in steps of at most this many rows or bytes of text. */
