@@ -76,6 +76,13 @@ function recordingWatcher() {
   return { watcher, durable, failed, heard };
 }
 
+/** Opens the destination for pipeline 'p' with both tables prepared. */
+async function openWithTables(d: DuckDbDestination): Promise<void> {
+  await d.open('p', 'inc');
+  await d.prepare(T);
+  await d.prepare(U);
+}
+
 const JOURNAL = `SELECT _floe_seq, _floe_lsn, _floe_ordinal, _floe_op, epoch_us(_floe_commit_time), _floe_unchanged, id, note, tags
   FROM _floe_journal."public.orders" ORDER BY _floe_seq`;
 
@@ -83,9 +90,7 @@ describe('DuckDB journal batches', () => {
   it('journals every kind of value exactly, in change order, whether a file or the appender holds it', async () => {
     const d = new DuckDbDestination({ path: ':memory:' });
     try {
-      await d.open('p', 'inc');
-      await d.prepare(T);
-      await d.prepare(U);
+      await openWithTables(d);
       // Streamed inserts of a table without arrays: copied from their message's bytes where a file holds them.
       const users: [Change, unknown[]][] = [];
       const user = (ordinal: number, name: string | Buffer | null, stored: string | null) => {
@@ -139,9 +144,7 @@ describe('DuckDB journal batches', () => {
     const d = new DuckDbDestination({ path: ':memory:' });
     const { watcher, durable, failed, heard } = recordingWatcher();
     try {
-      await d.open('p', 'inc');
-      await d.prepare(T);
-      await d.prepare(U);
+      await openWithTables(d);
       d.watchDurable(watcher);
       const lastOne = heard(at(105, 499));
       for (let b = 0; b < 6; b++) {
@@ -173,9 +176,7 @@ describe('DuckDB journal batches', () => {
     const d = new DuckDbDestination({ path: ':memory:' });
     const { watcher, durable, failed, heard } = recordingWatcher();
     try {
-      await d.open('p', 'inc');
-      await d.prepare(T);
-      await d.prepare(U);
+      await openWithTables(d);
       await d.writeChanges([change(U, 'i', at(1, 0), ['1', 'first'])]);
       d.watchDurable(watcher);
       // The orders journal goes away behind floe's back: the next batch into it cannot commit.
