@@ -121,6 +121,76 @@ describe('DuckDB destination merges', () => {
     }
   });
 
+  it('merges a window of keys new to the target in one statement; a repeated key or a key the target holds takes the general path', async () => {
+    const d = new DuckDbDestination({ path: ':memory:' });
+    const windowTable = async () => (await d.query(`SELECT count(*) FROM duckdb_tables() WHERE table_name = '_floe_window'`))[0]![0];
+    const change = (op: Change['op'], lsn: bigint, ordinal: number, cells: Cell[]): Change => ({
+      table: T,
+      op,
+      position: { lsn, ordinal },
+      commitTimeMicros: 0n,
+      cells,
+    });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await d.completeSnapshot(T);
+      // Stream inserts into an empty target, and a delete of a key it never held: one INSERT … SELECT.
+      await d.writeChanges([
+        ...[...Array(3000).keys()].map((i) => change('i', 0x100n + BigInt(i >> 10), i & 1023, row(i + 1))),
+        change('d', 0x200n, 0, ['9999', null, null, null]),
+      ]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 3001 });
+      expect(await windowTable()).toBe(0n);
+      expect(await d.query(`SELECT count(*), count(note), sum(id) FROM public.orders`)).toEqual([[3000n, 2572n, 4501500n]]);
+      expect(
+        await d.query(
+          `SELECT note, tags, amount::VARCHAR, _floe_key, _floe_lsn, _floe_ordinal FROM public.orders WHERE id IN (42, 1500) ORDER BY id`,
+        ),
+      ).toEqual([
+        [null, ['a', 'b c', '42'], '42.25', '42', 0x100n, 41n],
+        ['note 1500', ['a', 'b c', '1500'], '1500.25', '1500', 0x101n, 475n],
+      ]);
+
+      // A key new to the target but changed twice in the window: only its latest change counts.
+      await d.writeChanges([change('i', 0x300n, 0, ['5000', 'first', '{}', '1']), change('u', 0x300n, 1, ['5000', 'second', '{}', '2'])]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 2 });
+      expect(await windowTable()).toBe(1n);
+      expect(await d.query(`SELECT note, amount::VARCHAR FROM public.orders WHERE id = 5000`)).toEqual([['second', '2']]);
+
+      // Each key once, but one the target holds: it is replaced, not added beside the old row.
+      await d.writeChanges([change('u', 0x400n, 0, ['1', 'updated', '{}', '9.50']), change('i', 0x400n, 1, ['6000', 'new', '{}', '3'])]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 2 });
+      expect(await d.query(`SELECT id, note FROM public.orders WHERE id IN (1, 6000) ORDER BY id`)).toEqual([
+        [1, 'updated'],
+        [6000, 'new'],
+      ]);
+      expect(await d.query(`SELECT count(*) FROM public.orders`)).toEqual([[3002n]]);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('with soft deletes, a delete of a key the target never held still leaves its deleted row', async () => {
+    const d = new DuckDbDestination({ path: ':memory:', deleteMode: 'soft' });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await d.completeSnapshot(T);
+      await d.writeChanges([
+        { table: T, op: 'i', position: { lsn: 0x100n, ordinal: 0 }, commitTimeMicros: 0n, cells: row(1) },
+        { table: T, op: 'd', position: { lsn: 0x100n, ordinal: 1 }, commitTimeMicros: 0n, cells: ['9999', null, null, null] },
+      ]);
+      expect(await d.merge()).toEqual({ tables: 1, journalRows: 2 });
+      expect(await d.query(`SELECT id, note, _floe_deleted FROM public.orders ORDER BY id`)).toEqual([
+        [1, 'note 1', false],
+        [9999, null, true],
+      ]);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('merges a window larger than its memory limit: in chunks that never split a transaction', async () => {
     // 5 s of a busy source is a window of hundreds of thousands of rows; one merge of it ran out of
     // DuckDB's memory_limit ("failed to pin block") and failed again at every retry: the pipeline was wedged.

@@ -822,18 +822,23 @@ export class DuckDbDestination implements Destination {
   async #commitBatch(batch: JournalBatch, last: Position, background: boolean): Promise<void> {
     if (this.#failure !== undefined) throw this.#failure;
     const c = this.#c();
-    await c.run('BEGIN');
+    // Statements go in as few calls as possible: each call waits for the main thread to hand DuckDB the
+    // next one, and the main thread is busy decoding the stream.
+    let begin = 'BEGIN; ';
+    // Taken before the first await: a snapshot range staging beside this takes seqs too.
+    const first = this.#nextSeq;
+    this.#nextSeq += BigInt(batch.rows);
     try {
-      // Taken before the first await: a snapshot range staging beside this takes seqs too.
-      const first = this.#nextSeq;
-      this.#nextSeq += BigInt(batch.rows);
       for (const group of batch.groups) {
         const journal = this.#journal(group.table);
         if (group.file) {
-          const loaded = await c.run(journalFileSql(journal, group.columns, group.file, first));
+          const loaded = await c.run(begin + journalFileSql(journal, group.columns, group.file, first));
+          begin = '';
           checkFileRows(loaded.rowsChanged, group.lines.rows);
         }
         if (group.appended.length === 0) continue;
+        if (begin) await c.run(begin);
+        begin = '';
         const appender = await c.createAppender(this.#journalName(group.table), JOURNAL);
         for (const { offset, change: ch, positions } of group.appended) {
           const known = this.#known(ch.table);
@@ -842,10 +847,9 @@ export class DuckDbDestination implements Destination {
         appender.closeSync();
       }
       await c.run(
-        `INSERT OR REPLACE INTO ${META}.watermark VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${last.lsn}, ${last.ordinal}, now())`,
+        `${begin}INSERT OR REPLACE INTO ${META}.watermark VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${last.lsn}, ${last.ordinal}, now());
+        UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}; COMMIT`,
       );
-      await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
-      await c.run('COMMIT');
       this.#watermark = last;
     } catch (err) {
       await c.run('ROLLBACK').catch(() => undefined);
@@ -1065,7 +1069,7 @@ export class DuckDbDestination implements Destination {
     const cols = known.journalColumns;
     await c.run('BEGIN');
     try {
-      const merged = await this.#mergeIntoEmpty(known, from, to);
+      const merged = (await this.#mergeIntoEmpty(known, from, to)) ?? (await this.#mergeNewKeys(known, from, to));
       if (merged !== undefined) {
         await c.run(`UPDATE ${META}.source_table SET merged_seq = ${to} WHERE source_table = ${quoteLiteral(name)}`);
         await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
@@ -1078,7 +1082,7 @@ export class DuckDbDestination implements Destination {
       const [counted] = await this.#rows(
         `SELECT count(*), max(_floe_pos) FILTER (WHERE _floe_op = 't'),
                 count(*) FILTER (WHERE _floe_unchanged IS NOT NULL), count(*) FILTER (WHERE _floe_op = 'd'),
-                count(DISTINCT ${keys.length === 1 ? quoteIdent(keys[0]!) : `ROW(${keys.map(quoteIdent).join(', ')})`}) FROM _floe_window`,
+                ${distinctKeys(keys)} FROM _floe_window`,
       );
       const windowRows = Number(counted?.[0] ?? 0);
       const truncPos = counted?.[1] as bigint | null | undefined;
@@ -1229,6 +1233,36 @@ export class DuckDbDestination implements Destination {
     await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_key, _floe_lsn, _floe_ordinal, _floe_synced_at)
       SELECT ${select.join(', ')}, ${keyText(keyCols)}, _floe_lsn, _floe_ordinal, now() FROM ${journal} WHERE ${window} ${latestPerKey}`);
     return Number(probe?.[2] ?? 0);
+  }
+
+  /**
+   * A window of changes to keys the target does not hold yet, each key once, with whole rows and no
+   * truncate (a stream of inserts, the usual window): every change is its key's latest and nothing in
+   * the target is replaced, so the rows go from the journal into the target in one INSERT … SELECT. The
+   * general path copied the window twice into temporary tables and joined the whole target for values
+   * no such window reads: three times as long (100,000 bench rows: 370 ms against 120). Deletes of keys
+   * the target never held change nothing. Truncates and unchanged TOAST values are left to the general
+   * path as well (a truncate has no key, so its window never counts each key once anyway).
+   */
+  async #mergeNewKeys(known: KnownTable, from: bigint, to: bigint): Promise<number | undefined> {
+    const t = known.schema;
+    const journal = this.#journal(t);
+    const target = this.#target(t);
+    const window = `j._floe_seq > ${from} AND j._floe_seq <= ${to}`;
+    const keys = t.columns.filter((col) => col.isKey).map((col) => col.name);
+    // With soft deletes a delete leaves a row behind, so only the general path handles one.
+    const [stats] = await this.#rows(`SELECT count(*), count(*) FILTER (WHERE _floe_op = 't' OR _floe_unchanged IS NOT NULL
+        ${this.#options.deleteMode === 'soft' ? "OR _floe_op = 'd'" : ''}), ${distinctKeys(keys)} FROM ${journal} j WHERE ${window}`);
+    const rows = Number(stats?.[0] ?? 0);
+    if (Number(stats?.[1] ?? 1) !== 0 || Number(stats?.[2] ?? -1) !== rows) return undefined;
+    const key = (alias: string) => keyText(keys.map((k) => `${alias}.${quoteIdent(k)}`));
+    const [held] = await this.#rows(`SELECT count(*) FROM ${journal} j JOIN ${target} tg ON tg._floe_key = ${key('j')} WHERE ${window}`);
+    if (Number(held?.[0] ?? 1) !== 0) return undefined;
+    const cols = known.journalColumns;
+    const select = cols.map((col) => this.#castToTarget(known, col, `j.${quoteIdent(col)}`));
+    await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_key, _floe_lsn, _floe_ordinal, _floe_synced_at)
+      SELECT ${select.join(', ')}, ${key('j')}, _floe_lsn, _floe_ordinal, now() FROM ${journal} j WHERE ${window} AND _floe_op <> 'd'`);
+    return rows;
   }
 
   /**
@@ -1422,6 +1456,14 @@ const STAGE_BYTES = 1 << 20;
  */
 function useOneAllocatorArena(): void {
   process.env.DUCKDB_JE_MALLOC_CONF ??= 'narenas:1';
+}
+
+/**
+ * The number of distinct keys among a query's rows. Key columns are NOT NULL in every change but a
+ * truncate, whose row has no key: a window holding one never counts each key once.
+ */
+function distinctKeys(keys: readonly string[]): string {
+  return `count(DISTINCT ${keys.length === 1 ? quoteIdent(keys[0]!) : `ROW(${keys.map(quoteIdent).join(', ')})`})`;
 }
 
 /** A row's position `(lsn, ordinal)` as one comparable number; `alias` names the row's table (none: unqualified). */
