@@ -201,7 +201,7 @@ describe('DuckDB destination merges', () => {
       await d.open('p', 'inc');
       await d.prepare(T);
       await d.completeSnapshot(T);
-      const note = 'x'.repeat(150);
+      const note = 'x'.repeat(300);
       const txns = 1000;
       const perTxn = 500;
       for (let t = 0; t < txns; t++) {

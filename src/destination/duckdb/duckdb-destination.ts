@@ -1161,7 +1161,9 @@ export class DuckDbDestination implements Destination {
       // such rows the second join of the target would find nothing, at the cost of hashing it.
       const moves = Number(counted?.[2] ?? 0) > 0;
       const selectCols = cols.map((col) => {
-        if (keys.includes(col)) return `${castCol(col)} AS ${quoteIdent(col)}`;
+        // Whole rows carry every value of a row that stays (a delete's row is not inserted): the target's
+        // values are not read, so its rows are joined on their key and position alone, a smaller hash table.
+        if (keys.includes(col) || wholeRows) return `${castCol(col)} AS ${quoteIdent(col)}`;
         // Not in the window: the target's value, or, for a row moved here by a key change, the value
         // the old key's target row holds (read before this merge deletes it).
         const moved = moves ? `WHEN l.${fromCol(keys[0]!)} IS NOT NULL THEN mv.${quoteIdent(col)} ` : '';
