@@ -419,7 +419,7 @@ describe('DuckDB destination merges', () => {
     expect(run('narenas:4,dirty_decay_ms:0')).toBe('narenas:4,dirty_decay_ms:0');
   });
 
-  it('caps DuckDB at 64MB and one thread and checkpoints at 64MB of log by default, or what the options say', async () => {
+  it('caps DuckDB at 56MB and one thread and checkpoints at 64MB of log by default, or what the options say', async () => {
     const settings = `SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('preserve_insertion_order'), current_setting('checkpoint_threshold')`;
     const d = new DuckDbDestination({ path: ':memory:' });
     const e = new DuckDbDestination({ path: ':memory:', memoryLimit: '256MB', threads: 2, checkpointThreshold: '1GB' });
@@ -428,7 +428,8 @@ describe('DuckDB destination merges', () => {
       await e.open('p', 'inc');
       const [[mem, threads, order, checkpoint]] = (await d.query(settings)) as [[string, bigint, boolean, string]];
       expect([mem, Number(threads), order, checkpoint]).toEqual([
-        expect.stringMatching(/^6[0-9](\.\d+)? MiB$/),
+        // DuckDB reports 56MB (decimal) as 53.4 MiB.
+        expect.stringMatching(/^53\.4 MiB$/),
         1,
         false,
         expect.stringMatching(/^6[0-9](\.\d+)? MiB$/),

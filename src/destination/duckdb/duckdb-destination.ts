@@ -61,10 +61,11 @@ export interface DuckDbDestinationOptions {
   readonly deleteMode?: DeleteMode;
   /**
    * DuckDB's memory limit (its buffer manager: tables, hash joins, sorts). DuckDB defaults to 80% of the
-   * machine's memory; floe keeps the whole process small, so it caps DuckDB at 64MB and larger merges
+   * machine's memory; floe keeps the whole process small, so it caps DuckDB at 56MB and larger merges
    * spill to the database's `.tmp` directory (an in-memory database: a directory of its own,
    * spill-directory.ts). DuckDB allocates about as much again outside the cap; 128MB made the bench's
-   * DuckDB runs 50–60 MB larger and no faster (bench/README.md). (Default: '64MB')
+   * DuckDB runs 50–60 MB larger and no faster, 64MB the snapshot's 15–18 MB larger. Below 56MB the
+   * bench's 100,000-row merge chunks of updates ran out and were halved (bench/README.md). (Default: '56MB')
    */
   readonly memoryLimit?: string;
   /**
@@ -114,7 +115,7 @@ function keyText(columns: readonly string[]): string {
 const JOURNAL = '_floe_journal';
 /**
  * Journal rows merged per transaction at first (about 15 MB of bench rows per copy the merge makes,
- * inside the 64MB default memory_limit), and the least a chunk is halved to after running out of memory.
+ * inside the default memory_limit, 56MB), and the least a chunk is halved to after running out of memory.
  */
 const MERGE_CHUNK_ROWS = 100_000;
 const MIN_MERGE_CHUNK_ROWS = 1_000;
@@ -171,7 +172,7 @@ export class DuckDbDestination implements Destination {
     this.#options = {
       path: options.path,
       deleteMode: options.deleteMode ?? 'hard',
-      memoryLimit: options.memoryLimit ?? '64MB',
+      memoryLimit: options.memoryLimit ?? '56MB',
       threads: options.threads ?? 1,
       checkpointThreshold: options.checkpointThreshold ?? '64MB',
       journalSnapshot: options.journalSnapshot ?? false,
@@ -1521,7 +1522,7 @@ const MAX_FILE_ROW_BYTES = 1 << 20;
 
 /**
  * The CSV reader's buffer for range files. Its default, 32 MB, is taken from DuckDB's memory_limit in full
- * (and twice for a file larger than that): at the default 64MB limit a range whose text passed 32 MB ran
+ * (and twice for a file larger than that): at a 64MB limit a range whose text passed 32 MB ran
  * out of memory on every retry, and at 40MB any range did. 4 MiB holds the longest file row (1 MiB) with
  * room, and loaded a 250,000-row range faster than the default did.
  */
