@@ -1025,7 +1025,7 @@ export class DuckDbDestination implements Destination {
         merged += await this.#mergeWindow(known, from, end);
         from = end;
       } catch (err) {
-        if (!/Out of Memory Error/.test((err as Error).message) || this.#chunkRows <= MIN_MERGE_CHUNK_ROWS) throw err;
+        if (!OUT_OF_MEMORY.test((err as Error).message) || this.#chunkRows <= MIN_MERGE_CHUNK_ROWS) throw err;
         this.#chunkRows = Math.max(MIN_MERGE_CHUNK_ROWS, Math.floor(this.#chunkRows / 2));
         this.#options.log.warn(
           { table: name, chunkRows: this.#chunkRows, memoryLimit: this.#options.memoryLimit },
@@ -1571,6 +1571,9 @@ const CAST_VALUE = '\u0001';
 const castTemplate = (col: ColumnSchema): string => col.type.duckdbCast(CAST_VALUE);
 const sqlList = (items: readonly string[]): string => `[${items.map(quoteLiteral).join(', ')}]::VARCHAR[]`;
 
+/** How DuckDB says a statement ran out of its memory_limit. */
+const OUT_OF_MEMORY = /Out of Memory Error|could not allocate block|failed to pin block/;
+
 function wrapDuckDb(err: unknown, what: string): FloeError {
   if (err instanceof FloeError) return err;
   const message = (err as Error).message;
@@ -1578,7 +1581,7 @@ function wrapDuckDb(err: unknown, what: string): FloeError {
   const deterministic = /^(Binder|Parser|Catalog|Conversion|Constraint) Error/.test(message);
   const hint = deterministic
     ? 'the journal keeps every change; report this with the table definition, then resync the table'
-    : /Out of Memory Error|could not allocate block|failed to pin block/.test(message)
+    : OUT_OF_MEMORY.test(message)
       ? "raise the destination's memory_limit (duckdb:<path>?memory_limit=128MB); nothing is lost meanwhile"
       : undefined;
   return new FloeError('destination', `DuckDB failed ${what}: ${message.split('\n')[0]}`, {
