@@ -754,7 +754,8 @@ class Streamer implements StreamSide {
     };
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) onAbort();
-    stream.on('error', (err) => this.#fail(err));
+    const onStreamError = (err: Error) => this.#fail(err);
+    stream.on('error', onStreamError);
     try {
       // Set when the stop ended a wait inside a frame (a commit that stays invisible): that frame's
       // transaction is incomplete, so nothing of it or after it is acknowledged; the frames still in
@@ -782,6 +783,11 @@ class Streamer implements StreamSide {
     } catch (err) {
       this.#fail(err);
     } finally {
+      // The stream has been read to its end (or the run failed). runOnce then ends its connection, and
+      // if the server's ReadyForQuery after CopyDone has not arrived by then, pg fails the COPY query
+      // with "Connection terminated": no failure of this run, and no error to log.
+      stream.off('error', onStreamError);
+      stream.on('error', () => undefined);
       clearInterval(statusTimer);
       clearInterval(batchTimer);
       clearInterval(mergeTimer);
