@@ -1221,8 +1221,6 @@ export class DuckDbDestination implements Destination {
         (SELECT count(*) FROM ${journal} WHERE ${window}),
         (SELECT min(_floe_lsn) = max(_floe_lsn) FROM ${journal} WHERE ${window})`);
     if (Number(probe?.[0] ?? 1) !== 0 || Number(probe?.[1] ?? 1) !== 0) return undefined;
-    const cols = known.journalColumns;
-    const select = cols.map((col) => this.#castToTarget(known, col, quoteIdent(col)));
     const keyCols = t.columns.filter((col) => col.isKey).map((col) => quoteIdent(col.name));
     // Rows of one snapshot (one position) hold each key once: PostgreSQL's key is unique in it, each range
     // is loaded once (its marker), and a table snapshotted again is reset first, which moves the merge
@@ -1233,8 +1231,7 @@ export class DuckDbDestination implements Destination {
       probe?.[3] === true
         ? ''
         : `QUALIFY row_number() OVER (PARTITION BY ${keyCols.join(', ')} ORDER BY _floe_lsn DESC, _floe_ordinal DESC, _floe_seq DESC) = 1`;
-    await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_key, _floe_lsn, _floe_ordinal, _floe_synced_at)
-      SELECT ${select.join(', ')}, ${keyText(keyCols)}, _floe_lsn, _floe_ordinal, now() FROM ${journal} WHERE ${window} ${latestPerKey}`);
+    await this.#insertJournalRows(known, '', `${window} ${latestPerKey}`);
     return Number(probe?.[2] ?? 0);
   }
 
@@ -1261,11 +1258,20 @@ export class DuckDbDestination implements Destination {
     const key = (alias: string) => keyText(keys.map((k) => `${alias}.${quoteIdent(k)}`));
     const [held] = await this.#rows(`SELECT count(*) FROM ${journal} j JOIN ${target} tg ON tg._floe_key = ${key('j')} WHERE ${window}`);
     if (Number(held?.[0] ?? 1) !== 0) return undefined;
-    const cols = known.journalColumns;
-    const select = cols.map((col) => this.#castToTarget(known, col, `j.${quoteIdent(col)}`));
-    await this.#c().run(`INSERT INTO ${target} (${cols.map(quoteIdent).join(', ')}, _floe_key, _floe_lsn, _floe_ordinal, _floe_synced_at)
-      SELECT ${select.join(', ')}, ${key('j')}, _floe_lsn, _floe_ordinal, now() FROM ${journal} j WHERE ${window} AND _floe_op <> 'd'`);
+    await this.#insertJournalRows(known, 'j', `${window} AND _floe_op <> 'd'`);
     return rows;
+  }
+
+  /** Inserts the journal rows matching `where` (journal alias `alias`, or none) into the target, typed. */
+  async #insertJournalRows(known: KnownTable, alias: string, where: string): Promise<void> {
+    const t = known.schema;
+    const a = alias ? `${alias}.` : '';
+    const cols = known.journalColumns;
+    const select = cols.map((col) => this.#castToTarget(known, col, `${a}${quoteIdent(col)}`));
+    const key = keyText(t.columns.filter((col) => col.isKey).map((col) => `${a}${quoteIdent(col.name)}`));
+    await this.#c()
+      .run(`INSERT INTO ${this.#target(t)} (${cols.map(quoteIdent).join(', ')}, _floe_key, _floe_lsn, _floe_ordinal, _floe_synced_at)
+      SELECT ${select.join(', ')}, ${key}, _floe_lsn, _floe_ordinal, now() FROM ${this.#journal(t)} ${alias} WHERE ${where}`);
   }
 
   /**
