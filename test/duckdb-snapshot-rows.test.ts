@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { CopyTextParser, type CopyRows } from '../src/postgres/copy-text.js';
-import type { TableSchema } from '../src/model.js';
+import type { Change, TableSchema } from '../src/model.js';
 import { memoryLog } from './helpers/pipeline.js';
 import { keyedTable, OID } from './helpers/schema.js';
 
@@ -148,7 +148,7 @@ describe('DuckDB snapshot rows', () => {
     }
   });
 
-  it('stages cell by cell what the CSV reader cannot take (empty rows, rows over 1 MiB), and leaves no range file behind', async () => {
+  it('stages cell by cell what the CSV reader cannot take (empty rows, rows over 1 MiB), reads a whole row of 1 MiB, and leaves no range file behind', async () => {
     const spool = mkdtempSync(join(tmpdir(), 'floe-range-files-'));
     const before = process.env.FLOE_SPOOL_DIR;
     process.env.FLOE_SPOOL_DIR = spool;
@@ -158,12 +158,17 @@ describe('DuckDB snapshot rows', () => {
     const one = keyedTable('one', [['v', OID.TEXT]]);
     const keyless = { ...keyedTable('hist', [['v', OID.TEXT]]), hasKey: false, replicaIdentity: 'f' as const };
     const big = 'x'.repeat((1 << 20) + 1);
+    // The longest row a range file takes: the CSV reader's buffer (RANGE_FILE_BUFFER_BYTES) must hold it,
+    // and the second one crosses from one buffer to the next.
+    const longest = 'y'.repeat(1 << 20);
     const modes: number[] = [];
     try {
       await d.open('p', 'inc');
       for (const t of [one, keyless]) {
         await d.prepare(t);
-        const rows = new CopyTextParser(1).push(Buffer.from(['a', '', 'b', big, '\\N', 'c'].map((l) => l + '\n').join('')));
+        const rows = new CopyTextParser(1).push(
+          Buffer.from(['a', '', 'b', big, longest, longest, '\\N', 'c'].map((l) => l + '\n').join('')),
+        );
         async function* chunks() {
           // While the range is read: its file in a directory of floe's own, readable by nobody else.
           const [dir] = readdirSync(spool).filter((f) => f.startsWith('floe-duckdb-load-'));
@@ -173,14 +178,16 @@ describe('DuckDB snapshot rows', () => {
           );
           yield rows;
         }
-        expect(await d.writeSnapshotRange({ table: t, rangeIndex: 0, snapshotLsn: 0x100n }, chunks())).toBe(6);
+        expect(await d.writeSnapshotRange({ table: t, rangeIndex: 0, snapshotLsn: 0x100n }, chunks())).toBe(8);
       }
       for (const t of ['public.one', '_floe_journal."public.hist"']) {
-        expect(await d.query(`SELECT count(*), count(v), count(*) FILTER (WHERE v = ''), max(length(v)) FROM ${t}`)).toEqual([
-          [6n, 5n, 1n, BigInt(big.length)],
-        ]);
+        expect(
+          await d.query(
+            `SELECT count(*), count(v), count(*) FILTER (WHERE v = ''), max(length(v)), count(*) FILTER (WHERE v = repeat('y', ${longest.length})) FROM ${t}`,
+          ),
+        ).toEqual([[8n, 7n, 1n, BigInt(big.length), 2n]]);
       }
-      expectWholeRows(log, [4, 4]);
+      expectWholeRows(log, [6, 6]);
       expect(modes).toEqual([0o700, 0o600, 0o700, 0o600]);
       // Once no range is being loaded, the files and their directory are gone.
       expect(readdirSync(spool).filter((f) => f.startsWith('floe-duckdb-load-'))).toEqual([]);
@@ -249,6 +256,60 @@ describe('DuckDB snapshot rows', () => {
       expect(await d.query(`SELECT id FROM public.snap ORDER BY id`)).toEqual([[1], [2], [3], [4]]);
     } finally {
       await d.close();
+    }
+  });
+
+  it('moves ranges into a target two at a time once their copies are over: each row once, a marker per range, and a counter left whole', async () => {
+    // Ranges' moves overlap once no range is being copied. Each writes its own keys and marker; neither may
+    // write the sequence counter (two transactions updating one row conflict), which batches go on using.
+    const [N, R] = [15_000, 4];
+    const lines = (r: number) =>
+      Array.from({ length: N }, (_, i) => {
+        const id = r * N + i + 1;
+        return i % 500 === 0 ? `${id}\ttab\\there\t\\N\t${id}` : `${id}\tplain ${id}\t\\N\t${id}.5`;
+      });
+    const change = (id: number, lsn: bigint): Change => ({
+      table: T,
+      op: 'i',
+      position: { lsn, ordinal: 0 },
+      commitTimeMicros: 0n,
+      cells: [String(id), 'streamed', null, '1'],
+    });
+    const work = mkdtempSync(join(tmpdir(), 'floe-range-moves-'));
+    const path = join(work, 'w.duckdb');
+    let d = new DuckDbDestination({ path });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      const ranges = Array.from({ length: R }, (_, r) => {
+        const rows = copyRows(lines(r));
+        return d.writeSnapshotRange(
+          { table: T, rangeIndex: r, snapshotLsn: 0x100n },
+          (async function* () {
+            yield rows;
+          })(),
+        );
+      });
+      // A batch of changes asked for while the ranges load runs alone, after the moves it follows.
+      const batch = d.writeChanges([change(R * N + 1, 0x200n)]);
+      expect(await Promise.all(ranges)).toEqual(Array(R).fill(N));
+      await batch;
+      const total = R * N;
+      expect(
+        await d.query(`SELECT count(*), count(DISTINCT id), sum(id), count(*) FILTER (WHERE a = 'tab\there') FROM public.snap`),
+      ).toEqual([[BigInt(total), BigInt(total), BigInt((total * (total + 1)) / 2), BigInt(R * (N / 500))]]);
+      expect(await d.query(`SELECT range_index, rows FROM _floe.snapshot_range ORDER BY range_index`)).toEqual(
+        Array.from({ length: R }, (_, r) => [r, BigInt(N)]),
+      );
+      await d.close();
+      d = new DuckDbDestination({ path });
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await d.writeChanges([change(R * N + 2, 0x300n)]);
+      expect(await d.query(`SELECT count(*), count(DISTINCT _floe_seq) FROM _floe_journal."public.snap"`)).toEqual([[2n, 2n]]);
+    } finally {
+      await d.close();
+      rmSync(work, { recursive: true, force: true });
     }
   });
 

@@ -52,6 +52,7 @@ import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
 import { ownDirectory, spillDirectory, type SpillDirectory } from './spill-directory.js';
 import { JournalFile } from './journal-file.js';
+import { Turns } from './turns.js';
 
 export interface DuckDbDestinationOptions {
   /** Database file path, or ':memory:'. */
@@ -146,8 +147,13 @@ export class DuckDbDestination implements Destination {
   #watermark: Position | undefined;
   #nextSeq = 1n;
   readonly #tables = new Map<string, KnownTable>();
-  /** Serialises transactions on the single connection. */
-  #chain: Promise<unknown> = Promise.resolve();
+  /**
+   * When each transaction runs: alone, except moves of snapshot ranges into targets, two of which run at
+   * once while no range is being copied (MAX_CONCURRENT_MOVES).
+   */
+  readonly #turns = new Turns(() => (this.#copying > 0 ? 1 : MAX_CONCURRENT_MOVES));
+  /** Snapshot ranges being copied from the source and staged. */
+  #copying = 0;
   /** Names staging tables and files of snapshot ranges. */
   #stages = 0;
   /**
@@ -187,7 +193,7 @@ export class DuckDbDestination implements Destination {
   async open(pipeline: string, incarnation: string): Promise<DestinationCheckpoint> {
     // Batches of a stopped run may still be committing: the watermark read below must include them, or
     // their changes, replayed, would be journaled twice.
-    await this.#chain;
+    await this.#turns.idle();
     this.#pipeline = pipeline;
     this.#incarnation = incarnation;
     if (this.#options.path !== ':memory:') mkdirSync(dirname(this.#options.path), { recursive: true });
@@ -481,8 +487,14 @@ export class DuckDbDestination implements Destination {
         return 0;
       }
       const positions = this.#columnPositions(known, range.table);
-      const count = await this.#stageRange(range, known, positions, stage, rows);
-      await this.#serial(() => this.#moveRange(range, known, positions, stage, count));
+      this.#copying++;
+      const count = await this.#stageRange(range, known, positions, stage, rows).finally(() => {
+        this.#copying--;
+        this.#turns.wake();
+      });
+      const move = () => this.#moveRange(range, known, positions, stage, count);
+      // Moves into targets may overlap (see #moveRange); moves into journals take sequence numbers.
+      await (this.#snapshotIntoTarget(range.table) ? this.#turns.beside(move) : this.#serial(move));
       return count;
     } finally {
       rmSync(file, { force: true });
@@ -581,12 +593,16 @@ export class DuckDbDestination implements Destination {
     const name = qualifiedName(range.table);
     await c.run('BEGIN');
     try {
-      if (this.#snapshotIntoTarget(range.table)) await this.#insertRangeIntoTarget(range, known, positions, stage);
+      const intoTarget = this.#snapshotIntoTarget(range.table);
+      if (intoTarget) await this.#insertRangeIntoTarget(range, known, positions, stage);
       else await this.#insertRangeIntoJournal(range, known, positions, stage);
       await c.run(
         `INSERT INTO ${META}.snapshot_range VALUES (${quoteLiteral(this.#pipeline)}, ${quoteLiteral(this.#incarnation)}, ${quoteLiteral(name)}, ${range.rangeIndex}, ${range.snapshotLsn}, ${count}, now())`,
       );
-      await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
+      // A target's rows keep no sequence number. Two moves into targets may run at once: each writes
+      // rows of keys no other range of the snapshot holds (deleting only older rows of those keys) and a
+      // marker of its own, so they touch no row in common, which the sequence counter would be.
+      if (!intoTarget) await c.run(`UPDATE ${META}.seq SET next_seq = ${this.#nextSeq}`);
       await c.run('COMMIT');
     } catch (err) {
       await c.run('ROLLBACK').catch(() => undefined);
@@ -884,7 +900,7 @@ export class DuckDbDestination implements Destination {
   }
 
   async close(): Promise<void> {
-    await this.#chain.catch(() => undefined);
+    await this.#turns.idle();
     for (const c of [...this.#rangeConnections]) this.#disconnect(c);
     this.#conn?.closeSync();
     this.#instance?.closeSync();
@@ -1408,11 +1424,17 @@ export class DuckDbDestination implements Destination {
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.#chain.then(fn, fn);
-    this.#chain = next.catch(() => undefined);
-    return next;
+    return this.#turns.alone(fn);
   }
 }
+
+/**
+ * Snapshot ranges moved into targets at once, while no range is being copied. On 2 cores, while ranges
+ * are copied, one move takes DuckDB's one thread and PostgreSQL and the decoding share the other; once
+ * the copy is over, the ranges it left staged moved in 1.0–1.4 s less time two at a time, and each
+ * further move at once took room in memory_limit (bench/README.md).
+ */
+const MAX_CONCURRENT_MOVES = 2;
 
 /**
  * Batches of changes a DuckDB destination with a watcher holds at once: one committing, the next one
@@ -1529,10 +1551,11 @@ const MAX_FILE_ROW_BYTES = 1 << 20;
 /**
  * The CSV reader's buffer for range files. Its default, 32 MB, is taken from DuckDB's memory_limit in full
  * (and twice for a file larger than that): at a 64MB limit a range whose text passed 32 MB ran
- * out of memory on every retry, and at 40MB any range did. 4 MiB holds the longest file row (1 MiB) with
- * room, and loaded a 250,000-row range faster than the default did.
+ * out of memory on every retry, and at 40MB any range did. It must hold the longest file row (1 MiB; at
+ * 1 MiB such a row failed). 4 MiB loaded a 250,000-row range faster than the default did; 2 MiB, as
+ * fast, leaves two moves at once (MAX_CONCURRENT_MOVES) more of the limit (bench/README.md).
  */
-const RANGE_FILE_BUFFER_BYTES = 4 << 20;
+const RANGE_FILE_BUFFER_BYTES = 2 << 20;
 
 /**
  * A range file's rows (`#stageRange`) as the journal's data columns, read by DuckDB's CSV reader: split at
