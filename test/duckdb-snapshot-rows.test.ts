@@ -4,7 +4,7 @@
  * `journalSnapshot`, the same text into the journal) as decoded cells do.
  */
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -307,6 +307,32 @@ describe('DuckDB snapshot rows', () => {
       await d.prepare(T);
       await d.writeChanges([change(R * N + 2, 0x300n)]);
       expect(await d.query(`SELECT count(*), count(DISTINCT _floe_seq) FROM _floe_journal."public.snap"`)).toEqual([[2n, 2n]]);
+    } finally {
+      await d.close();
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  it('checkpoints on close with the event loop running, and the rows are in the database file after', async () => {
+    // After a large snapshot this checkpoint takes seconds; in closeSync it stopped every timer, health
+    // check and lease renewal of the process meanwhile.
+    const work = mkdtempSync(join(tmpdir(), 'floe-close-checkpoint-'));
+    const path = join(work, 'w.duckdb');
+    let d = new DuckDbDestination({ path });
+    try {
+      await d.open('p', 'inc');
+      await d.prepare(T);
+      await load(d, T, [ROWS.slice(0, 8), ROWS.slice(8)], false);
+      expect(statSync(`${path}.wal`).size).toBeGreaterThan(0);
+      let closed = false;
+      let turnedWhileClosing = false;
+      setImmediate(() => (turnedWhileClosing = !closed));
+      await d.close().then(() => (closed = true));
+      expect(turnedWhileClosing).toBe(true);
+      expect(existsSync(`${path}.wal`)).toBe(false);
+      d = new DuckDbDestination({ path });
+      await d.open('p', 'inc');
+      expect(await d.query(`SELECT count(*) FROM public.snap`)).toEqual([[BigInt(ROWS.length)]]);
     } finally {
       await d.close();
       rmSync(work, { recursive: true, force: true });

@@ -902,6 +902,7 @@ export class DuckDbDestination implements Destination {
   async close(): Promise<void> {
     await this.#turns.idle();
     for (const c of [...this.#rangeConnections]) this.#disconnect(c);
+    await this.#checkpoint();
     this.#conn?.closeSync();
     this.#instance?.closeSync();
     this.#conn = undefined;
@@ -910,6 +911,23 @@ export class DuckDbDestination implements Destination {
     this.#spill = undefined;
     this.#loads?.remove();
     this.#loads = undefined;
+  }
+
+  /**
+   * Writes what the write-ahead log holds into the database file before it closes. DuckDB would do so in
+   * closeSync, on the main thread, stopping the event loop (health checks, metrics, other pipelines'
+   * leases) for as long as it takes: seconds after a large snapshot, whose ranges' partial row groups it
+   * merges and compresses again. Here it runs on a worker thread. Committed data is safe either way (the
+   * log keeps it), so a failure is logged and the close goes on.
+   */
+  async #checkpoint(): Promise<void> {
+    if (!this.#conn || this.#options.path === ':memory:') return;
+    await this.#conn.run('CHECKPOINT').catch((err: unknown) => {
+      this.#options.log.warn(
+        { err: wrapDuckDb(err, 'checkpointing before close').message },
+        'DuckDB checkpoint before close failed; its write-ahead log keeps the data',
+      );
+    });
   }
 
   /** Runs SQL and returns rows as JS values; for tests, the demo and `--verify`. */
