@@ -6,7 +6,7 @@
  * (memory_limit too small for them). Batches are written directly (no runtime), so the time of writing
  * them, building the changes included, is reported apart.
  * Usage: `npx tsx bench/duckdb-stream-merges.ts [--rows 1000000] [--window 200000] [--update-windows 3]
- * [--memory-limit 56MB]` (default: the destination's own memory_limit).
+ * [--memory-limit 48MB]` (default: the destination's own memory_limit).
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -62,11 +62,11 @@ export interface DuckDbDestinationOptions {
   readonly deleteMode?: DeleteMode;
   /**
    * DuckDB's memory limit (its buffer manager: tables, hash joins, sorts). DuckDB defaults to 80% of the
-   * machine's memory; floe keeps the whole process small, so it caps DuckDB at 56MB and larger merges
+   * machine's memory; floe keeps the whole process small, so it caps DuckDB at 48MB and larger merges
    * spill to the database's `.tmp` directory (an in-memory database: a directory of its own,
    * spill-directory.ts). DuckDB allocates about as much again outside the cap; 128MB made the bench's
-   * DuckDB runs 50–60 MB larger and no faster, 64MB the snapshot's 15–18 MB larger. Below 56MB the
-   * bench's 100,000-row merge chunks of updates ran out and were halved (bench/README.md). (Default: '56MB')
+   * DuckDB runs 50–60 MB larger and no faster, and with two snapshot ranges moving at once 56MB took
+   * the snapshot's peak to 283–301 MB against 282–289 MB, at the same speed (bench/README.md). (Default: '48MB')
    */
   readonly memoryLimit?: string;
   /**
@@ -115,10 +115,11 @@ function keyText(columns: readonly string[]): string {
 }
 const JOURNAL = '_floe_journal';
 /**
- * Journal rows merged per transaction at first (about 15 MB of bench rows per copy the merge makes,
- * inside the default memory_limit, 56MB), and the least a chunk is halved to after running out of memory.
+ * Journal rows merged per transaction at first (about 12 MB of bench rows per copy the merge makes,
+ * inside the default memory_limit, 48MB, where the bench's 100,000-row chunks of updates ran out), and
+ * the least a chunk is halved to after running out of memory.
  */
-const MERGE_CHUNK_ROWS = 100_000;
+const MERGE_CHUNK_ROWS = 80_000;
 const MIN_MERGE_CHUNK_ROWS = 1_000;
 
 interface KnownTable {
@@ -178,7 +179,7 @@ export class DuckDbDestination implements Destination {
     this.#options = {
       path: options.path,
       deleteMode: options.deleteMode ?? 'hard',
-      memoryLimit: options.memoryLimit ?? '56MB',
+      memoryLimit: options.memoryLimit ?? '48MB',
       threads: options.threads ?? 1,
       checkpointThreshold: options.checkpointThreshold ?? '64MB',
       journalSnapshot: options.journalSnapshot ?? false,
