@@ -4,12 +4,15 @@
  * the process and of any process started there; floe's destination and the emulator both open such
  * databases, and two pipelines of one worker can.
  */
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { isAbsolute, relative } from 'node:path';
+import { isAbsolute, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DuckDbDestination } from '../src/destination/duckdb/duckdb-destination.js';
 import { SqlEngine } from '../src/emulator/sql/engine.js';
+import { memoryLog } from './helpers/pipeline.js';
 
 async function spillDir(d: DuckDbDestination): Promise<string> {
   const [[dir]] = (await d.query("SELECT current_setting('temp_directory')")) as [[string]];
@@ -81,4 +84,52 @@ describe('DuckDB spill directories', () => {
       rmSync(work, { recursive: true, force: true });
     }
   });
+
+  it('removes the range files of a process killed while loading when the database file is next opened', async () => {
+    const spool = mkdtempSync(join(tmpdir(), 'floe-left-loads-'));
+    const path = join(spool, 'w.duckdb');
+    // A process loads a snapshot range into the file, is killed -9 while its rows still come, and so
+    // leaves its range file behind.
+    const code = `
+      import { DuckDbDestination } from './src/destination/duckdb/duckdb-destination.ts';
+      import { keyedTable, OID } from './test/helpers/schema.ts';
+      const t = keyedTable('t', [['id', OID.INT4]]);
+      const d = new DuckDbDestination({ path: ${JSON.stringify(path)} });
+      await d.open('p', 'inc');
+      await d.prepare(t);
+      void d.writeSnapshotRange({ table: t, rangeIndex: 0, snapshotLsn: 1n }, (async function* () {
+        yield [['1'], ['2']];
+        process.stdout.write('loading\\n');
+        await new Promise(() => undefined);
+      })());`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      env: { ...process.env, FLOE_SPOOL_DIR: spool },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const before = process.env.FLOE_SPOOL_DIR;
+    try {
+      let out = '';
+      for await (const chunk of child.stdout) if ((out += String(chunk)).includes('loading')) break;
+      const exited = once(child, 'exit');
+      child.kill('SIGKILL');
+      await exited;
+      const left = readdirSync(spool).filter((n) => n.startsWith('floe-duckdb-load-'));
+      expect(left).toHaveLength(1);
+      // Another database's directory, whichever process made it, is not this file's to remove.
+      mkdirSync(join(spool, 'floe-duckdb-load-0123456789abcdef-1-x'));
+      writeFileSync(join(spool, 'floe-duckdb-load-0123456789abcdef-1-x', 'range-1.tsv'), '1\n');
+      process.env.FLOE_SPOOL_DIR = spool;
+      const log = memoryLog();
+      const d = new DuckDbDestination({ path, log: log.log });
+      await d.open('p', 'inc');
+      await d.close();
+      expect(readdirSync(spool).filter((n) => n.startsWith('floe-duckdb-load-'))).toEqual(['floe-duckdb-load-0123456789abcdef-1-x']);
+      expect(log.tail()).toContain('removed range and batch files a stopped process left');
+    } finally {
+      child.kill('SIGKILL');
+      if (before === undefined) delete process.env.FLOE_SPOOL_DIR;
+      else process.env.FLOE_SPOOL_DIR = before;
+      rmSync(spool, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

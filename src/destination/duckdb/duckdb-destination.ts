@@ -50,7 +50,7 @@ import { pgArrayToJson } from '../../schema/pg-array.js';
 import { CopyRows } from '../../postgres/copy-text.js';
 import { quoteIdent, quoteLiteral } from '../../schema/sql-quote.js';
 import { silentLogger, type Logger } from '../../telemetry/logger.js';
-import { ownDirectory, spillDirectory, type SpillDirectory } from './spill-directory.js';
+import { loadDirectoryPrefix, ownDirectory, removeLeftLoadDirectories, spillDirectory, type SpillDirectory } from './spill-directory.js';
 import { JournalFile } from './journal-file.js';
 import { Turns } from './turns.js';
 
@@ -212,6 +212,8 @@ export class DuckDbDestination implements Destination {
           preserve_insertion_order: 'false',
           checkpoint_threshold: this.#options.checkpointThreshold,
         });
+        const left = removeLeftLoadDirectories(this.#options.path);
+        if (left > 0) this.#options.log.info({ directories: left }, 'removed range and batch files a stopped process left');
       } catch (err) {
         this.#spill?.remove();
         this.#spill = undefined;
@@ -471,7 +473,7 @@ export class DuckDbDestination implements Destination {
     // by one step's rows per range.
     // The range counts as loading before its first await: a range finishing meanwhile would otherwise
     // remove the directory this one is about to use.
-    this.#loads ??= ownDirectory('floe-duckdb-load-', 'a directory for snapshot ranges');
+    this.#loads ??= ownDirectory(loadDirectoryPrefix(this.#options.path), 'a directory for snapshot ranges');
     this.#rangesLoading++;
     const n = ++this.#stages;
     const file = join(this.#loads.path, `range-${n}.tsv`);
@@ -795,7 +797,7 @@ export class DuckDbDestination implements Destination {
       if (!p) positions.set(ch.table, (p = this.#columnPositions(this.#known(ch.table), ch.table)));
       if (!group.lines.add(offset, ch, p)) group.appended.push({ offset, change: ch, positions: p });
     }
-    this.#loads ??= ownDirectory('floe-duckdb-load-', 'a directory for snapshot ranges and journal batches');
+    this.#loads ??= ownDirectory(loadDirectoryPrefix(this.#options.path), 'a directory for snapshot ranges and journal batches');
     this.#rangesLoading++;
     const batch: JournalBatch = {
       groups: [...groups.values()],
