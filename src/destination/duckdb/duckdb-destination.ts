@@ -162,6 +162,8 @@ export class DuckDbDestination implements Destination {
    * range is being loaded (so only a process killed in the middle of a snapshot leaves it behind).
    */
   #loads: { readonly path: string; remove(): void } | undefined;
+  /** How #loads is named (loadDirectoryPrefix): worked out once, not each time a batch makes it again. */
+  readonly #loadPrefix: string;
   #rangesLoading = 0;
   readonly #rangeConnections = new Set<DuckDBConnection>();
   /** Journal rows per merge transaction; halved when a chunk runs out of DuckDB's memory_limit. */
@@ -185,6 +187,7 @@ export class DuckDbDestination implements Destination {
       journalSnapshot: options.journalSnapshot ?? false,
       log: options.log ?? silentLogger,
     };
+    this.#loadPrefix = loadDirectoryPrefix(options.path);
   }
 
   get deleteMode(): DeleteMode {
@@ -473,7 +476,7 @@ export class DuckDbDestination implements Destination {
     // by one step's rows per range.
     // The range counts as loading before its first await: a range finishing meanwhile would otherwise
     // remove the directory this one is about to use.
-    this.#loads ??= ownDirectory(loadDirectoryPrefix(this.#options.path), 'a directory for snapshot ranges');
+    this.#loads ??= ownDirectory(this.#loadPrefix, 'a directory for snapshot ranges');
     this.#rangesLoading++;
     const n = ++this.#stages;
     const file = join(this.#loads.path, `range-${n}.tsv`);
@@ -797,7 +800,7 @@ export class DuckDbDestination implements Destination {
       if (!p) positions.set(ch.table, (p = this.#columnPositions(this.#known(ch.table), ch.table)));
       if (!group.lines.add(offset, ch, p)) group.appended.push({ offset, change: ch, positions: p });
     }
-    this.#loads ??= ownDirectory(loadDirectoryPrefix(this.#options.path), 'a directory for snapshot ranges and journal batches');
+    this.#loads ??= ownDirectory(this.#loadPrefix, 'a directory for snapshot ranges and journal batches');
     this.#rangesLoading++;
     const batch: JournalBatch = {
       groups: [...groups.values()],
